@@ -1,0 +1,3 @@
+from eagle_cli.cli import main
+
+main()

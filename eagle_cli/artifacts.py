@@ -1,0 +1,298 @@
+"""Versioned on-disk artifacts: ids, atomic publish, validation on read, lookup.
+
+An artifact is a directory ``<root>/<run>/<category>/<kind>/<id>/`` holding ``manifest.json`` and
+data files. The id hashes kind, schema, parameters and input ids, so the same work maps to the same
+directory and is reused, and any changed parameter maps to a new one. A directory is published by
+renaming a fully written, fsynced sibling; one without a valid manifest is never accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from eagle_cli import __version__
+from eagle_cli.errors import ArtifactError
+
+KINDS = ("features", "bank", "threshold", "scores", "prompts", "answers", "report")
+
+#: Current schema major version per kind; a reader refuses a newer major.
+SCHEMAS = {"features": 1, "bank": 1, "threshold": 1, "scores": 1}
+
+#: Lineage keys that must agree between a bank and the features scored against it.
+LINEAGE_KEYS = ("backbone", "layers", "resize", "crop", "weights", "feature_dim")
+
+MANIFEST = "manifest.json"
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A published, validated artifact."""
+
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.manifest["params"]
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        return self.manifest["lineage"]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.manifest.get("summary", {})
+
+    def input(self, kind: str) -> ArtifactRef:
+        """Open this artifact's input of ``kind`` (validated)."""
+        for item in self.manifest["inputs"]:
+            if item["kind"] == kind:
+                return open_artifact(item["path"], kind)
+        raise ArtifactError(f"{self.path} records no input of kind {kind!r}; it was not written by this eagle.")
+
+    def as_input(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.id, "path": str(self.path)}
+
+
+def artifact_id(kind: str, params: dict[str, Any], inputs: list[ArtifactRef]) -> str:
+    """Hash kind, schema, parameters and input ids into a 16-hex-digit id."""
+    payload = {
+        "kind": kind,
+        "schema": SCHEMAS[kind],
+        "params": params,
+        "inputs": sorted(ref.id for ref in inputs),
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Draft:
+    """An artifact being written into a hidden sibling directory; :meth:`publish` makes it visible."""
+
+    kind: str
+    final: Path
+    tmp: Path
+    params: dict[str, Any]
+    inputs: list[ArtifactRef]
+    id: str
+    lineage: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def __enter__(self) -> Draft:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Anything that escapes (an error, Ctrl-C) leaves no directory a reader would accept.
+        if exc_type is not None:
+            self.discard()
+
+    def file(self, name: str) -> Path:
+        return self.tmp / name
+
+    def publish(self) -> ArtifactRef:
+        """Hash every file, write the manifest, fsync, and rename into place (replacing an old copy)."""
+        files = {}
+        for path in sorted(p for p in self.tmp.rglob("*") if p.is_file()):
+            _fsync(path)
+            files[str(path.relative_to(self.tmp))] = sha256_file(path)
+        manifest = {
+            "kind": self.kind,
+            "schema": SCHEMAS[self.kind],
+            "id": self.id,
+            "eagle_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(),
+            "params": self.params,
+            "inputs": [ref.as_input() for ref in self.inputs],
+            "lineage": self.lineage,
+            "files": files,
+            "summary": self.summary,
+        }
+        manifest_path = self.tmp / MANIFEST
+        manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+        _fsync(manifest_path)
+        _fsync(self.tmp)
+        if self.final.exists():
+            # --force: move the old copy aside first so no reader ever sees a half-replaced directory.
+            trash = self.final.with_name(f"{_TMP_PREFIX}old-{uuid.uuid4().hex[:8]}")
+            os.rename(self.final, trash)
+            os.rename(self.tmp, self.final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(self.tmp, self.final)
+        _fsync(self.final.parent)
+        return ArtifactRef(self.final, manifest)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def kind_dir(root: Path, run: str, category: str, kind: str) -> Path:
+    return Path(root) / run / category / kind
+
+
+def start(
+    kind: str,
+    *,
+    root: Path,
+    run: str,
+    category: str,
+    params: dict[str, Any],
+    inputs: list[ArtifactRef],
+    force: bool = False,
+) -> ArtifactRef | Draft:
+    """Return the existing artifact for this work, or a fresh :class:`Draft` to fill and publish.
+
+    Params must be JSON-serialisable; the id depends on params and input ids only. Set the
+    draft's ``lineage`` (what later stages check for compatibility) before publishing.
+    """
+    aid = artifact_id(kind, params, inputs)
+    final = kind_dir(root, run, category, kind) / aid
+    if final.exists() and not force:
+        try:
+            return replace(open_artifact(final, kind), reused=True)
+        except ArtifactError:
+            pass  # an edited or broken copy is rebuilt, and replaced at publish
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{_TMP_PREFIX}{aid}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    return Draft(kind, final, tmp, params, list(inputs), aid)
+
+
+def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = True) -> ArtifactRef:
+    """Open and validate an artifact directory: manifest, kind, schema and file hashes."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(
+            f"{path} is not a published eagle artifact (no {MANIFEST}); it may be an interrupted write. "
+            "Re-run the stage that produces it."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{manifest_path} is not valid JSON ({exc}); re-run the stage that produces it.") from None
+    found = manifest.get("kind")
+    if kind is not None and found != kind:
+        raise ArtifactError(f"{path} is a {found!r} artifact, but a {kind!r} artifact is needed here.")
+    supported = SCHEMAS.get(found)
+    if supported is None:
+        raise ArtifactError(f"{path} has unknown kind {found!r}.")
+    if int(manifest.get("schema", 0)) > supported:
+        raise ArtifactError(
+            f"{path} is a {found} artifact of schema {manifest['schema']}, newer than this eagle "
+            f"{__version__} reads (schema {supported}). Upgrade eagle, or re-run the stage with this version."
+        )
+    if verify:
+        for name, digest in manifest.get("files", {}).items():
+            file = path / name
+            if not file.is_file():
+                raise ArtifactError(f"{file} is listed in the manifest but missing; re-run the stage with --force.")
+            if sha256_file(file) != digest:
+                raise ArtifactError(
+                    f"{file} was changed after it was written (sha256 differs from the manifest); "
+                    "re-run the stage with --force to rebuild it."
+                )
+    return ArtifactRef(path, manifest)
+
+
+def latest(root: Path, run: str, category: str, kind: str, *, where: dict | None = None) -> ArtifactRef:
+    """Return the most recently created artifact of ``kind`` for a run and category, validated.
+
+    ``where`` keeps only artifacts whose params have those values (e.g. ``{"split": "train"}``).
+    """
+    candidates = [
+        ref for ref in list_artifacts(root, run=run, category=category, kind=kind)
+        if all(ref.params.get(key) == value for key, value in (where or {}).items())
+    ]
+    if not candidates:
+        detail = "".join(f", {key}={value}" for key, value in (where or {}).items())
+        raise ArtifactError(
+            f"No {kind} artifact ({category}{detail}) in run {run!r} under {root}. "
+            f"Run the stage that writes it first, or pass its path."
+        )
+    return open_artifact(candidates[-1].path, kind)
+
+
+def categories_with(root: Path, run: str, kind: str) -> list[str]:
+    """Categories of a run that hold at least one artifact of ``kind``."""
+    return sorted({ref.path.parent.parent.name for ref in list_artifacts(root, run=run, kind=kind)})
+
+
+def list_artifacts(
+    root: Path, *, run: str | None = None, category: str | None = None, kind: str | None = None
+) -> list[ArtifactRef]:
+    """List published artifacts under ``root`` (manifests read, files not hashed), oldest first."""
+    pattern = f"{run or '*'}/{category or '*'}/{kind or '*'}/*/{MANIFEST}"
+    refs = []
+    for manifest_path in Path(root).glob(pattern):
+        if manifest_path.parent.name.startswith(_TMP_PREFIX):
+            continue
+        try:
+            refs.append(ArtifactRef(manifest_path.parent, json.loads(manifest_path.read_text())))
+        except json.JSONDecodeError:
+            continue
+    return sorted(refs, key=lambda ref: ref.manifest.get("created", ""))
+
+
+def resolve(
+    spec: str | Path | None, *, root: Path, run: str, category: str, kind: str, where: dict | None = None
+) -> ArtifactRef:
+    """Open an artifact given as a path, an id under the root, or ``None``/"latest"."""
+    if spec is None or str(spec) == "latest":
+        return latest(root, run, category, kind, where=where)
+    path = Path(spec)
+    if path.exists():
+        return open_artifact(path, kind)
+    matches = [ref for ref in list_artifacts(root, kind=kind) if ref.id.startswith(str(spec))]
+    if len(matches) == 1:
+        return open_artifact(matches[0].path, kind)
+    if not matches:
+        raise ArtifactError(f"No {kind} artifact at path or with id {spec!r} (looked under {root}).")
+    raise ArtifactError(f"Id prefix {spec!r} matches {len(matches)} {kind} artifacts; give more digits.")
+
+
+def check_lineage(a: ArtifactRef | dict, b: ArtifactRef | dict, *, what: str) -> None:
+    """Refuse to combine artifacts whose backbone, layers, image size or weights differ."""
+    la = a.lineage if isinstance(a, ArtifactRef) else a
+    lb = b.lineage if isinstance(b, ArtifactRef) else b
+    diffs = [f"{key}: {la.get(key)!r} vs {lb.get(key)!r}" for key in LINEAGE_KEYS if la.get(key) != lb.get(key)]
+    if diffs:
+        raise ArtifactError(
+            f"{what} were computed differently ({'; '.join(diffs)}). "
+            "Extract both with the same backbone, layers, image size and weights."
+        )

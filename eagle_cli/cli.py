@@ -1,0 +1,364 @@
+"""The ``eagle`` command: one thin function per stage — parse, call the stage, say where it wrote."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from eagle_cli import __version__, artifacts
+from eagle_cli.artifacts import ArtifactRef
+from eagle_cli.data.source import FOLDER_CATEGORY, LAYOUTS, DataSource
+from eagle_cli.errors import EagleError
+from eagle_cli.expert.backbones import BACKBONES, cache_dir, get_spec, import_weights
+from eagle_cli.stages.common import Context
+from eagle_cli.stages.extract import ExtractParams, run_extract
+from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
+from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.score import ScoreParams, TestSet, run_score
+from eagle_cli.threshold import ThresholdParams
+
+app = typer.Typer(help="eagle: industrial visual inspection — expert anomaly scoring, normal-only thresholds, "
+                       "staged artifacts.", no_args_is_help=True, rich_markup_mode="rich")
+data_app = typer.Typer(help="Datasets: generate the synthetic demo data.", no_args_is_help=True)
+backbones_app = typer.Typer(help="Backbones: list them, bring weights onto an offline machine.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="Artifacts: list and inspect what the stages wrote.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(backbones_app, name="backbones")
+app.add_typer(artifacts_app, name="artifacts")
+
+err = Console(stderr=True)
+out = Console()
+
+IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
+
+# Shared options -------------------------------------------------------------------------------
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Dataset root (MVTec-AD or VisA layout).", rich_help_panel=IN)]
+LayoutOpt = Annotated[str, typer.Option(help=f"Dataset layout: {', '.join(LAYOUTS)}.", rich_help_panel=IN)]
+CategoryOpt = Annotated[Optional[str], typer.Option(
+    "--category", help="Comma-separated categories; default: every category found.", rich_help_panel=IN)]
+GoodOpt = Annotated[Optional[Path], typer.Option(help="Folder of good training images (instead of --data).", rich_help_panel=IN)]
+TestOpt = Annotated[Optional[Path], typer.Option(
+    "--test", help="Folder of test images; subfolders name their labels (good/ok/normal = good).", rich_help_panel=IN)]
+SplitCsvOpt = Annotated[Optional[Path], typer.Option(help="VisA split CSV (default: ROOT/split_csv/1cls.csv).", rich_help_panel=IN)]
+ArtifactsOpt = Annotated[Path, typer.Option(
+    "--artifacts", envvar="EAGLE_ARTIFACTS", help="Where artifacts live.", rich_help_panel=OUTPUT)]
+RunOpt = Annotated[str, typer.Option(help="Run name: artifacts go to ARTIFACTS/RUN/CATEGORY/KIND/ID.", rich_help_panel=OUTPUT)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the work even if an identical artifact exists.", rich_help_panel=OUTPUT)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.", rich_help_panel=OUTPUT)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.", rich_help_panel=OUTPUT)]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.", rich_help_panel=RUNTIME)]
+OnErrorOpt = Annotated[str, typer.Option(help="A bad image: skip (list it in errors.jsonl) or fail.", rich_help_panel=RUNTIME)]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUNTIME)]
+BatchOpt = Annotated[int, typer.Option(help="Images per backbone forward.", rich_help_panel=RUNTIME)]
+KnnBackendOpt = Annotated[str, typer.Option(
+    help="kNN search: auto (torch on GPU, faiss on CPU), faiss or torch.", rich_help_panel=RUNTIME)]
+BackboneOpt = Annotated[str, typer.Option(help=f"Backbone: {', '.join(BACKBONES)}.", rich_help_panel=EXPERT)]
+WeightsOpt = Annotated[str, typer.Option(
+    help="imagenet (torchvision cache, TORCH_HOME), none (random; a warning), or a .pth state-dict path.",
+    rich_help_panel=EXPERT)]
+ResizeOpt = Annotated[int, typer.Option(help="Shorter side after resizing, px.", rich_help_panel=EXPERT)]
+CropOpt = Annotated[int, typer.Option(help="Centre crop, px.", rich_help_panel=EXPERT)]
+DtypeOpt = Annotated[str, typer.Option(help="Stored feature precision: float32 or float16.", rich_help_panel=OUTPUT)]
+
+
+@dataclass
+class Session:
+    """Output settings of one command."""
+
+    quiet: bool
+    as_json: bool
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=err, disable=self.quiet, transient=False) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda n=1: progress.advance(task, n)
+
+    def context(self, artifacts_root: Path, run: str, force: bool, on_error: str = "skip") -> Context:
+        return Context(artifacts=artifacts_root, run=run, force=force, on_error=on_error, reporter=self)
+
+    def report(self, refs: list[ArtifactRef]) -> None:
+        if self.as_json:
+            print(json.dumps([{"kind": r.kind, "id": r.id, "path": str(r.path), "reused": r.reused,
+                               "category": r.path.parent.parent.name, "summary": r.summary} for r in refs], indent=2))
+            return
+        for ref in refs:
+            verb = "reused" if ref.reused else "wrote"
+            err.print(f"[green]{verb}[/] {ref.kind} [bold]{ref.path}[/]")
+            if not self.quiet:
+                _print_summary(ref)
+
+
+def _print_summary(ref: ArtifactRef) -> None:
+    flat = {}
+    for key, value in ref.summary.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif value is not None:
+            flat[key] = value
+    err.print("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in flat.items()))
+    if ref.lineage.get("weights") == "none":
+        err.print("  [yellow]warning:[/] random backbone weights (--weights none): scores are not meaningful.")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _source(data, layout, good, test, split_csv) -> DataSource:
+    return DataSource(layout=layout, root=data, good=good, test=test, split_csv=split_csv).resolved()
+
+
+def _categories(category: Optional[str], fallback: list[str]) -> list[str]:
+    return [c.strip() for c in category.split(",") if c.strip()] if category else fallback
+
+
+def _extract_params(backbone, weights, resize, crop, dtype, batch_size, device) -> ExtractParams:
+    return ExtractParams(backbone=backbone, weights=weights, resize=resize, crop=crop, dtype=dtype,
+                         batch_size=batch_size, device=device)
+
+
+def command(typer_app: typer.Typer, name: Optional[str] = None):
+    """Register a command whose :class:`EagleError` becomes one red paragraph and exit code 1."""
+
+    def register(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except EagleError as exc:
+                if kwargs.get("debug") or os.environ.get("EAGLE_DEBUG") == "1":
+                    raise
+                err.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+                raise typer.Exit(1) from None
+
+        return typer_app.command(name)(wrapper)
+
+    return register
+
+
+# Stages ---------------------------------------------------------------------------------------
+@command(app)
+def extract(
+    split: Annotated[str, typer.Option(help="train (good images) or test.", rich_help_panel=IN)] = "train",
+    data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, good: GoodOpt = None,
+    test: TestOpt = None, split_csv: SplitCsvOpt = None,
+    backbone: BackboneOpt = "wide_resnet50_2", weights: WeightsOpt = "imagenet", resize: ResizeOpt = 256,
+    crop: CropOpt = 224, dtype: DtypeOpt = "float32",
+    artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
+    quiet: QuietOpt = False, as_json: JsonOpt = False,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 8, on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
+):
+    """Extract patch features of a split into a [bold]features[/] artifact."""
+    session = Session(quiet, as_json)
+    source = _source(data, layout, good, test, split_csv)
+    params = _extract_params(backbone, weights, resize, crop, dtype, batch_size, device)
+    ctx = session.context(artifacts_root, run, force, on_error)
+    session.report([run_extract(source, c, split, params, context=ctx) for c in _categories(category, source.categories())])
+
+
+@command(app, "fit-bank")
+def fit_bank(
+    features: Annotated[Optional[str], typer.Option(
+        help="A train features artifact (path or id); default: extract from --data/--good, or the latest.",
+        rich_help_panel=IN)] = None,
+    data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, good: GoodOpt = None,
+    split_csv: SplitCsvOpt = None,
+    backbone: BackboneOpt = "wide_resnet50_2", weights: WeightsOpt = "imagenet", resize: ResizeOpt = 256,
+    crop: CropOpt = 224, dtype: DtypeOpt = "float32",
+    coreset_ratio: Annotated[float, typer.Option(help="Share of patches kept in the bank.", rich_help_panel=EXPERT)] = 0.1,
+    proj_dim: Annotated[int, typer.Option(help="Random-projection size for coreset distances.", rich_help_panel=EXPERT)] = 128,
+    n_starts: Annotated[int, typer.Option(help="Coreset starting points.", rich_help_panel=EXPERT)] = 10,
+    init: Annotated[str, typer.Option(help="Start: center_farthest, pca_extremes or random.", rich_help_panel=EXPERT)] = "center_farthest",
+    seed: Annotated[int, typer.Option(help="Global seed; each category derives its own from it.", rich_help_panel=EXPERT)] = 0,
+    knn: Annotated[int, typer.Option("--knn", help="Neighbours averaged per patch score (k).", rich_help_panel=EXPERT)] = 1,
+    artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
+    quiet: QuietOpt = False, as_json: JsonOpt = False,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 8, on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
+):
+    """Select a coreset memory bank from training features into a [bold]bank[/] artifact."""
+    session = Session(quiet, as_json)
+    ctx = session.context(artifacts_root, run, force, on_error)
+    params = BankParams(coreset_ratio=coreset_ratio, proj_dim=proj_dim, n_starts=n_starts, init=init, seed=seed, knn_k=knn)
+    if data or good:
+        source = _source(data, layout, good, None, split_csv)
+        extract_params = _extract_params(backbone, weights, resize, crop, dtype, batch_size, device)
+        inputs = [run_extract(source, c, "train", extract_params, context=ctx) for c in _categories(category, source.categories())]
+    else:
+        names = _categories(category, artifacts.categories_with(artifacts_root, run, "features"))
+        inputs = [artifacts.resolve(features, root=artifacts_root, run=run, category=c, kind="features",
+                                    where={"split": "train"}) for c in names or [FOLDER_CATEGORY]]
+    session.report([run_fit_bank(ref, params, context=ctx) for ref in inputs])
+
+
+@command(app, "fit-threshold")
+def fit_threshold(
+    bank: Annotated[Optional[str], typer.Option(help="Bank artifact (path or id); default: the latest.", rich_help_panel=IN)] = None,
+    category: CategoryOpt = None,
+    method: Annotated[str, typer.Option(help="k-sigma, quantile, mad or evt.", rich_help_panel=EXPERT)] = "k-sigma",
+    kappa: Annotated[float, typer.Option(help="k-sigma: τ = mean + κ·std.", rich_help_panel=EXPERT)] = 3.0,
+    q: Annotated[float, typer.Option(help="quantile: percentile of the normal scores.", rich_help_panel=EXPERT)] = 99.0,
+    mad_factor: Annotated[float, typer.Option(help="mad: τ = median + factor·MAD.", rich_help_panel=EXPERT)] = 3.0,
+    mad_consistency: Annotated[bool, typer.Option(help="mad: scale MAD by 1.4826 (normal consistency).", rich_help_panel=EXPERT)] = False,
+    evt_p: Annotated[float, typer.Option(help="evt: quantile of the fitted GEV.", rich_help_panel=EXPERT)] = 0.99,
+    min_unselected: Annotated[int, typer.Option(help="Leave out training images with fewer unselected patches.", rich_help_panel=EXPERT)] = 32,
+    extra_neighbours: Annotated[int, typer.Option(help="Extra neighbours searched to skip an image's own bank entries.", rich_help_panel=RUNTIME)] = 32,
+    artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
+    quiet: QuietOpt = False, as_json: JsonOpt = False,
+    device: DeviceOpt = "auto", knn_backend: KnnBackendOpt = "auto", debug: DebugOpt = False,
+):
+    """Fit a threshold on normal training scores only (DBT) into a [bold]threshold[/] artifact."""
+    session = Session(quiet, as_json)
+    dbt = ThresholdParams(method=method, kappa=kappa, q=q, mad_factor=mad_factor, mad_consistency=mad_consistency, evt_p=evt_p)
+    params = FitThresholdParams(dbt=dbt, min_unselected=min_unselected, extra_neighbours=extra_neighbours,
+                                knn_backend=knn_backend, device=device)
+    names = _categories(category, artifacts.categories_with(artifacts_root, run, "bank"))
+    banks = [artifacts.resolve(bank, root=artifacts_root, run=run, category=c, kind="bank") for c in names or [FOLDER_CATEGORY]]
+    session.report([run_fit_threshold(ref, params, context=session.context(artifacts_root, run, force)) for ref in banks])
+
+
+@command(app)
+def score(
+    threshold: Annotated[Optional[str], typer.Option(help="Threshold artifact (path or id); default: the latest.", rich_help_panel=IN)] = None,
+    features: Annotated[Optional[str], typer.Option(help="Test features artifact (path or id) instead of images.", rich_help_panel=IN)] = None,
+    data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, test: TestOpt = None,
+    split_csv: SplitCsvOpt = None,
+    sigma: Annotated[float, typer.Option(help="Gaussian smoothing of the anomaly map, px.", rich_help_panel=EXPERT)] = 4.0,
+    artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
+    quiet: QuietOpt = False, as_json: JsonOpt = False,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 8, knn_backend: KnnBackendOpt = "auto",
+    on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
+):
+    """Score test images (default: the test split of the dataset the bank was fitted on) into a [bold]scores[/] artifact."""
+    session = Session(quiet, as_json)
+    ctx = session.context(artifacts_root, run, force, on_error)
+    params = ScoreParams(sigma_px=sigma, batch_size=batch_size, knn_backend=knn_backend, device=device)
+    refs = []
+    for name in _categories(category, artifacts.categories_with(artifacts_root, run, "threshold")) or [FOLDER_CATEGORY]:
+        ref = artifacts.resolve(threshold, root=artifacts_root, run=run, category=name, kind="threshold")
+        refs.append(run_score(ref, _test_set(ref, name, features, data, layout, test, split_csv, artifacts_root, run),
+                              params, context=ctx))
+    session.report(refs)
+
+
+def _test_set(threshold_ref, category, features, data, layout, test, split_csv, root, run) -> TestSet:
+    if features:
+        return TestSet(features=artifacts.resolve(features, root=root, run=run, category=category, kind="features"))
+    if data or test:
+        return TestSet(source=_source(data, layout, None, test, split_csv), category=category)
+    recorded = threshold_ref.input("bank").input("features").params["source"]
+    source = DataSource(layout=recorded["layout"], root=_path(recorded["root"]), good=_path(recorded["good"]),
+                        test=_path(recorded["test"]), split_csv=split_csv)
+    if source.layout == "folder" and source.test is None:
+        raise EagleError("The bank was fitted on a --good folder; pass --test DIR with the images to score.")
+    return TestSet(source=source, category=category)
+
+
+def _path(value: Optional[str]) -> Optional[Path]:
+    return Path(value) if value else None
+
+
+# Helpers: data, backbones, artifacts ----------------------------------------------------------
+@command(data_app, "synth")
+def data_synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset into (MVTec-AD layout).")],
+    categories: Annotated[str, typer.Option(help="Comma-separated: brick, grass, gravel, washer.")] = "brick,grass,gravel,washer",
+    train: Annotated[int, typer.Option(help="Good training images per category.")] = 30,
+    test_good: Annotated[int, typer.Option(help="Good test images per category.")] = 10,
+    test_per_defect: Annotated[int, typer.Option(help="Test images per defect kind (scratch, stain, hole, patch).")] = 4,
+    size: Annotated[int, typer.Option(help="Image side, px.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same pixels.")] = 0,
+    quiet: QuietOpt = False, debug: DebugOpt = False,
+):
+    """Generate a seeded synthetic MVTec-AD-style dataset with exact defect masks (offline)."""
+    from eagle_cli.data.synthetic import generate
+
+    names = tuple(_categories(categories, []))
+    with Session(quiet, False).task("synthesise", len(names)) as advance:
+        folders = generate(out_dir, categories=names, n_train=train, n_test_good=test_good,
+                           n_test_per_defect=test_per_defect, size=size, seed=seed, progress=advance)
+    err.print(f"[green]wrote[/] {len(folders)} categories under [bold]{out_dir}[/]")
+
+
+@command(backbones_app, "ls")
+def backbones_ls():
+    """List backbones, their feature layers and whether ImageNet weights are cached."""
+    for spec in BACKBONES.values():
+        cached = (cache_dir() / spec.weights_file).is_file()
+        out.print(f"{spec.name:18} layers={','.join(spec.layers):24} {spec.weights_file:36} "
+                  f"{'[green]cached[/]' if cached else '[yellow]not cached[/]'}")
+    out.print(f"cache: {cache_dir()}")
+
+
+@command(backbones_app, "import-weights")
+def backbones_import(
+    name: Annotated[str, typer.Argument(help="Backbone name, e.g. mobilenet_v2.")],
+    file: Annotated[Path, typer.Argument(help="torchvision's ImageNet .pth file for it, copied from elsewhere.")],
+    debug: DebugOpt = False,
+):
+    """Check a weights file's published sha256 prefix and put it in the torchvision cache."""
+    target = import_weights(get_spec(name), file)
+    err.print(f"[green]wrote[/] {target}")
+
+
+@command(artifacts_app, "ls")
+def artifacts_ls(
+    kind: Annotated[Optional[str], typer.Option(help="Only this kind.")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Only this run.")] = None,
+    category: Annotated[Optional[str], typer.Option(help="Only this category.")] = None,
+    artifacts_root: ArtifactsOpt = Path("artifacts"), as_json: JsonOpt = False,
+):
+    """List artifacts, oldest first."""
+    refs = artifacts.list_artifacts(artifacts_root, run=run, category=category, kind=kind)
+    if as_json:
+        print(json.dumps([{"kind": r.kind, "id": r.id, "path": str(r.path), "created": r.manifest.get("created")}
+                          for r in refs], indent=2))
+        return
+    for ref in refs:
+        out.print(f"{ref.manifest.get('created', '')[:19]}  {ref.kind:10} {ref.id}  {ref.path}")
+
+
+@command(artifacts_app, "show")
+def artifacts_show(
+    ref: Annotated[str, typer.Argument(help="Artifact path or id (prefix).")],
+    artifacts_root: ArtifactsOpt = Path("artifacts"), debug: DebugOpt = False,
+):
+    """Print an artifact's manifest and its lineage chain (validating hashes)."""
+    path = Path(ref)
+    if not path.exists():
+        matches = [r for r in artifacts.list_artifacts(artifacts_root) if r.id.startswith(ref)]
+        if len(matches) != 1:
+            raise EagleError(f"{len(matches)} artifacts match {ref!r} under {artifacts_root}; give a path or more digits.")
+        path = matches[0].path
+    opened = artifacts.open_artifact(path)
+    print(json.dumps(opened.manifest, indent=2))
+    chain, current = [], opened
+    while current.manifest["inputs"]:
+        item = current.manifest["inputs"][0]
+        current = artifacts.open_artifact(item["path"], item["kind"], verify=False)
+        chain.append(f"{current.kind} {current.id} {current.path}")
+    for line in chain:
+        err.print(f"  ← {line}")
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False):
+    if version:
+        out.print(f"eagle {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    """Run the CLI: exit 0 ok, 1 user error (one paragraph, no traceback unless --debug), 2 usage error."""
+    app()

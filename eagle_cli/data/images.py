@@ -1,0 +1,55 @@
+"""Decode image and mask files into predictable arrays, with one clear error per bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from eagle_cli.errors import ImageError
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise ImageError(path, "file not found; it may have been moved since the dataset was listed") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(path, f"cannot be decoded ({exc}); the file is truncated or not an image, replace or remove it") from None
+    return image
+
+
+def load_rgb(path: Path, *, min_side: int = 0) -> Image.Image:
+    """Return an 8-bit RGB image from any common mode (grayscale, 16-bit, RGBA, CMYK, palette).
+
+    16-bit data is scaled to 8 bits by its full range (not clipped); alpha is dropped.
+    """
+    image = _open(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        raise ImageError(path, "is a floating-point image; save it as 8- or 16-bit PNG")
+    rgb = image.convert("RGB")
+    if min(rgb.size) < min_side:
+        raise ImageError(
+            path,
+            f"is {rgb.width}x{rgb.height}, smaller than the {min_side}-pixel crop; upsampling would invent "
+            "detail. Remove it or choose a smaller --crop/--resize.",
+        )
+    return rgb
+
+
+def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Return a boolean mask; ``size`` is the (width, height) of its image, which it must match."""
+    mask = _open(path)
+    if mask.size != size:
+        raise ImageError(
+            path,
+            f"mask is {mask.width}x{mask.height} but its image is {size[0]}x{size[1]}; "
+            "masks must have the image's size (fix or remove the mask)",
+        )
+    return np.asarray(mask.convert("L")) > 127

@@ -1,0 +1,49 @@
+"""The one record every dataset layout produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: Folder names that mean "defect-free" in plain folder layouts.
+GOOD_NAMES = ("good", "ok", "normal")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split.
+
+    ``label`` is 0 for good, 1 for anomalous, ``None`` when unknown; ``mask`` is the pixel
+    ground truth when the layout has one (``None`` for good images and unlabelled data).
+    """
+
+    path: Path
+    split: str
+    label: int | None = None
+    defect: str | None = None
+    mask: Path | None = None
+
+    def to_record(self) -> dict:
+        return {
+            "path": str(self.path),
+            "split": self.split,
+            "label": self.label,
+            "defect": self.defect,
+            "mask": str(self.mask) if self.mask else None,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict) -> Sample:
+        return cls(
+            path=Path(record["path"]),
+            split=record["split"],
+            label=record["label"],
+            defect=record["defect"],
+            mask=Path(record["mask"]) if record["mask"] else None,
+        )
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

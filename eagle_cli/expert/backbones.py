@@ -1,0 +1,155 @@
+"""Torchvision backbones by name, their feature layers, and offline-safe weight loading."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.error import URLError
+
+import torch
+import torchvision
+from torchvision.models import feature_extraction
+
+from eagle_cli.errors import ParameterError, WeightsError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A torchvision architecture, the two blocks playing PatchCore's layer2/layer3, and its weights."""
+
+    name: str
+    layers: tuple[str, ...]
+    build: Callable[..., torch.nn.Module]
+    weights: torchvision.models.WeightsEnum
+
+    @property
+    def weights_file(self) -> str:
+        return self.weights.url.rsplit("/", 1)[-1]
+
+
+# IMAGENET1K_V1 everywhere: the reference loads WideResNet with the legacy pretrained=True, i.e. V1.
+BACKBONES = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            "wide_resnet50_2",
+            ("layer2", "layer3"),
+            torchvision.models.wide_resnet50_2,
+            torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1,
+        ),
+        BackboneSpec(
+            "resnet18", ("layer2", "layer3"), torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+        ),
+        # features.6 (32 ch, stride 8) and features.13 (96 ch, stride 16) sit where ResNet's layer2/layer3 do.
+        BackboneSpec(
+            "mobilenet_v2",
+            ("features.6", "features.13"),
+            torchvision.models.mobilenet_v2,
+            torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1,
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ParameterError(f"Unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.")
+    return BACKBONES[name]
+
+
+def cache_dir() -> Path:
+    """torchvision's weight cache: ``$TORCH_HOME/hub/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _expected_prefix(file_name: str) -> str | None:
+    # torchvision names files <arch>-<first 8 hex of sha256>.pth
+    stem = Path(file_name).stem
+    prefix = stem.rsplit("-", 1)[-1]
+    return prefix if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix) else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def import_weights(spec: BackboneSpec, source: Path) -> Path:
+    """Copy a downloaded torchvision weights file into the cache after checking its sha256 prefix."""
+    if not source.is_file():
+        raise WeightsError(f"{source} does not exist.")
+    prefix = _expected_prefix(spec.weights_file)
+    digest = _sha256(source)
+    if prefix and not digest.startswith(prefix):
+        raise WeightsError(
+            f"{source} has sha256 {digest[:12]}…, not the {prefix}… of torchvision's {spec.weights_file}; "
+            "it is another file or corrupt."
+        )
+    target = cache_dir() / spec.weights_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def _imagenet_state(spec: BackboneSpec) -> dict:
+    path = cache_dir() / spec.weights_file
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(spec.weights.url, str(path), progress=False)
+        except (URLError, OSError, RuntimeError) as exc:
+            raise WeightsError(
+                f"ImageNet weights for {spec.name} are not in the cache and could not be downloaded ({exc}). "
+                f"Copy {spec.weights_file} into {path.parent} (or run `eagle backbones import-weights "
+                f"{spec.name} FILE`), set TORCH_HOME to a folder holding hub/checkpoints/{spec.weights_file}, "
+                "or pass --weights PATH."
+            ) from None
+    prefix = _expected_prefix(spec.weights_file)
+    if prefix and not _sha256(path).startswith(prefix):
+        raise WeightsError(f"{path} does not match its published sha256 prefix {prefix}; delete it and fetch it again.")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_backbone(name: str, weights: str) -> tuple[torch.nn.Module, str]:
+    """Build ``name`` with ``weights`` ("imagenet", "none" or a file path) in eval mode.
+
+    Returns the model and a lineage string naming the weights ("imagenet:IMAGENET1K_V1",
+    "none", or "file:<sha256 prefix>"), so banks and features from different weights never mix.
+    """
+    spec = get_spec(name)
+    model = spec.build(weights=None)
+    if weights == "imagenet":
+        state, tag = _imagenet_state(spec), f"imagenet:{spec.weights.name}"
+    elif weights == "none":
+        return model.eval(), "none"
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"Weights file {path} does not exist; pass imagenet, none, or a .pth state dict.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+            raise WeightsError(f"{path} is not a loadable state dict ({exc}).") from None
+        tag = f"file:{_sha256(path)[:16]}"
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"The weights do not fit {name}: {str(exc).splitlines()[0]}") from None
+    return model.eval(), tag
+
+
+def feature_extractor(name: str, weights: str) -> tuple[torch.nn.Module, str]:
+    """Return a module mapping images to ``{layer: feature map}`` that stops after the last layer."""
+    spec = get_spec(name)
+    model, tag = load_backbone(name, weights)
+    extractor = feature_extraction.create_feature_extractor(model, return_nodes=list(spec.layers))
+    for param in extractor.parameters():
+        param.requires_grad_(False)
+    return extractor.eval(), tag

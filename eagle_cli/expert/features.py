@@ -1,0 +1,119 @@
+"""Locally aware patch features: preprocessing, 3×3 neighbourhood aggregation, projection to 1024-d.
+
+Reference parity (eagle-method.md A.2–A.3): resize the shorter side to 256, centre-crop 224,
+ImageNet normalisation; per layer unfold 3×3 neighbourhoods (zero padding 1), bring the deeper
+layer to the first layer's grid with bilinear interpolation, adaptive-average-pool each location's
+C·9 vector to 1024, then pool the stacked layers to 1024.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from eagle_cli.expert.backbones import feature_extractor, get_spec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PATCH_SIZE = 3
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Resize the shorter side to ``resize`` px, then centre-crop ``crop`` px."""
+
+    resize: int = 256
+    crop: int = 224
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after torchvision's shorter-side resize (the long side is truncated)."""
+        if width <= height:
+            return self.resize, int(self.resize * height / width)
+        return int(self.resize * width / height), self.resize
+
+    def crop_offset(self, width: int, height: int) -> tuple[int, int]:
+        """(left, top) of the crop in the resized image, as torchvision's CenterCrop rounds it."""
+        rw, rh = self.resized_size(width, height)
+        return int(round((rw - self.crop) / 2.0)), int(round((rh - self.crop) / 2.0))
+
+    def to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """Return the normalised crop, ``(3, crop, crop) float32``."""
+        image = TF.center_crop(TF.resize(image, self.resize), self.crop)
+        return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
+
+    def crop_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Bring an ``(H, W) bool`` mask into the crop frame (nearest neighbour), ``(crop, crop) bool``."""
+        rw, rh = self.resized_size(mask.shape[1], mask.shape[0])
+        resized = TF.resize(mask[None].to(torch.uint8), [rh, rw], interpolation=TF.InterpolationMode.NEAREST)
+        return TF.center_crop(resized, self.crop)[0].bool()
+
+
+def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, target_dim: int = 1024) -> torch.Tensor:
+    """Turn per-layer maps ``(B, C_l, h_l, w_l)`` into patch embeddings ``(B, H*W, target_dim)``.
+
+    The grid (H, W) is the first layer's. Pooling runs before the grid alignment: both are linear
+    maps acting on different axes, so the order does not change the result (beyond float rounding),
+    and interpolating 1024 pooled channels is 9× cheaper than interpolating WideResNet's 9216.
+    """
+    batch, _, height, width = feature_maps[0].shape
+    per_layer = []
+    for fmap in feature_maps:
+        channels, h, w = fmap.shape[1:]
+        neighbourhoods = F.unfold(fmap, kernel_size=PATCH_SIZE, padding=PATCH_SIZE // 2)  # (B, C*9, h*w)
+        pooled = F.adaptive_avg_pool1d(neighbourhoods.transpose(1, 2).reshape(batch * h * w, 1, channels * 9), pretrain_dim)
+        pooled = pooled.reshape(batch, h, w, pretrain_dim)
+        if (h, w) != (height, width):
+            grid = F.interpolate(pooled.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
+            pooled = grid.permute(0, 2, 3, 1)
+        per_layer.append(pooled.reshape(batch * height * width, 1, pretrain_dim))
+    stacked = torch.cat(per_layer, dim=1).reshape(batch * height * width, 1, -1)
+    return F.adaptive_avg_pool1d(stacked, target_dim).reshape(batch, height * width, target_dim)
+
+
+class PatchFeatureExtractor:
+    """Backbone + aggregation: images ``(B, 3, crop, crop)`` to patch features ``(B, P, D) float32``."""
+
+    def __init__(
+        self,
+        backbone: str,
+        *,
+        weights: str,
+        geometry: Geometry,
+        device: torch.device,
+        pretrain_dim: int = 1024,
+        target_dim: int = 1024,
+    ):
+        self.spec = get_spec(backbone)
+        self.geometry = geometry
+        self.device = device
+        self.pretrain_dim = pretrain_dim
+        self.target_dim = target_dim
+        model, self.weights_tag = feature_extractor(backbone, weights)
+        self.model = model.to(device)
+
+    @property
+    def lineage(self) -> dict:
+        return {
+            "backbone": self.spec.name,
+            "layers": list(self.spec.layers),
+            "resize": self.geometry.resize,
+            "crop": self.geometry.crop,
+            "weights": self.weights_tag,
+            "feature_dim": self.target_dim,
+        }
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(images.to(self.device))
+        maps = [outputs[layer] for layer in self.spec.layers]
+        return aggregate(maps, pretrain_dim=self.pretrain_dim, target_dim=self.target_dim)
+
+    def grid(self) -> tuple[int, int]:
+        """The patch grid (H, W) for this geometry, read off one dummy forward."""
+        with torch.inference_mode():
+            outputs = self.model(torch.zeros(1, 3, self.geometry.crop, self.geometry.crop, device=self.device))
+        return tuple(outputs[self.spec.layers[0]].shape[-2:])

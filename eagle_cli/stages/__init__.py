@@ -1,0 +1,1 @@
+"""Stages: plain functions ``run_<stage>(inputs, params, *, context) -> ArtifactRef``."""
