@@ -23,7 +23,7 @@ from eagle_cli.stages.common import Context
 from eagle_cli.stages.extract import ExtractParams, run_extract
 from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
-from eagle_cli.stages.score import ScoreParams, TestSet, run_score
+from eagle_cli.stages.score import ScoreParams, ScoreInputs, run_score
 from eagle_cli.threshold import ThresholdParams
 
 app = typer.Typer(help="eagle: industrial visual inspection — expert anomaly scoring, normal-only thresholds, "
@@ -252,17 +252,17 @@ def score(
     session.report(refs)
 
 
-def _test_set(threshold_ref, category, features, data, layout, test, split_csv, root, run) -> TestSet:
+def _test_set(threshold_ref, category, features, data, layout, test, split_csv, root, run) -> ScoreInputs:
     if features:
-        return TestSet(features=artifacts.resolve(features, root=root, run=run, category=category, kind="features"))
+        return ScoreInputs(features=artifacts.resolve(features, root=root, run=run, category=category, kind="features"))
     if data or test:
-        return TestSet(source=_source(data, layout, None, test, split_csv), category=category)
+        return ScoreInputs(source=_source(data, layout, None, test, split_csv), category=category)
     recorded = threshold_ref.input("bank").input("features").params["source"]
     source = DataSource(layout=recorded["layout"], root=_path(recorded["root"]), good=_path(recorded["good"]),
                         test=_path(recorded["test"]), split_csv=split_csv)
     if source.layout == "folder" and source.test is None:
         raise EagleError("The bank was fitted on a --good folder; pass --test DIR with the images to score.")
-    return TestSet(source=source, category=category)
+    return ScoreInputs(source=source, category=category)
 
 
 def _path(value: Optional[str]) -> Optional[Path]:

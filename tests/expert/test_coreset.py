@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from eagle_cli.errors import ParameterError
+from eagle_cli.expert.coreset import project, select_coreset, starting_points
+
+
+def _patches(n=3000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(60, 64, generator=g) * 3
+    return centres[torch.randint(0, 60, (n,), generator=g)] + torch.randn(n, 64, generator=g)
+
+
+def brute_force(features, ratio, *, seed, sqrt_domain):
+    """The plain loop: every point's distance to every new member, no pruning."""
+    g = torch.Generator().manual_seed(seed)
+    proj = project(features, 128, generator=g)
+    sq = (proj * proj).sum(1)
+    seeds = starting_points(proj, 10, "center_farthest", generator=g)
+
+    def dist(j):
+        d = torch.clamp(torch.mv(proj, proj[j]).mul(-2).add(sq).add(proj[j].dot(proj[j])), min=0)
+        return d.sqrt() if sqrt_domain else d
+
+    nearest = torch.stack([torch.sqrt(torch.clamp(torch.mv(proj, proj[s]).mul(-2).add(sq).add(proj[s].dot(proj[s])), min=0))
+                           for s in seeds]).sum(0).div(len(seeds))
+    nearest = nearest if sqrt_domain else nearest.square()
+    chosen = []
+    for _ in range(int(len(features) * ratio)):
+        j = int(nearest.argmax())
+        chosen.append(j)
+        nearest = torch.minimum(nearest, dist(j))
+    return torch.tensor(chosen)
+
+
+def test_pruned_selection_equals_the_brute_force_loop():
+    features = _patches()
+    ours = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(ours, brute_force(features, 0.1, seed=5, sqrt_domain=False))
+
+
+def test_selection_agrees_with_reference_sqrt_distances():
+    # The reference compares square-rooted distances; rounding can break a rare tie differently.
+    features = _patches()
+    ours = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5))
+    reference = brute_force(features, 0.1, seed=5, sqrt_domain=True)
+    assert len(set(ours.tolist()) & set(reference.tolist())) >= 0.98 * len(reference)
+
+
+def test_equal_seeds_equal_banks_and_other_seeds_differ():
+    features = _patches()
+    a = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(1))
+    b = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(1))
+    c = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(set(a.tolist())) == len(a) == 150
+
+
+@pytest.mark.parametrize("init", ["center_farthest", "pca_extremes", "random"])
+def test_starting_points_are_distinct_and_clipped(init):
+    proj = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
+    points = starting_points(proj, 10, init, generator=torch.Generator().manual_seed(0))
+    assert len(points) == len(set(points.tolist())) == 10
+    assert len(starting_points(proj[:3], 10, init, generator=torch.Generator().manual_seed(0))) == 3
+
+
+def test_empty_coreset_is_refused_naming_ratio_and_count():
+    with pytest.raises(ParameterError, match="coreset ratio 0.001 of 100"):
+        select_coreset(torch.randn(100, 8), 0.001, generator=torch.Generator())
+
+
+def test_float16_features_select_like_float32():
+    features = _patches(1000)
+    a = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(3))
+    b = select_coreset(features.half(), 0.1, generator=torch.Generator().manual_seed(3))
+    assert len(set(a.tolist()) & set(b.tolist())) > 0.9 * len(a)

@@ -1,0 +1,93 @@
+"""Patch features reproduce the reference aggregation; backbones load offline or say where the file goes."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from PIL import Image
+
+from eagle_cli.errors import ParameterError, WeightsError
+from eagle_cli.expert.backbones import cache_dir, get_spec, load_backbone
+from eagle_cli.expert.features import Geometry, PatchFeatureExtractor, aggregate
+
+
+def reference_aggregate(maps, dim=1024, target=1024):
+    """The reference's order of operations, written out literally (eagle-method.md A.3)."""
+    unfold = torch.nn.Unfold(kernel_size=3, stride=1, padding=1)
+    height, width = maps[0].shape[-2:]
+    per_layer = []
+    for fmap in maps:
+        b, c, h, w = fmap.shape
+        patches = unfold(fmap).reshape(b, c, 3, 3, h * w).permute(0, 4, 1, 2, 3)  # (B, hw, C, 3, 3)
+        if (h, w) != (height, width):
+            x = patches.reshape(b, h, w, c, 3, 3).permute(0, 3, 4, 5, 1, 2).reshape(-1, h, w)
+            x = F.interpolate(x.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False).squeeze(1)
+            patches = x.reshape(b, c, 3, 3, height, width).permute(0, 4, 5, 1, 2, 3).reshape(b, -1, c, 3, 3)
+        flat = patches.reshape(-1, c * 9)
+        per_layer.append(F.adaptive_avg_pool1d(flat.reshape(len(flat), 1, -1), dim).squeeze(1))
+    stacked = torch.stack(per_layer, dim=1).reshape(len(per_layer[0]), 1, -1)
+    return F.adaptive_avg_pool1d(stacked, target).reshape(maps[0].shape[0], height * width, target)
+
+
+@pytest.mark.parametrize("channels", [(512, 1024), (32, 96), (64, 128)])
+def test_aggregation_matches_the_reference_order(channels):
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(2, channels[0], 8, 8, generator=g), torch.randn(2, channels[1], 4, 4, generator=g)]
+    ours = aggregate(maps)
+    assert ours.shape == (2, 64, 1024)
+    torch.testing.assert_close(ours, reference_aggregate(maps), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(300, 200), (200, 300), (256, 256), (1024, 777)])
+def test_geometry_matches_torchvision_resize_and_centre_crop(size):
+    geometry = Geometry(256, 224)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    expected = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                          T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])(image)
+    torch.testing.assert_close(geometry.to_tensor(image), expected)
+    resized = T.Resize(256)(image)
+    assert geometry.resized_size(*size) == resized.size
+
+
+def test_mobilenet_imagenet_weights_load_offline_and_classify():
+    model, tag = load_backbone("mobilenet_v2", "imagenet")
+    assert tag == "imagenet:IMAGENET1K_V1"
+    from skimage import data
+
+    image = Geometry(256, 224).to_tensor(Image.fromarray(data.chelsea()))
+    with torch.inference_mode():
+        top = model(image[None]).argmax(1).item()
+    assert 281 <= top <= 285  # ImageNet's domestic-cat classes
+
+
+def test_missing_weights_name_the_file_and_where_to_put_it(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    spec = get_spec("resnet18")
+    assert not (cache_dir() / spec.weights_file).exists()
+    with pytest.raises(WeightsError, match=rf"{spec.weights_file}.*{cache_dir()}"):
+        load_backbone("resnet18", "imagenet")
+
+
+def test_weights_file_of_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save(load_backbone("resnet18", "none")[0].state_dict(), path)
+    with pytest.raises(WeightsError, match="do not fit mobilenet_v2"):
+        load_backbone("mobilenet_v2", str(path))
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(ParameterError, match="wide_resnet50_2, resnet18, mobilenet_v2"):
+        get_spec("vit")
+
+
+@pytest.mark.parametrize("backbone", ["wide_resnet50_2", "resnet18", "mobilenet_v2"])
+def test_extractor_gives_layer2_grid_and_1024_dims(backbone):
+    extractor = PatchFeatureExtractor(backbone, weights="none", geometry=Geometry(96, 80), device=torch.device("cpu"))
+    features = extractor(torch.zeros(2, 3, 80, 80))
+    assert extractor.grid() == (10, 10)
+    assert features.shape == (2, 100, 1024)
+    assert extractor.lineage["weights"] == "none" and extractor.lineage["backbone"] == backbone

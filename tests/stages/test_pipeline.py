@@ -1,0 +1,205 @@
+"""The four expert stages end to end on tiny synthetic data, through the stage functions."""
+
+import json
+import shutil
+from contextlib import contextmanager
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from eagle_cli import artifacts
+from eagle_cli.data import DataSource
+from eagle_cli.errors import ArtifactError, DataError, ImageError, ParameterError
+from eagle_cli.stages.common import Context, save_features
+from eagle_cli.stages.extract import run_extract
+from eagle_cli.stages.fit_bank import BankParams, load_bank_tensors, run_fit_bank
+from eagle_cli.stages.fit_threshold import FitThresholdParams, load_threshold, run_fit_threshold
+from eagle_cli.stages.score import ScoreParams, ScoreInputs, load_maps, run_score
+from tests.conftest import TINY
+
+BANK = BankParams(coreset_ratio=0.1)
+
+
+def _expert(root, category, context, *, bank=BANK, extract=TINY, threshold=FitThresholdParams()):
+    source = DataSource(root=root)
+    features = run_extract(source, category, "train", extract, context=context)
+    bank_ref = run_fit_bank(features, bank, context=context)
+    return run_fit_threshold(bank_ref, threshold, context=context)
+
+
+def _rows(ref):
+    return [json.loads(line) for line in (ref.path / "scores.jsonl").read_text().splitlines()]
+
+
+def test_chain_writes_scores_maps_verdicts_and_metrics(tiny_root, context):
+    threshold_ref = _expert(tiny_root, "washer", context)
+    scores_ref = run_score(threshold_ref, ScoreInputs(source=DataSource(root=tiny_root), category="washer"), ScoreParams(),
+                           context=context)
+    threshold = load_threshold(threshold_ref)
+    rows = _rows(scores_ref)
+    assert len(rows) == 3 + 4 * 2
+    for row in rows:
+        assert row["anomalous"] == (row["score"] >= threshold["tau"])
+        assert row["uncertain"] == (threshold["tau"] < row["score"] < threshold["s_max"])
+        crop, original = load_maps(scores_ref, row)
+        assert crop.shape == (80, 80) and original.shape == (96, 96)
+        assert row["score"] == pytest.approx(float(crop.max()), rel=0.5)  # smoothing lowers the peak
+    summary = scores_ref.summary
+    assert {"image_auroc", "pixel_auroc", "pro", "verdict"} <= set(summary)
+    # Random weights are allowed when asked for, and every downstream manifest says so.
+    for ref in (scores_ref, threshold_ref, threshold_ref.input("bank")):
+        assert ref.lineage["weights"] == "none"
+    assert [i["kind"] for i in scores_ref.manifest["inputs"]] == ["threshold"]
+
+
+def test_rerun_reuses_every_stage_and_force_redoes(tiny_root, context):
+    first = _expert(tiny_root, "brick", context)
+    again = _expert(tiny_root, "brick", context)
+    assert again.reused and again.path == first.path
+    forced = _expert(tiny_root, "brick", replace(context, force=True))
+    assert not forced.reused and forced.path == first.path
+
+
+def test_scoring_features_and_scoring_images_agree(tiny_root, context):
+    threshold_ref = _expert(tiny_root, "brick", context)
+    test_features = run_extract(DataSource(root=tiny_root), "brick", "test", TINY, context=context)
+    params = ScoreParams(batch_size=TINY.batch_size)  # the same batches as extraction: bit-identical BLAS calls
+    via_features = run_score(threshold_ref, ScoreInputs(features=test_features), params, context=context)
+    via_images = run_score(threshold_ref, ScoreInputs(source=DataSource(root=tiny_root), category="brick"), params,
+                           context=context)
+    assert [r["score"] for r in _rows(via_features)] == [r["score"] for r in _rows(via_images)]
+    assert via_features.path != via_images.path
+
+
+def test_banks_do_not_depend_on_the_order_of_categories(tiny_root, tmp_path):
+    rows = {}
+    for order in (("brick", "washer"), ("washer", "brick")):
+        context = Context(artifacts=tmp_path / "-".join(order))
+        for category in order:
+            features = run_extract(DataSource(root=tiny_root), category, "train", TINY, context=context)
+            rows[(order, category)] = load_bank_tensors(run_fit_bank(features, BANK, context=context))["source_rows"]
+    for category in ("brick", "washer"):
+        assert torch.equal(rows[(("brick", "washer"), category)], rows[(("washer", "brick"), category)])
+
+
+def test_knn_k_is_stored_in_the_bank_and_honoured_downstream(tiny_root, context):
+    k1 = load_threshold(_expert(tiny_root, "brick", context))
+    k3 = load_threshold(_expert(tiny_root, "brick", context, bank=replace(BANK, knn_k=3)))
+    assert (k1["knn_k"], k3["knn_k"]) == (1, 3)
+    assert k3["train_mean"] > k1["train_mean"]  # the mean over 3 neighbours is never below the nearest
+
+
+def test_too_few_unselected_patches_are_counted_not_nan(tiny_root, context):
+    # 10x10 = 100 patches per image and 10 % selected: about 90 unselected each.
+    result = load_threshold(_expert(tiny_root, "brick", context, threshold=FitThresholdParams(min_unselected=90)))
+    assert result["excluded_few_unselected"] > 0 and result["used"] + result["excluded_few_unselected"] == 8
+    assert np.isfinite(result["tau"]) and np.isfinite(result["s_max"])
+    with pytest.raises(ParameterError, match="lower --min-unselected"):
+        _expert(tiny_root, "brick", context, threshold=FitThresholdParams(min_unselected=101))
+
+
+@pytest.fixture
+def messy_root(tiny_root, tmp_path):
+    """The brick category plus a truncated image, a text file named .png, a too-small image and a bad mask."""
+    root = tmp_path / "messy"
+    shutil.copytree(tiny_root / "brick", root / "brick")
+    good = root / "brick" / "train" / "good"
+    (good / "900.png").write_bytes((good / "000.png").read_bytes()[:150])
+    (good / "901.png").write_text("hello")
+    Image.new("RGB", (40, 40)).save(good / "902.png")
+    Image.new("L", (50, 50)).save(root / "brick" / "ground_truth" / "hole" / "000_mask.png")
+    return root
+
+
+def test_bad_images_are_skipped_listed_and_the_rest_completes(messy_root, context):
+    features = run_extract(DataSource(root=messy_root), "brick", "train", TINY, context=context)
+    errors = [json.loads(line) for line in (features.path / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["path"].rsplit("/", 1)[1] for e in errors) == ["900.png", "901.png", "902.png"]
+    assert features.summary == {**features.summary, "images": 8, "errors": 3}
+    threshold_ref = run_fit_threshold(run_fit_bank(features, BANK, context=context), FitThresholdParams(),
+                                      context=context)
+    scores = run_score(threshold_ref, ScoreInputs(source=DataSource(root=messy_root), category="brick"), ScoreParams(),
+                       context=context)
+    score_errors = (scores.path / "errors.jsonl").read_text()
+    assert "000_mask.png" in score_errors and "mask is 50x50 but its image is 96x96" in score_errors
+    assert len(_rows(scores)) == 3 + 4 * 2 - 1
+
+
+def test_on_error_fail_stops_at_the_first_bad_image_and_publishes_nothing(messy_root, tmp_path):
+    context = Context(artifacts=tmp_path / "a", on_error="fail")
+    with pytest.raises(ImageError, match="900.png"):
+        run_extract(DataSource(root=messy_root), "brick", "train", TINY, context=context)
+    assert artifacts.list_artifacts(tmp_path / "a") == []
+
+
+def test_only_bad_images_is_a_clear_error(tmp_path, context):
+    good = tmp_path / "only" / "train" / "good"
+    good.mkdir(parents=True)
+    (good / "a.png").write_text("x")
+    with pytest.raises(DataError, match="No usable image.*a.png"):
+        run_extract(DataSource(root=tmp_path), "only", "train", TINY, context=context)
+
+
+def test_nan_features_are_refused_naming_the_file(context):
+    draft = artifacts.start("features", root=context.artifacts, run="default", category="x",
+                            params={"split": "train", "category": "x"}, inputs=[])
+    with draft:
+        bad = torch.zeros(2, 4, 8)
+        bad[1, 2, 3] = float("nan")
+        draft.lineage = {"weights": "none"}
+        save_features(draft, bad, [{"path": "a"}, {"path": "b"}], (2, 2), [])
+        ref = draft.publish()
+    with pytest.raises(ArtifactError, match=r"features.safetensors holds NaN.*images \[1\]"):
+        run_fit_bank(ref, BANK, context=context)
+
+
+def test_bank_and_features_of_another_backbone_are_refused(tiny_root, context):
+    threshold_ref = _expert(tiny_root, "brick", context)
+    other = run_extract(DataSource(root=tiny_root), "brick", "test", replace(TINY, backbone="resnet18"), context=context)
+    with pytest.raises(ArtifactError, match="backbone: 'mobilenet_v2' vs 'resnet18'"):
+        run_score(threshold_ref, ScoreInputs(features=other), ScoreParams(), context=context)
+
+
+class Interrupting:
+    """A progress reporter that presses Ctrl-C after a few images."""
+
+    def __init__(self, after):
+        self.after = after
+
+    @contextmanager
+    def task(self, description, total):
+        seen = []
+
+        def advance(n=1):
+            seen.append(n)
+            if len(seen) >= self.after:
+                raise KeyboardInterrupt
+
+        yield advance
+
+
+@pytest.mark.parametrize("stage", ["extract", "fit-bank", "fit-threshold", "score"])
+def test_ctrl_c_in_any_stage_leaves_nothing_accepted_and_the_rerun_completes(stage, tiny_root, tmp_path):
+    calm = Context(artifacts=tmp_path / "a")
+    broken = replace(calm, reporter=Interrupting(after=1))
+    source = DataSource(root=tiny_root)
+    steps = {
+        "extract": lambda ctx, prev: run_extract(source, "brick", "train", TINY, context=ctx),
+        "fit-bank": lambda ctx, prev: run_fit_bank(prev, BANK, context=ctx),
+        "fit-threshold": lambda ctx, prev: run_fit_threshold(prev, FitThresholdParams(), context=ctx),
+        "score": lambda ctx, prev: run_score(prev, ScoreInputs(source=source, category="brick"), ScoreParams(), context=ctx),
+    }
+    previous = None
+    for name, step in steps.items():
+        if name == stage:
+            with pytest.raises(KeyboardInterrupt):
+                step(broken, previous)
+            kind = "features" if name == "extract" else name.split("-")[-1] + ("s" if name == "score" else "")
+            assert not [r for r in artifacts.list_artifacts(calm.artifacts) if r.kind == kind]
+            assert not list(calm.artifacts.rglob(".tmp-*"))
+            assert not step(calm, previous).reused
+            return
+        previous = step(calm, previous)

@@ -1,0 +1,95 @@
+import json
+
+import pytest
+
+from eagle_cli import artifacts
+from eagle_cli.errors import ArtifactError
+
+
+def _publish(root, params, *, force=False, content=b"data"):
+    draft = artifacts.start("threshold", root=root, run="r", category="c", params=params, inputs=[], force=force)
+    if isinstance(draft, artifacts.ArtifactRef):
+        return draft
+    with draft:
+        draft.file("x.bin").write_bytes(content)
+        draft.lineage = {"backbone": "b"}
+        return draft.publish()
+
+
+def test_same_params_reuse_the_artifact_and_changed_params_make_a_new_one(tmp_path):
+    first = _publish(tmp_path, {"a": 1})
+    again = _publish(tmp_path, {"a": 1})
+    other = _publish(tmp_path, {"a": 2})
+    assert again.reused and again.path == first.path
+    assert not first.reused and other.path != first.path
+
+
+def test_force_replaces_in_place(tmp_path):
+    first = _publish(tmp_path, {"a": 1})
+    second = _publish(tmp_path, {"a": 1}, force=True, content=b"new")
+    assert second.path == first.path and not second.reused
+    assert (second.path / "x.bin").read_bytes() == b"new"
+    assert not [p for p in second.path.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_manifest_records_hashes_params_and_lineage(tmp_path):
+    ref = _publish(tmp_path, {"a": 1})
+    manifest = json.loads((ref.path / "manifest.json").read_text())
+    assert manifest["kind"] == "threshold" and manifest["params"] == {"a": 1}
+    assert manifest["files"]["x.bin"] == artifacts.sha256_file(ref.path / "x.bin")
+    assert manifest["lineage"] == {"backbone": "b"} and manifest["id"] == ref.path.name
+
+
+def test_edited_file_is_refused_and_rebuilt_on_rerun(tmp_path):
+    ref = _publish(tmp_path, {"a": 1})
+    (ref.path / "x.bin").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match="changed after it was written"):
+        artifacts.open_artifact(ref.path)
+    rebuilt = _publish(tmp_path, {"a": 1})
+    assert not rebuilt.reused and (rebuilt.path / "x.bin").read_bytes() == b"data"
+
+
+def test_newer_schema_is_refused_naming_both_versions(tmp_path):
+    ref = _publish(tmp_path, {"a": 1})
+    manifest = json.loads((ref.path / "manifest.json").read_text())
+    manifest["schema"] = 99
+    (ref.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"schema 99.*schema 1"):
+        artifacts.open_artifact(ref.path)
+
+
+def test_wrong_kind_is_refused(tmp_path):
+    ref = _publish(tmp_path, {"a": 1})
+    with pytest.raises(ArtifactError, match="'threshold' artifact, but a 'bank'"):
+        artifacts.open_artifact(ref.path, "bank")
+
+
+def test_interrupted_write_leaves_nothing_a_reader_accepts(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        draft = artifacts.start("threshold", root=tmp_path, run="r", category="c", params={}, inputs=[])
+        with draft:
+            draft.file("x.bin").write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert artifacts.list_artifacts(tmp_path) == []
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "r" / "c" / "threshold").iterdir())
+    with pytest.raises(ArtifactError, match="No threshold artifact"):
+        artifacts.latest(tmp_path, "r", "c", "threshold")
+
+
+def test_directory_without_manifest_is_not_an_artifact(tmp_path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ArtifactError, match="interrupted write"):
+        artifacts.open_artifact(tmp_path / "half")
+
+
+def test_lineage_mismatch_names_the_differences():
+    with pytest.raises(ArtifactError, match="backbone: 'a' vs 'b'"):
+        artifacts.check_lineage({"backbone": "a", "crop": 224}, {"backbone": "b", "crop": 224}, what="These")
+
+
+def test_resolve_by_id_prefix_and_latest(tmp_path):
+    first = _publish(tmp_path, {"a": 1})
+    second = _publish(tmp_path, {"a": 2})
+    assert artifacts.resolve(first.id[:6], root=tmp_path, run="r", category="c", kind="threshold").path == first.path
+    assert artifacts.resolve(None, root=tmp_path, run="r", category="c", kind="threshold").path == second.path
+    assert artifacts.latest(tmp_path, "r", "c", "threshold", where={"a": 1}).path == first.path
