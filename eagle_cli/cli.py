@@ -35,8 +35,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(backbones_app, name="backbones")
 app.add_typer(artifacts_app, name="artifacts")
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # paths must survive copy and paste
+out = Console(soft_wrap=True)
 
 IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
 

@@ -63,9 +63,15 @@ def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, tar
     per_layer = []
     for fmap in feature_maps:
         channels, h, w = fmap.shape[1:]
-        neighbourhoods = F.unfold(fmap, kernel_size=PATCH_SIZE, padding=PATCH_SIZE // 2)  # (B, C*9, h*w)
-        pooled = F.adaptive_avg_pool1d(neighbourhoods.transpose(1, 2).reshape(batch * h * w, 1, channels * 9), pretrain_dim)
-        pooled = pooled.reshape(batch, h, w, pretrain_dim)
+        if channels == pretrain_dim:
+            # Each pooling bin is then exactly one channel's 3x3 neighbourhood (zeros included at
+            # the border, as unfold pads): a 3x3 average pool, without materialising 9x the data.
+            pooled = F.avg_pool2d(fmap, PATCH_SIZE, stride=1, padding=PATCH_SIZE // 2, count_include_pad=True)
+            pooled = pooled.permute(0, 2, 3, 1)
+        else:
+            neighbourhoods = F.unfold(fmap, kernel_size=PATCH_SIZE, padding=PATCH_SIZE // 2)  # (B, C*9, h*w)
+            flat = neighbourhoods.transpose(1, 2).reshape(batch * h * w, 1, channels * 9)
+            pooled = F.adaptive_avg_pool1d(flat, pretrain_dim).reshape(batch, h, w, pretrain_dim)
         if (h, w) != (height, width):
             grid = F.interpolate(pooled.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
             pooled = grid.permute(0, 2, 3, 1)

@@ -10,7 +10,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from eagle_cli.artifacts import ArtifactRef
@@ -135,16 +134,29 @@ def save_features(draft, features: torch.Tensor, records: list[dict], grid: tupl
 
 
 def load_features(ref: ArtifactRef) -> tuple[torch.Tensor, list[dict], tuple[int, int]]:
-    """Read ``(n, P, D)`` features, the image records and the patch grid; refuse non-finite values."""
+    """Map ``(n, P, D)`` features (no copy), the image records and the patch grid; refuse non-finite values."""
     path = ref.path / FEATURES_FILE
-    with safe_open(str(path), framework="pt") as fh:
-        grid = tuple(int(v) for v in fh.metadata()["grid"].split("x"))
-        features = fh.get_tensor("features")
-    finite = torch.isfinite(features).flatten(1).all(1)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten()[:5].tolist()
+    features, metadata = _map_tensor(path, "features")
+    grid = tuple(int(v) for v in metadata["grid"].split("x"))
+    bad = [i for i in range(len(features)) if not bool(torch.isfinite(features[i]).all())]
+    if bad:
         raise ArtifactError(
-            f"{path} holds NaN or infinite features (images {bad}…); the backbone weights may be broken. "
+            f"{path} holds NaN or infinite features (images {bad[:5]}); the backbone weights may be broken. "
             "Re-run eagle extract --force after checking --weights."
         )
     return features, read_jsonl(ref.path / IMAGES_FILE), grid
+
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
+
+
+def _map_tensor(path: Path, key: str) -> tuple[torch.Tensor, dict]:
+    """Memory-map one tensor of a safetensors file copy-on-write, so a large file costs no second copy."""
+    with open(path, "rb") as fh:
+        header_size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(header_size))
+    entry = header[key]
+    begin, _ = entry["data_offsets"]
+    array = np.memmap(path, dtype=_SAFETENSORS_DTYPES[entry["dtype"]], mode="c", offset=8 + header_size + begin,
+                      shape=tuple(entry["shape"]))
+    return torch.from_numpy(array), header.get("__metadata__", {})

@@ -203,3 +203,13 @@ def test_ctrl_c_in_any_stage_leaves_nothing_accepted_and_the_rerun_completes(sta
             assert not step(calm, previous).reused
             return
         previous = step(calm, previous)
+
+
+def test_float16_features_are_stored_half_size_and_feed_the_same_stages(tiny_root, context):
+    half = run_extract(DataSource(root=tiny_root), "brick", "train", replace(TINY, dtype="float16"), context=context)
+    full = run_extract(DataSource(root=tiny_root), "brick", "train", TINY, context=context)
+    assert half.path != full.path
+    size = lambda ref: (ref.path / "features.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    threshold = run_fit_threshold(run_fit_bank(half, BANK, context=context), FitThresholdParams(), context=context)
+    assert np.isfinite(load_threshold(threshold)["tau"])

@@ -1,0 +1,107 @@
+"""The eagle command: help for every option, exit codes, messages, JSON summaries, kills."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from eagle_cli import artifacts
+from eagle_cli.cli import app
+
+runner = CliRunner()
+TINY_ARGS = ["--backbone", "mobilenet_v2", "--weights", "none", "--resize", "96", "--crop", "80", "--device", "cpu"]
+
+
+def _commands(group=None, prefix=()):
+    group = group or typer.main.get_command(app)
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+@pytest.mark.parametrize("path,command", list(_commands()), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_every_command_and_option_is_explained(path, command):
+    assert command.help, f"eagle {' '.join(path)} has no help"
+    for param in command.params:
+        if param.name != "help":
+            assert getattr(param, "help", None), f"eagle {' '.join(path)} {param.name} has no help"
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0
+
+
+def test_stage_help_shows_defaults():
+    result = runner.invoke(app, ["fit-bank", "--help"], env={"COLUMNS": "200"})
+    assert "--coreset-ratio" in result.output and "[default: 0.1]" in result.output
+    assert "wide_resnet50_2" in result.output and "EAGLE_ARTIFACTS" in result.output
+
+
+def test_usage_error_exits_2():
+    result = runner.invoke(app, ["fit-bank", "--coreset-ratio", "lots"])
+    assert result.exit_code == 2
+
+
+def test_user_error_exits_1_with_one_message_and_no_traceback(tmp_path):
+    result = runner.invoke(app, ["extract", "--data", str(tmp_path / "missing"), *TINY_ARGS])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_category_is_a_user_error(tiny_root, tmp_path):
+    result = runner.invoke(app, ["extract", "--data", str(tiny_root), "--category", "bricks", *TINY_ARGS,
+                                 "--artifacts", str(tmp_path)])
+    assert result.exit_code == 1 and "Did you mean 'brick'" in result.output
+
+
+def test_stages_chain_on_the_command_line_with_json_summaries(tiny_root, tmp_path):
+    common = ["--artifacts", str(tmp_path), "--json", "--category", "washer"]
+    bank = runner.invoke(app, ["fit-bank", "--data", str(tiny_root), *TINY_ARGS, *common])
+    assert bank.exit_code == 0, bank.output
+    threshold = runner.invoke(app, ["fit-threshold", "--method", "quantile", "--q", "90", *common])
+    scores = runner.invoke(app, ["score", "--device", "cpu", *common])
+    assert threshold.exit_code == 0 and scores.exit_code == 0, scores.output
+    summary = json.loads(scores.stdout)
+    assert summary[0]["kind"] == "scores" and summary[0]["summary"]["images"] == 11
+    assert summary[0]["category"] == "washer" and not summary[0]["reused"]
+    again = json.loads(runner.invoke(app, ["score", "--device", "cpu", *common]).stdout)
+    assert again[0]["reused"] and again[0]["path"] == summary[0]["path"]
+    listed = runner.invoke(app, ["artifacts", "ls", "--artifacts", str(tmp_path), "--json"])
+    assert {a["kind"] for a in json.loads(listed.stdout)} == {"features", "bank", "threshold", "scores"}
+    shown = runner.invoke(app, ["artifacts", "show", summary[0]["id"][:8], "--artifacts", str(tmp_path)])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["id"] == summary[0]["id"]
+
+
+def test_edited_artifact_is_a_clear_error_on_the_command_line(tiny_root, tmp_path):
+    common = ["--artifacts", str(tmp_path), "--category", "brick", "-q"]
+    assert runner.invoke(app, ["fit-bank", "--data", str(tiny_root), *TINY_ARGS, *common]).exit_code == 0
+    bank = artifacts.latest(tmp_path, "default", "brick", "bank")
+    with open(bank.path / "index.faiss", "ab") as fh:
+        fh.write(b"!")
+    result = runner.invoke(app, ["fit-threshold", *common])
+    assert result.exit_code == 1 and "index.faiss was changed after it was written" in result.output
+
+
+def test_kill_during_extract_leaves_nothing_accepted_and_the_rerun_completes(tmp_path):
+    from eagle_cli.data.synthetic import generate
+
+    generate(tmp_path / "data", categories=("grass",), n_train=60, n_test_good=0, n_test_per_defect=0, size=96)
+    root = tmp_path / "artifacts"
+    cmd = [sys.executable, "-m", "eagle_cli", "extract", "--data", str(tmp_path / "data"), *TINY_ARGS,
+           "--artifacts", str(root), "--batch-size", "1", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list(root.rglob(".tmp-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert artifacts.list_artifacts(root) == []
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert [r.kind for r in artifacts.list_artifacts(root)] == ["features"]
