@@ -124,6 +124,15 @@ def _categories(category: Optional[str], fallback: list[str]) -> list[str]:
     return [c.strip() for c in category.split(",") if c.strip()] if category else fallback
 
 
+def _inputs(spec: Optional[str], kind: str, category: Optional[str], root: Path, run: str,
+            where: Optional[dict] = None) -> list[ArtifactRef]:
+    """The artifact given by path or id, or the latest of ``kind`` for each category (default: all in the run)."""
+    if spec:
+        return [artifacts.resolve(spec, root=root, run=run, category="", kind=kind)]
+    names = _categories(category, artifacts.categories_with(root, run, kind)) or [FOLDER_CATEGORY]
+    return [artifacts.latest(root, run, name, kind, where=where) for name in names]
+
+
 def _extract_params(backbone, weights, resize, crop, dtype, batch_size, device) -> ExtractParams:
     return ExtractParams(backbone=backbone, weights=weights, resize=resize, crop=crop, dtype=dtype,
                          batch_size=batch_size, device=device)
@@ -196,9 +205,7 @@ def fit_bank(
         extract_params = _extract_params(backbone, weights, resize, crop, dtype, batch_size, device)
         inputs = [run_extract(source, c, "train", extract_params, context=ctx) for c in _categories(category, source.categories())]
     else:
-        names = _categories(category, artifacts.categories_with(artifacts_root, run, "features"))
-        inputs = [artifacts.resolve(features, root=artifacts_root, run=run, category=c, kind="features",
-                                    where={"split": "train"}) for c in names or [FOLDER_CATEGORY]]
+        inputs = _inputs(features, "features", category, artifacts_root, run, where={"split": "train"})
     session.report([run_fit_bank(ref, params, context=ctx) for ref in inputs])
 
 
@@ -223,8 +230,7 @@ def fit_threshold(
     dbt = ThresholdParams(method=method, kappa=kappa, q=q, mad_factor=mad_factor, mad_consistency=mad_consistency, evt_p=evt_p)
     params = FitThresholdParams(dbt=dbt, min_unselected=min_unselected, extra_neighbours=extra_neighbours,
                                 knn_backend=knn_backend, device=device)
-    names = _categories(category, artifacts.categories_with(artifacts_root, run, "bank"))
-    banks = [artifacts.resolve(bank, root=artifacts_root, run=run, category=c, kind="bank") for c in names or [FOLDER_CATEGORY]]
+    banks = _inputs(bank, "bank", category, artifacts_root, run)
     session.report([run_fit_threshold(ref, params, context=session.context(artifacts_root, run, force)) for ref in banks])
 
 
@@ -245,8 +251,8 @@ def score(
     ctx = session.context(artifacts_root, run, force, on_error)
     params = ScoreParams(sigma_px=sigma, batch_size=batch_size, knn_backend=knn_backend, device=device)
     refs = []
-    for name in _categories(category, artifacts.categories_with(artifacts_root, run, "threshold")) or [FOLDER_CATEGORY]:
-        ref = artifacts.resolve(threshold, root=artifacts_root, run=run, category=name, kind="threshold")
+    for ref in _inputs(threshold, "threshold", category, artifacts_root, run):
+        name = ref.path.parent.parent.name
         refs.append(run_score(ref, _test_set(ref, name, features, data, layout, test, split_csv, artifacts_root, run),
                               params, context=ctx))
     session.report(refs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import shutil
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import torch
 import torchvision
 from torchvision.models import feature_extraction
 
+from eagle_cli.artifacts import sha256_file
 from eagle_cli.errors import ParameterError, WeightsError
 
 
@@ -73,20 +73,12 @@ def _expected_prefix(file_name: str) -> str | None:
     return prefix if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix) else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_weights(spec: BackboneSpec, source: Path) -> Path:
     """Copy a downloaded torchvision weights file into the cache after checking its sha256 prefix."""
     if not source.is_file():
         raise WeightsError(f"{source} does not exist.")
     prefix = _expected_prefix(spec.weights_file)
-    digest = _sha256(source)
+    digest = sha256_file(source)
     if prefix and not digest.startswith(prefix):
         raise WeightsError(
             f"{source} has sha256 {digest[:12]}…, not the {prefix}… of torchvision's {spec.weights_file}; "
@@ -112,7 +104,7 @@ def _imagenet_state(spec: BackboneSpec) -> dict:
                 "or pass --weights PATH."
             ) from None
     prefix = _expected_prefix(spec.weights_file)
-    if prefix and not _sha256(path).startswith(prefix):
+    if prefix and not sha256_file(path).startswith(prefix):
         raise WeightsError(f"{path} does not match its published sha256 prefix {prefix}; delete it and fetch it again.")
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -141,7 +133,7 @@ def load_backbone(name: str, weights: str) -> tuple[torch.nn.Module, str]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
             raise WeightsError(f"{path} is not a loadable state dict ({exc}).") from None
-        tag = f"file:{_sha256(path)[:16]}"
+        tag = f"file:{sha256_file(path)[:16]}"
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

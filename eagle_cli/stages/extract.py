@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from eagle_cli import artifacts
-from eagle_cli.artifacts import ArtifactRef
+from eagle_cli.artifacts import ArtifactRef, sha256_file
 from eagle_cli.data.source import DataSource
 from eagle_cli.errors import DataError, ImageError, ParameterError
 from eagle_cli.expert.backbones import get_spec
@@ -53,7 +52,7 @@ class ExtractParams:
         values = asdict(self)
         del values["batch_size"], values["device"]
         if self.weights not in ("imagenet", "none") and Path(self.weights).is_file():
-            values["weights_sha256"] = hashlib.sha256(Path(self.weights).read_bytes()).hexdigest()
+            values["weights_sha256"] = sha256_file(Path(self.weights))
         return values
 
     def extractor(self) -> PatchFeatureExtractor:

@@ -8,7 +8,7 @@ k nearest bank entries); verdict anomalous when score ≥ τ; "uncertain" (the C
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -62,10 +62,10 @@ def _extract_params(threshold_ref: ArtifactRef, params: ScoreParams) -> ExtractP
                          batch_size=params.batch_size, device=params.device)
 
 
-def _feature_batches(test: ScoreInputs, threshold_ref: ArtifactRef, params: ScoreParams, context: Context,
-                     errors: list[dict], advance) -> Iterator[tuple[list[dict], torch.Tensor, tuple[int, int]]]:
-    """Yield (image records, features ``(B, P, D)``, grid) from either kind of test set."""
-    bank_lineage = threshold_ref.lineage
+def _feature_batches(test: ScoreInputs, samples: list[Sample] | None, threshold_ref: ArtifactRef, params: ScoreParams,
+                     context: Context, errors: list[dict], advance
+                     ) -> Iterator[tuple[list[dict], torch.Tensor, tuple[int, int]]]:
+    """Yield (image records, features ``(B, P, D)``, grid) from a features artifact or from ``samples``."""
     if test.features is not None:
         artifacts.check_lineage(threshold_ref, test.features, what="The bank and the test features")
         features, records, grid = load_features(test.features)
@@ -77,30 +77,29 @@ def _feature_batches(test: ScoreInputs, threshold_ref: ArtifactRef, params: Scor
         return
     extract = _extract_params(threshold_ref, params)
     extractor = extract.extractor()
-    artifacts.check_lineage(bank_lineage, extractor.lineage, what="The bank and the test images' features")
+    artifacts.check_lineage(threshold_ref.lineage, extractor.lineage, what="The bank and the test images' features")
     grid = extractor.grid()
-    samples = test.source.scan(test.category, "test")
     for batch in image_batches(samples, extract.geometry, params.batch_size, on_error=context.on_error,
                                errors=errors, advance=advance):
         records = [{**s.to_record(), "width": w, "height": h} for s, (w, h) in zip(batch.samples, batch.sizes)]
         yield records, extractor(batch.tensors).cpu(), grid
 
 
-def _test_identity(test: ScoreInputs) -> tuple[dict, list[ArtifactRef], str, int]:
+def _test_identity(test: ScoreInputs) -> tuple[dict, list[ArtifactRef], str, list[Sample] | None]:
+    """Artifact-id parameters, extra inputs, category and (for images) the samples of a test set."""
     if test.features is not None:
         if test.features.params.get("split") != "test":
             raise ArtifactError(f"{test.features.path} holds {test.features.params.get('split')} features, not test.")
-        return {}, [test.features], test.features.params["category"], test.features.summary.get("images", 0)
+        return {}, [test.features], test.features.params["category"], None
     source = test.source.resolved()
     samples = source.scan(test.category, "test")
-    return ({"source": source.describe(), "images": samples_digest(samples)}, [], test.category, len(samples))
+    return {"source": source.describe(), "images": samples_digest(samples)}, [], test.category, samples
 
 
 def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams, *, context: Context) -> ArtifactRef:
     """Score every test image; write one JSON line per image, maps in safetensors shards, and metrics."""
-    if test.source is not None:
-        test = replace(test, source=test.source.resolved())
-    identity, extra_inputs, category, n_images = _test_identity(test)
+    identity, extra_inputs, category, samples = _test_identity(test)
+    n_images = len(samples) if samples is not None else test.features.summary["images"]
     bank_ref = threshold_ref.input("bank")
     draft = artifacts.start("scores", root=context.artifacts, run=context.run, category=category,
                             params={**identity, "sigma_px": params.sigma_px}, inputs=[threshold_ref, *extra_inputs],
@@ -118,7 +117,7 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         shard: dict[str, torch.Tensor] = {}
         with open(draft.file(SCORES_FILE), "w") as out, \
                 context.reporter.task(f"score {category}", n_images) as advance:
-            for records, feats, grid in _feature_batches(test, threshold_ref, params, context, errors, advance):
+            for records, feats, grid in _feature_batches(test, samples, threshold_ref, params, context, errors, advance):
                 dist, _ = index.search(feats.reshape(-1, feats.shape[-1]), knn_k)
                 patch_scores = dist.mean(1).reshape(len(records), -1)
                 for record, scores in zip(records, patch_scores):

@@ -105,3 +105,13 @@ def test_kill_during_extract_leaves_nothing_accepted_and_the_rerun_completes(tmp
     assert artifacts.list_artifacts(root) == []
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     assert [r.kind for r in artifacts.list_artifacts(root)] == ["features"]
+
+
+def test_explicit_input_paths_are_used_once(tiny_root, tmp_path):
+    common = ["--artifacts", str(tmp_path), "-q", "--json"]
+    assert runner.invoke(app, ["fit-bank", "--data", str(tiny_root), *TINY_ARGS, *common]).exit_code == 0
+    bank = artifacts.latest(tmp_path, "default", "washer", "bank")
+    result = runner.invoke(app, ["fit-threshold", "--bank", str(bank.path), "--method", "mad", *common])
+    written = json.loads(result.stdout)
+    assert len(written) == 1 and written[0]["category"] == "washer"
+    assert written[0]["summary"]["method"] == "mad"
