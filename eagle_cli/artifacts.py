@@ -24,7 +24,7 @@ from eagle_cli.errors import ArtifactError
 KINDS = ("features", "bank", "threshold", "scores", "prompts", "answers", "report")
 
 #: Current schema major version per kind; a reader refuses a newer major.
-SCHEMAS = {"features": 1, "bank": 1, "threshold": 1, "scores": 1}
+SCHEMAS = {"features": 1, "bank": 1, "threshold": 1, "scores": 1, "prompts": 1, "answers": 1}
 
 #: Lineage keys that must agree between a bank and the features scored against it.
 LINEAGE_KEYS = ("backbone", "layers", "resize", "crop", "weights", "feature_dim")
@@ -104,13 +104,15 @@ class Draft:
     id: str
     lineage: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    resumable: bool = False
 
     def __enter__(self) -> Draft:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # Anything that escapes (an error, Ctrl-C) leaves no directory a reader would accept.
-        if exc_type is not None:
+        # Anything that escapes (an error, Ctrl-C) leaves no directory a reader would accept;
+        # a resumable draft keeps its hidden directory so the next run carries on from it.
+        if exc_type is not None and not self.resumable:
             self.discard()
 
     def file(self, name: str) -> Path:
@@ -174,6 +176,7 @@ def start(
     params: dict[str, Any],
     inputs: list[ArtifactRef],
     force: bool = False,
+    resumable: bool = False,
 ) -> ArtifactRef | Draft:
     """Return the existing artifact for this work, or a fresh :class:`Draft` to fill and publish.
 
@@ -188,9 +191,16 @@ def start(
         except ArtifactError:
             pass  # an edited or broken copy is rebuilt, and replaced at publish
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{_TMP_PREFIX}{aid}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    return Draft(kind, final, tmp, params, list(inputs), aid)
+    if resumable:
+        # One fixed hidden directory per id: an interrupted run's finished items are kept there.
+        tmp = final.with_name(f"{_TMP_PREFIX}partial-{aid}")
+        if force:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(exist_ok=True)
+    else:
+        tmp = final.with_name(f"{_TMP_PREFIX}{aid}-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir()
+    return Draft(kind, final, tmp, params, list(inputs), aid, resumable=resumable)
 
 
 def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = True) -> ArtifactRef:

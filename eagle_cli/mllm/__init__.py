@@ -1,0 +1,1 @@
+"""Multimodal LLM backends and CAAS."""

@@ -1,0 +1,131 @@
+"""In-process multimodal LLM through transformers: any model that loads as image-text-to-text."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from eagle_cli.errors import EagleError, ParameterError
+from eagle_cli.mllm.caas import CaasSettings, caas, visual_columns
+from eagle_cli.stages.common import resolve_device
+
+#: Short names for the models people ask for most; anything else is a hub id or a local folder.
+PRESETS = {
+    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
+    "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "qwen2.5-vl-32b": "Qwen/Qwen2.5-VL-32B-Instruct",
+    "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
+}
+DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request: ordered text and PIL image items, and whether it falls in the CAAS window."""
+
+    items: list[dict]  # {"type": "text", "text": ...} or {"type": "image", "image": PIL.Image, "role": ...}
+    uncertain: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    seconds: float
+    caas: bool
+
+
+class HFBackend:
+    """Load once, then ``generate`` greedy answers for batches of prompts."""
+
+    def __init__(self, model: str, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
+                 max_new_tokens: int = 128):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if dtype not in DTYPES:
+            raise ParameterError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+        self.name = PRESETS.get(model, model)
+        self.device = resolve_device(device)
+        chosen = DTYPES[dtype]
+        if chosen == "auto":
+            chosen = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.name, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                self.name, dtype=chosen, trust_remote_code=trust_remote_code).to(self.device).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            local = Path(self.name).exists()
+            raise EagleError(
+                f"Cannot load {self.name!r} as an image-text-to-text model ({str(exc).splitlines()[0]}). "
+                + ("Check that the folder holds a vision-language model saved with save_pretrained."
+                   if local else "Pass a local folder, or a hub id that is cached (offline: HF_HUB_OFFLINE=1).")
+            ) from None
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is None or not hasattr(self.processor, "image_processor"):
+            raise EagleError(f"{self.name} has no image processor; it is not a vision-language model.")
+        tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+        config = self.model.config
+        self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+        self.n_layers = config.get_text_config().num_hidden_layers
+        self.max_new_tokens = max_new_tokens
+        self.revision = getattr(config, "_commit_hash", None)
+
+    def _inputs(self, prompts: list[Prompt]):
+        conversations, images = [], []
+        for prompt in prompts:
+            content = []
+            for item in prompt.items:
+                if item["type"] == "image":
+                    content.append({"type": "image"})
+                    images.append(item["image"])
+                else:
+                    content.append({"type": "text", "text": item["text"]})
+            conversations.append([{"role": "user", "content": content}])
+        texts = [self.processor.apply_chat_template(c, add_generation_prompt=True) for c in conversations]
+        return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
+
+    def _columns(self, inputs, prompts: list[Prompt], settings: CaasSettings) -> torch.Tensor:
+        if self.image_token_id is None:
+            raise EagleError(f"{self.name} does not name its image token in its config; CAAS cannot find the visual tokens.")
+        roles = [[item.get("role", "") for item in p.items if item["type"] == "image"] for p in prompts]
+        return visual_columns(inputs["input_ids"], self.image_token_id, roles, settings.images)
+
+    def _groups(self, prompts: list[Prompt], caas_settings: CaasSettings | None):
+        """(indices, settings) per call: prompts outside the CAAS window never see it, bit for bit."""
+        if caas_settings is not None:
+            caas_settings.check_layers(self.n_layers)
+        plain = [i for i, p in enumerate(prompts) if not (caas_settings and p.uncertain)]
+        windowed = [i for i, p in enumerate(prompts) if caas_settings and p.uncertain]
+        return [(indices, settings) for indices, settings in ((plain, None), (windowed, caas_settings)) if indices]
+
+    @torch.inference_mode()
+    def _run(self, prompts: list[Prompt], caas_settings: CaasSettings | None, step):
+        inputs = self._inputs(prompts)
+        if caas_settings is None:
+            return inputs, step(inputs)
+        with caas(self.model, caas_settings, self._columns(inputs, prompts, caas_settings)):
+            return inputs, step(inputs)
+
+    def logits(self, prompts: list[Prompt], caas_settings: CaasSettings | None = None) -> torch.Tensor:
+        """Next-token logits ``(B, V)`` after each prompt (for tests and diagnostics)."""
+        out = [None] * len(prompts)
+        for indices, settings in self._groups(prompts, caas_settings):
+            _, logits = self._run([prompts[i] for i in indices], settings, lambda x: self.model(**x).logits[:, -1])
+            for i, row in zip(indices, logits):
+                out[i] = row
+        return torch.stack(out)
+
+    def generate(self, prompts: list[Prompt], caas_settings: CaasSettings | None = None) -> list[Reply]:
+        """Greedy replies in input order; CAAS (when given) acts only on prompts in the window."""
+        replies: list[Reply | None] = [None] * len(prompts)
+        for indices, settings in self._groups(prompts, caas_settings):
+            start = time.perf_counter()
+            inputs, out = self._run([prompts[i] for i in indices], settings,
+                                    lambda x: self.model.generate(**x, max_new_tokens=self.max_new_tokens, do_sample=False))
+            texts = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            seconds = (time.perf_counter() - start) / len(indices)
+            for i, text in zip(indices, texts):
+                replies[i] = Reply(text, seconds, settings is not None)
+        return replies

@@ -1,0 +1,1 @@
+"""Prompt construction: box images from anomaly maps, text templates, questions, answer parsing."""

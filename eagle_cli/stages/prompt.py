@@ -1,0 +1,158 @@
+"""eagle prompt: expert verdicts, box or heatmap images and text become ordered multimodal messages.
+
+Reference (eagle-method.md C.2): instruction, answer format, the query image with the expert's
+verdict ("textual prior"), and — only when the verdict is anomalous — the query again with red
+boxes; then the question. Where we differ: the wording lives in an editable template; domain
+knowledge and normal reference images ("shots") really reach the prompt when asked for; boxes are
+drawn in the original frame, only where the map exceeds a fraction of τ.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eagle_cli import artifacts
+from eagle_cli.artifacts import ArtifactRef, sha256_file
+from eagle_cli.data.images import load_rgb
+from eagle_cli.errors import ImageError, ParameterError
+from eagle_cli.prompts.boxes import BoxParams, find_boxes
+from eagle_cli.prompts.questions import default_question
+from eagle_cli.prompts.render import draw_boxes, heatmap_overlay
+from eagle_cli.prompts.templates import Templates
+from eagle_cli.stages.common import Context, ERRORS_FILE, category_seed, read_jsonl, write_jsonl
+from eagle_cli.stages.fit_threshold import load_threshold
+from eagle_cli.stages.score import SCORES_FILE, load_maps
+
+PROMPTS_FILE = "prompts.jsonl"
+IMAGES_DIR = "images"
+VISUALS = ("boxes", "heatmap", "both", "none")
+
+
+@dataclass(frozen=True)
+class PromptParams:
+    """Which parts the prompt has; defaults follow the reference (boxes, textual prior, 0 shots)."""
+
+    visual: str = "boxes"
+    verdict: bool = True
+    shots: int = 0
+    seed: int = 0
+    domain_knowledge: Path | None = None
+    template: Path | None = None
+    box: BoxParams = field(default_factory=BoxParams)
+
+    def __post_init__(self):
+        if self.visual not in VISUALS:
+            raise ParameterError(f"--visual must be one of {', '.join(VISUALS)}, got {self.visual!r}.")
+        if self.shots < 0:
+            raise ParameterError(f"--shots must be 0 or more, got {self.shots}.")
+
+    def identity(self) -> dict:
+        values = asdict(self)
+        for key in ("domain_knowledge", "template"):
+            path = getattr(self, key)
+            values[key] = sha256_file(path) if path is not None and path.is_file() else None
+        return values
+
+
+def load_domain_knowledge(path: Path, category: str) -> str | None:
+    """All entries for ``category`` in an MMAD ``domain_knowledge.json``, one per line; None if absent."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ParameterError(f"Domain knowledge file {path} is not readable JSON ({exc}).") from None
+    for dataset in data.values():
+        if isinstance(dataset, dict) and category in dataset:
+            entries = dataset[category]
+            return "\n".join(str(v) for v in (entries.values() if isinstance(entries, dict) else [entries]))
+    return None
+
+
+def _text(text: str) -> dict:
+    return {"type": "text", "text": text}
+
+
+def _image(path: str, role: str) -> dict:
+    return {"type": "image", "path": path, "role": role}
+
+
+def run_prompt(scores_ref: ArtifactRef, params: PromptParams, *, context: Context) -> ArtifactRef:
+    """Write one prompt record per scored image (and question) into a ``prompts`` artifact."""
+    templates = Templates.load(params.template)
+    threshold_ref = scores_ref.input("threshold")
+    train = threshold_ref.input("bank").input("features")
+    category = train.params["category"]
+    knowledge = load_domain_knowledge(params.domain_knowledge, category) if params.domain_knowledge else None
+    draft = artifacts.start("prompts", root=context.artifacts, run=context.run, category=category,
+                            params=params.identity(), inputs=[scores_ref], force=context.force)
+    if isinstance(draft, ArtifactRef):
+        return draft
+    with draft:
+        threshold = load_threshold(threshold_ref)
+        tau = threshold["tau"]
+        normal_paths = [r["path"] for r in read_jsonl(train.path / "images.jsonl")]
+        rows = read_jsonl(scores_ref.path / SCORES_FILE)
+        (draft.tmp / IMAGES_DIR).mkdir()
+        records, errors = [], []
+        with context.reporter.task(f"prompt {category}", len(rows)) as advance:
+            for row in rows:
+                try:
+                    records.append(_record(row, scores_ref, params, templates, knowledge, normal_paths, tau,
+                                           threshold["s_max"], category, draft.tmp))
+                except ImageError as exc:
+                    if context.on_error == "fail":
+                        raise
+                    errors.append({"path": row["path"], "file": exc.path, "error": exc.reason})
+                advance(1)
+        write_jsonl(draft.file(PROMPTS_FILE), records)
+        write_jsonl(draft.file(ERRORS_FILE), errors)
+        draft.lineage = scores_ref.lineage
+        draft.summary = {"prompts": len(records), "errors": len(errors),
+                         "anomalous": sum(r["anomalous"] for r in records),
+                         "caas_window": sum(r["uncertain"] for r in records),
+                         "with_boxes": sum(bool(r["boxes"]) for r in records),
+                         "domain_knowledge": knowledge is not None, "template": templates.origin}
+        return draft.publish()
+
+
+def _record(row, scores_ref, params, templates, knowledge, normal_paths, tau, s_max, category, out_dir) -> dict:
+    anomalous = row["anomalous"]
+    fields = {"category": category, "verdict": "anomalous" if anomalous else "normal", "score": row["score"],
+              "tau": tau, "s_max": s_max, "knowledge": knowledge or "", "shots": params.shots, "n_boxes": 0}
+    message = [_text(templates.render("instruction", **fields)), _text(templates.render("answer_format", **fields))]
+    if knowledge:
+        message.append(_text(templates.render("domain_knowledge", **fields)))
+    if params.shots:
+        rng = np.random.default_rng([category_seed(params.seed, category), row["index"]])
+        picks = rng.choice(len(normal_paths), size=min(params.shots, len(normal_paths)), replace=False)
+        message.append(_text(templates.render("templates", **fields)))
+        message += [_image(normal_paths[i], "template") for i in sorted(picks)]
+    message.append(_text(templates.render("query", **fields)))
+    if params.verdict:
+        message.append(_text(templates.render("verdict", **fields)))
+    message.append(_image(row["path"], "query"))
+    boxes = []
+    # DBT: the visual prompt accompanies an anomalous verdict only.
+    if anomalous and params.visual != "none":
+        image = load_rgb(Path(row["path"]))
+        _, amap = load_maps(scores_ref, row)
+        if params.visual in ("boxes", "both"):
+            boxes = [box for box, _ in find_boxes(amap, tau, params.box)]
+            if boxes:
+                name = f"{IMAGES_DIR}/{row['index']:06d}_boxes.png"
+                draw_boxes(image, boxes).save(out_dir / name)
+                message += [_text(templates.render("boxes", **{**fields, "n_boxes": len(boxes)})), _image(name, "boxes")]
+        if params.visual in ("heatmap", "both"):
+            name = f"{IMAGES_DIR}/{row['index']:06d}_heatmap.png"
+            heatmap_overlay(image, amap, vmax=tau).save(out_dir / name)
+            message += [_text(templates.render("heatmap", **fields)), _image(name, "heatmap")]
+    question = default_question(row["label"])
+    options = [{"letter": k, "text": v} for k, v in question.options.items()]
+    message.append(_text(templates.render("question", **fields, question=question.text, options=options)))
+    return {"id": f"{row['index']}:0", "path": row["path"], "label": row["label"], "defect": row["defect"],
+            "score": row["score"], "anomalous": anomalous, "uncertain": row["uncertain"], "boxes": boxes,
+            "question": question.text, "options": question.options, "answer": question.answer,
+            "type": question.type, "message": message}
