@@ -25,6 +25,10 @@ from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
 from eagle_cli.stages.score import ScoreParams, ScoreInputs, run_score
 from eagle_cli.threshold import ThresholdParams
+from eagle_cli.mllm.settings import PRESETS, CaasSettings, parse_layers
+from eagle_cli.prompts.boxes import BoxParams
+from eagle_cli.stages.prompt import PromptParams, run_prompt
+from eagle_cli.stages.reason import ReasonParams, load_backend, run_reason
 
 app = typer.Typer(help="eagle: industrial visual inspection — expert anomaly scoring, normal-only thresholds, "
                        "staged artifacts.", no_args_is_help=True, rich_markup_mode="rich")
@@ -39,6 +43,7 @@ err = Console(stderr=True, soft_wrap=True)  # paths must survive copy and paste
 out = Console(soft_wrap=True)
 
 IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
+PROMPT, MODEL, CAAS = "Prompt", "Model", "CAAS"
 
 # Shared options -------------------------------------------------------------------------------
 DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Dataset root (MVTec-AD or VisA layout).", rich_help_panel=IN)]
@@ -273,6 +278,59 @@ def _test_set(threshold_ref, category, features, data, layout, test, split_csv, 
 
 def _path(value: Optional[str]) -> Optional[Path]:
     return Path(value) if value else None
+
+
+@command(app)
+def prompt(
+    scores: Annotated[Optional[str], typer.Option(help="Scores artifact (path or id); default: the latest.", rich_help_panel=IN)] = None,
+    category: CategoryOpt = None,
+    visual: Annotated[str, typer.Option(help="Visual prompt with an anomalous verdict: boxes, heatmap, both or none.", rich_help_panel=PROMPT)] = "boxes",
+    verdict: Annotated[bool, typer.Option(help="State the expert's verdict in the text (the textual prior).", rich_help_panel=PROMPT)] = True,
+    shots: Annotated[int, typer.Option(help="Normal training images shown as references (MMAD uses 1).", rich_help_panel=PROMPT)] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for choosing the reference images.", rich_help_panel=PROMPT)] = 0,
+    domain_knowledge: Annotated[Optional[Path], typer.Option(help="MMAD-format domain_knowledge.json to include.", rich_help_panel=PROMPT)] = None,
+    template: Annotated[Optional[Path], typer.Option(help="YAML file with your own wording (copy eagle_cli/prompts/templates/default.yaml).", rich_help_panel=PROMPT)] = None,
+    box_level: Annotated[float, typer.Option(help="Boxes enclose map regions above this fraction of τ.", rich_help_panel=PROMPT)] = 2 / 3,
+    top_k: Annotated[int, typer.Option(help="Most boxes per image.", rich_help_panel=PROMPT)] = 3,
+    artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
+    quiet: QuietOpt = False, as_json: JsonOpt = False, on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
+):
+    """Turn scores into multimodal prompts (box images + text) in a [bold]prompts[/] artifact."""
+    session = Session(quiet, as_json)
+    params = PromptParams(visual=visual, verdict=verdict, shots=shots, seed=seed, domain_knowledge=domain_knowledge,
+                          template=template, box=BoxParams(level=box_level, top_k=top_k))
+    ctx = session.context(artifacts_root, run, force, on_error)
+    session.report([run_prompt(ref, params, context=ctx) for ref in _inputs(scores, "scores", category, artifacts_root, run)])
+
+
+@command(app)
+def reason(
+    prompts: Annotated[Optional[str], typer.Option(help="Prompts artifact (path or id); default: the latest.", rich_help_panel=IN)] = None,
+    category: CategoryOpt = None,
+    model: Annotated[str, typer.Option(help=f"Hugging Face id, local folder, or preset ({', '.join(PRESETS)}).", rich_help_panel=MODEL)] = "qwen2.5-vl-7b",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16 or float32.", rich_help_panel=MODEL)] = "auto",
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.", rich_help_panel=MODEL)] = 128,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from its repository (only for models you trust).", rich_help_panel=MODEL)] = False,
+    caas_on: Annotated[bool, typer.Option("--caas", help="Strengthen attention to the query image when τ < score < S_max.", rich_help_panel=CAAS)] = False,
+    caas_alpha: Annotated[float, typer.Option(help="CAAS: weights on visual tokens × (1 + α).", rich_help_panel=CAAS)] = 0.6,
+    caas_layers: Annotated[str, typer.Option(help="CAAS: 0-based decoder layers, e.g. 9-14 or 9,11.", rich_help_panel=CAAS)] = "9-14",
+    caas_mode: Annotated[str, typer.Option(help="CAAS: renorm (SDPA-compatible) or scale (eager, no renormalising).", rich_help_panel=CAAS)] = "renorm",
+    caas_images: Annotated[str, typer.Option(help="CAAS: strengthen the query image only, or all images.", rich_help_panel=CAAS)] = "query",
+    artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
+    quiet: QuietOpt = False, as_json: JsonOpt = False,
+    device: DeviceOpt = "auto", batch_size: Annotated[int, typer.Option(help="Prompts per generate call.", rich_help_panel=RUNTIME)] = 1,
+    on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
+):
+    """Ask a multimodal LLM every prompt; answers are saved as they come and a rerun resumes ([bold]answers[/])."""
+    session = Session(quiet, as_json)
+    settings = CaasSettings(alpha=caas_alpha, layers=parse_layers(caas_layers), mode=caas_mode,
+                            images=caas_images) if caas_on else None
+    params = ReasonParams(model=model, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
+                          batch_size=batch_size, trust_remote_code=trust_remote_code, caas=settings)
+    ctx = session.context(artifacts_root, run, force, on_error)
+    refs = _inputs(prompts, "prompts", category, artifacts_root, run)
+    backend = load_backend(params) if refs else None  # one model load for every category
+    session.report([run_reason(ref, params, context=ctx, backend=backend) for ref in refs])
 
 
 # Helpers: data, backbones, artifacts ----------------------------------------------------------

@@ -13,6 +13,7 @@ from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.backbones import get_spec, import_weights
 from eagle_cli.stages.common import Context
 from eagle_cli.stages.extract import ExtractParams
+from tests.mllm.tiny import build_qwen25_vl
 
 # Two cores here: more threads than cores makes every test several times slower.
 torch.set_num_threads(2)
@@ -53,3 +54,16 @@ def tiny_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def context(tmp_path) -> Context:
     return Context(artifacts=tmp_path / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory):
+    """A tiny Qwen2.5-VL folder, built once and loaded through from_pretrained like a downloaded one."""
+    return build_qwen25_vl(tmp_path_factory.mktemp("tiny-qwen25-vl"))
+
+
+@pytest.fixture(scope="session")
+def qwen_backend(tiny_qwen):
+    from eagle_cli.mllm.hf import HFBackend
+
+    return HFBackend(str(tiny_qwen), device="cpu", max_new_tokens=6)

@@ -8,17 +8,10 @@ from pathlib import Path
 
 import torch
 from eagle_cli.errors import EagleError, ParameterError
-from eagle_cli.mllm.caas import CaasSettings, caas, visual_columns
+from eagle_cli.mllm.caas import caas, visual_columns
+from eagle_cli.mllm.settings import PRESETS, CaasSettings
 from eagle_cli.stages.common import resolve_device
 
-#: Short names for the models people ask for most; anything else is a hub id or a local folder.
-PRESETS = {
-    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
-    "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
-    "qwen2.5-vl-32b": "Qwen/Qwen2.5-VL-32B-Instruct",
-    "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
-    "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
-}
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 

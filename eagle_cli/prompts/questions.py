@@ -49,5 +49,6 @@ def parse_answer(text: str, options: dict[str, str]) -> str | None:
         return letters[-1]
     if not text.strip():
         return None
-    match = difflib.get_close_matches(text.strip(), list(options.values()), n=1, cutoff=0.6)
-    return next((letter for letter, option in options.items() if match and option == match[0]), None)
+    lowered = {option.lower(): letter for letter, option in options.items()}
+    match = difflib.get_close_matches(text.strip().lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None

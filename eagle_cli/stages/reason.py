@@ -16,8 +16,7 @@ from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.data.images import load_rgb
 from eagle_cli.errors import ImageError, ParameterError
-from eagle_cli.mllm.caas import CaasSettings
-from eagle_cli.mllm.hf import HFBackend, Prompt
+from eagle_cli.mllm.settings import CaasSettings
 from eagle_cli.prompts.questions import parse_answer
 from eagle_cli.stages.common import ERRORS_FILE, Context, read_jsonl, write_jsonl
 from eagle_cli.stages.prompt import PROMPTS_FILE
@@ -45,6 +44,14 @@ class ReasonParams:
                 "caas": asdict(self.caas) if self.caas else None}
 
 
+def load_backend(params: ReasonParams):
+    """The in-process transformers backend for ``params`` (loads the model)."""
+    from eagle_cli.mllm.hf import HFBackend
+
+    return HFBackend(params.model, dtype=params.dtype, device=params.device,
+                     trust_remote_code=params.trust_remote_code, max_new_tokens=params.max_new_tokens)
+
+
 def _read_done(path: Path) -> list[dict]:
     """Answer lines already written; a line cut off by a kill is dropped (it will be asked again)."""
     if not path.exists():
@@ -58,7 +65,9 @@ def _read_done(path: Path) -> list[dict]:
     return rows
 
 
-def _prompt(record: dict, prompts_dir: Path) -> Prompt:
+def _prompt(record: dict, prompts_dir: Path):
+    from eagle_cli.mllm.hf import Prompt  # transformers loads only when a model is asked
+
     items = []
     for item in record["message"]:
         if item["type"] == "text":
@@ -72,8 +81,7 @@ def _prompt(record: dict, prompts_dir: Path) -> Prompt:
     return Prompt(items, uncertain=bool(record["uncertain"]))
 
 
-def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Context,
-               backend: HFBackend | None = None) -> ArtifactRef:
+def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Context, backend=None) -> ArtifactRef:
     """Answer every prompt of a ``prompts`` artifact into an ``answers`` artifact (resuming a partial one)."""
     category = prompts_ref.path.parent.parent.name
     draft = artifacts.start("answers", root=context.artifacts, run=context.run, category=category,
@@ -86,9 +94,7 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
         errors = _read_done(draft.file(ERRORS_FILE))
         finished = {row["id"] for row in done} | {row["id"] for row in errors}
         todo = [r for r in records if r["id"] not in finished]
-        backend = backend or HFBackend(params.model, dtype=params.dtype, device=params.device,
-                                       trust_remote_code=params.trust_remote_code,
-                                       max_new_tokens=params.max_new_tokens)
+        backend = backend or load_backend(params)
         # Rewrite the kept lines so a half-written last line from a kill is gone before appending.
         write_jsonl(draft.file(ANSWERS_FILE), done)
         with open(draft.file(ANSWERS_FILE), "a") as answers, open(draft.file(ERRORS_FILE), "a") as error_log, \

@@ -1,0 +1,35 @@
+"""eagle prompt and eagle reason from the command line, with a tiny Qwen2.5-VL folder."""
+
+import json
+
+from typer.testing import CliRunner
+
+from eagle_cli.cli import app
+from tests.cli.test_cli import TINY_ARGS
+
+runner = CliRunner()
+
+
+def test_prompt_then_reason_with_caas_on_the_command_line(tiny_root, tiny_qwen, tmp_path):
+    common = ["--artifacts", str(tmp_path), "--category", "brick", "-q"]
+    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold", "--method", "quantile", "--q", "5"],
+                 ["score", "--device", "cpu"], ["prompt", "--visual", "both", "--shots", "1"]):
+        result = runner.invoke(app, [*args, *common])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--max-new-tokens", "3",
+                                 "--caas", "--caas-layers", "1-2", "--batch-size", "3", "--json", *common])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)[0]
+    assert summary["kind"] == "answers" and summary["summary"]["answers"] == 11
+    missing = runner.invoke(app, ["reason", "--model", str(tmp_path / "no-such-model"), "--device", "cpu", *common],
+                            env={"HF_HUB_OFFLINE": "1"})
+    assert missing.exit_code == 1 and "Cannot load" in missing.output and "Traceback" not in missing.output
+
+
+def test_reason_refuses_caas_layers_the_model_does_not_have(tiny_root, tiny_qwen, tmp_path):
+    common = ["--artifacts", str(tmp_path), "--category", "washer", "-q"]
+    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold", "--method", "quantile", "--q", "5"],
+                 ["score", "--device", "cpu"], ["prompt"]):
+        assert runner.invoke(app, [*args, *common]).exit_code == 0
+    result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--caas", *common])
+    assert result.exit_code == 1 and "outside this model's decoder layers 0–3" in result.output

@@ -1,0 +1,49 @@
+import pytest
+
+from eagle_cli.errors import DataError, ParameterError
+from eagle_cli.prompts.questions import default_question, from_mmad, parse_answer
+from eagle_cli.prompts.templates import PARTS, Templates
+
+OPTIONS = {"A": "Yes", "B": "No"}
+
+
+@pytest.mark.parametrize("reply,letter", [
+    ("B", "B"), ("The answer is A.", "A"), ("A. Yes, but on reflection B", "B"), ("no", "B"),
+    ("Yes", "A"), ("", None), ("E", None), ("zzzz qqq", None),
+])
+def test_answers_parse_like_mmad_and_garbage_is_invalid(reply, letter):
+    assert parse_answer(reply, OPTIONS) == letter
+
+
+def test_mmad_options_are_relettered_in_order():
+    question = from_mmad({"Question": "Which defect?", "Answer": "C",
+                          "Options": {"B": "scratch", "C": "crack", "D": "none"}, "type": "Defect Classification"}, "k")
+    assert question.options == {"A": "scratch", "B": "crack", "C": "none"} and question.answer == "B"
+    with pytest.raises(DataError, match="answer 'Z'"):
+        from_mmad({"Question": "q", "Answer": "Z", "Options": {"A": "x"}}, "k")
+
+
+def test_default_question_knows_the_answer_from_the_label():
+    assert default_question(1).answer == "A" and default_question(0).answer == "B" and default_question(None).answer is None
+
+
+def test_shipped_template_renders_every_part():
+    templates = Templates.load()
+    text = templates.render("question", question="Is it broken?", options=[{"letter": "A", "text": "Yes"}])
+    assert "Is it broken?" in text and "A. Yes" in text
+    assert "anomalous" in templates.render("verdict", verdict="anomalous")
+
+
+def test_unknown_field_in_a_template_is_named_before_any_work(tmp_path):
+    source = {part: "text" for part in PARTS}
+    source["verdict"] = "The part is {{ verdit }}."
+    path = tmp_path / "t.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(source))
+    with pytest.raises(ParameterError, match=r"part 'verdict' uses unknown field\(s\) \['verdit'\]"):
+        Templates.load(path)
+    del source["verdict"]
+    path.write_text(yaml.safe_dump(source))
+    with pytest.raises(ParameterError, match=r"missing \['verdict'\]"):
+        Templates.load(path)
