@@ -25,6 +25,7 @@ from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
 from eagle_cli.stages.score import ScoreParams, ScoreInputs, run_score
 from eagle_cli.threshold import ThresholdParams
+from eagle_cli.mllm.openai_api import ServerSettings
 from eagle_cli.mllm.settings import PRESETS, CaasSettings, parse_layers
 from eagle_cli.prompts.boxes import BoxParams
 from eagle_cli.stages.prompt import PromptParams, run_prompt
@@ -43,7 +44,7 @@ err = Console(stderr=True, soft_wrap=True)  # paths must survive copy and paste
 out = Console(soft_wrap=True)
 
 IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
-PROMPT, MODEL, CAAS = "Prompt", "Model", "CAAS"
+PROMPT, MODEL, CAAS, SERVER = "Prompt", "Model", "CAAS", "Server"
 
 # Shared options -------------------------------------------------------------------------------
 DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Dataset root (MVTec-AD or VisA layout).", rich_help_panel=IN)]
@@ -307,7 +308,13 @@ def prompt(
 def reason(
     prompts: Annotated[Optional[str], typer.Option(help="Prompts artifact (path or id); default: the latest.", rich_help_panel=IN)] = None,
     category: CategoryOpt = None,
-    model: Annotated[str, typer.Option(help=f"Hugging Face id, local folder, or preset ({', '.join(PRESETS)}).", rich_help_panel=MODEL)] = "qwen2.5-vl-7b",
+    backend: Annotated[str, typer.Option(help="hf (transformers in this process) or openai (an OpenAI-compatible server such as vLLM).", rich_help_panel=MODEL)] = "hf",
+    model: Annotated[str, typer.Option(help=f"Hugging Face id, local folder, or preset ({', '.join(PRESETS)}); with openai, the served model name.", rich_help_panel=MODEL)] = "qwen2.5-vl-7b",
+    base_url: Annotated[str, typer.Option(envvar="EAGLE_BASE_URL", help="openai: the server's /v1 URL.", rich_help_panel=SERVER)] = "http://127.0.0.1:8000/v1",
+    api_key_env: Annotated[str, typer.Option(help="openai: environment variable holding the API key.", rich_help_panel=SERVER)] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(help="openai: requests in flight at once.", rich_help_panel=SERVER)] = 8,
+    timeout: Annotated[float, typer.Option(help="openai: seconds to wait for one answer.", rich_help_panel=SERVER)] = 120.0,
+    retries: Annotated[int, typer.Option(help="openai: retries on 429/5xx or a lost connection (exponential backoff).", rich_help_panel=SERVER)] = 4,
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16 or float32.", rich_help_panel=MODEL)] = "auto",
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.", rich_help_panel=MODEL)] = 128,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from its repository (only for models you trust).", rich_help_panel=MODEL)] = False,
@@ -325,8 +332,11 @@ def reason(
     session = Session(quiet, as_json)
     settings = CaasSettings(alpha=caas_alpha, layers=parse_layers(caas_layers), mode=caas_mode,
                             images=caas_images) if caas_on else None
-    params = ReasonParams(model=model, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
-                          batch_size=batch_size, trust_remote_code=trust_remote_code, caas=settings)
+    server = ServerSettings(base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout,
+                            retries=retries)
+    params = ReasonParams(model=model, backend=backend, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
+                          batch_size=batch_size if backend == "hf" else max(batch_size, concurrency),
+                          trust_remote_code=trust_remote_code, caas=settings, server=server)
     ctx = session.context(artifacts_root, run, force, on_error)
     refs = _inputs(prompts, "prompts", category, artifacts_root, run)
     backend = load_backend(params) if refs else None  # one model load for every category

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from eagle_cli.errors import EagleError, ParameterError
 from eagle_cli.mllm.caas import caas, visual_columns
+from eagle_cli.mllm.prompt import Prompt, Reply
 from eagle_cli.mllm.settings import PRESETS, CaasSettings
 from eagle_cli.stages.common import resolve_device
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One request: ordered text and PIL image items, and whether it falls in the CAAS window."""
-
-    items: list[dict]  # {"type": "text", "text": ...} or {"type": "image", "image": PIL.Image, "role": ...}
-    uncertain: bool = False
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    seconds: float
-    caas: bool
 
 
 class HFBackend:

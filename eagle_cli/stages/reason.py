@@ -16,6 +16,8 @@ from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.data.images import load_rgb
 from eagle_cli.errors import ImageError, ParameterError
+from eagle_cli.mllm.openai_api import OpenAIBackend, ServerSettings
+from eagle_cli.mllm.prompt import Prompt
 from eagle_cli.mllm.settings import CaasSettings
 from eagle_cli.prompts.questions import parse_answer
 from eagle_cli.stages.common import ERRORS_FILE, Context, read_jsonl, write_jsonl
@@ -24,29 +26,41 @@ from eagle_cli.stages.prompt import PROMPTS_FILE
 ANSWERS_FILE = "answers.jsonl"
 
 
+BACKENDS = ("hf", "openai")
+
+
 @dataclass(frozen=True)
 class ReasonParams:
     model: str
+    backend: str = "hf"
     dtype: str = "auto"
     device: str = "auto"
     max_new_tokens: int = 128
     batch_size: int = 1
     trust_remote_code: bool = False
     caas: CaasSettings | None = None
+    server: ServerSettings = ServerSettings()
 
     def __post_init__(self):
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ParameterError("--batch-size and --max-new-tokens must be at least 1.")
+        if self.backend not in BACKENDS:
+            raise ParameterError(f"--backend must be hf or openai, got {self.backend!r}.")
+        if self.caas is not None and self.backend != "hf":
+            raise ParameterError("--caas edits attention inside the model, so it needs --backend hf; "
+                                 "a server only returns text.")
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.server.concurrency < 1:
+            raise ParameterError("--batch-size, --max-new-tokens and --concurrency must be at least 1.")
 
     def identity(self) -> dict:
-        # Batching and the device change speed, not the greedy answers (beyond float noise).
-        return {"backend": "hf", "model": self.model, "dtype": self.dtype, "max_new_tokens": self.max_new_tokens,
-                "caas": asdict(self.caas) if self.caas else None}
+        # Batching, device, address and concurrency change speed, not the greedy answers.
+        return {"backend": self.backend, "model": self.model, "dtype": self.dtype,
+                "max_new_tokens": self.max_new_tokens, "caas": asdict(self.caas) if self.caas else None}
 
 
 def load_backend(params: ReasonParams):
-    """The in-process transformers backend for ``params`` (loads the model)."""
-    from eagle_cli.mllm.hf import HFBackend
+    """The backend for ``params``: a model loaded in this process, or a client of a server."""
+    if params.backend == "openai":
+        return OpenAIBackend(params.model, params.server, max_new_tokens=params.max_new_tokens)
+    from eagle_cli.mllm.hf import HFBackend  # transformers loads only when a model is asked for
 
     return HFBackend(params.model, dtype=params.dtype, device=params.device,
                      trust_remote_code=params.trust_remote_code, max_new_tokens=params.max_new_tokens)
@@ -65,9 +79,7 @@ def _read_done(path: Path) -> list[dict]:
     return rows
 
 
-def _prompt(record: dict, prompts_dir: Path):
-    from eagle_cli.mllm.hf import Prompt  # transformers loads only when a model is asked
-
+def _prompt(record: dict, prompts_dir: Path) -> Prompt:
     items = []
     for item in record["message"]:
         if item["type"] == "text":
@@ -119,7 +131,7 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                         "type": record["type"], "question": record["question"], "options": record["options"],
                         "correct": record["answer"], "raw": reply.text, "parsed": parsed, "valid": parsed is not None,
                         "expert_anomalous": record["anomalous"], "uncertain": record["uncertain"],
-                        "caas": reply.caas, "latency_s": reply.seconds, "backend": "hf", "model": backend.name,
+                        "caas": reply.caas, "latency_s": reply.seconds, "backend": params.backend, "model": backend.name,
                         "revision": backend.revision,
                     })
                     advance(1)

@@ -1,0 +1,112 @@
+"""The OpenAI-compatible backend against real servers on loopback: transformers serve, and scripted ones."""
+
+from dataclasses import replace
+
+import pytest
+
+from eagle_cli import artifacts
+from eagle_cli.errors import EagleError, ParameterError
+from eagle_cli.mllm.openai_api import ServerSettings
+from eagle_cli.mllm.settings import CaasSettings
+from eagle_cli.stages.common import Context
+from eagle_cli.stages.prompt import PromptParams, run_prompt
+from eagle_cli.stages.reason import ReasonParams, run_reason
+from tests.mllm.servers import completion, free_port, scripted_server, transformers_serve
+from tests.mllm.test_prompt_reason import _records, scores  # noqa: F401 (fixture)
+
+FAST = dict(retries=2, backoff_s=0.05, timeout_s=60)
+
+
+@pytest.fixture
+def prompts(scores, tmp_path):  # noqa: F811
+    return run_prompt(scores, PromptParams(), context=Context(artifacts=tmp_path))
+
+
+def _params(model, url, concurrency=2):
+    return ReasonParams(model=model, backend="openai", max_new_tokens=4, batch_size=concurrency,
+                        server=ServerSettings(base_url=url, concurrency=concurrency, **FAST))
+
+
+def test_answers_from_transformers_serve_on_loopback(prompts, tiny_qwen, tmp_path):
+    with transformers_serve(tiny_qwen) as (url, _):
+        ref = run_reason(prompts, _params(str(tiny_qwen), url), context=Context(artifacts=tmp_path))
+    answers = _records(ref, "answers.jsonl")
+    assert [a["id"] for a in answers] == [p["id"] for p in _records(prompts)]
+    assert all(a["backend"] == "openai" and a["latency_s"] > 0 for a in answers)
+
+
+class _KillAfter:
+    """A reporter that kills the server once ``after`` answers are in."""
+
+    def __init__(self, process, after):
+        self.process, self.after = process, after
+
+    def task(self, description, total):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def run():
+            count = []
+
+            def advance(n=1):
+                count.append(n)
+                if sum(count) >= self.after:
+                    self.process.kill()
+
+            yield advance
+
+        return run()
+
+
+def test_a_server_that_dies_mid_run_loses_nothing_and_the_rerun_completes(prompts, tiny_qwen, tmp_path):
+    port = free_port()
+    context = Context(artifacts=tmp_path)
+    params = _params(str(tiny_qwen), f"http://127.0.0.1:{port}/v1")
+    with transformers_serve(tiny_qwen, port) as (_, process):
+        with pytest.raises(EagleError, match="did not answer.*rerun to resume"):
+            run_reason(prompts, params, context=replace(context, reporter=_KillAfter(process, 4)))
+    partial = next(tmp_path.rglob(".tmp-partial-*"))
+    kept = _records(partial, "answers.jsonl")
+    assert 4 <= len(kept) < 11
+    with transformers_serve(tiny_qwen, port):
+        ref = run_reason(prompts, params, context=context)
+    answers = _records(ref, "answers.jsonl")
+    assert [a["id"] for a in answers] == [p["id"] for p in _records(prompts)] and answers[: len(kept)] == kept
+
+
+def test_garbage_answers_are_kept_and_counted_invalid(prompts, tmp_path):
+    with scripted_server([(200, completion("qqq zzz")), (200, "<html>not json</html>")]) as (url, _):
+        ref = run_reason(prompts, _params("any", url), context=Context(artifacts=tmp_path))
+    answers = _records(ref, "answers.jsonl")
+    assert len(answers) == 11 and ref.summary["invalid"] == 11
+    assert {a["raw"] for a in answers} >= {"<html>not json</html>"}
+
+
+def test_busy_and_failing_servers_are_retried_with_backoff(prompts, tmp_path):
+    script = [(429, "slow down"), (503, "busy"), (200, completion("B"))]
+    with scripted_server(script) as (url, served):
+        ref = run_reason(prompts, _params("any", url, concurrency=1), context=Context(artifacts=tmp_path))
+    assert [status for status, _ in served[:3]] == [429, 503, 200] and len(served) == 13
+    assert all(a["parsed"] == "B" for a in _records(ref, "answers.jsonl"))
+
+
+def test_a_client_error_is_not_retried_and_is_named(prompts, tmp_path):
+    with scripted_server([(401, '{"error": "bad key"}')]) as (url, served):
+        with pytest.raises(EagleError, match="HTTP 401"):
+            run_reason(prompts, _params("any", url, concurrency=1), context=Context(artifacts=tmp_path))
+    assert [status for status, _ in served] == [401]
+    assert not [r for r in artifacts.list_artifacts(tmp_path) if r.kind == "answers"]
+
+
+def test_caas_with_a_server_is_a_clear_error():
+    with pytest.raises(ParameterError, match="needs --backend hf"):
+        ReasonParams(model="m", backend="openai", caas=CaasSettings())
+
+
+def test_api_key_is_sent_from_the_named_environment_variable(prompts, tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sekrit")
+    with scripted_server([(200, completion("A"))]) as (url, served):
+        params = replace(_params("any", url, concurrency=1),
+                         server=ServerSettings(base_url=url, api_key_env="MY_KEY", concurrency=1, **FAST))
+        run_reason(prompts, params, context=Context(artifacts=tmp_path))
+    assert {auth for _, auth in served} == {"Bearer sekrit"}
