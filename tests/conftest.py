@@ -67,3 +67,11 @@ def qwen_backend(tiny_qwen):
     from eagle_cli.mllm.hf import HFBackend
 
     return HFBackend(str(tiny_qwen), device="cpu", max_new_tokens=6)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory):
+    """A tiny LLaVA folder: a second model family through the same from_pretrained path."""
+    from tests.mllm.tiny import build_llava
+
+    return build_llava(tmp_path_factory.mktemp("tiny-llava"))
