@@ -54,6 +54,8 @@ CategoryOpt = Annotated[Optional[str], typer.Option(
 GoodOpt = Annotated[Optional[Path], typer.Option(help="Folder of good training images (instead of --data).", rich_help_panel=IN)]
 TestOpt = Annotated[Optional[Path], typer.Option(
     "--test", help="Folder of test images; subfolders name their labels (good/ok/normal = good).", rich_help_panel=IN)]
+MmadJsonOpt = Annotated[Optional[Path], typer.Option(help="MMAD question file (default: ROOT/mmad.json).", rich_help_panel=IN)]
+MmadDatasetOpt = Annotated[Optional[str], typer.Option(help="MMAD dataset to use, e.g. DS-MVTec or VisA.", rich_help_panel=IN)]
 SplitCsvOpt = Annotated[Optional[Path], typer.Option(help="VisA split CSV (default: ROOT/split_csv/1cls.csv).", rich_help_panel=IN)]
 ArtifactsOpt = Annotated[Path, typer.Option(
     "--artifacts", envvar="EAGLE_ARTIFACTS", help="Where artifacts live.", rich_help_panel=OUTPUT)]
@@ -122,8 +124,9 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _source(data, layout, good, test, split_csv) -> DataSource:
-    return DataSource(layout=layout, root=data, good=good, test=test, split_csv=split_csv).resolved()
+def _source(data, layout, good, test, split_csv, mmad_json=None, mmad_dataset=None) -> DataSource:
+    return DataSource(layout=layout, root=data, good=good, test=test, split_csv=split_csv, mmad_json=mmad_json,
+                      mmad_dataset=mmad_dataset).resolved()
 
 
 def _categories(category: Optional[str], fallback: list[str]) -> list[str]:
@@ -168,7 +171,8 @@ def command(typer_app: typer.Typer, name: Optional[str] = None):
 def extract(
     split: Annotated[str, typer.Option(help="train (good images) or test.", rich_help_panel=IN)] = "train",
     data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, good: GoodOpt = None,
-    test: TestOpt = None, split_csv: SplitCsvOpt = None,
+    test: TestOpt = None, split_csv: SplitCsvOpt = None, mmad_json: MmadJsonOpt = None,
+    mmad_dataset: MmadDatasetOpt = None,
     backbone: BackboneOpt = "wide_resnet50_2", weights: WeightsOpt = "imagenet", resize: ResizeOpt = 256,
     crop: CropOpt = 224, dtype: DtypeOpt = "float32",
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
@@ -177,7 +181,7 @@ def extract(
 ):
     """Extract patch features of a split into a [bold]features[/] artifact."""
     session = Session(quiet, as_json)
-    source = _source(data, layout, good, test, split_csv)
+    source = _source(data, layout, good, test, split_csv, mmad_json, mmad_dataset)
     params = _extract_params(backbone, weights, resize, crop, dtype, batch_size, device)
     ctx = session.context(artifacts_root, run, force, on_error)
     session.report([run_extract(source, c, split, params, context=ctx) for c in _categories(category, source.categories())])
@@ -189,7 +193,7 @@ def fit_bank(
         help="A train features artifact (path or id); default: extract from --data/--good, or the latest.",
         rich_help_panel=IN)] = None,
     data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, good: GoodOpt = None,
-    split_csv: SplitCsvOpt = None,
+    split_csv: SplitCsvOpt = None, mmad_json: MmadJsonOpt = None, mmad_dataset: MmadDatasetOpt = None,
     backbone: BackboneOpt = "wide_resnet50_2", weights: WeightsOpt = "imagenet", resize: ResizeOpt = 256,
     crop: CropOpt = 224, dtype: DtypeOpt = "float32",
     coreset_ratio: Annotated[float, typer.Option(help="Share of patches kept in the bank.", rich_help_panel=EXPERT)] = 0.1,
@@ -207,7 +211,7 @@ def fit_bank(
     ctx = session.context(artifacts_root, run, force, on_error)
     params = BankParams(coreset_ratio=coreset_ratio, proj_dim=proj_dim, n_starts=n_starts, init=init, seed=seed, knn_k=knn)
     if data or good:
-        source = _source(data, layout, good, None, split_csv)
+        source = _source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
         extract_params = _extract_params(backbone, weights, resize, crop, dtype, batch_size, device)
         inputs = [run_extract(source, c, "train", extract_params, context=ctx) for c in _categories(category, source.categories())]
     else:
@@ -245,7 +249,7 @@ def score(
     threshold: Annotated[Optional[str], typer.Option(help="Threshold artifact (path or id); default: the latest.", rich_help_panel=IN)] = None,
     features: Annotated[Optional[str], typer.Option(help="Test features artifact (path or id) instead of images.", rich_help_panel=IN)] = None,
     data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, test: TestOpt = None,
-    split_csv: SplitCsvOpt = None,
+    split_csv: SplitCsvOpt = None, mmad_json: MmadJsonOpt = None, mmad_dataset: MmadDatasetOpt = None,
     sigma: Annotated[float, typer.Option(help="Gaussian smoothing of the anomaly map, px.", rich_help_panel=EXPERT)] = 4.0,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
@@ -259,26 +263,20 @@ def score(
     refs = []
     for ref in _inputs(threshold, "threshold", category, artifacts_root, run):
         name = ref.path.parent.parent.name
-        refs.append(run_score(ref, _test_set(ref, name, features, data, layout, test, split_csv, artifacts_root, run),
-                              params, context=ctx))
+        given = _source(data, layout, None, test, split_csv, mmad_json, mmad_dataset) if (data or test) else None
+        refs.append(run_score(ref, _test_set(ref, name, features, given, artifacts_root, run), params, context=ctx))
     session.report(refs)
 
 
-def _test_set(threshold_ref, category, features, data, layout, test, split_csv, root, run) -> ScoreInputs:
+def _test_set(threshold_ref, category, features, given: Optional[DataSource], root, run) -> ScoreInputs:
     if features:
         return ScoreInputs(features=artifacts.resolve(features, root=root, run=run, category=category, kind="features"))
-    if data or test:
-        return ScoreInputs(source=_source(data, layout, None, test, split_csv), category=category)
-    recorded = threshold_ref.input("bank").input("features").params["source"]
-    source = DataSource(layout=recorded["layout"], root=_path(recorded["root"]), good=_path(recorded["good"]),
-                        test=_path(recorded["test"]), split_csv=split_csv)
+    if given is not None:
+        return ScoreInputs(source=given, category=category)
+    source = DataSource.from_description(threshold_ref.input("bank").input("features").params["source"])
     if source.layout == "folder" and source.test is None:
         raise EagleError("The bank was fitted on a --good folder; pass --test DIR with the images to score.")
     return ScoreInputs(source=source, category=category)
-
-
-def _path(value: Optional[str]) -> Optional[Path]:
-    return Path(value) if value else None
 
 
 @command(app)
@@ -288,7 +286,9 @@ def prompt(
     visual: Annotated[str, typer.Option(help="Visual prompt with an anomalous verdict: boxes, heatmap, both or none.", rich_help_panel=PROMPT)] = "boxes",
     verdict: Annotated[bool, typer.Option(help="State the expert's verdict in the text (the textual prior).", rich_help_panel=PROMPT)] = True,
     shots: Annotated[int, typer.Option(help="Normal training images shown as references (MMAD uses 1).", rich_help_panel=PROMPT)] = 0,
+    template_source: Annotated[str, typer.Option(help="Reference images: seeded (from the training set), or MMAD's similar or random template lists.", rich_help_panel=PROMPT)] = "seeded",
     seed: Annotated[int, typer.Option(help="Seed for choosing the reference images.", rich_help_panel=PROMPT)] = 0,
+    task: Annotated[str, typer.Option(help='MMAD question type to ask, e.g. "Anomaly Detection", or all.', rich_help_panel=PROMPT)] = "all",
     domain_knowledge: Annotated[Optional[Path], typer.Option(help="MMAD-format domain_knowledge.json to include.", rich_help_panel=PROMPT)] = None,
     template: Annotated[Optional[Path], typer.Option(help="YAML file with your own wording (copy eagle_cli/prompts/templates/default.yaml).", rich_help_panel=PROMPT)] = None,
     box_level: Annotated[float, typer.Option(help="Boxes enclose map regions above this fraction of τ.", rich_help_panel=PROMPT)] = 2 / 3,
@@ -299,7 +299,8 @@ def prompt(
     """Turn scores into multimodal prompts (box images + text) in a [bold]prompts[/] artifact."""
     session = Session(quiet, as_json)
     params = PromptParams(visual=visual, verdict=verdict, shots=shots, seed=seed, domain_knowledge=domain_knowledge,
-                          template=template, box=BoxParams(level=box_level, top_k=top_k))
+                          template=template, box=BoxParams(level=box_level, top_k=top_k), task=task,
+                          template_source=template_source)
     ctx = session.context(artifacts_root, run, force, on_error)
     session.report([run_prompt(ref, params, context=ctx) for ref in _inputs(scores, "scores", category, artifacts_root, run)])
 

@@ -75,3 +75,34 @@ def tiny_llava(tmp_path_factory):
     from tests.mllm.tiny import build_llava
 
     return build_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+def build_mmad(tiny: Path, out: Path) -> Path:
+    """An MMAD-format root from the tiny brick category: MVTec-AD train images, DS-MVTec queries, mmad.json."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny / "brick" / "train", out / "MVTec-AD" / "brick" / "train")
+    train = sorted(p.name for p in (out / "MVTec-AD" / "brick" / "train" / "good").iterdir())
+    entries = {}
+    for image in sorted((tiny / "brick" / "test").rglob("*.png")):
+        key = f"DS-MVTec/brick/image/{image.parent.name}/{image.name}"
+        (out / key).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, out / key)
+        good = image.parent.name == "good"
+        conversation = [{"Question": "Is there any defect in the object?", "Answer": "B" if good else "A",
+                         "Options": {"A": "Yes", "B": "No"}, "type": "Anomaly Detection", "annotation": True}]
+        if not good:
+            kinds = ["hole", "patch", "scratch", "stain"]
+            conversation.append({"Question": "What is the defect?", "Options": dict(zip("ABCD", kinds)),
+                                 "Answer": "ABCD"[kinds.index(image.parent.name)], "type": "Defect Classification"})
+        entries[key] = {"image_path": key, "mask_path": "", "conversation": conversation,
+                        "similar_templates": [f"MVTec-AD/brick/train/good/{n}" for n in train[:2]],
+                        "random_templates": [f"MVTec-AD/brick/train/good/{n}" for n in train[-2:]]}
+    (out / "mmad.json").write_text(json.dumps(entries))
+    return out
+
+
+@pytest.fixture(scope="session")
+def mmad_root(tiny_root, tmp_path_factory) -> Path:
+    return build_mmad(tiny_root, tmp_path_factory.mktemp("MMAD"))

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from eagle_cli.data import folder, mvtec, visa
+from eagle_cli.data import folder, mmad, mvtec, visa
 from eagle_cli.data.sample import Sample
 from eagle_cli.errors import DataError
 
-LAYOUTS = ("auto", "mvtec", "visa", "folder")
+LAYOUTS = ("auto", "mvtec", "visa", "mmad", "folder")
 #: Category name used for a plain pair of folders when none is given.
 FOLDER_CATEGORY = "default"
+
+
+@functools.lru_cache(maxsize=4)
+def _mmad_index(root: Path, json_path: Path | None) -> mmad.MmadIndex:
+    # mmad.json holds ~40k questions; parse and check it once per process.
+    return mmad.MmadIndex(root, json_path)
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,11 @@ class DataSource:
     good: Path | None = None
     test: Path | None = None
     split_csv: Path | None = None
+    mmad_json: Path | None = None
+    mmad_dataset: str | None = None
+
+    def mmad_index(self) -> mmad.MmadIndex:
+        return _mmad_index(self.root, self.mmad_json)
 
     def resolved(self) -> DataSource:
         """Check the paths exist and replace ``auto`` with the detected layout."""
@@ -39,14 +51,26 @@ class DataSource:
             raise DataError(f"Dataset folder {root} does not exist.")
         layout = self.layout
         if layout == "auto":
-            layout = "visa" if (self.split_csv or (root / visa.DEFAULT_CSV).is_file()) else "mvtec"
-        if layout not in ("mvtec", "visa"):
-            raise DataError(f"Layout {layout!r} needs --good/--test folders, not --data.")
-        return DataSource(layout, root.resolve(), None, None, self.split_csv)
+            if self.mmad_json or (root / mmad.DEFAULT_JSON).is_file():
+                layout = "mmad"
+            else:
+                layout = "visa" if (self.split_csv or (root / visa.DEFAULT_CSV).is_file()) else "mvtec"
+        if layout == "folder":
+            raise DataError("Layout 'folder' needs --good/--test folders, not --data.")
+        dataset = self.mmad_dataset
+        if layout == "mmad" and dataset is None:
+            found = _mmad_index(root.resolve(), self.mmad_json).datasets()
+            if len(found) != 1:
+                raise DataError(f"{self.mmad_json or root / mmad.DEFAULT_JSON} covers {', '.join(found)}; "
+                                "choose one with --mmad-dataset.")
+            dataset = found[0]
+        return DataSource(layout, root.resolve(), None, None, self.split_csv, self.mmad_json, dataset)
 
     def categories(self) -> list[str]:
         if self.layout == "folder":
             return [FOLDER_CATEGORY]
+        if self.layout == "mmad":
+            return self.mmad_index().categories(self.mmad_dataset)
         found = visa.categories(self.root, self.split_csv) if self.layout == "visa" else mvtec.categories(self.root)
         if not found:
             raise DataError(f"No categories found under {self.root} for the {self.layout} layout.")
@@ -70,7 +94,20 @@ class DataSource:
             return folder.scan(directory, split)
         if self.layout == "visa":
             return visa.scan(self.root, category, split, self.split_csv)
+        if self.layout == "mmad":
+            index = self.mmad_index()
+            if split == "test":
+                return index.test_samples(self.mmad_dataset, category)
+            return mvtec.scan(index.train_folder(self.mmad_dataset), category, "train")
         return mvtec.scan(self.root, category, split)
+
+    @classmethod
+    def from_description(cls, described: dict) -> DataSource:
+        """Rebuild the source a stage recorded with :meth:`describe`."""
+        path = lambda key: Path(described[key]) if described.get(key) else None  # noqa: E731
+        return cls(layout=described["layout"], root=path("root"), good=path("good"), test=path("test"),
+                   split_csv=path("split_csv"), mmad_json=path("mmad_json"),
+                   mmad_dataset=described.get("mmad_dataset"))
 
     def describe(self) -> dict:
         return {
@@ -78,4 +115,7 @@ class DataSource:
             "root": str(self.root) if self.root else None,
             "good": str(self.good.resolve()) if self.good else None,
             "test": str(self.test.resolve()) if self.test else None,
+            "split_csv": str(self.split_csv.resolve()) if self.split_csv else None,
+            "mmad_json": str(self.mmad_json.resolve()) if self.mmad_json else None,
+            "mmad_dataset": self.mmad_dataset,
         }

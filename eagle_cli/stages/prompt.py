@@ -25,11 +25,12 @@ from eagle_cli.prompts.render import draw_boxes, heatmap_overlay
 from eagle_cli.prompts.templates import Templates
 from eagle_cli.stages.common import Context, ERRORS_FILE, category_seed, read_jsonl, write_jsonl
 from eagle_cli.stages.fit_threshold import load_threshold
-from eagle_cli.stages.score import SCORES_FILE, load_maps
+from eagle_cli.stages.score import SCORES_FILE, load_maps, test_source
 
 PROMPTS_FILE = "prompts.jsonl"
 IMAGES_DIR = "images"
 VISUALS = ("boxes", "heatmap", "both", "none")
+TEMPLATE_SOURCES = ("seeded", "similar", "random")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,13 @@ class PromptParams:
     domain_knowledge: Path | None = None
     template: Path | None = None
     box: BoxParams = field(default_factory=BoxParams)
+    task: str = "all"
+    template_source: str = "seeded"
 
     def __post_init__(self):
+        if self.template_source not in TEMPLATE_SOURCES:
+            raise ParameterError(f"--template-source must be one of {', '.join(TEMPLATE_SOURCES)}, "
+                                 f"got {self.template_source!r}.")
         if self.visual not in VISUALS:
             raise ParameterError(f"--visual must be one of {', '.join(VISUALS)}, got {self.visual!r}.")
         if self.shots < 0:
@@ -85,6 +91,11 @@ def run_prompt(scores_ref: ArtifactRef, params: PromptParams, *, context: Contex
     threshold_ref = scores_ref.input("threshold")
     train = threshold_ref.input("bank").input("features")
     category = train.params["category"]
+    source = test_source(scores_ref)
+    index = source.mmad_index() if source is not None and source.layout == "mmad" else None
+    if params.template_source != "seeded" and index is None:
+        raise ParameterError(f"--template-source {params.template_source} reads MMAD's template lists; "
+                             "these scores are not of an MMAD dataset. Use --template-source seeded.")
     knowledge = load_domain_knowledge(params.domain_knowledge, category) if params.domain_knowledge else None
     draft = artifacts.start("prompts", root=context.artifacts, run=context.run, category=category,
                             params=params.identity(), inputs=[scores_ref], force=context.force)
@@ -100,8 +111,9 @@ def run_prompt(scores_ref: ArtifactRef, params: PromptParams, *, context: Contex
         with context.reporter.task(f"prompt {category}", len(rows)) as advance:
             for row in rows:
                 try:
-                    records.append(_record(row, scores_ref, params, templates, knowledge, normal_paths, tau,
-                                           threshold["s_max"], category, draft.tmp))
+                    entry = index.entry_for(Path(row["path"])) if index is not None else None
+                    records += _records(row, scores_ref, params, templates, knowledge, normal_paths, tau,
+                                        threshold["s_max"], category, draft.tmp, index, entry)
                 except ImageError as exc:
                     if context.on_error == "fail":
                         raise
@@ -118,7 +130,9 @@ def run_prompt(scores_ref: ArtifactRef, params: PromptParams, *, context: Contex
         return draft.publish()
 
 
-def _record(row, scores_ref, params, templates, knowledge, normal_paths, tau, s_max, category, out_dir) -> dict:
+def _records(row, scores_ref, params, templates, knowledge, normal_paths, tau, s_max, category, out_dir, index,
+             entry) -> list[dict]:
+    """The prompts of one scored image: one per question (MMAD's, or the default defect question)."""
     anomalous = row["anomalous"]
     fields = {"category": category, "verdict": "anomalous" if anomalous else "normal", "score": row["score"],
               "tau": tau, "s_max": s_max, "knowledge": knowledge or "", "shots": params.shots, "n_boxes": 0}
@@ -126,10 +140,14 @@ def _record(row, scores_ref, params, templates, knowledge, normal_paths, tau, s_
     if knowledge:
         message.append(_text(templates.render("domain_knowledge", **fields)))
     if params.shots:
-        rng = np.random.default_rng([category_seed(params.seed, category), row["index"]])
-        picks = rng.choice(len(normal_paths), size=min(params.shots, len(normal_paths)), replace=False)
-        message.append(_text(templates.render("templates", **fields)))
-        message += [_image(normal_paths[i], "template") for i in sorted(picks)]
+        if params.template_source == "seeded" or entry is None:
+            rng = np.random.default_rng([category_seed(params.seed, category), row["index"]])
+            picks = rng.choice(len(normal_paths), size=min(params.shots, len(normal_paths)), replace=False)
+            shots = [normal_paths[i] for i in sorted(picks)]
+        else:
+            shots = [str(p) for p in index.templates(entry, params.template_source, params.shots)]
+        message.append(_text(templates.render("templates", **{**fields, "shots": len(shots)})))
+        message += [_image(path, "template") for path in shots]
     message.append(_text(templates.render("query", **fields)))
     if params.verdict:
         message.append(_text(templates.render("verdict", **fields)))
@@ -149,10 +167,14 @@ def _record(row, scores_ref, params, templates, knowledge, normal_paths, tau, s_
             name = f"{IMAGES_DIR}/{row['index']:06d}_heatmap.png"
             heatmap_overlay(image, amap, vmax=tau).save(out_dir / name)
             message += [_text(templates.render("heatmap", **fields)), _image(name, "heatmap")]
-    question = default_question(row["label"])
-    options = [{"letter": k, "text": v} for k, v in question.options.items()]
-    message.append(_text(templates.render("question", **fields, question=question.text, options=options)))
-    return {"id": f"{row['index']}:0", "path": row["path"], "label": row["label"], "defect": row["defect"],
-            "score": row["score"], "anomalous": anomalous, "uncertain": row["uncertain"], "boxes": boxes,
-            "question": question.text, "options": question.options, "answer": question.answer,
-            "type": question.type, "message": message}
+    questions = index.questions(entry, params.task) if entry is not None else [default_question(row["label"])]
+    records = []
+    for number, question in enumerate(questions):
+        options = [{"letter": k, "text": v} for k, v in question.options.items()]
+        text = templates.render("question", **fields, question=question.text, options=options)
+        records.append({"id": f"{row['index']}:{number}", "path": row["path"], "label": row["label"],
+                        "defect": row["defect"], "score": row["score"], "anomalous": anomalous,
+                        "uncertain": row["uncertain"], "boxes": boxes, "question": question.text,
+                        "options": question.options, "answer": question.answer, "type": question.type,
+                        "message": [*message, _text(text)]})
+    return records

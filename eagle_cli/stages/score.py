@@ -185,6 +185,16 @@ def _metrics(rows: list[dict], maps: list[np.ndarray], masks: list[np.ndarray], 
     return result
 
 
+def test_source(scores_ref: ArtifactRef) -> DataSource | None:
+    """Where a scores artifact's images came from (None for a plain features artifact of unknown origin)."""
+    described = scores_ref.params.get("source")
+    if described is None:
+        features = next((i for i in scores_ref.manifest["inputs"] if i["kind"] == "features"), None)
+        described = artifacts.open_artifact(features["path"], "features", verify=False).params.get("source") \
+            if features else None
+    return DataSource.from_description(described) if described else None
+
+
 def load_maps(ref: ArtifactRef, row: dict) -> tuple[np.ndarray, np.ndarray]:
     """The crop-frame and original-frame maps of one scores row."""
     with safe_open(str(ref.path / row["maps_file"]), framework="np") as fh:

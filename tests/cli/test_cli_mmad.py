@@ -1,0 +1,29 @@
+"""The whole chain on an MMAD-format folder from the command line, with MMAD's questions and templates."""
+
+import json
+
+from typer.testing import CliRunner
+
+from eagle_cli.cli import app
+from tests.cli.test_cli import TINY_ARGS
+
+runner = CliRunner()
+
+
+def test_mmad_chain_asks_mmads_questions_with_its_templates(mmad_root, tiny_qwen, tmp_path):
+    common = ["--artifacts", str(tmp_path), "-q"]
+    steps = [["fit-bank", "--data", str(mmad_root), *TINY_ARGS], ["fit-threshold"], ["score", "--device", "cpu"],
+             ["prompt", "--shots", "1", "--template-source", "random"]]
+    for args in steps:
+        result = runner.invoke(app, [*args, *common])
+        assert result.exit_code == 0, result.output
+    prompts = next(tmp_path.rglob("prompts.jsonl")).read_text().splitlines()
+    records = [json.loads(line) for line in prompts]
+    assert len(records) == 11 + 8  # every image's detection question, plus classification for the defects
+    assert {r["type"] for r in records} == {"Anomaly Detection", "Defect Classification"}
+    template = next(i for i in records[0]["message"] if i["type"] == "image" and i["role"] == "template")
+    assert template["path"].endswith("MVTec-AD/brick/train/good/006.png")  # random_templates[0]
+    result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--max-new-tokens", "2",
+                                 "--batch-size", "4", "--json", *common])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["summary"]["answers"] == 19
