@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -34,30 +33,38 @@ from eagle_cli.mllm.settings import CaasSettings
 NAME = "eagle_caas"
 
 
-@dataclass(frozen=True)
 class _Active:
-    settings: CaasSettings
-    columns: torch.Tensor  # (B, L0) bool: key positions whose attention is strengthened
+    """The settings and visual-token columns of the current call, with per-column factors precomputed.
 
-    def column_mask(self, key_len: int) -> torch.Tensor:
-        """``(B, key_len)``; positions generated after the prompt are never visual tokens."""
-        cols = self.columns
-        if key_len > cols.shape[1]:
-            cols = torch.nn.functional.pad(cols, (0, key_len - cols.shape[1]), value=False)
-        return cols[:, :key_len]
+    Columns are padded once with room for generated tokens (never visual), so each attention call
+    only slices: the hook runs in every chosen layer at every decoding step.
+    """
+
+    def __init__(self, settings: CaasSettings, columns: torch.Tensor, room: int = 1024):
+        self.settings = settings
+        padded = torch.nn.functional.pad(columns, (0, room), value=False)
+        self.log_boost = torch.where(padded, math.log1p(settings.alpha), 0.0)  # renorm: additive, (B, L)
+        self.factor = torch.where(padded, 1.0 + settings.alpha, 1.0)  # scale: multiplicative, (B, L)
+
+    def row(self, table: torch.Tensor, key_len: int, like: torch.Tensor) -> torch.Tensor:
+        """``table`` for the first ``key_len`` key positions as ``(B, 1, 1, K)`` on ``like``'s device and dtype."""
+        if key_len > table.shape[1]:
+            table = torch.nn.functional.pad(table, (0, key_len - table.shape[1]), value=float(table[0, -1]))
+        return table[:, None, None, :key_len].to(device=like.device, dtype=like.dtype)
 
 
 _ACTIVE: ContextVar[_Active | None] = ContextVar(NAME, default=None)
 
 
-def _additive_mask(mask: torch.Tensor | None, batch: int, q_len: int, k_len: int, dtype, device) -> torch.Tensor:
-    """An additive float mask ``(B or 1, 1, Q, K)`` from a boolean one, a float one, or None (causal)."""
+def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor, q_len: int, k_len: int) -> torch.Tensor:
+    """Combine the model's mask (boolean, additive float, or None for causal) with an additive bias."""
     if mask is None:
-        rows = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
-        mask = (torch.arange(k_len, device=device)[None, :] <= rows)[None, None]
+        if q_len == 1:
+            return bias  # one new token attends to every cached key
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=bias.device).tril(k_len - q_len)[None, None]
     if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
-    return mask
+        return torch.where(mask, bias, torch.finfo(bias.dtype).min)
+    return mask + bias
 
 
 def caas_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -68,22 +75,22 @@ def caas_attention(module, query, key, value, attention_mask, scaling=None, drop
     if active is None or (active.settings.mode == "renorm" and not chosen):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
-    batch, _, q_len, _ = query.shape
-    k_len = key.shape[-2]
-    boosted = active.column_mask(k_len).to(query.device)[:, None, None, :] & chosen  # (B, 1, 1, K)
-    mask = _additive_mask(attention_mask, batch, q_len, k_len, query.dtype, query.device)
+    q_len, k_len = query.shape[2], key.shape[2]
     if active.settings.mode == "renorm":
-        bias = torch.zeros(boosted.shape, dtype=query.dtype, device=query.device)
-        bias.masked_fill_(boosted, math.log1p(active.settings.alpha))
+        mask = _with_bias(attention_mask, active.row(active.log_boost, k_len, query), q_len, k_len)
         kwargs.pop("is_causal", None)
-        return sdpa_attention_forward(module, query, key, value, mask + bias, scaling=scaling, dropout=dropout,
+        return sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout,
                                       is_causal=False, **kwargs)
     # scale: every layer runs eagerly while the context is active, so all of them expose weights.
+    mask = _with_bias(attention_mask, torch.zeros(1, 1, 1, k_len, dtype=query.dtype, device=query.device),
+                      q_len, k_len)
     keys = repeat_kv(key, module.num_key_value_groups)
     values = repeat_kv(value, module.num_key_value_groups)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     weights = torch.softmax((query @ keys.transpose(2, 3)) * scale + mask, dim=-1, dtype=torch.float32)
-    weights = (weights * torch.where(boosted, 1.0 + active.settings.alpha, 1.0)).to(query.dtype)
+    if chosen:
+        weights = weights * active.row(active.factor, k_len, weights)
+    weights = weights.to(query.dtype)
     return (weights @ values).transpose(1, 2).contiguous(), weights
 
 

@@ -95,3 +95,10 @@ def build_llava(out: Path, *, layers: int = 3) -> Path:
     LlavaForConditionalGeneration(config).save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    # `python -m tests.mllm.tiny OUT` writes a random tiny Qwen2.5-VL for trying the commands offline.
+    print(build_qwen25_vl(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-qwen25-vl")))
