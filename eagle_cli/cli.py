@@ -284,6 +284,7 @@ def prompt(
     scores: Annotated[Optional[str], typer.Option(help="Scores artifact (path or id); default: the latest.", rich_help_panel=IN)] = None,
     category: CategoryOpt = None,
     visual: Annotated[str, typer.Option(help="Visual prompt with an anomalous verdict: boxes, heatmap, both or none.", rich_help_panel=PROMPT)] = "boxes",
+    instruction: Annotated[bool, typer.Option(help="Open with the inspector instruction and the answer format.", rich_help_panel=PROMPT)] = True,
     verdict: Annotated[bool, typer.Option(help="State the expert's verdict in the text (the textual prior).", rich_help_panel=PROMPT)] = True,
     shots: Annotated[int, typer.Option(help="Normal training images shown as references (MMAD uses 1).", rich_help_panel=PROMPT)] = 0,
     template_source: Annotated[str, typer.Option(help="Reference images: seeded (from the training set), or MMAD's similar or random template lists.", rich_help_panel=PROMPT)] = "seeded",
@@ -298,7 +299,7 @@ def prompt(
 ):
     """Turn scores into multimodal prompts (box images + text) in a [bold]prompts[/] artifact."""
     session = Session(quiet, as_json)
-    params = PromptParams(visual=visual, verdict=verdict, shots=shots, seed=seed, domain_knowledge=domain_knowledge,
+    params = PromptParams(visual=visual, instruction=instruction, verdict=verdict, shots=shots, seed=seed, domain_knowledge=domain_knowledge,
                           template=template, box=BoxParams(level=box_level, top_k=top_k), task=task,
                           template_source=template_source)
     ctx = session.context(artifacts_root, run, force, on_error)

@@ -38,6 +38,7 @@ class PromptParams:
     """Which parts the prompt has; defaults follow the reference (boxes, textual prior, 0 shots)."""
 
     visual: str = "boxes"
+    instruction: bool = True
     verdict: bool = True
     shots: int = 0
     seed: int = 0
@@ -136,7 +137,9 @@ def _records(row, scores_ref, params, templates, knowledge, normal_paths, tau, s
     anomalous = row["anomalous"]
     fields = {"category": category, "verdict": "anomalous" if anomalous else "normal", "score": row["score"],
               "tau": tau, "s_max": s_max, "knowledge": knowledge or "", "shots": params.shots, "n_boxes": 0}
-    message = [_text(templates.render("instruction", **fields)), _text(templates.render("answer_format", **fields))]
+    message = []
+    if params.instruction:
+        message += [_text(templates.render("instruction", **fields)), _text(templates.render("answer_format", **fields))]
     if knowledge:
         message.append(_text(templates.render("domain_knowledge", **fields)))
     if params.shots:

@@ -33,3 +33,23 @@ def test_reason_refuses_caas_layers_the_model_does_not_have(tiny_root, tiny_qwen
         assert runner.invoke(app, [*args, *common]).exit_code == 0
     result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--caas", *common])
     assert result.exit_code == 1 and "outside this model's decoder layers 0–3" in result.output
+
+
+def test_reason_through_a_server_from_the_command_line(tiny_root, tmp_path):
+    from tests.mllm.servers import completion, scripted_server
+
+    common = ["--artifacts", str(tmp_path), "--category", "washer", "-q"]
+    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold"], ["score", "--device", "cpu"],
+                 ["prompt", "--no-instruction", "--no-verdict", "--visual", "none"]):
+        assert runner.invoke(app, [*args, *common]).exit_code == 0
+    prompts = [json.loads(line) for line in next(tmp_path.rglob("prompts.jsonl")).read_text().splitlines()]
+    assert all([i["role"] for i in p["message"] if i["type"] == "image"] == ["query"] for p in prompts)
+    assert all("inspect" not in " ".join(i.get("text", "") for i in p["message"]) for p in prompts)
+    refused = runner.invoke(app, ["reason", "--backend", "openai", "--caas", "--model", "m", *common])
+    assert refused.exit_code == 1 and "needs --backend hf" in refused.output
+    with scripted_server([(200, completion("A"))]) as (url, served):
+        result = runner.invoke(app, ["reason", "--backend", "openai", "--base-url", url, "--model", "served-model",
+                                     "--concurrency", "3", "--json", *common])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)[0]["summary"]
+    assert summary["answers"] == 11 and summary["invalid"] == 0 and len(served) == 11
