@@ -24,7 +24,7 @@ from eagle_cli.errors import ArtifactError
 KINDS = ("features", "bank", "threshold", "scores", "prompts", "answers", "report")
 
 #: Current schema major version per kind; a reader refuses a newer major.
-SCHEMAS = {"features": 1, "bank": 1, "threshold": 1, "scores": 1, "prompts": 1, "answers": 1}
+SCHEMAS = {"features": 1, "bank": 1, "threshold": 1, "scores": 1, "prompts": 1, "answers": 1, "report": 1}
 
 #: Lineage keys that must agree between a bank and the features scored against it.
 LINEAGE_KEYS = ("backbone", "layers", "resize", "crop", "weights", "feature_dim")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -25,6 +26,9 @@ from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
 from eagle_cli.stages.score import ScoreParams, ScoreInputs, run_score
 from eagle_cli.threshold import ThresholdParams
+from eagle_cli.config import RunConfig
+from eagle_cli.pipeline import run_pipeline
+from eagle_cli.stages.report import ReportParams, markdown, run_report
 from eagle_cli.mllm.openai_api import ServerSettings
 from eagle_cli.mllm.settings import PRESETS, CaasSettings, parse_layers
 from eagle_cli.prompts.boxes import BoxParams
@@ -343,6 +347,64 @@ def reason(
     refs = _inputs(prompts, "prompts", category, artifacts_root, run)
     backend = load_backend(params) if refs else None  # one model load for every category
     session.report([run_reason(ref, params, context=ctx, backend=backend) for ref in refs])
+
+
+@command(app)
+def report(
+    runs: Annotated[Optional[str], typer.Option("--run", help="Run to report, or two comma-separated runs side by side.", rich_help_panel=IN)] = "default",
+    category: CategoryOpt = None,
+    gallery: Annotated[int, typer.Option(help="Most images in the gallery (misses, false alarms, disagreements first).", rich_help_panel=OUTPUT)] = 120,
+    fmt: Annotated[str, typer.Option("--format", help="html (write the report) or md (also print the tables as Markdown).", rich_help_panel=OUTPUT)] = "html",
+    artifacts_root: ArtifactsOpt = Path("artifacts"), force: ForceOpt = False,
+    quiet: QuietOpt = False, as_json: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Metrics, plots and an image gallery for one run, or two side by side ([bold]report[/] artifact)."""
+    if fmt not in ("html", "md"):
+        raise EagleError(f"--format must be html or md, got {fmt!r}.")
+    session = Session(quiet or fmt == "md", as_json)
+    names = tuple(r.strip() for r in (runs or "default").split(",") if r.strip())
+    params = ReportParams(runs=names, categories=tuple(_categories(category, [])), gallery=gallery)
+    ref = run_report(params, context=session.context(artifacts_root, names[0], force))
+    if fmt == "md":
+        print(markdown(ref))
+    session.report([ref])
+    if not as_json:
+        err.print(f"open [bold]{ref.path / 'report.html'}[/] in a browser")
+
+
+@command(app, "run")
+def run_chain(
+    config: Annotated[Path, typer.Argument(help="YAML config (eagle's keys or the reference qwen.yaml's); see examples/.")],
+    categories: Annotated[Optional[str], typer.Option("--categories", help="Only these comma-separated categories.", rich_help_panel=IN)] = None,
+    model: Annotated[Optional[str], typer.Option(help="Override the config's model (folder, hub id or preset).", rich_help_panel=MODEL)] = None,
+    force: ForceOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Run extract → fit-bank → fit-threshold → score → prompt → reason → report for every category, redoing only what changed."""
+    session = Session(quiet, as_json)
+    settings = RunConfig.load(config)
+    overrides = {"categories": tuple(_categories(categories, []))} if categories else {}
+    settings = dataclasses.replace(settings, **overrides, **({"model": model} if model else {}))
+    outcomes, messages = run_pipeline(settings, context=session.context(settings.artifacts, settings.run, force))
+    for message in messages:
+        err.print(f"[yellow]note:[/] {message}")
+    _print_outcomes(session, outcomes)
+    if any(o.error for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _print_outcomes(session: Session, outcomes) -> None:
+    if session.as_json:
+        print(json.dumps([{"category": o.category, "stage": o.stage, "reused": o.reused, "error": o.error,
+                           "path": str(o.ref.path) if o.ref else None} for o in outcomes], indent=2))
+        return
+    for o in outcomes:
+        if o.error:
+            err.print(f"[red]failed[/] {o.category} {o.stage}: {o.error}", highlight=False)
+        elif not session.quiet or o.stage == "report":
+            err.print(f"{'reused' if o.reused else '[green]wrote[/]'} {o.category} {o.stage} {o.ref.path}")
+    failed = sorted({f"{o.category}/{o.stage}" for o in outcomes if o.error})
+    if failed:
+        err.print(f"[red]{len(failed)} stage(s) failed:[/] {', '.join(failed)}; the other categories completed.")
 
 
 # Helpers: data, backbones, artifacts ----------------------------------------------------------

@@ -56,16 +56,32 @@ def pro_score(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = PRO_FPR
     return float(metrics.auc(x, y) / fpr_limit)
 
 
-def verdict_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    """Accuracy, precision, recall and F1 of 0/1 verdicts, anomalous = positive."""
+def verdict_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float | None]:
+    """Verdict quality with anomalous = positive: accuracy, balanced accuracy, precision, recall, F1,
+    overkill (share of good parts called anomalous) and miss (share of defects called good).
+
+    Balanced accuracy is MMAD's "Anomaly Detection" figure: the mean of the accuracies on good and
+    on defective parts. Figures that need a class the data lacks are ``None``.
+    """
     labels = np.asarray(labels, dtype=int)
     predictions = np.asarray(predictions, dtype=int)
+    if labels.size == 0:
+        return {key: None for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "overkill",
+                                      "miss", "n")}
     precision, recall, f1, _ = metrics.precision_recall_fscore_support(
         labels, predictions, average="binary", pos_label=1, zero_division=0
     )
+    has_good, has_bad = (labels == 0).any(), (labels == 1).any()
+    overkill = float(np.mean(predictions[labels == 0] == 1)) if has_good else None
+    miss = float(np.mean(predictions[labels == 1] == 0)) if has_bad else None
+    balanced = (1 - overkill + 1 - miss) / 2 if has_good and has_bad else None
     return {
         "accuracy": float(metrics.accuracy_score(labels, predictions)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
+        "balanced_accuracy": balanced,
+        "precision": float(precision) if has_bad else None,
+        "recall": float(recall) if has_bad else None,
+        "f1": float(f1) if has_bad else None,
+        "overkill": overkill,
+        "miss": miss,
+        "n": int(labels.size),
     }

@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Set up, generate the synthetic dataset, and run the expert stages on it (CPU, offline, ~1 minute).
+# Set up, generate the synthetic dataset and run the whole chain on it to a report (CPU, offline).
+# Pass a vision-language model folder to include the reasoning stages: bash examples/demo.sh /path/to/model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 eagle data synth data/synth
-eagle fit-bank --data data/synth --backbone mobilenet_v2
-eagle fit-threshold
-eagle score
-eagle artifacts ls
+eagle run examples/demo.yaml ${1:+--model "$1"}

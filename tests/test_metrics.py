@@ -33,6 +33,24 @@ def test_pro_perfect_inverted_and_region_weighted():
 
 
 def test_verdict_metrics_hand_case():
-    # TP=2, FN=1, FP=1, TN=1
+    # TP=2, FN=1, FP=1, TN=1: accuracy on defects 2/3, on good parts 1/2
     result = metrics.verdict_metrics([1, 1, 1, 0, 0], [1, 1, 0, 1, 0])
-    assert result == pytest.approx({"accuracy": 0.6, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
+    assert result == pytest.approx({"accuracy": 0.6, "balanced_accuracy": (2 / 3 + 1 / 2) / 2, "precision": 2 / 3,
+                                    "recall": 2 / 3, "f1": 2 / 3, "overkill": 0.5, "miss": 1 / 3, "n": 5})
+
+
+def test_verdict_metrics_agree_with_sklearn_on_random_cases():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        labels, predictions = rng.integers(0, 2, 40), rng.integers(0, 2, 40)
+        result = metrics.verdict_metrics(labels, predictions)
+        assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predictions))
+        assert result["f1"] == pytest.approx(f1_score(labels, predictions))
+
+
+def test_verdict_metrics_without_defects_say_so_instead_of_zero():
+    result = metrics.verdict_metrics([0, 0, 0], [0, 1, 0])
+    assert result["recall"] is None and result["miss"] is None and result["balanced_accuracy"] is None
+    assert result["overkill"] == pytest.approx(1 / 3)

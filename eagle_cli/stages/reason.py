@@ -127,7 +127,7 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                 for record, reply in zip(batch, backend.generate(prompts, params.caas) if prompts else []):
                     parsed = parse_answer(reply.text, record["options"])
                     _append(answers, {
-                        "id": record["id"], "path": record["path"], "label": record["label"],
+                        "id": record["id"], "prompts": prompts_ref.id, "path": record["path"], "label": record["label"],
                         "type": record["type"], "question": record["question"], "options": record["options"],
                         "correct": record["answer"], "raw": reply.text, "parsed": parsed, "valid": parsed is not None,
                         "expert_anomalous": record["anomalous"], "uncertain": record["uncertain"],

@@ -1,0 +1,1 @@
+"""The HTML/CSV/Markdown report over one or more runs."""

@@ -1,0 +1,96 @@
+"""Collect what a run produced — per category: scores, threshold, training scores, answers — from artifacts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eagle_cli import artifacts
+from eagle_cli.artifacts import ArtifactRef
+from eagle_cli.errors import ArtifactError
+from eagle_cli.stages.common import read_jsonl
+from eagle_cli.stages.fit_threshold import TRAIN_SCORES_FILE, load_threshold
+from eagle_cli.stages.prompt import PROMPTS_FILE
+from eagle_cli.stages.reason import ANSWERS_FILE
+from eagle_cli.stages.score import SCORES_FILE, test_source
+
+
+@dataclass
+class AnswerSet:
+    """One model's answers to one prompts artifact, and how complete they are."""
+
+    system: str  # "EAGLE", "EAGLE + CAAS", "MLLM alone", ...
+    model: str
+    rows: list[dict]
+    prompts: int
+    complete: bool
+    ref: ArtifactRef | None
+
+
+@dataclass
+class CategoryRun:
+    name: str
+    scores: ArtifactRef
+    threshold: dict
+    rows: list[dict]
+    train_scores: list[float]
+    answers: list[AnswerSet] = field(default_factory=list)
+
+
+@dataclass
+class RunData:
+    name: str
+    dataset: dict
+    categories: dict[str, CategoryRun]
+    inputs: list[ArtifactRef]
+
+
+def system_name(prompt_params: dict, reason_params: dict) -> str:
+    helped = prompt_params.get("verdict", True) or prompt_params.get("visual", "boxes") != "none"
+    name = "EAGLE" if helped else "MLLM alone"
+    return name + (" + CAAS" if reason_params.get("caas") else "")
+
+
+def _answer_sets(root: Path, run: str, category: str, scores: ArtifactRef) -> list[AnswerSet]:
+    sets = []
+    for prompts in artifacts.list_artifacts(root, run=run, category=category, kind="prompts"):
+        if not any(i["id"] == scores.id for i in prompts.manifest["inputs"]):
+            continue
+        n_prompts = len(read_jsonl(prompts.path / PROMPTS_FILE))
+        published = [a for a in artifacts.list_artifacts(root, run=run, category=category, kind="answers")
+                     if any(i["id"] == prompts.id for i in a.manifest["inputs"])]
+        for answers in published:
+            ref = artifacts.open_artifact(answers.path, "answers")
+            rows = read_jsonl(ref.path / ANSWERS_FILE)
+            sets.append(AnswerSet(system_name(prompts.params, ref.params), ref.params["model"], rows, n_prompts,
+                                  True, ref))
+        # An interrupted `eagle reason` leaves a hidden partial directory: report it as incomplete.
+        for partial in (Path(root) / run / category / "answers").glob(".tmp-partial-*"):
+            rows = read_jsonl(partial / ANSWERS_FILE) if (partial / ANSWERS_FILE).exists() else []
+            if rows and rows[0].get("prompts") == prompts.id:
+                sets.append(AnswerSet(f"{system_name(prompts.params, {})} (incomplete)", rows[0]["model"], rows,
+                                      n_prompts, False, None))
+    return sets
+
+
+def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData:
+    """The latest scores of every (or each given) category of ``run``, with everything built on them."""
+    names = categories or artifacts.categories_with(root, run, "scores")
+    if not names:
+        raise ArtifactError(f"Run {run!r} under {root} has no scores artifact; run the stages (or eagle run) first.")
+    found, inputs, datasets = {}, [], set()
+    for name in names:
+        scores = artifacts.latest(root, run, name, "scores")
+        threshold_ref = scores.input("threshold")
+        train = read_jsonl(threshold_ref.path / TRAIN_SCORES_FILE)
+        category = CategoryRun(name, scores, load_threshold(threshold_ref), read_jsonl(scores.path / SCORES_FILE),
+                               [r["score"] for r in train if r["score"] is not None])
+        category.answers = _answer_sets(root, run, name, scores)
+        found[name] = category
+        inputs += [scores] + [a.ref for a in category.answers if a.ref is not None]
+        source = test_source(scores)
+        datasets.add((source.layout, str(source.root or source.test)) if source else ("unknown", ""))
+    if len(datasets) > 1:
+        raise ArtifactError(f"Run {run!r} mixes datasets {sorted(datasets)}; report them as separate runs.")
+    layout, where = datasets.pop()
+    return RunData(run, {"layout": layout, "root": where}, found, inputs)

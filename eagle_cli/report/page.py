@@ -1,0 +1,102 @@
+"""Assemble the report page: metric tables, DBT plots, the image gallery; Jinja2 with autoescape."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import jinja2
+from PIL import Image
+
+from eagle_cli.data.images import load_rgb
+from eagle_cli.errors import ImageError
+from eagle_cli.prompts.boxes import find_boxes
+from eagle_cli.prompts.render import draw_boxes, heatmap_overlay
+from eagle_cli.report import plots
+from eagle_cli.report.gather import RunData
+from eagle_cli.report.tables import ALL_KEYS, HEADLINE, TITLES, says_anomalous
+from eagle_cli.stages.score import load_maps
+
+THUMB_PX = 224
+
+
+def _jpeg(image: Image.Image) -> str:
+    image = image.copy()
+    image.thumbnail((THUMB_PX, THUMB_PX))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _tags(row: dict, answers: list[dict]) -> list[str]:
+    tags = []
+    if row["label"] == 1 and not row["anomalous"]:
+        tags.append("miss")
+    if row["label"] == 0 and row["anomalous"]:
+        tags.append("false_alarm")
+    if any(a["verdict"] is not None and a["verdict"] != row["anomalous"] for a in answers):
+        tags.append("disagree")
+    return tags
+
+
+def gallery(runs: list[RunData], limit: int) -> tuple[list[dict], int]:
+    """Gallery entries, interesting ones first, at most ``limit``; also how many there were in all."""
+    candidates = []
+    for run in runs:
+        for name, category in run.categories.items():
+            by_path = {}
+            for answer_set in category.answers:
+                for answer in answer_set.rows:
+                    if answer["type"] == "Anomaly Detection":
+                        by_path.setdefault(answer["path"], []).append({
+                            "system": answer_set.system, "parsed": answer["parsed"] or "—", "valid": answer["valid"],
+                            "raw": answer["raw"], "verdict": says_anomalous(answer)})
+            for row in category.rows:
+                answers = by_path.get(row["path"], [])
+                candidates.append((run, category, row, answers, _tags(row, answers)))
+    candidates.sort(key=lambda c: (not c[4], c[1].name, c[2]["index"]))
+    items = []
+    for run, category, row, answers, tags in candidates[:limit]:
+        try:
+            image = load_rgb(Path(row["path"]))
+        except ImageError:
+            continue  # the image moved since scoring; the tables still count it
+        _, amap = load_maps(category.scores, row)
+        tau = category.threshold["tau"]
+        boxes = [box for box, _ in find_boxes(amap, tau)] if row["anomalous"] else []
+        items.append({
+            "run": run.name, "category": category.name, "name": Path(row["path"]).name, "score": row["score"],
+            "verdict": "anomalous" if row["anomalous"] else "normal", "uncertain": row["uncertain"],
+            "truth": {0: "good", 1: f"defective ({row['defect']})"}.get(row["label"], "unknown"),
+            "original": _jpeg(image), "overlay": _jpeg(heatmap_overlay(image, amap, vmax=tau)),
+            "boxes": _jpeg(draw_boxes(image, boxes)) if boxes else None, "answers": answers, "tags": tags,
+        })
+    return items, len(candidates)
+
+
+def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[dict], *, gallery_limit: int,
+           notes: list[str]) -> str:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("eagle_cli.report", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    headline = [{"run": r["run"], "system": r["system"], "complete": r.get("complete", True),
+                 "value": "—" if r[HEADLINE] is None else f"{100 * r[HEADLINE]:.1f} %"}
+                for run in runs for r in rows[run.name] if r["category"] == "macro"]
+    run_views = []
+    for run in runs:
+        window, figures = [], []
+        for name, category in sorted(run.categories.items()):
+            tau, s_max = category.threshold["tau"], category.threshold["s_max"]
+            inside = [r for r in category.rows if tau < r["score"] < s_max]
+            window.append({"category": name, "method": category.threshold["method"], "tau": tau, "s_max": s_max,
+                           "good": sum(r["label"] == 0 for r in inside), "bad": sum(r["label"] == 1 for r in inside)})
+            figures.append({"alt": f"{name} score histogram", "png": plots.dbt_histogram(category)})
+            roc = plots.roc(category)
+            if roc:
+                figures.append({"alt": f"{name} ROC", "png": roc})
+        run_views.append({"name": run.name, "dataset": run.dataset, "rows": rows[run.name], "window": window,
+                          "plots": figures})
+    items, total = gallery(runs, gallery_limit)
+    return env.get_template("report.html.j2").render(
+        runs=run_views, headline=headline, columns=ALL_KEYS, comparison=comparison, gallery=items,
+        gallery_cut=total if total > len(items) else 0, notes=notes, titles=TITLES)

@@ -1,0 +1,110 @@
+"""eagle report: metrics.json, metrics.csv, a self-contained report.html and MMAD-format answers, as a ``report`` artifact."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from eagle_cli import artifacts
+from eagle_cli.artifacts import ArtifactRef
+from eagle_cli.errors import ArtifactError, ParameterError
+from eagle_cli.report.gather import RunData, gather
+from eagle_cli.report.page import render
+from eagle_cli.report.tables import ALL_KEYS, HEADLINE, compare, metric_rows
+from eagle_cli.stages.common import Context
+
+REPORT_CATEGORY = "_all"
+HEADLINE_TEXT = ("macro balanced accuracy: the mean over categories of (accuracy on good + accuracy on defective) / 2 "
+                 "(MMAD's 'Anomaly Detection' figure)")
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    runs: tuple[str, ...]
+    categories: tuple[str, ...] = ()
+    gallery: int = 120
+
+    def __post_init__(self):
+        if not 1 <= len(self.runs) <= 2:
+            raise ParameterError(f"A report covers one run, or two side by side; got {len(self.runs)}.")
+
+
+def _mmad_rows(run: RunData) -> dict[str, list[dict]]:
+    """Answers in MMAD's result format (image, question, question_type, correct_answer, gpt_answer), per system."""
+    out: dict[str, list[dict]] = {}
+    root = Path(run.dataset["root"]) if run.dataset["root"] else None
+    for category in run.categories.values():
+        for answer_set in category.answers:
+            for a in answer_set.rows:
+                image = Path(a["path"])
+                relative = str(image.relative_to(root)) if root and image.is_relative_to(root) else str(image)
+                out.setdefault(answer_set.system, []).append({
+                    "image": relative,
+                    "question": {"text": a["question"], "options": a["options"]},
+                    "question_type": a["type"], "correct_answer": a["correct"],
+                    "gpt_answer": a["parsed"] if a["valid"] else a["raw"],
+                })
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
+    """Gather the runs, compute the tables, draw the page; refuse to compare runs of different datasets."""
+    runs = [gather(context.artifacts, name, list(params.categories) or None) for name in params.runs]
+    if len(runs) == 2 and runs[0].dataset != runs[1].dataset:
+        raise ArtifactError(f"Runs {runs[0].name!r} ({runs[0].dataset['root']}) and {runs[1].name!r} "
+                            f"({runs[1].dataset['root']}) scored different datasets; report them separately.")
+    inputs = [ref for run in runs for ref in run.inputs]
+    draft = artifacts.start("report", root=context.artifacts, run=params.runs[0], category=REPORT_CATEGORY,
+                            params={"runs": list(params.runs), "categories": list(params.categories),
+                                    "gallery": params.gallery}, inputs=inputs, force=context.force)
+    if isinstance(draft, ArtifactRef):
+        return draft
+    with draft:
+        with context.reporter.task("report", len(runs) + 1) as advance:
+            rows = {}
+            for run in runs:
+                rows[run.name] = metric_rows(run)
+                advance(1)
+            comparison = compare(rows[runs[0].name], rows[runs[1].name]) if len(runs) == 2 else []
+            notes = [f"{r['run']}: {r['system']} answers for {r['category']} are incomplete "
+                     f"({100 * (r['coverage'] or 0):.0f} % answered); its figures cover only those."
+                     for run in runs for r in rows[run.name]
+                     if r.get("complete") is False and r["category"] not in ("macro", "micro")]
+            html = render(runs, rows, comparison, gallery_limit=params.gallery, notes=notes)
+            advance(1)
+        all_rows = [r for run in runs for r in rows[run.name]]
+        draft.file("report.html").write_text(html)
+        draft.file("metrics.json").write_text(json.dumps(
+            {"headline": HEADLINE_TEXT, "rows": all_rows, "comparison": comparison, "notes": notes}, indent=2))
+        with open(draft.file("metrics.csv"), "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["run", "category", "system", *ALL_KEYS, "complete"],
+                                    extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(all_rows)
+        for run in runs:
+            for system, mmad_rows in _mmad_rows(run).items():
+                draft.file(f"mmad_{_slug(run.name)}_{_slug(system)}.json").write_text(json.dumps(mmad_rows, indent=1))
+        draft.lineage = {}
+        draft.summary = {f"{r['run']}/{r['system']}": r[HEADLINE] for r in all_rows if r["category"] == "macro"}
+        return draft.publish()
+
+
+def markdown(ref: ArtifactRef) -> str:
+    """The metric tables of a report as Markdown, for pasting into a ticket."""
+    data = json.loads((ref.path / "metrics.json").read_text())
+    keys = [k for k in ALL_KEYS if any(r.get(k) is not None for r in data["rows"])]
+    lines = [f"Headline: {data['headline']}.", "",
+             "| run | category | system | " + " | ".join(keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    for r in data["rows"]:
+        cells = ["—" if r.get(k) is None else f"{100 * r[k]:.1f}" for k in keys]
+        flag = "" if r.get("complete", True) else " (incomplete)"
+        lines.append(f"| {r['run']} | {r['category']} | {r['system']}{flag} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""] + [f"> {note}" for note in data["notes"]])

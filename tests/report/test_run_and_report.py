@@ -1,0 +1,187 @@
+"""eagle run end to end (real MobileNetV2 weights, a tiny Qwen2.5-VL) and the report in a real browser."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from eagle_cli import artifacts
+from eagle_cli.cli import app
+from eagle_cli.errors import ArtifactError
+from eagle_cli.stages.common import Context
+from eagle_cli.stages.report import ReportParams, run_report
+from tests.report.browser import dump_dom, screenshot
+
+runner = CliRunner()
+XSS = '<script>document.title="pwned"</script><b id="injected">bold?</b>'
+
+
+def _config(path, data, artifacts_dir, **extra):
+    settings = {"data": str(data), "artifacts": str(artifacts_dir), "run": "r1", "backbone": "mobilenet_v2",
+                "weights": "imagenet", "resize": 96, "crop": 80, "device": "cpu", "threshold_method": "quantile",
+                "q": 20, "max_new_tokens": 3, **extra}
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def _run(config, *args):
+    result = runner.invoke(app, ["run", str(config), "--json", *args])
+    return result, (json.loads(result.stdout) if result.stdout.strip().startswith("[") else [])
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_root, tiny_qwen, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    config = _config(tmp / "run.yaml", tiny_root, tmp / "artifacts", model=str(tiny_qwen), mllm_alone=True,
+                     caas=True, caas_layers="1-2", visual="both")
+    result, outcomes = _run(config)
+    assert result.exit_code == 0, result.output
+    return tmp, config, outcomes
+
+
+def test_run_does_every_stage_for_every_category(chain):
+    _, _, outcomes = chain
+    stages = {(o["category"], o["stage"]) for o in outcomes}
+    for category in ("brick", "washer"):
+        for stage in ("extract", "fit-bank", "fit-threshold", "score", "prompt", "reason", "prompt-alone",
+                      "reason-alone"):
+            assert (category, stage) in stages
+    assert ("all", "report") in stages and not any(o["error"] for o in outcomes)
+
+
+def test_a_second_run_redoes_nothing_and_a_new_threshold_redoes_only_what_follows(chain):
+    tmp, config, _ = chain
+    _, again = _run(config)
+    assert all(o["reused"] for o in again)
+    settings = yaml.safe_load(config.read_text())
+    changed = tmp / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**settings, "threshold_method": "mad"}))
+    result, outcomes = _run(changed)
+    assert result.exit_code == 0
+    reused = {(o["category"], o["stage"]): o["reused"] for o in outcomes}
+    for category in ("brick", "washer"):
+        assert reused[(category, "extract")] and reused[(category, "fit-bank")]
+        assert not any(reused[(category, stage)] for stage in ("fit-threshold", "score", "prompt", "reason"))
+
+
+def test_report_numbers_files_and_mmad_export(chain):
+    tmp, _, outcomes = chain
+    report = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report")).path
+    data = json.loads((report / "metrics.json").read_text())
+    systems = {r["system"] for r in data["rows"]}
+    assert systems == {"Expert", "EAGLE + CAAS", "MLLM alone"}
+    macro = {r["system"]: r for r in data["rows"] if r["category"] == "macro"}
+    assert 0 <= macro["Expert"]["balanced_accuracy"] <= 1 and macro["Expert"]["image_auroc"] > 0.5
+    assert "macro balanced accuracy" in data["headline"]
+    csv_lines = (report / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("run,category,system,image_auroc") and len(csv_lines) == 1 + len(data["rows"])
+    mmad = json.loads((report / "mmad_r1_eagle-caas.json").read_text())
+    assert set(mmad[0]) == {"image", "question", "question_type", "correct_answer", "gpt_answer"}
+    assert mmad[0]["image"].startswith(("brick/", "washer/"))
+
+
+def test_report_opens_in_a_browser_with_tables_plots_and_a_gallery(chain, tmp_path):
+    _, _, outcomes = chain
+    page = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report")).path / "report.html"
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()  # self-contained
+    dom = dump_dom(page, tmp_path / "profile")
+    assert dom.count('class="metrics"') == 1 and dom.count('class="plot"') >= 2
+    assert dom.count('class="item"') == 22
+    shot = screenshot(page, tmp_path / "first-screen.png", tmp_path / "profile2")
+    with Image.open(shot) as image:
+        assert image.size == (1280, 1600) and len(np.unique(np.asarray(image.convert("L")))) > 20  # not blank
+
+
+def test_model_text_with_markup_is_shown_as_text(tiny_root, tmp_path):
+    from tests.mllm.servers import completion, scripted_server
+
+    with scripted_server([(200, completion(XSS))]) as (url, _):
+        config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"], backend="openai",
+                         base_url=url, model="served")
+        result, outcomes = _run(config)
+    assert result.exit_code == 0, result.output
+    page = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report")).path / "report.html"
+    dom = dump_dom(page, tmp_path / "profile")
+    assert '<b id="injected">' not in dom and "&lt;b id=\"injected\"&gt;" in dom
+    assert "<title>eagle report" in dom and "pwned" not in dom.split("</title>")[0]
+
+
+def test_without_a_model_reasoning_is_skipped_with_one_line_and_the_report_shows_the_expert(tiny_root, tmp_path):
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["brick"])
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 0
+    assert "reasoning skipped: no multimodal model set" in result.output
+    report = artifacts.latest(tmp_path / "a", "r1", "_all", "report")
+    assert {r["system"] for r in json.loads((report.path / "metrics.json").read_text())["rows"]} == {"Expert"}
+
+
+def test_a_failing_category_does_not_stop_the_others(tiny_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_root, data)
+    for image in (data / "washer" / "train" / "good").iterdir():
+        image.write_text("not an image")
+    config = _config(tmp_path / "c.yaml", data, tmp_path / "a")
+    result, outcomes = _run(config)
+    assert result.exit_code == 1
+    failed = [o for o in outcomes if o["error"]]
+    assert [(o["category"], o["stage"]) for o in failed] == [("washer", "extract")]
+    assert any(o["category"] == "brick" and o["stage"] == "score" and o["path"] for o in outcomes)
+    assert any(o["stage"] == "report" and o["path"] for o in outcomes)
+
+
+def test_config_errors_are_one_message(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: x\nbackbon: resnet18\n")
+    result = runner.invoke(app, ["run", str(bad)])
+    assert result.exit_code == 1 and "did you mean 'backbone'" in result.output
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"data: {tmp_path / 'nowhere'}\n")
+    result = runner.invoke(app, ["run", str(missing)])
+    assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_report_refuses_runs_of_different_datasets(tiny_root, mmad_root, tmp_path):
+    for run, data in (("a", tiny_root), ("b", mmad_root)):
+        config = _config(tmp_path / f"{run}.yaml", data, tmp_path / "art", run=run, categories=["brick"])
+        assert _run(config)[0].exit_code == 0
+    with pytest.raises(ArtifactError, match="scored different datasets"):
+        run_report(ReportParams(runs=("a", "b")), context=Context(artifacts=tmp_path / "art"))
+
+
+def test_two_runs_side_by_side_show_differences_and_markdown(tiny_root, tmp_path):
+    for run, method in (("a", "k-sigma"), ("b", "quantile")):
+        config = _config(tmp_path / f"{run}.yaml", tiny_root, tmp_path / "art", run=run, threshold_method=method)
+        assert _run(config)[0].exit_code == 0
+    result = runner.invoke(app, ["report", "--run", "a,b", "--artifacts", str(tmp_path / "art"), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert "| run | category | system |" in result.stdout and "| b | macro | Expert |" in result.stdout
+    report = artifacts.latest(tmp_path / "art", "a", "_all", "report")
+    comparison = json.loads((report.path / "metrics.json").read_text())["comparison"]
+    assert comparison and all(len(v) == 3 for r in comparison for k, v in r.items() if k not in ("category", "system"))
+
+
+def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(tiny_root, tiny_qwen, qwen_backend,
+                                                                              tmp_path):
+    from dataclasses import replace
+
+    from eagle_cli.stages.prompt import PromptParams, run_prompt
+    from eagle_cli.stages.reason import ReasonParams, run_reason
+    from tests.stages.test_pipeline import Interrupting
+
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"])
+    assert _run(config)[0].exit_code == 0
+    context = Context(artifacts=tmp_path / "a", run="r1")
+    prompts = run_prompt(artifacts.latest(tmp_path / "a", "r1", "washer", "scores"), PromptParams(), context=context)
+    with pytest.raises(KeyboardInterrupt):
+        run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), backend=qwen_backend,
+                   context=replace(context, reporter=Interrupting(after=4)))
+    report = run_report(ReportParams(runs=("r1",)), context=replace(context, force=True))
+    data = json.loads((report.path / "metrics.json").read_text())
+    partial = next(r for r in data["rows"] if r["category"] == "washer" and r["system"] != "Expert")
+    assert partial["system"] == "EAGLE (incomplete)" and partial["complete"] is False and partial["coverage"] < 1
+    assert data["notes"] and "incomplete" in data["notes"][0]
+    assert "(incomplete)" in (report.path / "report.html").read_text()
