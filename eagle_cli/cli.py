@@ -402,6 +402,9 @@ def _print_outcomes(session: Session, outcomes) -> None:
             err.print(f"[red]failed[/] {o.category} {o.stage}: {o.error}", highlight=False)
         elif not session.quiet or o.stage == "report":
             err.print(f"{'reused' if o.reused else '[green]wrote[/]'} {o.category} {o.stage} {o.ref.path}")
+    report_ref = next((o.ref for o in outcomes if o.stage == "report" and o.ref), None)
+    if report_ref is not None:
+        err.print(f"open [bold]{report_ref.path / 'report.html'}[/] in a browser")
     failed = sorted({f"{o.category}/{o.stage}" for o in outcomes if o.error})
     if failed:
         err.print(f"[red]{len(failed)} stage(s) failed:[/] {', '.join(failed)}; the other categories completed.")

@@ -98,7 +98,7 @@ class RunConfig:
         for key in ("data", "artifacts", "mmad_json", "domain_knowledge", "template"):
             if values.get(key) is not None:
                 path = Path(values[key]).expanduser()
-                values[key] = path if path.is_absolute() else base / path
+                values[key] = (path if path.is_absolute() else base / path).resolve()
         if isinstance(values.get("categories"), str):
             values["categories"] = tuple(c.strip() for c in values["categories"].split(",") if c.strip())
         elif values.get("categories") is not None:

@@ -11,7 +11,7 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_shipped_example_config_loads(path):
     config = RunConfig.load(path)
-    assert config.data.is_absolute() or config.data.parts[0] != ".."
+    assert config.data.is_absolute() and ".." not in config.data.parts
 
 
 def test_reference_qwen_yaml_keys_are_translated_and_unused_ones_listed():
@@ -41,4 +41,4 @@ def test_data_is_required_and_paths_are_relative_to_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: sub/data\ncategories: a, b\n")
     config = RunConfig.load(path)
-    assert config.data == tmp_path / "sub" / "data" and config.categories == ("a", "b")
+    assert config.data == (tmp_path / "sub" / "data").resolve() and config.categories == ("a", "b")
