@@ -44,7 +44,7 @@ def gallery(runs: list[RunData], limit: int) -> tuple[list[dict], int]:
     """Gallery entries, interesting ones first, at most ``limit``; also how many there were in all."""
     candidates = []
     for run in runs:
-        for name, category in run.categories.items():
+        for category in run.categories.values():
             by_path = {}
             for answer_set in category.answers:
                 for answer in answer_set.rows:

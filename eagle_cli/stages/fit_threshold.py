@@ -10,7 +10,7 @@ image, and images left out are counted instead of turning τ and S_max into NaN.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
