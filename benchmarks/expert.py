@@ -34,7 +34,7 @@ def worker(stage: str, root: Path, artifacts: Path, backbone: str, threads: int)
     from eagle_cli import artifacts as store
     from eagle_cli.data import DataSource
     from eagle_cli.expert.backbones import load_backbone
-    from eagle_cli.stages.common import Context
+    from eagle_cli.context import Context
     from eagle_cli.stages.extract import ExtractParams, run_extract
     from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
     from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold

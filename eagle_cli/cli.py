@@ -17,23 +17,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from eagle_cli import __version__, artifacts
 from eagle_cli.artifacts import ArtifactRef
+from eagle_cli.config import RunConfig
+from eagle_cli.context import Context
 from eagle_cli.data.source import FOLDER_CATEGORY, LAYOUTS, DataSource
 from eagle_cli.errors import EagleError
-from eagle_cli.expert.backbones import BACKBONES, cache_dir, get_spec, import_weights
-from eagle_cli.stages.common import Context
-from eagle_cli.stages.extract import ExtractParams, run_extract
-from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
-from eagle_cli.stages.score import ScoreParams, ScoreInputs, run_score
-from eagle_cli.threshold import ThresholdParams
-from eagle_cli.config import RunConfig
-from eagle_cli.pipeline import run_pipeline
-from eagle_cli.stages.report import ReportParams, markdown, run_report
+from eagle_cli.expert.names import BACKBONE_NAMES
 from eagle_cli.mllm.openai_api import ServerSettings
 from eagle_cli.mllm.settings import PRESETS, CaasSettings, parse_layers
-from eagle_cli.prompts.boxes import BoxParams
-from eagle_cli.stages.prompt import PromptParams, run_prompt
-from eagle_cli.stages.reason import ReasonParams, load_backend, run_reason
+
+# Stage modules (torch, transformers, matplotlib) are imported inside the commands that use them,
+# so `eagle --help` and usage errors answer at once.
 
 app = typer.Typer(help="eagle: industrial visual inspection — expert anomaly scoring, normal-only thresholds, "
                        "staged artifacts.", no_args_is_help=True, rich_markup_mode="rich")
@@ -73,7 +66,7 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_
 BatchOpt = Annotated[int, typer.Option(help="Images per backbone forward.", rich_help_panel=RUNTIME)]
 KnnBackendOpt = Annotated[str, typer.Option(
     help="kNN search: auto (torch on GPU, faiss on CPU), faiss or torch.", rich_help_panel=RUNTIME)]
-BackboneOpt = Annotated[str, typer.Option(help=f"Backbone: {', '.join(BACKBONES)}.", rich_help_panel=EXPERT)]
+BackboneOpt = Annotated[str, typer.Option(help=f"Backbone: {', '.join(BACKBONE_NAMES)}.", rich_help_panel=EXPERT)]
 WeightsOpt = Annotated[str, typer.Option(
     help="imagenet (torchvision cache, TORCH_HOME), none (random; a warning), or a .pth state-dict path.",
     rich_help_panel=EXPERT)]
@@ -146,7 +139,9 @@ def _inputs(spec: Optional[str], kind: str, category: Optional[str], root: Path,
     return [artifacts.latest(root, run, name, kind, where=where) for name in names]
 
 
-def _extract_params(backbone, weights, resize, crop, dtype, batch_size, device) -> ExtractParams:
+def _extract_params(backbone, weights, resize, crop, dtype, batch_size, device):
+    from eagle_cli.stages.extract import ExtractParams
+
     return ExtractParams(backbone=backbone, weights=weights, resize=resize, crop=crop, dtype=dtype,
                          batch_size=batch_size, device=device)
 
@@ -184,6 +179,8 @@ def extract(
     device: DeviceOpt = "auto", batch_size: BatchOpt = 8, on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
 ):
     """Extract patch features of a split into a [bold]features[/] artifact."""
+    from eagle_cli.stages.extract import run_extract
+
     session = Session(quiet, as_json)
     source = _source(data, layout, good, test, split_csv, mmad_json, mmad_dataset)
     params = _extract_params(backbone, weights, resize, crop, dtype, batch_size, device)
@@ -211,6 +208,9 @@ def fit_bank(
     device: DeviceOpt = "auto", batch_size: BatchOpt = 8, on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
 ):
     """Select a coreset memory bank from training features into a [bold]bank[/] artifact."""
+    from eagle_cli.stages.extract import run_extract
+    from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
+
     session = Session(quiet, as_json)
     ctx = session.context(artifacts_root, run, force, on_error)
     params = BankParams(coreset_ratio=coreset_ratio, proj_dim=proj_dim, n_starts=n_starts, init=init, seed=seed, knn_k=knn)
@@ -240,6 +240,9 @@ def fit_threshold(
     device: DeviceOpt = "auto", knn_backend: KnnBackendOpt = "auto", debug: DebugOpt = False,
 ):
     """Fit a threshold on normal training scores only (DBT) into a [bold]threshold[/] artifact."""
+    from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+    from eagle_cli.threshold import ThresholdParams
+
     session = Session(quiet, as_json)
     dbt = ThresholdParams(method=method, kappa=kappa, q=q, mad_factor=mad_factor, mad_consistency=mad_consistency, evt_p=evt_p)
     params = FitThresholdParams(dbt=dbt, min_unselected=min_unselected, extra_neighbours=extra_neighbours,
@@ -261,6 +264,8 @@ def score(
     on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
 ):
     """Score test images (default: the test split of the dataset the bank was fitted on) into a [bold]scores[/] artifact."""
+    from eagle_cli.stages.score import ScoreParams, run_score
+
     session = Session(quiet, as_json)
     ctx = session.context(artifacts_root, run, force, on_error)
     params = ScoreParams(sigma_px=sigma, batch_size=batch_size, knn_backend=knn_backend, device=device)
@@ -272,7 +277,9 @@ def score(
     session.report(refs)
 
 
-def _test_set(threshold_ref, category, features, given: Optional[DataSource], root, run) -> ScoreInputs:
+def _test_set(threshold_ref, category, features, given: Optional[DataSource], root, run):
+    from eagle_cli.stages.score import ScoreInputs
+
     if features:
         return ScoreInputs(features=artifacts.resolve(features, root=root, run=run, category=category, kind="features"))
     if given is not None:
@@ -302,6 +309,9 @@ def prompt(
     quiet: QuietOpt = False, as_json: JsonOpt = False, on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
 ):
     """Turn scores into multimodal prompts (box images + text) in a [bold]prompts[/] artifact."""
+    from eagle_cli.prompts.boxes import BoxParams
+    from eagle_cli.stages.prompt import PromptParams, run_prompt
+
     session = Session(quiet, as_json)
     params = PromptParams(visual=visual, instruction=instruction, verdict=verdict, shots=shots, seed=seed, domain_knowledge=domain_knowledge,
                           template=template, box=BoxParams(level=box_level, top_k=top_k), task=task,
@@ -335,6 +345,8 @@ def reason(
     on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
 ):
     """Ask a multimodal LLM every prompt; answers are saved as they come and a rerun resumes ([bold]answers[/])."""
+    from eagle_cli.stages.reason import ReasonParams, load_backend, run_reason
+
     session = Session(quiet, as_json)
     settings = CaasSettings(alpha=caas_alpha, layers=parse_layers(caas_layers), mode=caas_mode,
                             images=caas_images) if caas_on else None
@@ -359,6 +371,8 @@ def report(
     quiet: QuietOpt = False, as_json: JsonOpt = False, debug: DebugOpt = False,
 ):
     """Metrics, plots and an image gallery for one run, or two side by side ([bold]report[/] artifact)."""
+    from eagle_cli.stages.report import ReportParams, markdown, run_report
+
     if fmt not in ("html", "md"):
         raise EagleError(f"--format must be html or md, got {fmt!r}.")
     session = Session(quiet or fmt == "md", as_json)
@@ -380,6 +394,8 @@ def run_chain(
     force: ForceOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False, debug: DebugOpt = False,
 ):
     """Run extract → fit-bank → fit-threshold → score → prompt → reason → report for every category, redoing only what changed."""
+    from eagle_cli.pipeline import run_pipeline
+
     session = Session(quiet, as_json)
     settings = RunConfig.load(config)
     overrides = {"categories": tuple(_categories(categories, []))} if categories else {}
@@ -435,6 +451,8 @@ def data_synth(
 @command(backbones_app, "ls")
 def backbones_ls():
     """List backbones, their feature layers and whether ImageNet weights are cached."""
+    from eagle_cli.expert.backbones import BACKBONES, cache_dir
+
     for spec in BACKBONES.values():
         cached = (cache_dir() / spec.weights_file).is_file()
         out.print(f"{spec.name:18} layers={','.join(spec.layers):24} {spec.weights_file:36} "
@@ -449,6 +467,8 @@ def backbones_import(
     debug: DebugOpt = False,
 ):
     """Check a weights file's published sha256 prefix and put it in the torchvision cache."""
+    from eagle_cli.expert.backbones import get_spec, import_weights
+
     target = import_weights(get_spec(name), file)
     err.print(f"[green]wrote[/] {target}")
 

@@ -16,7 +16,7 @@ from eagle_cli.errors import EagleError
 from eagle_cli.mllm.openai_api import ServerSettings
 from eagle_cli.mllm.settings import CaasSettings, parse_layers
 from eagle_cli.prompts.boxes import BoxParams
-from eagle_cli.stages.common import Context
+from eagle_cli.context import Context
 from eagle_cli.stages.extract import ExtractParams, run_extract
 from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold

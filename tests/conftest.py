@@ -11,7 +11,7 @@ import torch
 
 from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.backbones import get_spec, import_weights
-from eagle_cli.stages.common import Context
+from eagle_cli.context import Context
 from eagle_cli.stages.extract import ExtractParams
 from tests.mllm.tiny import build_qwen25_vl
 

@@ -17,7 +17,7 @@ MOBILENET = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="c
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     generate(root, seed=0)
-    from eagle_cli.stages.common import Context
+    from eagle_cli.context import Context
 
     context = Context(artifacts=tmp_path_factory.mktemp("artifacts"))
     out = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,25 +17,6 @@ from eagle_cli.data.images import load_rgb
 from eagle_cli.data.sample import Sample
 from eagle_cli.errors import ArtifactError, ImageError, ParameterError
 from eagle_cli.expert.features import Geometry
-from eagle_cli.progress import Reporter, Silent
-
-ON_ERROR = ("skip", "fail")
-
-
-@dataclass
-class Context:
-    """Where a stage publishes, and how it treats reuse, per-image errors and progress."""
-
-    artifacts: Path = Path("artifacts")
-    run: str = "default"
-    force: bool = False
-    on_error: str = "skip"
-    reporter: Reporter = field(default_factory=Silent)
-
-    def __post_init__(self):
-        if self.on_error not in ON_ERROR:
-            raise ParameterError(f"--on-error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}.")
-
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks the first GPU when there is one; ``cuda[:N]`` must exist."""

@@ -14,7 +14,8 @@ from eagle_cli.data.source import DataSource
 from eagle_cli.errors import DataError, ImageError, ParameterError
 from eagle_cli.expert.backbones import get_spec
 from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
-from eagle_cli.stages.common import Context, image_batches, record_error, resolve_device, samples_digest, save_features
+from eagle_cli.context import Context
+from eagle_cli.stages.common import image_batches, record_error, resolve_device, samples_digest, save_features
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 SPLITS = ("train", "test")

@@ -14,7 +14,8 @@ from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.expert.coreset import INIT_STRATEGIES, coreset_size, select_coreset
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.stages.common import Context, category_seed, load_features, resolve_device
+from eagle_cli.context import Context
+from eagle_cli.stages.common import category_seed, load_features, resolve_device
 
 BANK_FILE = "bank.safetensors"
 INDEX_FILE = "index.faiss"

@@ -18,7 +18,8 @@ import torch
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ParameterError
-from eagle_cli.stages.common import Context, load_features, write_jsonl
+from eagle_cli.context import Context
+from eagle_cli.stages.common import load_features, write_jsonl
 from eagle_cli.stages.fit_bank import load_bank, load_bank_tensors
 from eagle_cli.threshold import ThresholdParams, fit_threshold
 

@@ -23,7 +23,8 @@ from eagle_cli.prompts.boxes import BoxParams, find_boxes
 from eagle_cli.prompts.questions import default_question
 from eagle_cli.prompts.render import draw_boxes, heatmap_overlay
 from eagle_cli.prompts.templates import Templates
-from eagle_cli.stages.common import Context, ERRORS_FILE, category_seed, read_jsonl, write_jsonl
+from eagle_cli.context import Context
+from eagle_cli.stages.common import ERRORS_FILE, category_seed, read_jsonl, write_jsonl
 from eagle_cli.stages.fit_threshold import load_threshold
 from eagle_cli.stages.score import SCORES_FILE, load_maps, test_source
 

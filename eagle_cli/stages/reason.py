@@ -20,7 +20,8 @@ from eagle_cli.mllm.openai_api import OpenAIBackend, ServerSettings
 from eagle_cli.mllm.prompt import Prompt
 from eagle_cli.mllm.settings import CaasSettings
 from eagle_cli.prompts.questions import parse_answer
-from eagle_cli.stages.common import ERRORS_FILE, Context, read_jsonl, write_jsonl
+from eagle_cli.context import Context
+from eagle_cli.stages.common import ERRORS_FILE, read_jsonl, write_jsonl
 from eagle_cli.stages.prompt import PROMPTS_FILE
 
 ANSWERS_FILE = "answers.jsonl"

@@ -14,7 +14,7 @@ from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.report.gather import RunData, gather
 from eagle_cli.report.page import render
 from eagle_cli.report.tables import ALL_KEYS, HEADLINE, compare, metric_rows
-from eagle_cli.stages.common import Context
+from eagle_cli.context import Context
 
 REPORT_CATEGORY = "_all"
 HEADLINE_TEXT = ("macro balanced accuracy: the mean over categories of (accuracy on good + accuracy on defective) / 2 "

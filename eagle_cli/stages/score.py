@@ -25,8 +25,9 @@ from eagle_cli.data.source import DataSource
 from eagle_cli.errors import ArtifactError, ImageError
 from eagle_cli.expert.anomaly_map import crop_map, observed_box, to_original_frame
 from eagle_cli.expert.features import Geometry
+from eagle_cli.context import Context
 from eagle_cli.stages.common import (
-    ERRORS_FILE, Context, image_batches, load_features, read_jsonl, record_error, samples_digest, write_jsonl,
+    ERRORS_FILE, image_batches, load_features, read_jsonl, record_error, samples_digest, write_jsonl,
 )
 from eagle_cli.stages.extract import ExtractParams
 from eagle_cli.stages.fit_bank import load_bank

@@ -115,3 +115,12 @@ def test_explicit_input_paths_are_used_once(tiny_root, tmp_path):
     written = json.loads(result.stdout)
     assert len(written) == 1 and written[0]["category"] == "washer"
     assert written[0]["summary"]["method"] == "mad"
+
+
+def test_help_answers_without_loading_torch_and_names_every_backbone():
+    from eagle_cli.expert.backbones import BACKBONES
+    from eagle_cli.expert.names import BACKBONE_NAMES
+
+    assert tuple(BACKBONES) == BACKBONE_NAMES
+    code = "import sys, eagle_cli.cli; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

@@ -4,7 +4,7 @@ import torch
 
 from eagle_cli.mllm.hf import HFBackend
 from eagle_cli.mllm.settings import CaasSettings
-from eagle_cli.stages.common import Context
+from eagle_cli.context import Context
 from eagle_cli.stages.prompt import PromptParams, run_prompt
 from eagle_cli.stages.reason import ReasonParams, run_reason
 from tests.mllm.test_caas import _prompt

@@ -8,7 +8,7 @@ from eagle_cli import artifacts
 from eagle_cli.errors import EagleError, ParameterError
 from eagle_cli.mllm.openai_api import ServerSettings
 from eagle_cli.mllm.settings import CaasSettings
-from eagle_cli.stages.common import Context
+from eagle_cli.context import Context
 from eagle_cli.stages.prompt import PromptParams, run_prompt
 from eagle_cli.stages.reason import ReasonParams, run_reason
 from tests.mllm.servers import completion, free_port, scripted_server, transformers_serve

@@ -8,7 +8,7 @@ import pytest
 from eagle_cli import artifacts
 from eagle_cli.data import DataSource
 from eagle_cli.mllm.settings import CaasSettings
-from eagle_cli.stages.common import Context
+from eagle_cli.context import Context
 from eagle_cli.stages.extract import ExtractParams, run_extract
 from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from eagle_cli import artifacts
 from eagle_cli.cli import app
 from eagle_cli.errors import ArtifactError
-from eagle_cli.stages.common import Context
+from eagle_cli.context import Context
 from eagle_cli.stages.report import ReportParams, run_report
 from tests.report.browser import dump_dom, screenshot
 

@@ -13,7 +13,8 @@ from PIL import Image
 from eagle_cli import artifacts
 from eagle_cli.data import DataSource
 from eagle_cli.errors import ArtifactError, DataError, ImageError, ParameterError
-from eagle_cli.stages.common import Context, save_features
+from eagle_cli.context import Context
+from eagle_cli.stages.common import save_features
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import BankParams, load_bank_tensors, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, load_threshold, run_fit_threshold
