@@ -345,7 +345,7 @@ def reason(
     on_error: OnErrorOpt = "skip", debug: DebugOpt = False,
 ):
     """Ask a multimodal LLM every prompt; answers are saved as they come and a rerun resumes ([bold]answers[/])."""
-    from eagle_cli.stages.reason import ReasonParams, load_backend, run_reason
+    from eagle_cli.stages.reason import ReasonParams, SharedBackend, run_reason
 
     session = Session(quiet, as_json)
     settings = CaasSettings(alpha=caas_alpha, layers=parse_layers(caas_layers), mode=caas_mode,
@@ -357,7 +357,7 @@ def reason(
                           trust_remote_code=trust_remote_code, caas=settings, server=server)
     ctx = session.context(artifacts_root, run, force, on_error)
     refs = _inputs(prompts, "prompts", category, artifacts_root, run)
-    backend = load_backend(params) if refs else None  # one model load for every category
+    backend = SharedBackend(params)  # loaded once, and only if some prompt is still unanswered
     session.report([run_reason(ref, params, context=ctx, backend=backend) for ref in refs])
 
 

@@ -21,7 +21,7 @@ from eagle_cli.stages.extract import ExtractParams, run_extract
 from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
 from eagle_cli.stages.prompt import PromptParams, run_prompt
-from eagle_cli.stages.reason import ReasonParams, load_backend, run_reason
+from eagle_cli.stages.reason import ReasonParams, SharedBackend, run_reason
 from eagle_cli.stages.report import ReportParams, run_report
 from eagle_cli.stages.score import ScoreInputs, ScoreParams, run_score
 from eagle_cli.threshold import ThresholdParams
@@ -82,7 +82,7 @@ def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome],
     messages = [f"config keys accepted but not used by eagle: {', '.join(config.ignored)}"] if config.ignored else []
     if params["reason"] is None:
         messages.append(NO_MODEL)
-    backend, backend_error = None, None
+    backend = SharedBackend(params["reason"]) if params["reason"] is not None else None
     outcomes: list[Outcome] = []
     for category in categories:
         stage = "extract"
@@ -107,13 +107,6 @@ def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome],
                 if params["reason"] is None:
                     continue
                 stage = "reason" if stage == "prompt" else "reason-alone"
-                if backend_error:
-                    raise EagleError(backend_error)
-                try:
-                    backend = backend or load_backend(params["reason"])
-                except EagleError as exc:
-                    backend_error = str(exc)
-                    raise
                 reason_params = params["reason"] if stage == "reason" else _without_caas(params["reason"])
                 outcomes.append(Outcome(category, stage, run_reason(prompts, reason_params, context=context,
                                                                     backend=backend)))

@@ -42,3 +42,18 @@ def test_data_is_required_and_paths_are_relative_to_the_file(tmp_path):
     path.write_text("data: sub/data\ncategories: a, b\n")
     config = RunConfig.load(path)
     assert config.data == (tmp_path / "sub" / "data").resolve() and config.categories == ("a", "b")
+
+
+def test_config_defaults_are_the_stage_defaults():
+    # RunConfig restates the defaults so that loading a config needs no torch; this keeps them equal.
+    from eagle_cli.pipeline import stage_params
+    from eagle_cli.stages.extract import ExtractParams
+    from eagle_cli.stages.fit_bank import BankParams
+    from eagle_cli.stages.fit_threshold import FitThresholdParams
+    from eagle_cli.stages.prompt import PromptParams
+
+    params = stage_params(RunConfig(data=Path("d")))
+    assert params["extract"] == ExtractParams()
+    assert params["bank"] == BankParams()
+    assert params["threshold"] == FitThresholdParams()
+    assert params["prompt"] == PromptParams()

@@ -15,7 +15,7 @@ from pathlib import Path
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.data.images import load_rgb
-from eagle_cli.errors import ImageError, ParameterError
+from eagle_cli.errors import EagleError, ImageError, ParameterError
 from eagle_cli.mllm.openai_api import OpenAIBackend, ServerSettings
 from eagle_cli.mllm.prompt import Prompt
 from eagle_cli.mllm.settings import CaasSettings
@@ -67,6 +67,29 @@ def load_backend(params: ReasonParams):
                      trust_remote_code=params.trust_remote_code, max_new_tokens=params.max_new_tokens)
 
 
+class SharedBackend:
+    """Loads the backend the first time a stage has a question to ask, once for every category.
+
+    A load that failed is not retried for the next category; its message is raised again.
+    """
+
+    def __init__(self, params: ReasonParams):
+        self.params = params
+        self._backend = None
+        self._error: str | None = None
+
+    def __call__(self):
+        if self._error is not None:
+            raise EagleError(self._error)
+        if self._backend is None:
+            try:
+                self._backend = load_backend(self.params)
+            except EagleError as exc:
+                self._error = str(exc)
+                raise
+        return self._backend
+
+
 def _read_done(path: Path) -> list[dict]:
     """Answer lines already written; a line cut off by a kill is dropped (it will be asked again)."""
     if not path.exists():
@@ -95,19 +118,24 @@ def _prompt(record: dict, prompts_dir: Path) -> Prompt:
 
 
 def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Context, backend=None) -> ArtifactRef:
-    """Answer every prompt of a ``prompts`` artifact into an ``answers`` artifact (resuming a partial one)."""
+    """Answer every prompt of a ``prompts`` artifact into an ``answers`` artifact (resuming a partial one).
+
+    ``backend`` is a zero-argument callable returning the backend (default: :class:`SharedBackend`);
+    it is called only if some prompt still needs an answer, so a finished run loads no model.
+    """
     category = prompts_ref.path.parent.parent.name
     draft = artifacts.start("answers", root=context.artifacts, run=context.run, category=category,
                             params=params.identity(), inputs=[prompts_ref], force=context.force, resumable=True)
     if isinstance(draft, ArtifactRef):
         return draft
+    backend = backend or SharedBackend(params)
     with draft:
         records = read_jsonl(prompts_ref.path / PROMPTS_FILE)
         done = _read_done(draft.file(ANSWERS_FILE))
         errors = _read_done(draft.file(ERRORS_FILE))
         finished = {row["id"] for row in done} | {row["id"] for row in errors}
         todo = [r for r in records if r["id"] not in finished]
-        backend = backend or load_backend(params)
+        model = backend() if todo else None
         # Rewrite the kept lines so a half-written last line from a kill is gone before appending.
         write_jsonl(draft.file(ANSWERS_FILE), done)
         with open(draft.file(ANSWERS_FILE), "a") as answers, open(draft.file(ERRORS_FILE), "a") as error_log, \
@@ -125,22 +153,22 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                         _append(error_log, {"id": record["id"], "path": record["path"], "file": exc.path,
                                             "error": exc.reason})
                         advance(1)
-                for record, reply in zip(batch, backend.generate(prompts, params.caas) if prompts else []):
+                for record, reply in zip(batch, model.generate(prompts, params.caas) if prompts else []):
                     parsed = parse_answer(reply.text, record["options"])
                     _append(answers, {
                         "id": record["id"], "prompts": prompts_ref.id, "path": record["path"], "label": record["label"],
                         "type": record["type"], "question": record["question"], "options": record["options"],
                         "correct": record["answer"], "raw": reply.text, "parsed": parsed, "valid": parsed is not None,
                         "expert_anomalous": record["anomalous"], "uncertain": record["uncertain"],
-                        "caas": reply.caas, "latency_s": reply.seconds, "backend": params.backend, "model": backend.name,
-                        "revision": backend.revision,
+                        "caas": reply.caas, "latency_s": reply.seconds, "backend": params.backend, "model": model.name,
+                        "revision": model.revision,
                     })
                     advance(1)
         rows = _read_done(draft.file(ANSWERS_FILE))
         draft.lineage = prompts_ref.lineage
         draft.summary = {"answers": len(rows), "errors": len(_read_done(draft.file(ERRORS_FILE))),
                          "invalid": sum(not r["valid"] for r in rows), "caas": sum(r["caas"] for r in rows),
-                         "model": backend.name}
+                         "model": params.model}
         return draft.publish()
 
 

@@ -79,7 +79,7 @@ def test_reason_answers_every_prompt_and_keeps_raw_text(scores, tiny_qwen, qwen_
     context = Context(artifacts=tmp_path)
     prompts = run_prompt(scores, PromptParams(), context=context)
     ref = run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=6, batch_size=4), context=context,
-                     backend=qwen_backend)
+                     backend=lambda: qwen_backend)
     answers = _records(ref, "answers.jsonl")
     assert [a["id"] for a in answers] == [p["id"] for p in _records(prompts)]
     for answer in answers:
@@ -92,7 +92,7 @@ def test_caas_runs_only_for_prompts_in_the_window(scores, tiny_qwen, qwen_backen
     context = Context(artifacts=tmp_path)
     prompts = run_prompt(scores, PromptParams(), context=context)
     params = ReasonParams(model=str(tiny_qwen), max_new_tokens=4, caas=CaasSettings(layers=(1, 2)))
-    answers = _records(run_reason(prompts, params, context=context, backend=qwen_backend), "answers.jsonl")
+    answers = _records(run_reason(prompts, params, context=context, backend=lambda: qwen_backend), "answers.jsonl")
     assert any(a["caas"] for a in answers)
     assert all(a["caas"] == a["uncertain"] for a in answers)
 
@@ -102,14 +102,14 @@ def test_an_interrupted_reason_resumes_without_losing_or_repeating_answers(score
     prompts = run_prompt(scores, PromptParams(), context=context)
     params = ReasonParams(model=str(tiny_qwen), max_new_tokens=4)
     with pytest.raises(KeyboardInterrupt):
-        run_reason(prompts, params, context=replace(context, reporter=Interrupting(after=5)), backend=qwen_backend)
+        run_reason(prompts, params, context=replace(context, reporter=Interrupting(after=5)), backend=lambda: qwen_backend)
     assert not [r for r in artifacts.list_artifacts(tmp_path) if r.kind == "answers"]
     partial = next(tmp_path.rglob(".tmp-partial-*"))
     kept = _records(partial, "answers.jsonl")
     assert 0 < len(kept) < 11
     with open(partial / "answers.jsonl", "a") as fh:
         fh.write('{"id": "cut off by a ki')  # a kill mid-line
-    ref = run_reason(prompts, params, context=context, backend=qwen_backend)
+    ref = run_reason(prompts, params, context=context, backend=lambda: qwen_backend)
     answers = _records(ref, "answers.jsonl")
     assert [a["id"] for a in answers] == [p["id"] for p in _records(prompts)]
     assert answers[: len(kept)] == kept
@@ -122,7 +122,16 @@ def test_an_image_that_vanished_since_prompting_is_named(scores, tiny_qwen, qwen
     box_path = next(i["path"] for i in victim["message"] if i["type"] == "image" and i["role"] == "boxes")
     (prompts.path / box_path).unlink()
     ref = run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), context=context,
-                     backend=qwen_backend)
+                     backend=lambda: qwen_backend)
     errors = _records(ref, "errors.jsonl")
     assert [e["id"] for e in errors] == [victim["id"]] and "vanished" in errors[0]["error"]
     assert ref.summary["answers"] == 10
+
+
+def test_a_finished_reason_loads_no_model_when_rerun(scores, tiny_qwen, qwen_backend, tmp_path):  # noqa: F811
+    context = Context(artifacts=tmp_path)
+    prompts = run_prompt(scores, PromptParams(), context=context)
+    params = ReasonParams(model=str(tiny_qwen), max_new_tokens=2)
+    first = run_reason(prompts, params, context=context, backend=lambda: qwen_backend)
+    again = run_reason(prompts, params, context=context, backend=lambda: pytest.fail("the model was loaded"))
+    assert again.reused and again.path == first.path

@@ -177,7 +177,7 @@ def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(ti
     context = Context(artifacts=tmp_path / "a", run="r1")
     prompts = run_prompt(artifacts.latest(tmp_path / "a", "r1", "washer", "scores"), PromptParams(), context=context)
     with pytest.raises(KeyboardInterrupt):
-        run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), backend=qwen_backend,
+        run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), backend=lambda: qwen_backend,
                    context=replace(context, reporter=Interrupting(after=4)))
     report = run_report(ReportParams(runs=("r1",)), context=replace(context, force=True))
     data = json.loads((report.path / "metrics.json").read_text())
