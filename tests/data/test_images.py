@@ -54,3 +54,11 @@ def test_mask_of_another_size_is_refused(tmp_path):
     with pytest.raises(ImageError, match="mask is 30x30 but its image is 40x30"):
         load_mask(path, (40, 30))
     assert load_mask(path, (30, 30)).all()
+
+
+def test_masks_stored_as_zero_and_one_are_read(tmp_path):
+    path = tmp_path / "m01.png"
+    array = np.zeros((8, 8), np.uint8)
+    array[2:4, 2:4] = 1
+    Image.fromarray(array).save(path)
+    assert load_mask(path, (8, 8)).sum() == 4
