@@ -77,9 +77,9 @@ def run_fit_bank(features_ref: ArtifactRef, params: BankParams, *, context: Cont
         return draft.publish()
 
 
-def load_bank(ref: ArtifactRef, *, backend: str, device: str) -> BankIndex:
-    """Open a bank artifact's index on the backend that fits ``device``."""
-    tensors = load_bank_tensors(ref)
+def load_bank(ref: ArtifactRef, *, backend: str, device: str, tensors: dict | None = None) -> BankIndex:
+    """Open a bank artifact's index on the backend that fits ``device`` (``tensors``: already read)."""
+    tensors = tensors or load_bank_tensors(ref)
     index = faiss.read_index(str(ref.path / INDEX_FILE))
     return BankIndex(tensors["bank"], tensors["image_ids"], backend=backend, device=resolve_device(device),
                      faiss_index=index)

@@ -53,12 +53,18 @@ def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, cont
         features, records, _ = load_features(features_ref)
         n_images, patches, _ = features.shape
         knn_k = int(bank_ref.params["knn_k"])
-        index = load_bank(bank_ref, backend=params.knn_backend, device=params.device)
+        tensors = load_bank_tensors(bank_ref)
         selected = torch.zeros(n_images * patches, dtype=torch.bool)
-        selected[load_bank_tensors(bank_ref)["source_rows"]] = True
+        selected[tensors["source_rows"]] = True
         unselected = ~selected.reshape(n_images, patches)
         counts = unselected.sum(1)
         usable = [i for i in range(n_images) if counts[i] >= params.min_unselected]
+        if len(usable) < 2:
+            raise ParameterError(
+                f"Only {len(usable)} of {n_images} training images have ≥ {params.min_unselected} unselected "
+                "patches; lower --min-unselected or --coreset-ratio, or add training images."
+            )
+        index = load_bank(bank_ref, backend=params.knn_backend, device=params.device, tensors=tensors)
         scores = np.full(n_images, np.nan)
         fallback_rows = 0
         with context.reporter.task(f"leave-own-out {category}", len(usable)) as advance:
@@ -74,11 +80,6 @@ def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, cont
                     scores[i] = patch_scores[lo:hi].max()
                 advance(len(group))
         excluded = n_images - len(usable)
-        if len(usable) < 2:
-            raise ParameterError(
-                f"Only {len(usable)} of {n_images} training images have ≥ {params.min_unselected} unselected "
-                "patches; lower --min-unselected or --coreset-ratio, or add training images."
-            )
         used = scores[usable]
         tau = fit_threshold(used, params.dbt)
         result = {"tau": tau, "s_max": float(used.max()), **params.dbt.effective(), "knn_k": knn_k,
