@@ -150,8 +150,9 @@ def _records(row, scores_ref, params, templates, knowledge, normal_paths, tau, s
             shots = [normal_paths[i] for i in sorted(picks)]
         else:
             shots = [str(p) for p in index.templates(entry, params.template_source, params.shots)]
-        message.append(_text(templates.render("templates", **{**fields, "shots": len(shots)})))
-        message += [_image(path, "template") for path in shots]
+        if shots:
+            message.append(_text(templates.render("templates", **{**fields, "shots": len(shots)})))
+            message += [_image(path, "template") for path in shots]
     message.append(_text(templates.render("query", **fields)))
     if params.verdict:
         message.append(_text(templates.render("verdict", **fields)))
