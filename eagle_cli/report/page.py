@@ -15,7 +15,7 @@ from eagle_cli.prompts.boxes import find_boxes
 from eagle_cli.prompts.render import draw_boxes, heatmap_overlay
 from eagle_cli.report import plots
 from eagle_cli.report.gather import RunData
-from eagle_cli.report.tables import ALL_KEYS, HEADLINE, TITLES, says_anomalous
+from eagle_cli.report.tables import ALL_KEYS, HEADLINE, TITLES, question_type_rows, says_anomalous
 from eagle_cli.stages.score import load_maps
 
 THUMB_PX = 224
@@ -95,7 +95,7 @@ def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[di
             if roc:
                 figures.append({"alt": f"{name} ROC", "png": roc})
         run_views.append({"name": run.name, "dataset": run.dataset, "rows": rows[run.name], "window": window,
-                          "plots": figures})
+                          "plots": figures, "types": question_type_rows(run)})
     items, total = gallery(runs, gallery_limit)
     return env.get_template("report.html.j2").render(
         runs=run_views, headline=headline, columns=ALL_KEYS, comparison=comparison, gallery=items,

@@ -91,6 +91,18 @@ def metric_rows(run: RunData) -> list[dict]:
     return rows
 
 
+def question_type_rows(run: RunData) -> list[dict]:
+    """Accuracy per question type and system over all categories (MMAD's subtasks); invalid answers count wrong."""
+    tally: dict[tuple[str, str], list[bool]] = {}
+    for category in run.categories.values():
+        for answer_set in category.answers:
+            for a in answer_set.rows:
+                if a["correct"] is not None:
+                    tally.setdefault((answer_set.system, a["type"]), []).append(a["valid"] and a["parsed"] == a["correct"])
+    return [{"run": run.name, "system": system, "type": kind, "accuracy": float(np.mean(hits)), "n": len(hits)}
+            for (system, kind), hits in sorted(tally.items())]
+
+
 def compare(first: list[dict], second: list[dict]) -> list[dict]:
     """Rows present in both runs (same category and system) with each metric's difference (second − first)."""
     index = {(r["category"], r["system"]): r for r in second}

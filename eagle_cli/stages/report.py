@@ -13,7 +13,7 @@ from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.report.gather import RunData, gather
 from eagle_cli.report.page import render
-from eagle_cli.report.tables import ALL_KEYS, HEADLINE, compare, metric_rows
+from eagle_cli.report.tables import ALL_KEYS, HEADLINE, compare, metric_rows, question_type_rows
 from eagle_cli.context import Context
 
 REPORT_CATEGORY = "_all"
@@ -81,8 +81,10 @@ def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
             advance(1)
         all_rows = [r for run in runs for r in rows[run.name]]
         draft.file("report.html").write_text(html)
+        types = [row for run in runs for row in question_type_rows(run)]
         draft.file("metrics.json").write_text(json.dumps(
-            {"headline": HEADLINE_TEXT, "rows": all_rows, "comparison": comparison, "notes": notes}, indent=2))
+            {"headline": HEADLINE_TEXT, "rows": all_rows, "question_types": types, "comparison": comparison,
+             "notes": notes}, indent=2))
         with open(draft.file("metrics.csv"), "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=["run", "category", "system", *ALL_KEYS, "complete"],
                                     extrasaction="ignore")

@@ -185,3 +185,14 @@ def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(ti
     assert partial["system"] == "EAGLE (incomplete)" and partial["complete"] is False and partial["coverage"] < 1
     assert data["notes"] and "incomplete" in data["notes"][0]
     assert "(incomplete)" in (report.path / "report.html").read_text()
+
+
+def test_mmad_runs_report_accuracy_per_question_type(mmad_root, tiny_qwen, tmp_path):
+    config = _config(tmp_path / "c.yaml", mmad_root, tmp_path / "a", model=str(tiny_qwen), max_new_tokens=2)
+    result, outcomes = _run(config)
+    assert result.exit_code == 0, result.output
+    report = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report")).path
+    types = json.loads((report / "metrics.json").read_text())["question_types"]
+    assert {(t["type"], t["n"]) for t in types} == {("Anomaly Detection", 11), ("Defect Classification", 8)}
+    assert all(0 <= t["accuracy"] <= 1 for t in types)
+    assert 'class="types"' in (report / "report.html").read_text()
