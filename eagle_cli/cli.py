@@ -353,7 +353,7 @@ def reason(
     server = ServerSettings(base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout,
                             retries=retries)
     params = ReasonParams(model=model, backend=backend, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
-                          batch_size=batch_size if backend == "hf" else max(batch_size, concurrency),
+                          batch_size=batch_size,
                           trust_remote_code=trust_remote_code, caas=settings, server=server)
     ctx = session.context(artifacts_root, run, force, on_error)
     refs = _inputs(prompts, "prompts", category, artifacts_root, run)

@@ -51,6 +51,11 @@ class ReasonParams:
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.server.concurrency < 1:
             raise ParameterError("--batch-size, --max-new-tokens and --concurrency must be at least 1.")
 
+    @property
+    def prompts_per_call(self) -> int:
+        """Prompts handed to the backend at once: a server gets enough to keep --concurrency requests in flight."""
+        return self.batch_size if self.backend == "hf" else max(self.batch_size, self.server.concurrency)
+
     def identity(self) -> dict:
         # Batching, device, address and concurrency change speed, not the greedy answers.
         return {"backend": self.backend, "model": self.model, "dtype": self.dtype,
@@ -141,9 +146,9 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
         with open(draft.file(ANSWERS_FILE), "a") as answers, open(draft.file(ERRORS_FILE), "a") as error_log, \
                 context.reporter.task(f"reason {category}", len(records)) as advance:
             advance(len(records) - len(todo))
-            for start in range(0, len(todo), params.batch_size):
+            for start in range(0, len(todo), params.prompts_per_call):
                 batch, prompts = [], []
-                for record in todo[start:start + params.batch_size]:
+                for record in todo[start:start + params.prompts_per_call]:
                     try:
                         prompts.append(_prompt(record, prompts_ref.path))
                         batch.append(record)
