@@ -11,7 +11,7 @@ from eagle_cli.errors import ArtifactError
 from eagle_cli.stages.common import read_jsonl
 from eagle_cli.stages.fit_threshold import TRAIN_SCORES_FILE, load_threshold
 from eagle_cli.stages.prompt import PROMPTS_FILE
-from eagle_cli.stages.reason import ANSWERS_FILE
+from eagle_cli.stages.reason import ANSWERS_FILE, read_answers
 from eagle_cli.stages.score import SCORES_FILE, test_source
 
 
@@ -66,7 +66,7 @@ def _answer_sets(root: Path, run: str, category: str, scores: ArtifactRef) -> li
                                   True, ref))
         # An interrupted `eagle reason` leaves a hidden partial directory: report it as incomplete.
         for partial in (Path(root) / run / category / "answers").glob(".tmp-partial-*"):
-            rows = read_jsonl(partial / ANSWERS_FILE) if (partial / ANSWERS_FILE).exists() else []
+            rows = read_answers(partial / ANSWERS_FILE)
             if rows and rows[0].get("prompts") == prompts.id:
                 sets.append(AnswerSet(f"{system_name(prompts.params, {})} (incomplete)", rows[0]["model"], rows,
                                       n_prompts, False, None))
@@ -86,6 +86,10 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
         category = CategoryRun(name, scores, load_threshold(threshold_ref), read_jsonl(scores.path / SCORES_FILE),
                                [r["score"] for r in train if r["score"] is not None])
         category.answers = _answer_sets(root, run, name, scores)
+        systems = [a.system for a in category.answers]
+        for answer_set in category.answers:
+            if systems.count(answer_set.system) > 1:  # two models on the same prompts: tell them apart
+                answer_set.system += f" · {Path(answer_set.model).name}"
         found[name] = category
         inputs += [scores] + [a.ref for a in category.answers if a.ref is not None]
         source = test_source(scores)

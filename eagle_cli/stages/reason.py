@@ -95,7 +95,7 @@ class SharedBackend:
         return self._backend
 
 
-def _read_done(path: Path) -> list[dict]:
+def read_answers(path: Path) -> list[dict]:
     """Answer lines already written; a line cut off by a kill is dropped (it will be asked again)."""
     if not path.exists():
         return []
@@ -136,8 +136,8 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
     backend = backend or SharedBackend(params)
     with draft:
         records = read_jsonl(prompts_ref.path / PROMPTS_FILE)
-        done = _read_done(draft.file(ANSWERS_FILE))
-        errors = _read_done(draft.file(ERRORS_FILE))
+        done = read_answers(draft.file(ANSWERS_FILE))
+        errors = read_answers(draft.file(ERRORS_FILE))
         finished = {row["id"] for row in done} | {row["id"] for row in errors}
         todo = [r for r in records if r["id"] not in finished]
         model = backend() if todo else None
@@ -169,9 +169,9 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                         "revision": model.revision,
                     })
                     advance(1)
-        rows = _read_done(draft.file(ANSWERS_FILE))
+        rows = read_answers(draft.file(ANSWERS_FILE))
         draft.lineage = prompts_ref.lineage
-        draft.summary = {"answers": len(rows), "errors": len(_read_done(draft.file(ERRORS_FILE))),
+        draft.summary = {"answers": len(rows), "errors": len(read_answers(draft.file(ERRORS_FILE))),
                          "invalid": sum(not r["valid"] for r in rows), "caas": sum(r["caas"] for r in rows),
                          "model": params.model}
         return draft.publish()

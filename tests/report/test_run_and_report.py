@@ -196,3 +196,18 @@ def test_mmad_runs_report_accuracy_per_question_type(mmad_root, tiny_qwen, tmp_p
     assert {(t["type"], t["n"]) for t in types} == {("Anomaly Detection", 11), ("Defect Classification", 8)}
     assert all(0 <= t["accuracy"] <= 1 for t in types)
     assert 'class="types"' in (report / "report.html").read_text()
+
+
+def test_two_models_on_the_same_prompts_stay_apart(tiny_root, tiny_qwen, tiny_llava, tmp_path):
+    from eagle_cli.stages.prompt import PromptParams, run_prompt
+    from eagle_cli.stages.reason import ReasonParams, run_reason
+
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"])
+    assert _run(config)[0].exit_code == 0
+    context = Context(artifacts=tmp_path / "a", run="r1")
+    prompts = run_prompt(artifacts.latest(tmp_path / "a", "r1", "washer", "scores"), PromptParams(), context=context)
+    for model in (tiny_qwen, tiny_llava):
+        run_reason(prompts, ReasonParams(model=str(model), device="cpu", max_new_tokens=2), context=context)
+    report = run_report(ReportParams(runs=("r1",)), context=context)
+    systems = {r["system"] for r in json.loads((report.path / "metrics.json").read_text())["rows"]}
+    assert systems == {"Expert", f"EAGLE · {tiny_qwen.name}", f"EAGLE · {tiny_llava.name}"}
