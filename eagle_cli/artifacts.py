@@ -229,15 +229,30 @@ def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = T
         )
     if verify:
         for name, digest in manifest.get("files", {}).items():
-            file = path / name
-            if not file.is_file():
-                raise ArtifactError(f"{file} is listed in the manifest but missing; re-run the stage with --force.")
-            if sha256_file(file) != digest:
-                raise ArtifactError(
-                    f"{file} was changed after it was written (sha256 differs from the manifest); "
-                    "re-run the stage with --force to rebuild it."
-                )
+            _verify_file(path / name, digest)
     return ArtifactRef(path, manifest)
+
+
+#: Files whose hash matched in this process, keyed with their size and mtime: lineage lookups
+#: reopen the same inputs many times (bank → features at every later stage), and a multi-GB
+#: features file should be hashed once per process, not once per lookup.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def _verify_file(file: Path, digest: str) -> None:
+    try:
+        stat = file.stat()
+    except FileNotFoundError:
+        raise ArtifactError(f"{file} is listed in the manifest but missing; re-run the stage with --force.") from None
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns, digest)
+    if key in _VERIFIED:
+        return
+    if sha256_file(file) != digest:
+        raise ArtifactError(
+            f"{file} was changed after it was written (sha256 differs from the manifest); "
+            "re-run the stage with --force to rebuild it."
+        )
+    _VERIFIED.add(key)
 
 
 def latest(root: Path, run: str, category: str, kind: str, *, where: dict | None = None) -> ArtifactRef:

@@ -93,3 +93,11 @@ def test_resolve_by_id_prefix_and_latest(tmp_path):
     assert artifacts.resolve(first.id[:6], root=tmp_path, run="r", category="c", kind="threshold").path == first.path
     assert artifacts.resolve(None, root=tmp_path, run="r", category="c", kind="threshold").path == second.path
     assert artifacts.latest(tmp_path, "r", "c", "threshold", where={"a": 1}).path == first.path
+
+
+def test_a_file_edited_after_it_was_verified_is_still_caught(tmp_path):
+    ref = _publish(tmp_path, {"a": 1})
+    artifacts.open_artifact(ref.path)  # verified once, remembered for this process
+    (ref.path / "x.bin").write_bytes(b"DATA")  # same size, new content
+    with pytest.raises(ArtifactError, match="changed after it was written"):
+        artifacts.open_artifact(ref.path)
