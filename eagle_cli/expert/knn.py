@@ -47,12 +47,8 @@ class BankIndex:
         self.size = bank.shape[0]
 
     def save(self, path: Path) -> None:
-        """Write the faiss index (built here if the torch backend is in use)."""
-        index = self.index if self.backend == "faiss" else None
-        if index is None:
-            index = faiss.IndexFlatL2(self.bank.shape[1])
-            index.add(np.ascontiguousarray(self.bank.cpu().numpy()))
-        faiss.write_index(index, str(path))
+        """Write the faiss index (banks are built with the faiss backend)."""
+        faiss.write_index(self.index, str(path))
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Return squared distances and bank rows ``(Q, k)`` of the k nearest bank entries."""

@@ -49,7 +49,7 @@ def test_saved_index_searches_like_the_original(tmp_path):
     import faiss
 
     bank, ids = _bank()
-    index = BankIndex(bank, ids, backend="torch", device=CPU)
+    index = BankIndex(bank, ids, backend="faiss", device=CPU)
     index.save(tmp_path / "i.faiss")
     reloaded = BankIndex(bank, ids, backend="faiss", device=CPU, faiss_index=faiss.read_index(str(tmp_path / "i.faiss")))
     queries = torch.randn(20, 32)
