@@ -1,33 +1,52 @@
-"""A seeded, offline MVTec-AD-layout dataset: scikit-image textures and a drawn object, with exact defect masks.
+"""A seeded, offline MVTec-AD-layout dataset with exact defect masks, in two variation modes.
 
-Good images are random crops of a texture (or a jittered drawn washer) with small lighting and
-noise changes; defective ones add a scratch, a stain, a hole or a pasted patch of another texture,
-of random size and contrast, placed where the 256 → 224 centre crop sees it.
+``clean``: good images are random crops of a scikit-image texture (or a jittered drawn washer)
+with small lighting and noise changes; defective ones add a strong scratch, stain, hole or pasted
+patch of another texture. Easy on purpose: it proves the plumbing (image AUROC ≈ 1).
+
+``realistic``: every image is a new capture of a part. Pose (rotation, scale, position), lighting
+(gain, gamma, a gradient across the part, vignetting, colour balance), focus blur and sensor noise
+vary between good parts, and the same four defect kinds are weak: low contrast, small and
+semi-transparent. Training and test images come from the same distribution, so a threshold fitted
+on good training images faces what it will meet on the line. Besides the clean categories it has a
+colour tissue texture and a photographed object (coins).
+
+Defects are placed where the 256 → 224 centre crop sees them.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 from skimage import data as skdata
 
 from eagle_cli.errors import ParameterError
 
+VARIATIONS = ("clean", "realistic")
 TEXTURES = ("brick", "grass", "gravel")
 CATEGORIES = (*TEXTURES, "washer")
+REALISTIC_CATEGORIES = (*TEXTURES, "tissue", "coins", "washer")
+#: scikit-image pictures behind the photographed categories.
+_PICTURES = {"tissue": "immunohistochemistry", "coins": "coins"}
 DEFECTS = ("scratch", "stain", "hole", "patch")
-_TINTS = {"brick": (1.0, 0.72, 0.58), "grass": (0.7, 1.0, 0.6), "gravel": (0.9, 0.9, 1.0), "washer": (1.0, 1.0, 1.0)}
+#: Realistic defect strength per category: busy textures hide weak defects, a smooth washer shows
+#: them, so each is scaled until the expert finds them often but not always (image AUROC ≈ 0.75–0.95).
+_STRENGTH = {"grass": 1.8, "gravel": 1.8, "washer": 0.6}
+_TINTS = {"brick": (1.0, 0.72, 0.58), "grass": (0.7, 1.0, 0.6), "gravel": (0.9, 0.9, 1.0), "washer": (1.0, 1.0, 1.0),
+          "tissue": (0.85, 0.62, 0.45), "coins": (1.0, 1.0, 1.0)}
 
 
-def _texture(name: str, size: int) -> np.ndarray:
-    """A grayscale texture at least ``size`` px on each side, float32 in [0, 255]."""
-    image = Image.fromarray(getattr(skdata, name)())
-    if min(image.size) < size + size // 4:
-        scale = (size + size // 4) / min(image.size)
+def _picture(name: str, min_side: int) -> np.ndarray:
+    """A scikit-image picture resized so its shorter side is at least ``min_side``, float32 in [0, 255]."""
+    image = Image.fromarray(getattr(skdata, _PICTURES.get(name, name))())
+    if min(image.size) < min_side:
+        scale = min_side / min(image.size)
         image = image.resize((int(image.width * scale) + 1, int(image.height * scale) + 1), Image.BILINEAR)
     return np.asarray(image, dtype=np.float32)
 
@@ -61,13 +80,64 @@ def _washer(size: int, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
-def _good(category: str, textures: dict, size: int, rng: np.random.Generator, position: int | None = None) -> np.ndarray:
+def _clean_good(category: str, sources: dict, size: int, rng: np.random.Generator,
+                position: int | None = None) -> np.ndarray:
     if category == "washer":
         image = _washer(size, rng)
     else:
-        image = _tinted(_crop(textures[category], size, rng, position), _TINTS[category])
-    image = image * rng.uniform(0.95, 1.05) + rng.normal(0, 2.0, image.shape)
-    return image
+        image = _tinted(_crop(sources[category], size, rng, position), _TINTS[category])
+    return image * rng.uniform(0.95, 1.05) + rng.normal(0, 2.0, image.shape)
+
+
+def _warp(picture: np.ndarray, size: int, centre: np.ndarray, angle: float, scale: float) -> np.ndarray:
+    """The ``size``² view of ``picture`` around ``centre`` (row, col), turned by ``angle`` rad, zoomed by ``scale``."""
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    matrix = np.array([[cos, -sin], [sin, cos]])
+    offset = centre - matrix @ np.full(2, (size - 1) / 2)
+    planes = picture[..., None] if picture.ndim == 2 else picture
+    return np.stack([ndimage.affine_transform(planes[..., c], matrix, offset=offset, output_shape=(size, size),
+                                              order=1, mode="reflect") for c in range(planes.shape[-1])], axis=-1)
+
+
+def _turned_washer(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A washer with the fine concentric marks of turning, different on every part."""
+    image = _washer(size, rng)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    r = np.hypot(yy - size / 2, xx - size / 2)
+    marks = 1 + rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * r / rng.uniform(3, 6) + rng.uniform(0, 2 * np.pi))
+    grain = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), 1.5).astype(np.float32)
+    return image * (marks + 0.03 * grain / grain.std())[..., None]
+
+
+def _realistic_scene(category: str, sources: dict, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The part as it lies this time: a texture anywhere and at any small angle, or an object slightly moved."""
+    if category == "washer":
+        return _turned_washer(size, rng)
+    picture = sources[category]
+    if category == "coins":
+        # One part in a fixture: a few pixels and degrees off its nominal pose.
+        centre = np.array(picture.shape[:2]) / 2 + rng.uniform(-0.04, 0.04, 2) * size
+        view = _warp(picture, size, centre, math.radians(rng.uniform(-3, 3)), rng.uniform(0.97, 1.03))
+    else:
+        scale = rng.uniform(0.9, 1.1)
+        margin = size / 2 * math.sqrt(2) / scale + 1
+        free = np.array(picture.shape[:2]) - 2 * margin
+        centre = margin + rng.uniform(0, 1, 2) * np.maximum(free, 0)
+        view = _warp(picture, size, centre, math.radians(rng.uniform(-10, 10)), scale)
+    return view * np.asarray(_TINTS[category], dtype=np.float32) if view.shape[-1] == 1 else view
+
+
+def _capture(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Light and photograph ``(H, W, 3)`` radiance: gain, gradient, vignetting, colour, gamma, blur and noise."""
+    size = image.shape[0]
+    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size - 0.5
+    direction = rng.uniform(0, 2 * np.pi)
+    light = rng.uniform(0.85, 1.15) * (1 + rng.uniform(0, 0.25) * (np.cos(direction) * xx + np.sin(direction) * yy))
+    light *= 1 - rng.uniform(0, 0.3) * (xx ** 2 + yy ** 2)
+    image = image * light[..., None] * rng.normal(1.0, 0.03, 3).astype(np.float32)
+    image = 255 * (np.clip(image, 0, None) / 255) ** rng.uniform(0.85, 1.15)
+    image = ndimage.gaussian_filter(image, sigma=(rng.uniform(0, 1.2),) * 2 + (0,))
+    return image + rng.normal(0, rng.uniform(2, 6), image.shape)
 
 
 def _defect_centre(category: str, size: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -77,37 +147,45 @@ def _defect_centre(category: str, size: int, rng: np.random.Generator) -> tuple[
     return tuple(rng.uniform(0.25, 0.75, 2) * size)
 
 
-def _add_defect(image: np.ndarray, kind: str, category: str, textures: dict, rng: np.random.Generator):
-    """Draw one defect into ``image`` (in place); return its boolean mask."""
+def _add_defect(image: np.ndarray, kind: str, category: str, sources: dict, rng: np.random.Generator, *,
+                weak: bool = False) -> np.ndarray:
+    """Draw one defect into ``image`` (in place); return its boolean mask. ``weak``: the realistic strengths."""
     size = image.shape[0]
+    strength = _STRENGTH.get(category, 1.0) if weak else 1.0
     cx, cy = _defect_centre(category, size, rng)
     mask_img = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask_img)
     if kind == "scratch":
         length, angle = rng.uniform(0.15, 0.35) * size, rng.uniform(0, np.pi)
         dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
-        draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=255, width=int(rng.integers(3, 6)))
+        width = int(rng.integers(2, 4) if weak else rng.integers(3, 6))
+        draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=255, width=width)
         mask = np.asarray(mask_img) > 0
-        image[mask] += rng.choice([-1, 1]) * rng.uniform(80, 130)
+        image[mask] += rng.choice([-1, 1]) * (strength * rng.uniform(25, 60) if weak else rng.uniform(80, 130))
     elif kind == "stain":
-        a, b = rng.uniform(0.04, 0.09, 2) * size
+        a, b = rng.uniform(0.03, 0.07, 2) * size if weak else rng.uniform(0.04, 0.09, 2) * size
         draw.ellipse([cx - a, cy - b, cx + a, cy + b], fill=255)
         soft = np.asarray(mask_img.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / 255
         colour = np.array([120, 75, 35], dtype=np.float32)
-        opacity = rng.uniform(0.6, 0.85) * soft
+        opacity = (min(0.9, strength * rng.uniform(0.3, 0.55)) if weak else rng.uniform(0.6, 0.85)) * soft
         image[:] = image * (1 - opacity) + colour * opacity
         mask = soft[..., 0] > 0.5
     elif kind == "hole":
-        r = rng.uniform(0.025, 0.055) * size
+        r = rng.uniform(0.02, 0.04) * size if weak else rng.uniform(0.025, 0.055) * size
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
         mask = np.asarray(mask_img) > 0
-        image[mask] = rng.uniform(10, 35)
+        if weak:
+            opacity = min(0.95, strength * rng.uniform(0.45, 0.75))
+            image[mask] = image[mask] * (1 - opacity) + opacity * rng.uniform(10, 35)
+        else:
+            image[mask] = rng.uniform(10, 35)
     else:
-        side = int(rng.uniform(0.1, 0.18) * size)
+        side = int((rng.uniform(0.08, 0.14) if weak else rng.uniform(0.1, 0.18)) * size)
         others = [t for t in TEXTURES if t != category]
-        donor = _tinted(_crop(textures[others[rng.integers(len(others))]], side, rng), _TINTS[category])
+        donor = _tinted(_crop(sources[others[rng.integers(len(others))]], side, rng), _TINTS[category])
         x0, y0 = int(cx - side / 2), int(cy - side / 2)
-        image[y0:y0 + side, x0:x0 + side] = donor
+        opacity = min(1.0, strength * rng.uniform(0.5, 0.8)) if weak else 1.0
+        image[y0:y0 + side, x0:x0 + side] = (1 - opacity) * image[y0:y0 + side, x0:x0 + side] + opacity * donor
         mask = np.zeros((size, size), dtype=bool)
         mask[y0:y0 + side, x0:x0 + side] = True
     return mask
@@ -121,7 +199,8 @@ def _save(array: np.ndarray, path: Path) -> None:
 def generate(
     out: Path,
     *,
-    categories: tuple[str, ...] = CATEGORIES,
+    categories: tuple[str, ...] | None = None,
+    variation: str = "clean",
     n_train: int = 30,
     n_test_good: int = 10,
     n_test_per_defect: int = 4,
@@ -129,26 +208,47 @@ def generate(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
-    """Write an MVTec-AD-layout dataset under ``out``; return the category folders."""
-    unknown = set(categories) - set(CATEGORIES)
+    """Write an MVTec-AD-layout dataset under ``out``; return the category folders.
+
+    ``categories`` defaults to every category of ``variation``.
+    """
+    if variation not in VARIATIONS:
+        raise ParameterError(f"Unknown variation {variation!r}; choose one of {', '.join(VARIATIONS)}.")
+    known = CATEGORIES if variation == "clean" else REALISTIC_CATEGORIES
+    categories = known if categories is None else categories
+    unknown = set(categories) - set(known)
     if unknown:
-        raise ParameterError(f"Unknown synthetic categories {sorted(unknown)}; choose from {', '.join(CATEGORIES)}.")
+        raise ParameterError(f"Unknown {variation} synthetic categories {sorted(unknown)}; "
+                             f"choose from {', '.join(known)}.")
     if size < 64:
         raise ParameterError(f"Synthetic images need at least 64 px, got {size}.")
-    textures = {name: _texture(name, size) for name in TEXTURES}
+    realistic = variation == "realistic"
+    # Realistic views rotate and zoom, so the source must cover the view's diagonal with room to move.
+    min_side = int(size * 1.8) if realistic else size + size // 4
+    sources = {name: _picture(name, min_side) for name in TEXTURES}
+    sources.update({name: _picture(name, min_side if name != "coins" else int(size * 1.15))
+                    for name in _PICTURES if name in categories})
+
+    def image(rng, position=None, defect=None):
+        if realistic:
+            picture = _realistic_scene(category, sources, size, rng)
+        else:
+            picture = _clean_good(category, sources, size, rng, position)
+        mask = _add_defect(picture, defect, category, sources, rng, weak=realistic) if defect else None
+        return (_capture(picture, rng) if realistic else picture), mask
+
     folders = []
     for category in categories:
         rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
         base = out / category
         for i in range(n_train):
-            _save(_good(category, textures, size, rng, position=i), base / "train" / "good" / f"{i:03d}.png")
+            _save(image(rng, position=i)[0], base / "train" / "good" / f"{i:03d}.png")
         for i in range(n_test_good):
-            _save(_good(category, textures, size, rng), base / "test" / "good" / f"{i:03d}.png")
+            _save(image(rng)[0], base / "test" / "good" / f"{i:03d}.png")
         for kind in DEFECTS:
             for i in range(n_test_per_defect):
-                image = _good(category, textures, size, rng)
-                mask = _add_defect(image, kind, category, textures, rng)
-                _save(image, base / "test" / kind / f"{i:03d}.png")
+                picture, mask = image(rng, defect=kind)
+                _save(picture, base / "test" / kind / f"{i:03d}.png")
                 _save(mask.astype(np.float32) * 255, base / "ground_truth" / kind / f"{i:03d}_mask.png")
         folders.append(base)
         if progress is not None:
