@@ -21,10 +21,10 @@ from typing import Any
 from eagle_cli import __version__
 from eagle_cli.errors import ArtifactError
 
-KINDS = ("features", "bank", "threshold", "scores", "prompts", "answers", "report")
+KINDS = ("features", "bank", "calibration", "threshold", "scores", "prompts", "answers", "report")
 
 #: Current schema major version per kind; a reader refuses a newer major.
-SCHEMAS = {"features": 1, "bank": 1, "threshold": 1, "scores": 1, "prompts": 1, "answers": 1, "report": 1}
+SCHEMAS = {"features": 1, "bank": 1, "calibration": 1, "threshold": 2, "scores": 1, "prompts": 1, "answers": 1, "report": 1}
 
 #: Lineage keys that must agree between a bank and the features scored against it.
 LINEAGE_KEYS = ("backbone", "layers", "resize", "crop", "weights", "feature_dim")

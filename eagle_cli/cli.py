@@ -227,28 +227,61 @@ def fit_bank(
 def fit_threshold(
     bank: Annotated[Optional[str], typer.Option(help="Bank artifact (path or id); default: the latest.", rich_help_panel=IN)] = None,
     category: CategoryOpt = None,
-    method: Annotated[str, typer.Option(help="k-sigma, quantile, mad or evt.", rich_help_panel=EXPERT)] = "k-sigma",
+    calibration: Annotated[str, typer.Option(
+        help="How each training image is scored as if the bank had not seen it: refill (default: the bank "
+             "without the image's entries, refilled as a coreset of the other images would be; the least "
+             "biased on realistic data), leave-own-out (all patches, own entries removed; biased high), "
+             "cross-fit (K folds, banks refitted; biased high, K coreset fits), reference (the reference's "
+             "unselected patches; biased low: too many false alarms).",
+        rich_help_panel=EXPERT)] = "refill",
+    folds: Annotated[int, typer.Option(help="cross-fit: number of folds K (2 … number of training images).", rich_help_panel=EXPERT)] = 5,
+    calibration_artifact: Annotated[Optional[str], typer.Option(
+        help="Fit on this calibration artifact (path or id) of the same bank instead of computing one.",
+        rich_help_panel=IN)] = None,
+    method: Annotated[str, typer.Option(help="conformal, k-sigma, quantile, mad or evt.", rich_help_panel=EXPERT)] = "conformal",
+    target_far: Annotated[float, typer.Option(
+        help="conformal: the false-alarm rate α to keep on new good parts. τ is the ⌈(n+1)(1−α)⌉-th smallest "
+             "of n calibration scores: if new good parts score like the calibration images (same "
+             "production conditions), the expected share flagged is at most α. n images support α ≥ 1/(n+1). "
+             "Nothing is promised about misses, or after the line drifts.",
+        rich_help_panel=EXPERT)] = 0.05,
     kappa: Annotated[float, typer.Option(help="k-sigma: τ = mean + κ·std.", rich_help_panel=EXPERT)] = 3.0,
     q: Annotated[float, typer.Option(help="quantile: percentile of the normal scores.", rich_help_panel=EXPERT)] = 99.0,
     mad_factor: Annotated[float, typer.Option(help="mad: τ = median + factor·MAD.", rich_help_panel=EXPERT)] = 3.0,
     mad_consistency: Annotated[bool, typer.Option(help="mad: scale MAD by 1.4826 (normal consistency).", rich_help_panel=EXPERT)] = False,
     evt_p: Annotated[float, typer.Option(help="evt: quantile of the fitted GEV.", rich_help_panel=EXPERT)] = 0.99,
-    min_unselected: Annotated[int, typer.Option(help="Leave out training images with fewer unselected patches.", rich_help_panel=EXPERT)] = 32,
+    min_unselected: Annotated[int, typer.Option(help="reference calibration: leave out training images with fewer unselected patches.", rich_help_panel=EXPERT)] = 32,
     extra_neighbours: Annotated[int, typer.Option(help="Extra neighbours searched to skip an image's own bank entries.", rich_help_panel=RUNTIME)] = 32,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
     device: DeviceOpt = "auto", knn_backend: KnnBackendOpt = "auto", debug: DebugOpt = False,
 ):
-    """Fit a threshold on normal training scores only (DBT) into a [bold]threshold[/] artifact."""
-    from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+    """Fit a threshold on normal data only (DBT): [bold]calibration[/] scores of the training images, then a [bold]threshold[/] artifact.
+
+    The calibration artifact is reused by every method, so trying another --method redoes no scoring.
+    The default, conformal at 5 %, says how many good parts it will flag; --calibration reference
+    --method k-sigma is the reference code's DBT.
+    """
+    from eagle_cli.stages.calibrate import CalibrationParams, run_calibrate
+    from eagle_cli.stages.fit_threshold import FitThresholdParams, check_target, run_fit_threshold
     from eagle_cli.threshold import ThresholdParams
 
     session = Session(quiet, as_json)
-    dbt = ThresholdParams(method=method, kappa=kappa, q=q, mad_factor=mad_factor, mad_consistency=mad_consistency, evt_p=evt_p)
-    params = FitThresholdParams(dbt=dbt, min_unselected=min_unselected, extra_neighbours=extra_neighbours,
-                                knn_backend=knn_backend, device=device)
-    banks = _inputs(bank, "bank", category, artifacts_root, run)
-    session.report([run_fit_threshold(ref, params, context=session.context(artifacts_root, run, force)) for ref in banks])
+    dbt = ThresholdParams(method=method, target_far=target_far, kappa=kappa, q=q, mad_factor=mad_factor,
+                          mad_consistency=mad_consistency, evt_p=evt_p)
+    params = FitThresholdParams(dbt=dbt, calibration=CalibrationParams(
+        estimator=calibration, folds=folds, min_unselected=min_unselected, extra_neighbours=extra_neighbours,
+        knn_backend=knn_backend, device=device))
+    ctx = session.context(artifacts_root, run, force)
+    given = artifacts.resolve(calibration_artifact, root=artifacts_root, run=run, category="",
+                              kind="calibration") if calibration_artifact else None
+    banks = [given.input("bank")] if given and not bank else _inputs(bank, "bank", category, artifacts_root, run)
+    refs = []
+    for ref in banks:
+        check_target(ref, dbt)
+        scores = given or run_calibrate(ref, params.calibration, context=ctx)
+        refs += [scores, run_fit_threshold(ref, params, context=ctx, calibration=scores)]
+    session.report(refs)
 
 
 @command(app)
@@ -430,7 +463,12 @@ def _print_outcomes(session: Session, outcomes) -> None:
 @command(data_app, "synth")
 def data_synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset into (MVTec-AD layout).")],
-    categories: Annotated[str, typer.Option(help="Comma-separated: brick, grass, gravel, washer.")] = "brick,grass,gravel,washer",
+    variation: Annotated[str, typer.Option(
+        help="clean: steady parts and strong defects (easy; proves the plumbing). realistic: pose, lighting, "
+             "blur and noise vary between good parts and defects are weak (for judging thresholds and quality).")] = "clean",
+    categories: Annotated[Optional[str], typer.Option(
+        help="Comma-separated; clean: brick, grass, gravel, washer; realistic adds tissue and coins. "
+             "Default: all of the variation.")] = None,
     train: Annotated[int, typer.Option(help="Good training images per category.")] = 30,
     test_good: Annotated[int, typer.Option(help="Good test images per category.")] = 10,
     test_per_defect: Annotated[int, typer.Option(help="Test images per defect kind (scratch, stain, hole, patch).")] = 4,
@@ -439,11 +477,11 @@ def data_synth(
     quiet: QuietOpt = False, debug: DebugOpt = False,
 ):
     """Generate a seeded synthetic MVTec-AD-style dataset with exact defect masks (offline)."""
-    from eagle_cli.data.synthetic import generate
+    from eagle_cli.data.synthetic import CATEGORIES, REALISTIC_CATEGORIES, generate
 
-    names = tuple(_categories(categories, []))
+    names = tuple(_categories(categories, list(REALISTIC_CATEGORIES if variation == "realistic" else CATEGORIES)))
     with Session(quiet, False).task("synthesise", len(names)) as advance:
-        folders = generate(out_dir, categories=names, n_train=train, n_test_good=test_good,
+        folders = generate(out_dir, categories=names, variation=variation, n_train=train, n_test_good=test_good,
                            n_test_per_defect=test_per_defect, size=size, seed=seed, progress=advance)
     err.print(f"[green]wrote[/] {len(folders)} categories under [bold]{out_dir}[/]")
 

@@ -40,8 +40,11 @@ class RunConfig:
     init: str = "center_farthest"
     seed: int = 0
     knn: int = 1
-    # threshold
-    threshold_method: str = "k-sigma"
+    # calibration and threshold
+    calibration: str = "refill"
+    folds: int = 5
+    threshold_method: str = "conformal"
+    target_far: float = 0.05
     kappa: float = 3.0
     q: float = 99.0
     mad_factor: float = 3.0
@@ -108,7 +111,7 @@ class RunConfig:
 
 _BACKBONE_NAMES = {"wideresnet50": "wide_resnet50_2", "wide_resnet50": "wide_resnet50_2", "resnet18": "resnet18",
                    "mobilenet_v2": "mobilenet_v2", "wide_resnet50_2": "wide_resnet50_2"}
-_METHODS = {"k-sigma": "k-sigma", "ksigma": "k-sigma", "p-quantile": "quantile", "quantile": "quantile",
+_METHODS = {"conformal": "conformal", "k-sigma": "k-sigma", "ksigma": "k-sigma", "p-quantile": "quantile", "quantile": "quantile",
             "mad": "mad", "EVT": "evt", "evt": "evt"}
 
 

@@ -17,6 +17,7 @@ from eagle_cli.mllm.openai_api import ServerSettings
 from eagle_cli.mllm.settings import CaasSettings, parse_layers
 from eagle_cli.prompts.boxes import BoxParams
 from eagle_cli.context import Context
+from eagle_cli.stages.calibrate import CalibrationParams
 from eagle_cli.stages.extract import ExtractParams, run_extract
 from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
@@ -56,10 +57,11 @@ def stage_params(config: RunConfig) -> dict:
                                  crop=config.crop, batch_size=config.batch_size, device=config.device),
         "bank": BankParams(coreset_ratio=config.coreset_ratio, proj_dim=config.proj_dim, n_starts=config.n_starts,
                            init=config.init, seed=config.seed, knn_k=config.knn),
-        "threshold": FitThresholdParams(dbt=ThresholdParams(method=config.threshold_method, kappa=config.kappa,
-                                                            q=config.q, mad_factor=config.mad_factor,
-                                                            evt_p=config.evt_p),
-                                        min_unselected=config.min_unselected, device=config.device),
+        "threshold": FitThresholdParams(
+            dbt=ThresholdParams(method=config.threshold_method, target_far=config.target_far, kappa=config.kappa,
+                                q=config.q, mad_factor=config.mad_factor, evt_p=config.evt_p),
+            calibration=CalibrationParams(estimator=config.calibration, folds=config.folds,
+                                          min_unselected=config.min_unselected, device=config.device)),
         "score": ScoreParams(batch_size=config.batch_size, device=config.device),
         "prompt": prompt,
         # The model alone: the same question and wording, without the expert's verdict or images.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Callable, Iterator, Protocol
 
-#: ``advance(n)`` moves a started task forward by n units.
-Advance = Callable[[int], None]
+#: ``advance(n)`` moves a started task forward by n units (a fraction for work done in passes).
+Advance = Callable[[float], None]
 
 
 class Reporter(Protocol):

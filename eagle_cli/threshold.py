@@ -1,4 +1,11 @@
-"""DBT: a decision threshold τ fitted on normal training-image scores only.
+"""DBT: a decision threshold τ fitted on normal calibration scores only.
+
+``conformal`` (the default) takes the ⌈(n + 1)(1 − α)⌉-th smallest of n calibration scores. If the
+calibration scores and the score of a new good part are exchangeable (drawn alike, in any order),
+the expected share of good parts flagged is at most α and at least α − 1/(n + 1); one fitted τ's
+own rate varies around that, Beta-distributed (:func:`far_interval`). n images cannot promise
+less than 1/(n + 1). Nothing is promised when production drifts away from the training images
+(another lighting, supplier or camera), and nothing about misses.
 
 Reference parity (eagle-method.md B): ``k-sigma`` is τ = mean + κ·std with the population std
 (ddof 0), κ = 3; ``quantile`` uses NumPy's linear interpolation, q = 99; ``mad`` is
@@ -11,6 +18,7 @@ that fed SciPy's c into a formula written for ξ.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,7 +26,7 @@ from scipy import stats
 
 from eagle_cli.errors import ParameterError
 
-METHODS = ("k-sigma", "quantile", "mad", "evt")
+METHODS = ("conformal", "k-sigma", "quantile", "mad", "evt")
 #: Scales the MAD of normal data to its standard deviation.
 MAD_CONSISTENCY = 1.4826
 
@@ -27,7 +35,8 @@ MAD_CONSISTENCY = 1.4826
 class ThresholdParams:
     """Parameters of the DBT methods; only those of ``method`` take effect."""
 
-    method: str = "k-sigma"
+    method: str = "conformal"
+    target_far: float = 0.05
     kappa: float = 3.0
     q: float = 99.0
     mad_factor: float = 3.0
@@ -37,6 +46,8 @@ class ThresholdParams:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ParameterError(f"Unknown threshold method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if not 0 < self.target_far < 1:
+            raise ParameterError(f"The false-alarm target must be in (0, 1), got {self.target_far}.")
         if not 0 < self.q <= 100:
             raise ParameterError(f"quantile q must be in (0, 100], got {self.q}.")
         if not 0 < self.evt_p < 1:
@@ -44,7 +55,8 @@ class ThresholdParams:
 
     def effective(self) -> dict:
         """The parameters that ``method`` reads (what the artifact id depends on)."""
-        used = {"k-sigma": ("kappa",), "quantile": ("q",), "mad": ("mad_factor", "mad_consistency"), "evt": ("evt_p",)}
+        used = {"conformal": ("target_far",), "k-sigma": ("kappa",), "quantile": ("q",),
+                "mad": ("mad_factor", "mad_consistency"), "evt": ("evt_p",)}
         values = asdict(self)
         return {"method": self.method, **{key: values[key] for key in used[self.method]}}
 
@@ -54,7 +66,9 @@ def fit_threshold(scores: np.ndarray, params: ThresholdParams) -> float:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size < 2 or not np.isfinite(scores).all():
         raise ParameterError(f"DBT needs at least 2 finite normal scores, got {scores.size} (finite: {np.isfinite(scores).sum()}).")
-    if params.method == "k-sigma":
+    if params.method == "conformal":
+        tau = np.sort(scores)[conformal_rank(scores.size, params.target_far) - 1]
+    elif params.method == "k-sigma":
         tau = scores.mean() + params.kappa * scores.std(ddof=0)
     elif params.method == "quantile":
         tau = np.percentile(scores, params.q)
@@ -67,6 +81,34 @@ def fit_threshold(scores: np.ndarray, params: ThresholdParams) -> float:
     if not np.isfinite(tau):
         raise ParameterError(f"The {params.method} threshold came out as {tau}; the normal scores may be degenerate.")
     return float(tau)
+
+
+def smallest_target(n_scores: int) -> float:
+    """The smallest false-alarm rate a conformal τ on ``n_scores`` calibration scores can promise: 1/(n + 1)."""
+    return 1.0 / (n_scores + 1)
+
+
+def conformal_rank(n_scores: int, target_far: float) -> int:
+    """The 1-based rank ⌈(n + 1)(1 − α)⌉ of τ among ``n_scores`` sorted scores; refuses α below 1/(n + 1)."""
+    # The small slack keeps (n + 1)(1 − α) that is an integer in exact arithmetic from rounding up.
+    rank = math.ceil((n_scores + 1) * (1 - target_far) - 1e-9)
+    if rank > n_scores:
+        needed = math.ceil(1 / target_far - 1 - 1e-9)
+        raise ParameterError(
+            f"A false-alarm target of {target_far:g} needs at least {needed} calibration images; {n_scores} can "
+            f"promise targets down to {smallest_target(n_scores):.3g}. Raise --target-far or add good training images.")
+    return max(rank, 1)
+
+
+def far_interval(n_scores: int, target_far: float, coverage: float = 0.9) -> tuple[float, float]:
+    """Where the false-alarm rate of one conformal τ lies with probability ``coverage`` (exchangeable scores).
+
+    A new good score exceeds the k-th smallest of n with probability 1 − U₍ₖ₎, a Beta(n + 1 − k, k)
+    variable over calibration draws.
+    """
+    k = conformal_rank(n_scores, target_far)
+    tail = (1 - coverage) / 2
+    return tuple(float(stats.beta.ppf(p, n_scores + 1 - k, k)) for p in (tail, 1 - tail))
 
 
 def evt_quantile(scores: np.ndarray, p: float) -> float:

@@ -13,6 +13,8 @@ from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.backbones import get_spec, import_weights
 from eagle_cli.context import Context
 from eagle_cli.stages.extract import ExtractParams
+from eagle_cli.stages.fit_threshold import FitThresholdParams
+from eagle_cli.threshold import ThresholdParams
 from tests.mllm.tiny import build_qwen25_vl
 
 # Two cores here: more threads than cores makes every test several times slower.
@@ -21,6 +23,8 @@ faiss.omp_set_num_threads(2)
 
 #: Small, fast extraction settings for tests that check behaviour rather than quality.
 TINY = ExtractParams(backbone="mobilenet_v2", weights="none", resize=96, crop=80, batch_size=4, device="cpu")
+#: The default threshold at a target the tiny set's 8 training images can support (down to 1/9).
+TINY_THRESHOLD = FitThresholdParams(dbt=ThresholdParams(target_far=0.2))
 
 
 def offline_mobilenet_file() -> Path:

@@ -1,41 +1,107 @@
-"""Issue 2's quality bar: real ImageNet MobileNetV2 weights on the synthetic dataset at the reference geometry."""
+"""Quality bars with real ImageNet MobileNetV2 weights at the reference geometry.
+
+Issue 2: on the clean synthetic set the expert separates defects and the reference DBT is usable.
+Issue 7: on the realistic set (pose, lighting and sensor variation between good parts, weak
+defects) the default calibrated threshold keeps its false-alarm promise on held-out good parts,
+where the reference calibration does not, and its balanced accuracy is close to the label oracle's.
+"""
+
+import json
 
 import numpy as np
 import pytest
 
+from eagle_cli.context import Context
 from eagle_cli.data import DataSource
-from eagle_cli.data.synthetic import CATEGORIES, generate
+from eagle_cli.data.synthetic import CATEGORIES, REALISTIC_CATEGORIES, generate
+from eagle_cli.metrics import image_auroc, verdict_metrics
+from eagle_cli.stages.calibrate import CalibrationParams
 from eagle_cli.stages.extract import ExtractParams, run_extract
 from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.fit_threshold import FitThresholdParams, load_threshold, run_fit_threshold
 from eagle_cli.stages.score import ScoreInputs, ScoreParams, run_score
+from eagle_cli.threshold import ThresholdParams
 
 MOBILENET = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu")
+REFERENCE_DBT = FitThresholdParams(dbt=ThresholdParams("k-sigma"), calibration=CalibrationParams("reference"))
+TARGET_FAR = FitThresholdParams().dbt.target_far
+#: How far the pooled false-alarm rate on held-out good parts may stray from the target: about two
+#: standard deviations of its sampling noise with 240 good test images and 60 calibration images per category.
+FAR_TOLERANCE = 0.04
+
+
+def _expert(root, category, context, threshold: FitThresholdParams):
+    """The bank of a category and its scored test set: (bank, scores.jsonl rows)."""
+    features = run_extract(DataSource(root=root), category, "train", MOBILENET, context=context)
+    bank = run_fit_bank(features, BankParams(), context=context)
+    scores = run_score(run_fit_threshold(bank, threshold, context=context),
+                       ScoreInputs(source=DataSource(root=root), category=category), ScoreParams(), context=context)
+    return bank, [json.loads(line) for line in (scores.path / "scores.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def clean(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     generate(root, seed=0)
-    from eagle_cli.context import Context
+    context = Context(artifacts=tmp_path_factory.mktemp("artifacts"))
+    return {category: _expert(root, category, context, REFERENCE_DBT)[1] for category in CATEGORIES}
 
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory):
+    """Per category: the default threshold's scores.jsonl rows, and the reference DBT's τ on the same bank."""
+    root = tmp_path_factory.mktemp("realistic")
+    generate(root, variation="realistic", n_train=60, n_test_good=40, n_test_per_defect=6, seed=0)
     context = Context(artifacts=tmp_path_factory.mktemp("artifacts"))
     out = {}
-    for category in CATEGORIES:
-        features = run_extract(DataSource(root=root), category, "train", MOBILENET, context=context)
-        threshold = run_fit_threshold(run_fit_bank(features, BankParams(), context=context), FitThresholdParams(),
-                                      context=context)
-        out[category] = run_score(threshold, ScoreInputs(source=DataSource(root=root), category=category),
-                                  ScoreParams(), context=context).summary
+    for category in REALISTIC_CATEGORIES:
+        bank, rows = _expert(root, category, context, FitThresholdParams())
+        out[category] = rows, load_threshold(run_fit_threshold(bank, REFERENCE_DBT, context=context))["tau"]
     return out
 
 
+def _auroc(rows):
+    return image_auroc(np.array([r["label"] for r in rows]), np.array([r["score"] for r in rows]))
+
+
+def _false_alarms(rows) -> tuple[int, int]:
+    good = [r for r in rows if r["label"] == 0]
+    return sum(r["anomalous"] for r in good), len(good)
+
+
+def _balanced_accuracy(rows, tau=None) -> float:
+    labels = np.array([r["label"] for r in rows])
+    flagged = np.array([r["anomalous"] if tau is None else r["score"] >= tau for r in rows])
+    return verdict_metrics(labels, flagged)["balanced_accuracy"]
+
+
 @pytest.mark.parametrize("category", CATEGORIES)
-def test_image_auroc_at_least_095_in_every_category(results, category):
-    assert results[category]["image_auroc"] >= 0.95
+def test_image_auroc_at_least_095_in_every_clean_category(clean, category):
+    assert _auroc(clean[category]) >= 0.95
 
 
-def test_k_sigma_false_alarms_at_most_5_percent_of_good_test_images(results):
-    rates = np.array([results[c]["false_alarm_rate"] for c in CATEGORIES])
-    # Every category has the same number of good test images, so the mean rate is the overall rate.
-    assert rates.mean() <= 0.05
+def test_reference_dbt_false_alarms_at_most_5_percent_of_clean_good_test_images(clean):
+    flagged, good = map(sum, zip(*(_false_alarms(clean[c]) for c in CATEGORIES)))
+    assert flagged / good <= 0.05
+
+
+def test_realistic_set_is_hard_but_not_hopeless(realistic):
+    aurocs = [_auroc(realistic[c][0]) for c in REALISTIC_CATEGORIES]
+    assert 0.7 <= min(aurocs) and max(aurocs) < 1.0
+
+
+def test_calibrated_threshold_keeps_its_false_alarm_promise_on_held_out_good_parts(realistic):
+    flagged, good = map(sum, zip(*(_false_alarms(realistic[c][0]) for c in REALISTIC_CATEGORIES)))
+    assert abs(flagged / good - TARGET_FAR) <= FAR_TOLERANCE
+    # The reference calibration is biased low: k-sigma on it flags many times more good parts.
+    flagged_ref = sum(r["score"] >= tau for rows, tau in realistic.values() for r in rows if r["label"] == 0)
+    assert flagged_ref / good > TARGET_FAR + 0.1
+
+
+def test_calibrated_balanced_accuracy_is_within_5_points_of_the_label_oracle(realistic):
+    gaps = []
+    for category in REALISTIC_CATEGORIES:
+        rows = realistic[category][0]
+        oracle = max(_balanced_accuracy(rows, tau) for tau in [r["score"] for r in rows] + [np.inf])
+        gaps.append(oracle - _balanced_accuracy(rows))
+    assert np.mean(gaps) <= 0.05, dict(zip(REALISTIC_CATEGORIES, np.round(gaps, 3)))

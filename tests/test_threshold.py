@@ -3,7 +3,7 @@ import pytest
 from scipy import stats
 
 from eagle_cli.errors import ParameterError
-from eagle_cli.threshold import ThresholdParams, evt_quantile, fit_threshold
+from eagle_cli.threshold import ThresholdParams, evt_quantile, far_interval, fit_threshold, smallest_target
 
 SCORES = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
 
@@ -44,10 +44,40 @@ def test_nan_scores_are_refused_not_propagated():
 
 
 def test_unknown_method_is_refused_not_replaced():
-    with pytest.raises(ParameterError, match="k-sigma, quantile, mad, evt"):
+    with pytest.raises(ParameterError, match="conformal, k-sigma, quantile, mad, evt"):
         ThresholdParams("real_label")
 
 
 def test_only_the_methods_own_parameters_identify_it():
     assert ThresholdParams("quantile", kappa=5).effective() == ThresholdParams("quantile").effective()
     assert ThresholdParams("k-sigma", kappa=5).effective() != ThresholdParams("k-sigma").effective()
+
+
+def test_conformal_takes_the_ceil_n_plus_1_times_1_minus_alpha_order_statistic():
+    scores = np.arange(1.0, 20.0)  # n = 19
+    assert fit_threshold(scores, ThresholdParams("conformal", target_far=0.1)) == 18.0  # ⌈20 · 0.9⌉ = 18
+    assert fit_threshold(scores, ThresholdParams("conformal", target_far=0.05)) == 19.0  # ⌈20 · 0.95⌉ = 19
+    assert fit_threshold(scores[::-1], ThresholdParams("conformal", target_far=0.5)) == 10.0  # order does not matter
+
+
+def test_a_target_that_n_scores_cannot_support_is_refused_with_the_smallest_that_they_can():
+    assert smallest_target(8) == pytest.approx(1 / 9)
+    with pytest.raises(ParameterError, match=r"needs at least 19 calibration images; 8 can promise targets down to 0.111"):
+        fit_threshold(np.arange(8.0), ThresholdParams("conformal", target_far=0.05))
+    assert fit_threshold(np.arange(8.0), ThresholdParams("conformal", target_far=1 / 9)) == 7.0
+
+
+@pytest.mark.parametrize("n, alpha", [(30, 0.1), (60, 0.05), (200, 0.01)])
+def test_conformal_false_alarm_rate_on_new_exchangeable_scores_is_within_its_promise(n, alpha):
+    # Calibration and new good scores from one skewed distribution: the rate at which a new score
+    # reaches τ, averaged over many calibration draws, lies in [α − 1/(n + 1), α].
+    rng = np.random.default_rng(0)
+    trials = 4000
+    rates = []
+    for _ in range(trials):
+        tau = fit_threshold(rng.gamma(2.0, 10.0, n), ThresholdParams("conformal", target_far=alpha))
+        rates.append(stats.gamma.sf(tau, 2.0, scale=10.0))
+    mean, noise = np.mean(rates), 3 * np.std(rates) / np.sqrt(trials)
+    assert alpha - 1 / (n + 1) - noise <= mean <= alpha + noise
+    low, high = far_interval(n, alpha)
+    assert 0.85 <= np.mean((np.array(rates) >= low) & (np.array(rates) <= high)) <= 0.95  # a 90 % interval

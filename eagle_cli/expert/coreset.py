@@ -40,14 +40,17 @@ def coreset_size(n_points: int, ratio: float) -> int:
     return size
 
 
-def project(features: torch.Tensor, proj_dim: int, *, generator: torch.Generator) -> torch.Tensor:
-    """Project ``(N, D)`` features to ``(N, proj_dim) float32`` with a seeded uniform(±1/√D) map."""
+def projection(dim: int, proj_dim: int, *, generator: torch.Generator) -> torch.Tensor:
+    """The seeded bias-free map from ``dim`` to ``proj_dim``, ``(dim, proj_dim) float32`` uniform in ±1/√dim."""
     if proj_dim < 1:
         raise ParameterError(f"projection dimension must be positive, got {proj_dim}.")
-    dim = features.shape[1]
     bound = 1.0 / math.sqrt(dim)
-    weight = (torch.rand(dim, proj_dim, generator=generator) * 2 - 1) * bound
-    out = torch.empty(features.shape[0], proj_dim)
+    return (torch.rand(dim, proj_dim, generator=generator) * 2 - 1) * bound
+
+
+def project(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Project ``(N, D)`` features (any float dtype) by ``weight`` to ``(N, proj_dim) float32``, in chunks."""
+    out = torch.empty(features.shape[0], weight.shape[1])
     for start in range(0, features.shape[0], _CHUNK):
         stop = start + _CHUNK
         torch.mm(features[start:stop].float(), weight, out=out[start:stop])
@@ -96,7 +99,7 @@ def select_coreset(
     """Select ``floor(N * ratio)`` rows of ``(N, D)`` features; return their indices in selection order."""
     n = features.shape[0]
     size = coreset_size(n, ratio)
-    proj = project(features, proj_dim, generator=generator)
+    proj = project(features, projection(features.shape[1], proj_dim, generator=generator))
     sq_norms = (proj * proj).sum(1)
     buf = torch.empty(n)
     # Distance to the coreset starts as the mean (not squared) distance to the starting points;

@@ -29,9 +29,13 @@ def pick_backend(backend: str, device: torch.device) -> str:
 
 
 class BankIndex:
-    """The memory bank ``(M, D) float32`` with the source image id of every row."""
+    """The memory bank ``(M, D) float32`` with the source image id of every row.
 
-    def __init__(self, bank: torch.Tensor, image_ids: torch.Tensor, *, backend: str, device: torch.device,
+    On the faiss backend the rows live in faiss's index only; ``bank`` may then be None when
+    ``faiss_index`` is given.
+    """
+
+    def __init__(self, bank: torch.Tensor | None, image_ids: torch.Tensor, *, backend: str, device: torch.device,
                  faiss_index: faiss.Index | None = None):
         self.image_ids = image_ids.numpy().astype(np.int64)
         self.backend = pick_backend(backend, device)
@@ -41,10 +45,11 @@ class BankIndex:
                 faiss_index = faiss.IndexFlatL2(bank.shape[1])
                 faiss_index.add(np.ascontiguousarray(bank.numpy(), dtype=np.float32))
             self.index = faiss_index
+            self.size = faiss_index.ntotal
         else:
             self.bank = bank.to(device, torch.float32)
             self.bank_sq = (self.bank * self.bank).sum(1)
-        self.size = bank.shape[0]
+            self.size = bank.shape[0]
 
     def save(self, path: Path) -> None:
         """Write the faiss index (banks are built with the faiss backend)."""
@@ -56,15 +61,18 @@ class BankIndex:
             raise ParameterError(f"k = {k} neighbours requested but the bank has only {self.size} entries.")
         if self.backend == "faiss":
             return self.index.search(_as_float32(queries), k)
-        return self._torch_search(queries, k, None)
+        return self._torch_search(queries, k, None)[:2]
 
-    def search_leave_own_out(self, queries: torch.Tensor, k: int, owners: np.ndarray, *, extra: int) -> tuple[np.ndarray, int]:
+    def search_leave_own_out(self, queries: torch.Tensor, k: int, owners: np.ndarray, *,
+                             extra: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Squared distances ``(Q, k)`` to the k nearest entries not from each row's own image ``owners[q]``.
 
-        Also returns how many rows needed the exact fallback search.
+        Also returns each row's nearest bank row from any image ``(Q,)`` (the one a plain search
+        finds) and how many rows needed the exact fallback search.
         """
         if self.backend == "torch":
-            return self._torch_search(queries, k, owners)[0], 0
+            dist, _, nearest = self._torch_search(queries, k, owners)
+            return dist, nearest, 0
         depth = min(self.size, k + extra)
         dist, rows = self.index.search(_as_float32(queries), depth)
         keep = self.image_ids[rows] != owners[:, None]
@@ -81,21 +89,24 @@ class BankIndex:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(own.astype(np.int64)))
             out[rows_of] = self.index.search(_as_float32(queries[torch.as_tensor(rows_of)]), k,
                                              params=faiss.SearchParameters(sel=selector))[0]
-        return out, int(short.sum())
+        return out, rows[:, 0], int(short.sum())
 
-    def _torch_search(self, queries: torch.Tensor, k: int, owners: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _torch_search(self, queries: torch.Tensor, k: int, owners: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distances and rows ``(Q, k)``, skipping ``owners``' entries when given; and the plain nearest rows."""
         ids = torch.as_tensor(self.image_ids, device=self.device)
-        dists, rows = [], []
+        dists, rows, nearest = [], [], []
         for start in range(0, queries.shape[0], _TORCH_CHUNK):
             q = queries[start:start + _TORCH_CHUNK].to(self.device, torch.float32)
             d = torch.addmm(self.bank_sq, q, self.bank.T, alpha=-2).add_((q * q).sum(1, keepdim=True)).clamp_(min=0)
+            nearest.append(d.argmin(1).cpu())
             if owners is not None:
                 own = torch.as_tensor(owners[start:start + _TORCH_CHUNK], device=self.device)
                 d.masked_fill_(ids[None, :] == own[:, None], float("inf"))
             top = torch.topk(d, k, dim=1, largest=False)
             dists.append(top.values.cpu())
             rows.append(top.indices.cpu())
-        return torch.cat(dists).numpy(), torch.cat(rows).numpy()
+        return torch.cat(dists).numpy(), torch.cat(rows).numpy(), torch.cat(nearest).numpy()
 
 
 def _as_float32(queries: torch.Tensor) -> np.ndarray:

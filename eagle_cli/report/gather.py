@@ -1,4 +1,4 @@
-"""Collect what a run produced — per category: scores, threshold, training scores, answers — from artifacts."""
+"""Collect what a run produced — per category: scores, threshold, calibration scores, answers — from artifacts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ArtifactError
 from eagle_cli.stages.common import read_jsonl
-from eagle_cli.stages.fit_threshold import TRAIN_SCORES_FILE, load_threshold
+from eagle_cli.stages.calibrate import calibration_scores
+from eagle_cli.stages.fit_threshold import load_threshold
 from eagle_cli.stages.prompt import PROMPTS_FILE
 from eagle_cli.stages.reason import ANSWERS_FILE, read_answers
 from eagle_cli.stages.score import SCORES_FILE, test_source
@@ -33,7 +34,7 @@ class CategoryRun:
     scores: ArtifactRef
     threshold: dict
     rows: list[dict]
-    train_scores: list[float]
+    calibration_scores: list[float]
     answers: list[AnswerSet] = field(default_factory=list)
 
 
@@ -82,9 +83,8 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
     for name in names:
         scores = artifacts.latest(root, run, name, "scores")
         threshold_ref = scores.input("threshold")
-        train = read_jsonl(threshold_ref.path / TRAIN_SCORES_FILE)
         category = CategoryRun(name, scores, load_threshold(threshold_ref), read_jsonl(scores.path / SCORES_FILE),
-                               [r["score"] for r in train if r["score"] is not None])
+                               calibration_scores(threshold_ref.input("calibration")).tolist())
         category.answers = _answer_sets(root, run, name, scores)
         systems = [a.system for a in category.answers]
         for answer_set in category.answers:

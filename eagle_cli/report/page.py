@@ -75,6 +75,22 @@ def gallery(runs: list[RunData], limit: int) -> tuple[list[dict], int]:
     return items, len(candidates)
 
 
+def _calibration_row(name: str, category) -> dict:
+    """The threshold's promise next to what the labelled test images show, and the CAAS window."""
+    threshold, rows = category.threshold, category.rows
+    tau, s_max = threshold["tau"], threshold["s_max"]
+    good = [r for r in rows if r["label"] == 0]
+    inside = [r for r in rows if r["uncertain"]]
+    window_metrics = category.scores.summary.get("window") or {}
+    return {"category": name, "method": threshold["method"], "calibration": threshold["calibration"],
+            "n": threshold["calibration_images"], "target": threshold.get("target_far"),
+            "predicted": threshold["predicted_far"], "floor": threshold["smallest_target"],
+            "observed": sum(r["anomalous"] for r in good) / len(good) if good else None,
+            "flagged": sum(r["anomalous"] for r in good), "good_total": len(good), "tau": tau, "s_max": s_max,
+            "good": sum(r["label"] == 0 for r in inside), "bad": sum(r["label"] == 1 for r in inside),
+            "inside": window_metrics.get("accuracy_inside"), "outside": window_metrics.get("accuracy_outside")}
+
+
 def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[dict], *, gallery_limit: int,
            notes: list[str]) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("eagle_cli.report", "templates"),
@@ -86,10 +102,7 @@ def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[di
     for run in runs:
         window, figures = [], []
         for name, category in sorted(run.categories.items()):
-            tau, s_max = category.threshold["tau"], category.threshold["s_max"]
-            inside = [r for r in category.rows if tau < r["score"] < s_max]
-            window.append({"category": name, "method": category.threshold["method"], "tau": tau, "s_max": s_max,
-                           "good": sum(r["label"] == 0 for r in inside), "bad": sum(r["label"] == 1 for r in inside)})
+            window.append(_calibration_row(name, category))
             figures.append({"alt": f"{name} score histogram", "png": plots.dbt_histogram(category)})
             roc = plots.roc(category)
             if roc:

@@ -23,23 +23,24 @@ def _png(figure) -> str:
 
 
 def dbt_histogram(category: CategoryRun) -> str:
-    """Training-normal, test-normal and test-anomalous image scores, with τ and S_max."""
+    """Calibration, test-normal and test-anomalous image scores, with τ and S_max."""
     figure, axis = plt.subplots(figsize=(5.5, 3.0))
-    groups = [("training (leave-own-out)", category.train_scores, "#4c72b0"),
+    groups = [(f"calibration ({category.threshold['calibration']})", category.calibration_scores, "#4c72b0"),
               ("test good", [r["score"] for r in category.rows if r["label"] == 0], "#55a868"),
               ("test defective", [r["score"] for r in category.rows if r["label"] == 1], "#c44e52")]
     values = np.concatenate([np.asarray(v, float) for _, v, _ in groups if len(v)] or [np.zeros(1)])
     bins = np.linspace(values.min(), values.max(), 30)
     for label, scores, colour in groups:
         if len(scores):
-            axis.hist(scores, bins=bins, alpha=0.55, label=f"{label} ({len(scores)})", color=colour)
+            # Densities, so a calibration set and a test set of different sizes compare by shape.
+            axis.hist(scores, bins=bins, alpha=0.55, label=f"{label} ({len(scores)})", color=colour, density=True)
     tau, s_max = category.threshold["tau"], category.threshold["s_max"]
     axis.axvline(tau, color="black", linestyle="--", label=f"τ = {tau:.4g}")
     axis.axvline(s_max, color="grey", linestyle=":", label=f"S_max = {s_max:.4g}")
     if tau < s_max:
         axis.axvspan(tau, s_max, color="orange", alpha=0.15, label="CAAS window")
     axis.set_xlabel("image score (squared L2)")
-    axis.set_ylabel("images")
+    axis.set_ylabel("density")
     axis.legend(fontsize=7)
     axis.set_title(category.name)
     return _png(figure)

@@ -13,7 +13,7 @@ from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.expert.coreset import INIT_STRATEGIES, coreset_size, select_coreset
-from eagle_cli.expert.knn import BankIndex
+from eagle_cli.expert.knn import BankIndex, pick_backend
 from eagle_cli.context import Context
 from eagle_cli.stages.common import category_seed, load_features, resolve_device
 
@@ -77,14 +77,19 @@ def run_fit_bank(features_ref: ArtifactRef, params: BankParams, *, context: Cont
         return draft.publish()
 
 
-def load_bank(ref: ArtifactRef, *, backend: str, device: str, tensors: dict | None = None) -> BankIndex:
-    """Open a bank artifact's index on the backend that fits ``device`` (``tensors``: already read)."""
-    tensors = tensors or load_bank_tensors(ref)
-    index = faiss.read_index(str(ref.path / INDEX_FILE))
-    return BankIndex(tensors["bank"], tensors["image_ids"], backend=backend, device=resolve_device(device),
-                     faiss_index=index)
+def load_bank(ref: ArtifactRef, *, backend: str, device: str) -> BankIndex:
+    """Open a bank artifact's index on the backend that fits ``device``.
+
+    The faiss backend reads only faiss's index (the rows are not loaded twice); torch reads the rows.
+    """
+    device = resolve_device(device)
+    backend = pick_backend(backend, device)
+    tensors = load_bank_tensors(ref, keys=("image_ids", "bank") if backend == "torch" else ("image_ids",))
+    index = faiss.read_index(str(ref.path / INDEX_FILE)) if backend == "faiss" else None
+    return BankIndex(tensors.get("bank"), tensors["image_ids"], backend=backend, device=device, faiss_index=index)
 
 
-def load_bank_tensors(ref: ArtifactRef) -> dict[str, torch.Tensor]:
+def load_bank_tensors(ref: ArtifactRef, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """The bank file's tensors (``keys``, default all): bank, image_ids, source_rows, selected_per_image."""
     with safe_open(str(ref.path / BANK_FILE), framework="pt") as fh:
-        return {key: fh.get_tensor(key) for key in fh.keys()}
+        return {key: fh.get_tensor(key) for key in (keys or fh.keys())}

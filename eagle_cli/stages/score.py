@@ -25,6 +25,7 @@ from eagle_cli.data.source import DataSource
 from eagle_cli.errors import ArtifactError, ImageError
 from eagle_cli.expert.anomaly_map import crop_map, observed_box, to_original_frame
 from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.context import Context
 from eagle_cli.stages.common import (
     ERRORS_FILE, image_batches, load_features, read_jsonl, record_error, samples_digest, write_jsonl,
@@ -120,8 +121,7 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
                 context.reporter.task(f"score {category}", n_images) as advance:
             for records, feats, grid in _feature_batches(test, samples, threshold_ref, params, context, errors, advance):
                 dist, _ = index.search(feats.reshape(-1, feats.shape[-1]), knn_k)
-                patch_scores = dist.mean(1).reshape(len(records), -1)
-                for record, scores in zip(records, patch_scores):
+                for record, scores in zip(records, patch_scores(dist).reshape(len(records), -1)):
                     try:
                         mask = _crop_mask(record, geometry)
                     except ImageError as exc:
@@ -176,9 +176,15 @@ def _metrics(rows: list[dict], maps: list[np.ndarray], masks: list[np.ndarray], 
         return {}
     labels = np.array([r["label"] for r in labelled])
     scores = np.array([r["score"] for r in labelled])
+    correct = (scores >= tau) == (labels == 1)
+    inside = np.array([r["uncertain"] for r in labelled], dtype=bool)
     result = {"labelled_images": len(labelled), "image_auroc": metrics.image_auroc(labels, scores),
               "verdict": metrics.verdict_metrics(labels, scores >= tau),
-              "false_alarm_rate": float(np.mean(scores[labels == 0] >= tau)) if (labels == 0).any() else None}
+              "false_alarm_rate": float(np.mean(scores[labels == 0] >= tau)) if (labels == 0).any() else None,
+              # The CAAS window is where the expert is unsure: how often is its verdict right there, and elsewhere?
+              "window": {"images": int(inside.sum()),
+                         "accuracy_inside": float(correct[inside].mean()) if inside.any() else None,
+                         "accuracy_outside": float(correct[~inside].mean()) if (~inside).any() else None}}
     if maps:
         stacked_maps, stacked_masks = np.stack(maps), np.stack(masks)
         result["pixel_auroc"] = metrics.pixel_auroc(stacked_masks, stacked_maps)

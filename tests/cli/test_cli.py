@@ -73,7 +73,7 @@ def test_stages_chain_on_the_command_line_with_json_summaries(tiny_root, tmp_pat
     again = json.loads(runner.invoke(app, ["score", "--device", "cpu", *common]).stdout)
     assert again[0]["reused"] and again[0]["path"] == summary[0]["path"]
     listed = runner.invoke(app, ["artifacts", "ls", "--artifacts", str(tmp_path), "--json"])
-    assert {a["kind"] for a in json.loads(listed.stdout)} == {"features", "bank", "threshold", "scores"}
+    assert {a["kind"] for a in json.loads(listed.stdout)} == {"features", "bank", "calibration", "threshold", "scores"}
     shown = runner.invoke(app, ["artifacts", "show", summary[0]["id"][:8], "--artifacts", str(tmp_path)])
     assert shown.exit_code == 0 and json.loads(shown.stdout)["id"] == summary[0]["id"]
 
@@ -113,8 +113,23 @@ def test_explicit_input_paths_are_used_once(tiny_root, tmp_path):
     bank = artifacts.latest(tmp_path, "default", "washer", "bank")
     result = runner.invoke(app, ["fit-threshold", "--bank", str(bank.path), "--method", "mad", *common])
     written = json.loads(result.stdout)
-    assert len(written) == 1 and written[0]["category"] == "washer"
-    assert written[0]["summary"]["method"] == "mad"
+    assert [w["kind"] for w in written] == ["calibration", "threshold"]
+    assert {w["category"] for w in written} == {"washer"} and written[1]["summary"]["method"] == "mad"
+
+
+def test_fit_threshold_refuses_a_target_its_images_cannot_support_and_reuses_a_given_calibration(tiny_root, tmp_path):
+    common = ["--artifacts", str(tmp_path), "--category", "brick", "--json"]
+    assert runner.invoke(app, ["fit-bank", "--data", str(tiny_root), *TINY_ARGS, *common]).exit_code == 0
+    refused = runner.invoke(app, ["fit-threshold", *common])
+    assert refused.exit_code == 1 and "8 can promise targets down to 0.111" in refused.output
+    assert {a.kind for a in artifacts.list_artifacts(tmp_path)} == {"features", "bank"}
+    first = json.loads(runner.invoke(app, ["fit-threshold", "--target-far", "0.2", *common]).stdout)
+    calibration = first[0]["path"]
+    assert first[1]["summary"]["smallest_target"] == pytest.approx(1 / 9)
+    second = runner.invoke(app, ["fit-threshold", "--calibration-artifact", calibration, "--method", "k-sigma", "--json",
+                                 "--artifacts", str(tmp_path)])
+    written = json.loads(second.stdout)
+    assert written[0]["path"] == calibration and written[1]["summary"]["method"] == "k-sigma"
 
 
 def test_help_answers_without_loading_torch_and_names_every_backbone():

@@ -39,7 +39,7 @@ def test_reason_through_a_server_from_the_command_line(tiny_root, tmp_path):
     from tests.mllm.servers import completion, scripted_server
 
     common = ["--artifacts", str(tmp_path), "--category", "washer", "-q"]
-    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold"], ["score", "--device", "cpu"],
+    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold", "--target-far", "0.2"], ["score", "--device", "cpu"],
                  ["prompt", "--no-instruction", "--no-verdict", "--visual", "none"]):
         assert runner.invoke(app, [*args, *common]).exit_code == 0
     prompts = [json.loads(line) for line in next(tmp_path.rglob("prompts.jsonl")).read_text().splitlines()]

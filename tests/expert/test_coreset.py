@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from eagle_cli.errors import ParameterError
-from eagle_cli.expert.coreset import project, select_coreset, starting_points
+from eagle_cli.expert.coreset import project, projection, select_coreset, starting_points
 
 
 def _patches(n=3000, seed=0):
@@ -14,7 +14,7 @@ def _patches(n=3000, seed=0):
 def brute_force(features, ratio, *, seed, sqrt_domain):
     """The plain loop: every point's distance to every new member, no pruning."""
     g = torch.Generator().manual_seed(seed)
-    proj = project(features, 128, generator=g)
+    proj = project(features, projection(features.shape[1], 128, generator=g))
     sq = (proj * proj).sum(1)
     seeds = starting_points(proj, 10, "center_farthest", generator=g)
 

@@ -66,6 +66,8 @@ def test_a_second_run_redoes_nothing_and_a_new_threshold_redoes_only_what_follow
     for category in ("brick", "washer"):
         assert reused[(category, "extract")] and reused[(category, "fit-bank")]
         assert not any(reused[(category, stage)] for stage in ("fit-threshold", "score", "prompt", "reason"))
+        # Both thresholds were fitted on one calibration artifact: a new method scores no training image again.
+        assert len(artifacts.list_artifacts(tmp / "artifacts", run="r1", category=category, kind="calibration")) == 1
 
 
 def test_report_numbers_files_and_mmad_export(chain):
@@ -86,11 +88,19 @@ def test_report_numbers_files_and_mmad_export(chain):
 
 def test_report_opens_in_a_browser_with_tables_plots_and_a_gallery(chain, tmp_path):
     _, _, outcomes = chain
-    page = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report")).path / "report.html"
+    report = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report"))
+    page = report.path / "report.html"
     assert "http://" not in page.read_text() and "https://" not in page.read_text()  # self-contained
     dom = dump_dom(page, tmp_path / "profile")
     assert dom.count('class="metrics"') == 1 and dom.count('class="plot"') >= 2
     assert dom.count('class="item"') == 22
+    # The calibration table sets the threshold's promise beside what the good test images show.
+    assert dom.count('class="calibration"') == 1
+    for scores in [artifacts.open_artifact(i["path"]) for i in report.manifest["inputs"] if i["kind"] == "scores"]:
+        good = [json.loads(line) for line in (scores.path / "scores.jsonl").read_text().splitlines()]
+        good = [r for r in good if r["label"] == 0]
+        row = dom.split(f'<tr data-category="{scores.path.parent.parent.name}">')[1].split("</tr>")[0]
+        assert f"({sum(r['anomalous'] for r in good)}/{len(good)})" in row and 'class="predicted"' in row
     shot = screenshot(page, tmp_path / "first-screen.png", tmp_path / "profile2")
     with Image.open(shot) as image:
         assert image.size == (1280, 1600) and len(np.unique(np.asarray(image.convert("L")))) > 20  # not blank

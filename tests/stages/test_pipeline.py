@@ -17,14 +17,16 @@ from eagle_cli.context import Context
 from eagle_cli.stages.common import save_features
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import BankParams, load_bank_tensors, run_fit_bank
+from eagle_cli.stages.calibrate import CalibrationParams
 from eagle_cli.stages.fit_threshold import FitThresholdParams, load_threshold, run_fit_threshold
 from eagle_cli.stages.score import ScoreParams, ScoreInputs, load_maps, run_score
-from tests.conftest import TINY
+from eagle_cli.threshold import ThresholdParams
+from tests.conftest import TINY, TINY_THRESHOLD
 
 BANK = BankParams(coreset_ratio=0.1)
 
 
-def _expert(root, category, context, *, bank=BANK, extract=TINY, threshold=FitThresholdParams()):
+def _expert(root, category, context, *, bank=BANK, extract=TINY, threshold=TINY_THRESHOLD):
     source = DataSource(root=root)
     features = run_extract(source, category, "train", extract, context=context)
     bank_ref = run_fit_bank(features, bank, context=context)
@@ -90,16 +92,19 @@ def test_knn_k_is_stored_in_the_bank_and_honoured_downstream(tiny_root, context)
     k1 = load_threshold(_expert(tiny_root, "brick", context))
     k3 = load_threshold(_expert(tiny_root, "brick", context, bank=replace(BANK, knn_k=3)))
     assert (k1["knn_k"], k3["knn_k"]) == (1, 3)
-    assert k3["train_mean"] > k1["train_mean"]  # the mean over 3 neighbours is never below the nearest
+    assert k3["calibration_mean"] > k1["calibration_mean"]  # the mean over 3 neighbours is never below the nearest
 
 
 def test_too_few_unselected_patches_are_counted_not_nan(tiny_root, context):
     # 10x10 = 100 patches per image and 10 % selected: about 90 unselected each.
-    result = load_threshold(_expert(tiny_root, "brick", context, threshold=FitThresholdParams(min_unselected=90)))
-    assert result["excluded_few_unselected"] > 0 and result["used"] + result["excluded_few_unselected"] == 8
+    reference = FitThresholdParams(dbt=ThresholdParams("k-sigma"),
+                                   calibration=CalibrationParams("reference", min_unselected=90))
+    result = load_threshold(_expert(tiny_root, "brick", context, threshold=reference))
+    assert result["excluded"] > 0 and result["calibration_images"] + result["excluded"] == 8
     assert np.isfinite(result["tau"]) and np.isfinite(result["s_max"])
-    with pytest.raises(ParameterError, match="lower --min-unselected"):
-        _expert(tiny_root, "brick", context, threshold=FitThresholdParams(min_unselected=101))
+    with pytest.raises(ParameterError, match="--min-unselected 101 with --calibration reference"):
+        _expert(tiny_root, "brick", context, threshold=replace(
+            reference, calibration=CalibrationParams("reference", min_unselected=101)))
 
 
 @pytest.fixture
@@ -120,7 +125,7 @@ def test_bad_images_are_skipped_listed_and_the_rest_completes(messy_root, contex
     errors = [json.loads(line) for line in (features.path / "errors.jsonl").read_text().splitlines()]
     assert sorted(e["path"].rsplit("/", 1)[1] for e in errors) == ["900.png", "901.png", "902.png"]
     assert features.summary == {**features.summary, "images": 8, "errors": 3}
-    threshold_ref = run_fit_threshold(run_fit_bank(features, BANK, context=context), FitThresholdParams(),
+    threshold_ref = run_fit_threshold(run_fit_bank(features, BANK, context=context), TINY_THRESHOLD,
                                       context=context)
     scores = run_score(threshold_ref, ScoreInputs(source=DataSource(root=messy_root), category="brick"), ScoreParams(),
                        context=context)
@@ -190,7 +195,7 @@ def test_ctrl_c_in_any_stage_leaves_nothing_accepted_and_the_rerun_completes(sta
     steps = {
         "extract": lambda ctx, prev: run_extract(source, "brick", "train", TINY, context=ctx),
         "fit-bank": lambda ctx, prev: run_fit_bank(prev, BANK, context=ctx),
-        "fit-threshold": lambda ctx, prev: run_fit_threshold(prev, FitThresholdParams(), context=ctx),
+        "fit-threshold": lambda ctx, prev: run_fit_threshold(prev, TINY_THRESHOLD, context=ctx),
         "score": lambda ctx, prev: run_score(prev, ScoreInputs(source=source, category="brick"), ScoreParams(), context=ctx),
     }
     previous = None
@@ -198,8 +203,9 @@ def test_ctrl_c_in_any_stage_leaves_nothing_accepted_and_the_rerun_completes(sta
         if name == stage:
             with pytest.raises(KeyboardInterrupt):
                 step(broken, previous)
-            kind = "features" if name == "extract" else name.split("-")[-1] + ("s" if name == "score" else "")
-            assert not [r for r in artifacts.list_artifacts(calm.artifacts) if r.kind == kind]
+            kinds = {"extract": ("features",), "fit-bank": ("bank",), "fit-threshold": ("calibration", "threshold"),
+                     "score": ("scores",)}[name]
+            assert not [r for r in artifacts.list_artifacts(calm.artifacts) if r.kind in kinds]
             assert not list(calm.artifacts.rglob(".tmp-*"))
             assert not step(calm, previous).reused
             return
@@ -212,5 +218,5 @@ def test_float16_features_are_stored_half_size_and_feed_the_same_stages(tiny_roo
     assert half.path != full.path
     size = lambda ref: (ref.path / "features.safetensors").stat().st_size  # noqa: E731
     assert size(half) < 0.6 * size(full)
-    threshold = run_fit_threshold(run_fit_bank(half, BANK, context=context), FitThresholdParams(), context=context)
+    threshold = run_fit_threshold(run_fit_bank(half, BANK, context=context), TINY_THRESHOLD, context=context)
     assert np.isfinite(load_threshold(threshold)["tau"])

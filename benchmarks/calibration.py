@@ -1,0 +1,196 @@
+"""How well each calibration estimator predicts the scores of good images the expert has never seen.
+
+    python -m benchmarks.calibration [--seeds 0,1,2] [--categories ...] [--train 60] [--test-good 100]
+
+On the ``realistic`` synthetic set (pose, lighting and sensor variation between good parts, weak
+defects), per category and seed: extract train and test features (MobileNetV2, ImageNet weights),
+fit the default bank, compute every estimator's calibration scores, and compare them with the
+scores of held-out good test images: the bias of the mean in units of the good-test std, the
+observed false-alarm rate and miss rate of the conformal threshold at --target-far and of k-sigma,
+and their balanced accuracy against the label oracle (the best threshold chosen with test labels).
+Each estimator's time is given as a ratio to the extract time of the same training images,
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from eagle_cli import metrics
+from eagle_cli.context import Context
+from eagle_cli.data import DataSource
+from eagle_cli.data.synthetic import REALISTIC_CATEGORIES, generate
+from eagle_cli.expert import calibration as cal
+from eagle_cli.expert.scoring import patch_scores
+from eagle_cli.stages.common import category_seed, load_features
+from eagle_cli.stages.extract import ExtractParams, run_extract
+from eagle_cli.stages.fit_bank import BankParams, load_bank, load_bank_tensors, run_fit_bank
+from eagle_cli.threshold import ThresholdParams, conformal_rank, fit_threshold
+
+ESTIMATORS = ("reference", "leave-own-out", "refill", "cross-fit-5")
+
+
+def balanced_accuracy(good: np.ndarray, bad: np.ndarray, tau: float) -> float:
+    return 0.5 * (np.mean(good < tau) + np.mean(bad >= tau))
+
+
+def oracle(good: np.ndarray, bad: np.ndarray) -> float:
+    candidates = np.concatenate([good, bad, [np.inf]])
+    return max(balanced_accuracy(good, bad, t) for t in candidates)
+
+
+def estimate(name: str, category: str, features, index, tensors, bank_params: BankParams,
+             knn_k: int) -> tuple[np.ndarray, float]:
+    n_images, patches, _ = features.shape
+    start = time.perf_counter()
+    quiet = lambda n: None  # noqa: E731
+    if name == "reference":
+        selected = torch.zeros(n_images * patches, dtype=torch.bool)
+        selected[tensors["source_rows"]] = True
+        result = cal.reference_scores(features, index, ~selected.reshape(n_images, patches), knn_k=knn_k,
+                                      min_unselected=32, extra=32, progress=quiet)
+    elif name == "leave-own-out":
+        result = cal.leave_own_out_scores(features, index, knn_k=knn_k, extra=32, progress=quiet)
+    elif name == "refill":
+        seed = category_seed(bank_params.seed, category)
+        result = cal.refill_scores(features, index, tensors["source_rows"], knn_k=knn_k, proj_dim=bank_params.proj_dim,
+                                   generator=torch.Generator().manual_seed(seed), extra=32, progress=quiet)
+    else:
+        folds = int(name.rsplit("-", 1)[1])
+        settings = cal.CoresetSettings(bank_params.coreset_ratio, bank_params.proj_dim, bank_params.n_starts,
+                                       bank_params.init)
+        result = cal.cross_fit_scores(features, folds=folds, coreset=settings, knn_k=knn_k, seed=7, progress=quiet)
+    return result.scores[np.isfinite(result.scores)], time.perf_counter() - start
+
+
+def one_category(root: Path, category: str, context: Context, extract: ExtractParams, targets: list[float],
+                 estimators: tuple[str, ...]) -> dict:
+    source = DataSource(root=root)
+    start = time.perf_counter()
+    # Forced, so the extract time is measured in this run even when the artifact exists.
+    train = run_extract(source, category, "train", extract, context=replace(context, force=True))
+    extract_seconds = time.perf_counter() - start
+    test = run_extract(source, category, "test", extract, context=context)
+    bank_params = BankParams()
+    bank = run_fit_bank(train, bank_params, context=context)
+    tensors = load_bank_tensors(bank, keys=("source_rows",))
+    index = load_bank(bank, backend="faiss", device="cpu")
+    features, _, _ = load_features(train)
+    test_features, records, _ = load_features(test)
+    dist, _ = index.search(test_features.reshape(-1, test_features.shape[-1]), 1)
+    test_scores = patch_scores(dist.reshape(len(records), -1, 1)).max(1)
+    labels = np.array([r["label"] for r in records])
+    good, bad = test_scores[labels == 0], test_scores[labels == 1]
+    out = {"category": category, "extract_s": extract_seconds, "good_mean": float(good.mean()),
+           "good_std": float(good.std()), "oracle": oracle(good, bad), "estimators": {},
+           "image_auroc": metrics.image_auroc(labels, test_scores)}
+    for name in estimators:
+        scores, seconds = estimate(name, category, features, index, tensors, bank_params, 1)
+        taus = {f"conformal {t:g}": np.sort(scores)[conformal_rank(len(scores), t) - 1] for t in targets}
+        taus["k-sigma"] = fit_threshold(scores, ThresholdParams("k-sigma"))
+        out["estimators"][name] = {
+            "seconds": seconds, "cost": seconds / extract_seconds,
+            "bias": float((scores.mean() - good.mean()) / good.std()),
+            "std_ratio": float(scores.std() / good.std()),
+            **{rule: {"far": float(np.mean(good >= tau)), "miss": float(np.mean(bad < tau)),
+                      "bal_acc": balanced_accuracy(good, bad, tau)} for rule, tau in taus.items()},
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--categories", default=",".join(REALISTIC_CATEGORIES))
+    parser.add_argument("--train", type=int, default=60)
+    parser.add_argument("--test-good", type=int, default=100)
+    parser.add_argument("--test-per-defect", type=int, default=10)
+    parser.add_argument("--targets", default="0.02,0.05,0.1", help="False-alarm targets of the conformal threshold.")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--estimators", default=",".join(ESTIMATORS))
+    parser.add_argument("--workdir", type=Path, help="Keep data and artifacts here (reused by the next run).")
+    parser.add_argument("--json", type=Path, help="Also write every figure to this file.")
+    parser.add_argument("--summarise", type=Path, nargs="+", help="Only print the tables of earlier --json files.")
+    args = parser.parse_args()
+    if args.summarise:
+        summarise([row for path in args.summarise for row in json.loads(path.read_text())])
+        return
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    extract = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu")
+    estimators = tuple(args.estimators.split(","))
+    targets = [float(t) for t in args.targets.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.workdir or Path(scratch)
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            root = tmp / f"data-{seed}-{args.train}-{args.test_good}-{args.test_per_defect}"
+            if not root.is_dir():
+                generate(root, categories=REALISTIC_CATEGORIES, variation="realistic", n_train=args.train,
+                         n_test_good=args.test_good, n_test_per_defect=args.test_per_defect, seed=seed)
+            context = Context(artifacts=tmp / "artifacts")
+            for category in args.categories.split(","):
+                row = one_category(root, category, context, extract, targets, estimators)
+                row["seed"] = seed
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    summarise(results)
+
+
+def summarise(results: list[dict]) -> None:
+    """Markdown tables: per category, the mean (± std) over seeds of each figure."""
+    categories = list(dict.fromkeys(r["category"] for r in results))
+    estimators = list(dict.fromkeys(name for r in results for name in r["estimators"]))
+    first = results[0]["estimators"][estimators[0]]
+    rules = [key for key, value in first.items() if isinstance(value, dict)]
+
+    def rows_of(category, name):
+        return [r for r in results if r["category"] == category and name in r["estimators"]]
+
+    def cell(values, fmt="+.2f"):
+        values = np.asarray(values, dtype=float)
+        return f"{values.mean():{fmt}} ± {values.std():.2f}" if len(values) > 1 else f"{values.mean():{fmt}}"
+
+    seeds = sorted({r["seed"] for r in results})
+    print(f"\nseeds {seeds}; image AUROC: " + ", ".join(
+        f"{c} {np.mean([r['image_auroc'] for r in results if r['category'] == c]):.3f}" for c in categories))
+    for key, title in (("bias", "bias of the calibration mean, in good-test standard deviations"),
+                       ("std_ratio", "calibration spread / good-test spread")):
+        print(f"\n{title} (mean ± std over seeds)")
+        print("| estimator | " + " | ".join(categories) + " | cost / extract |")
+        print("|---|" + "---|" * (len(categories) + 1))
+        for name in estimators:
+            cells = [cell([r["estimators"][name][key] for r in rows_of(c, name)], "+.2f" if key == "bias" else ".2f")
+                     for c in categories]
+            cost = np.mean([r["estimators"][name]["cost"] for r in results if name in r["estimators"]])
+            print(f"| {name} | " + " | ".join(cells) + f" | {cost:.2f} |")
+    for rule in rules:
+        print(f"\n{rule}: false alarms / misses / balanced accuracy − oracle, in points (mean over seeds)")
+        print("| estimator | " + " | ".join(categories) + " | worst false alarms | mean gap to oracle |")
+        print("|---|" + "---|" * (len(categories) + 2))
+        for name in estimators:
+            cells, gaps, fars = [], [], []
+            for c in categories:
+                rows = rows_of(c, name)
+                far = 100 * np.mean([r["estimators"][name][rule]["far"] for r in rows])
+                miss = 100 * np.mean([r["estimators"][name][rule]["miss"] for r in rows])
+                gap = 100 * np.mean([r["estimators"][name][rule]["bal_acc"] - r["oracle"] for r in rows])
+                gaps.append(gap)
+                fars.append(far)
+                cells.append(f"{far:.0f} / {miss:.0f} / {gap:+.1f}")
+            print(f"| {name} | " + " | ".join(cells) + f" | {max(fars):.0f} | {np.mean(gaps):+.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Calibration scores: what good images the expert has never seen would score, estimated from the training images.
+
+DBT fits τ on normal scores, so those scores must be distributed like the scores of new good
+parts. Every training image is also in the bank, so each estimator scores an image against a bank
+that "has not seen" it, in a different way:
+
+``reference``  (eagle-method.md A.7, parity) the image's *unselected* patches against the bank
+               without the image's own entries. Biased low: the coreset took the image's most
+               unusual patches, and what is left has close neighbours in the other images.
+``leave-own-out``  *all* patches against the bank without the image's own entries. Biased high:
+               the removed entries also covered other images' patches, and a coreset fitted without
+               the image would have put entries from those images there instead.
+``refill``     leave-own-out, plus those replacement entries: the other images' patches that the
+               removed entries covered ("orphans") are refilled farthest-first, with as many entries
+               as a coreset of the other n − 1 images would have to spare. Costs about two searches
+               of every training patch.
+``cross-fit``  K folds: each fold is scored with all patches against a bank refitted, with the real
+               bank's coreset settings, on the other folds. Exact for K = n (the jackknife); for
+               smaller K the banks see fewer images, so it is biased high. Costs K coreset fits.
+
+Every function returns one score per training image (NaN for an image it leaves out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eagle_cli.errors import ParameterError
+from eagle_cli.expert.coreset import coreset_size, project, projection, select_coreset
+from eagle_cli.expert.knn import BankIndex
+from eagle_cli.expert.scoring import image_score, patch_scores
+from eagle_cli.progress import Advance
+
+CALIBRATIONS = ("reference", "leave-own-out", "refill", "cross-fit")
+#: Images whose patches go to faiss in one search: large enough to keep BLAS busy, small enough
+#: that the float32 copy of the queries (8 × 784 × 1024 × 4 B = 26 MB) stays small next to the bank.
+_IMAGES_PER_SEARCH = 8
+
+
+@dataclass(frozen=True)
+class CoresetSettings:
+    """How the real bank's coreset was selected; cross-fitting refits each fold's bank with exactly these."""
+
+    ratio: float
+    proj_dim: int
+    n_starts: int
+    init: str
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One score per training image, NaN where left out; ``fold`` is each image's fold (cross-fit) or -1."""
+
+    scores: np.ndarray
+    fold: np.ndarray
+    fallback_rows: int = 0
+
+
+def _groups(images: list[int] | np.ndarray) -> list[list[int]]:
+    images = list(images)
+    return [images[start:start + _IMAGES_PER_SEARCH] for start in range(0, len(images), _IMAGES_PER_SEARCH)]
+
+
+def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch.Tensor, *, knn_k: int,
+                     min_unselected: int, extra: int, progress: Advance) -> Calibration:
+    """Score each image's unselected patches ``unselected (n, P) bool``; leave out images with fewer than
+    ``min_unselected``."""
+    n_images = features.shape[0]
+    counts = unselected.sum(1)
+    usable = [i for i in range(n_images) if counts[i] >= min_unselected]
+    scores = np.full(n_images, np.nan)
+    fallback_rows = 0
+    progress(n_images - len(usable))
+    for group in _groups(usable):
+        queries = torch.cat([features[i][unselected[i]] for i in group])
+        owners = np.repeat(group, [int(counts[i]) for i in group])
+        dist, _, fallback = index.search_leave_own_out(queries, knn_k, owners, extra=extra)
+        fallback_rows += fallback
+        bounds = np.cumsum([0] + [int(counts[i]) for i in group])
+        for i, lo, hi in zip(group, bounds[:-1], bounds[1:]):
+            scores[i] = image_score(dist[lo:hi])
+        progress(len(group))
+    return Calibration(scores, np.full(n_images, -1), fallback_rows)
+
+
+def _own_out_search(features: torch.Tensor, index: BankIndex, *, knn_k: int, extra: int, progress: Advance
+                    ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every patch against the other images' entries: distances ``(n, P, k)``, the image that owns
+    each patch's plain nearest entry ``(n, P)``, and the number of fallback rows."""
+    n_images, patches, dim = features.shape
+    dists = np.empty((n_images, patches, knn_k), dtype=np.float32)
+    nearest_image = np.empty((n_images, patches), dtype=np.int64)
+    fallback_rows = 0
+    for group in _groups(range(n_images)):
+        queries = features[group[0]:group[-1] + 1].reshape(-1, dim)
+        dist, nearest, fallback = index.search_leave_own_out(queries, knn_k, np.repeat(group, patches), extra=extra)
+        dists[group[0]:group[-1] + 1] = dist.reshape(len(group), patches, knn_k)
+        nearest_image[group[0]:group[-1] + 1] = index.image_ids[nearest].reshape(len(group), patches)
+        fallback_rows += fallback
+        progress(len(group))
+    return dists, nearest_image, fallback_rows
+
+
+def leave_own_out_scores(features: torch.Tensor, index: BankIndex, *, knn_k: int, extra: int,
+                         progress: Advance) -> Calibration:
+    """Score all patches of each image against the bank without that image's entries."""
+    dists, _, fallback_rows = _own_out_search(features, index, knn_k=knn_k, extra=extra, progress=progress)
+    return Calibration(patch_scores(dists).max(1).astype(np.float64), np.full(len(dists), -1), fallback_rows)
+
+
+def refill_scores(features: torch.Tensor, index: BankIndex, source_rows: torch.Tensor, *, knn_k: int, proj_dim: int,
+                  generator: torch.Generator, extra: int, progress: Advance) -> Calibration:
+    """Leave-own-out with the removed entries' orphans refilled (see the module docstring).
+
+    The refill continues the coreset's own greedy in its own space: ``generator`` must be seeded as
+    the bank's was, so the random projection is the same. Image i's orphans are refilled
+    farthest-first until every one lies within the bank's covering radius r (the largest projected
+    distance of any training patch to its nearest entry): the cover a coreset of the other n − 1
+    images reaches everywhere. Projections are made a group of images at a time and not kept (an
+    image's orphans are projected again for its refill), so memory stays below fit-bank's.
+    """
+    n_images, patches, dim = features.shape
+    # Two passes over the images, each half of the work: progress advances by halves.
+    dists, _, fallback_rows = _own_out_search(features, index, knn_k=knn_k, extra=extra,
+                                              progress=lambda n: progress(n / 2))
+    flat = features.reshape(-1, dim)
+    weight = projection(dim, proj_dim, generator=generator)
+    bank = torch.cat([project(flat[rows], weight) for rows in torch.split(source_rows, _IMAGES_PER_SEARCH * patches)])
+    projected = BankIndex(bank, torch.as_tensor(index.image_ids), backend="faiss", device=torch.device("cpu"))
+    radius, orphans, orphan_of, orphan_dist = 0.0, [], [], []
+    for group in _groups(range(n_images)):
+        rows = np.arange(group[0] * patches, (group[-1] + 1) * patches)
+        proj = project(flat[rows[0]:rows[-1] + 1], weight)
+        nearest_dist, nearest_row = projected.search(proj, 1)
+        radius = max(radius, float(nearest_dist.max()))
+        nearest_image = index.image_ids[nearest_row[:, 0]]
+        # An orphan is a patch whose nearest entry came from another image: removing that image uncovers it.
+        orphan = nearest_image != rows // patches
+        dist, _, fallback = projected.search_leave_own_out(proj[torch.as_tensor(orphan)], 1, nearest_image[orphan],
+                                                           extra=extra)
+        orphans.append(rows[orphan])
+        orphan_of.append(nearest_image[orphan])
+        orphan_dist.append(dist[:, 0])
+        fallback_rows += fallback
+    orphans, orphan_of, orphan_dist = map(np.concatenate, (orphans, orphan_of, orphan_dist))
+    order = np.argsort(orphan_of, kind="stable")
+    bounds = np.searchsorted(orphan_of[order], np.arange(n_images + 1))
+    scores = np.empty(n_images)
+    for i in range(n_images):
+        members = order[bounds[i]:bounds[i + 1]]
+        patch_dists = dists[i]
+        if len(members):
+            chosen = _farthest_first(project(flat[torch.as_tensor(orphans[members])], weight),
+                                     torch.from_numpy(orphan_dist[members]), radius)
+            if chosen:
+                refill = flat[torch.as_tensor(orphans[members[chosen]])].float()
+                extra_dists = torch.cdist(features[i].float(), refill).square_().numpy()
+                patch_dists = np.sort(np.concatenate([patch_dists, extra_dists], axis=1), axis=1)[:, :knn_k]
+        scores[i] = image_score(patch_dists)
+        progress(0.5)
+    return Calibration(scores, np.full(n_images, -1), fallback_rows)
+
+
+def _farthest_first(points: torch.Tensor, sq_dist: torch.Tensor, radius: float) -> list[int]:
+    """Greedy k-center: rows of ``points`` (squared distance ``sq_dist`` to their cover), each the one
+    farthest from what covers it so far, until every row is within squared distance ``radius``."""
+    sq_dist = sq_dist.clone()
+    chosen = []
+    while True:
+        j = int(sq_dist.argmax())
+        if sq_dist[j] <= radius:
+            return chosen
+        chosen.append(j)
+        torch.minimum(sq_dist, ((points - points[j]) ** 2).sum(1), out=sq_dist)
+
+
+def fold_assignment(n_images: int, folds: int, *, seed: int) -> np.ndarray:
+    """Each image's fold, ``(n,)``: a seeded shuffle dealt round-robin, so fold sizes differ by at most one."""
+    if not 2 <= folds <= n_images:
+        raise ParameterError(f"--folds {folds}: cross-fitting needs between 2 and the number of training images "
+                             f"({n_images}) folds.")
+    fold = np.empty(n_images, dtype=np.int64)
+    fold[np.random.default_rng(seed).permutation(n_images)] = np.arange(n_images) % folds
+    return fold
+
+
+def cross_fit_scores(features: torch.Tensor, *, folds: int, coreset: CoresetSettings, knn_k: int, seed: int,
+                     progress: Advance) -> Calibration:
+    """Score each fold with all patches against a bank refitted on the other folds."""
+    n_images, patches, dim = features.shape
+    fold = fold_assignment(n_images, folds, seed=seed)
+    smallest = n_images - int(np.bincount(fold).max())
+    if coreset_size(smallest * patches, coreset.ratio) < knn_k:
+        raise ParameterError(f"With --folds {folds}, a fold's bank is fitted on {smallest} images and would hold "
+                             f"fewer than k = {knn_k} entries; use fewer folds.")
+    scores = np.empty(n_images)
+    for f in range(folds):
+        kept, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        train = features[torch.as_tensor(kept)].reshape(-1, dim).float()
+        selected = select_coreset(train, coreset.ratio, proj_dim=coreset.proj_dim, n_starts=coreset.n_starts,
+                                  init=coreset.init, generator=torch.Generator().manual_seed(seed + f + 1))
+        bank = BankIndex(train[selected], torch.as_tensor(kept)[selected // patches], backend="faiss",
+                         device=torch.device("cpu"))
+        del train
+        for group in _groups(held):
+            dist, _ = bank.search(features[torch.as_tensor(group)].reshape(-1, dim), knn_k)
+            scores[group] = patch_scores(dist.reshape(len(group), patches, knn_k)).max(1)
+            progress(len(group))
+    return Calibration(scores, fold)

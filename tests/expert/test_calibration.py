@@ -1,0 +1,108 @@
+"""Calibration estimators on small clustered features: their ordering, the jackknife, the folds."""
+
+import numpy as np
+import pytest
+import torch
+
+from eagle_cli.errors import ParameterError
+from eagle_cli.expert import calibration as cal
+from eagle_cli.expert.coreset import select_coreset
+from eagle_cli.expert.knn import BankIndex
+from eagle_cli.expert.scoring import patch_scores
+
+CPU = torch.device("cpu")
+N_IMAGES, PATCHES, DIM = 12, 25, 16
+RATIO = 0.2
+
+
+def quiet(n):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """Object-like features: each patch position has its own appearance, varied per image."""
+    g = torch.Generator().manual_seed(0)
+    positions = torch.randn(PATCHES, DIM, generator=g) * 3
+    features = positions + torch.randn(N_IMAGES, PATCHES, DIM, generator=g)
+    flat = features.reshape(-1, DIM)
+    selected = select_coreset(flat, RATIO, proj_dim=8, n_starts=3, generator=torch.Generator().manual_seed(11))
+    index = BankIndex(flat[selected], selected // PATCHES, backend="faiss", device=CPU)
+    unselected = torch.ones(N_IMAGES * PATCHES, dtype=torch.bool)
+    unselected[selected] = False
+    return features, index, selected, unselected.reshape(N_IMAGES, PATCHES)
+
+
+def test_all_patches_never_score_below_the_unselected_ones(setup):
+    features, index, _, unselected = setup
+    reference = cal.reference_scores(features, index, unselected, knn_k=1, min_unselected=1, extra=8, progress=quiet)
+    own_out = cal.leave_own_out_scores(features, index, knn_k=1, extra=8, progress=quiet)
+    assert np.isfinite(reference.scores).all()
+    assert (own_out.scores >= reference.scores - 1e-4).all()
+    assert (own_out.scores > reference.scores + 1e-3).any()
+
+
+def test_reference_leaves_out_images_with_too_few_unselected_patches(setup):
+    features, index, _, unselected = setup
+    counts = unselected.sum(1).numpy()
+    cut = int(np.median(counts)) + 1
+    result = cal.reference_scores(features, index, unselected, knn_k=1, min_unselected=cut, extra=8, progress=quiet)
+    assert np.array_equal(np.isnan(result.scores), counts < cut)
+
+
+@pytest.mark.parametrize("knn_k", [1, 3])
+def test_refill_only_adds_entries_back_so_it_never_scores_above_leave_own_out(setup, knn_k):
+    features, index, selected, _ = setup
+    own_out = cal.leave_own_out_scores(features, index, knn_k=knn_k, extra=8, progress=quiet)
+    refill = cal.refill_scores(features, index, selected, knn_k=knn_k, proj_dim=8,
+                               generator=torch.Generator().manual_seed(11), extra=8, progress=quiet)
+    assert (refill.scores <= own_out.scores + 1e-4).all()
+    assert (refill.scores < own_out.scores - 1e-3).any()  # some removed entry left orphans to refill
+
+
+def test_refill_reports_progress_for_every_image(setup):
+    features, index, selected, _ = setup
+    seen = []
+    cal.refill_scores(features, index, selected, knn_k=1, proj_dim=8, generator=torch.Generator().manual_seed(11),
+                      extra=8, progress=seen.append)
+    assert sum(seen) == N_IMAGES
+
+
+def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
+    features = setup[0]
+    settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
+    result = cal.cross_fit_scores(features, folds=N_IMAGES, coreset=settings, knn_k=1, seed=5, progress=quiet)
+    for image in (0, 7):
+        fold = int(result.fold[image])
+        others = [i for i in range(N_IMAGES) if i != image]
+        flat = features[others].reshape(-1, DIM)
+        generator = torch.Generator().manual_seed(5 + fold + 1)
+        selected = select_coreset(flat, RATIO, proj_dim=8, n_starts=3, generator=generator)
+        dist = torch.cdist(features[image], flat[selected]).square().min(1).values
+        assert result.scores[image] == pytest.approx(float(dist.max()), rel=1e-4)
+
+
+def test_cross_fit_scores_every_image_once_from_a_bank_without_it(setup):
+    features = setup[0]
+    settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
+    result = cal.cross_fit_scores(features, folds=3, coreset=settings, knn_k=1, seed=5, progress=quiet)
+    assert np.isfinite(result.scores).all() and sorted(np.bincount(result.fold)) == [4, 4, 4]
+    # A bank that holds the image itself scores it lower: every image was scored without its own patches.
+    flat = features.reshape(-1, DIM)
+    inside = patch_scores(BankIndex(flat, torch.arange(len(flat)) // PATCHES, backend="faiss", device=CPU)
+                          .search(flat, 1)[0].reshape(N_IMAGES, PATCHES, 1)).max(1)
+    assert (result.scores > inside).all()
+
+
+def test_folds_are_balanced_seeded_and_bounded():
+    a, b = cal.fold_assignment(10, 3, seed=1), cal.fold_assignment(10, 3, seed=1)
+    assert np.array_equal(a, b) and sorted(np.bincount(a)) == [3, 3, 4]
+    assert not np.array_equal(a, cal.fold_assignment(10, 3, seed=2))
+    with pytest.raises(ParameterError, match="between 2 and the number of training images \\(10\\)"):
+        cal.fold_assignment(10, 11, seed=0)
+
+
+def test_a_fold_bank_smaller_than_k_is_refused(setup):
+    settings = cal.CoresetSettings(0.01, proj_dim=8, n_starts=3, init="center_farthest")
+    with pytest.raises(ParameterError, match="fewer than k = 3 entries; use fewer folds"):
+        cal.cross_fit_scores(setup[0], folds=2, coreset=settings, knn_k=3, seed=0, progress=quiet)
