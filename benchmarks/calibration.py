@@ -31,10 +31,13 @@ from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import REALISTIC_CATEGORIES, generate
 from eagle_cli.expert import calibration as cal
 from eagle_cli.expert.scoring import patch_scores
-from eagle_cli.stages.common import category_seed, load_features
-from eagle_cli.stages.extract import ExtractParams, run_extract
-from eagle_cli.stages.fit_bank import BankParams, load_bank, load_bank_tensors, run_fit_bank
-from eagle_cli.threshold import ThresholdParams, conformal_rank, fit_threshold
+from eagle_cli.formats.bank import read_bank, read_bank_tensors
+from eagle_cli.formats.features import read_features
+from eagle_cli.params import BankParams, ExtractParams, ThresholdParams
+from eagle_cli.seeds import category_seed
+from eagle_cli.stages.extract import run_extract
+from eagle_cli.stages.fit_bank import run_fit_bank
+from eagle_cli.threshold import conformal_rank, fit_threshold
 
 ESTIMATORS = ("reference", "leave-own-out", "refill", "cross-fit-5")
 
@@ -82,10 +85,10 @@ def one_category(root: Path, category: str, context: Context, extract: ExtractPa
     test = run_extract(source, category, "test", extract, context=context)
     bank_params = BankParams()
     bank = run_fit_bank(train, bank_params, context=context)
-    tensors = load_bank_tensors(bank, keys=("source_rows",))
-    index = load_bank(bank, backend="faiss", device="cpu")
-    features, _, _ = load_features(train)
-    test_features, records, _ = load_features(test)
+    tensors = read_bank_tensors(bank, keys=("source_rows",))
+    index = read_bank(bank, backend="faiss", device="cpu")
+    features, _, _ = read_features(train)
+    test_features, records, _ = read_features(test)
     dist, _ = index.search(test_features.reshape(-1, test_features.shape[-1]), 1)
     test_scores = patch_scores(dist.reshape(len(records), -1, 1)).max(1)
     labels = np.array([r["label"] for r in records])

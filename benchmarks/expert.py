@@ -32,13 +32,14 @@ def worker(stage: str, root: Path, artifacts: Path, backbone: str, threads: int)
     import torch
 
     from eagle_cli import artifacts as store
+    from eagle_cli.context import Context
     from eagle_cli.data import DataSource
     from eagle_cli.expert.backbones import load_backbone
-    from eagle_cli.context import Context
-    from eagle_cli.stages.extract import ExtractParams, run_extract
-    from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
+    from eagle_cli.params import BankParams, ExtractParams, ScoreParams
+    from eagle_cli.stages.extract import run_extract
+    from eagle_cli.stages.fit_bank import run_fit_bank
     from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
-    from eagle_cli.stages.score import ScoreInputs, ScoreParams, run_score
+    from eagle_cli.stages.score import ScoreInputs, run_score
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
@@ -116,8 +117,8 @@ def main() -> None:
         ("coreset / extract time", rows["fit-bank"]["seconds"] / rows["extract"]["seconds"], 1.0),
         # fit-threshold computes the default (refill) calibration, then τ.
         ("fit-threshold / extract time", rows["fit-threshold"]["seconds"] / rows["extract"]["seconds"], 2.5),
-        ("fit-threshold stage RSS / fit-bank's", rows["fit-threshold"]["stage_rss_mb"] / rows["fit-bank"]["stage_rss_mb"],
-         1.0),
+        ("fit-threshold stage RSS / fit-bank's",
+         rows["fit-threshold"]["stage_rss_mb"] / rows["fit-bank"]["stage_rss_mb"], 1.0),
         ("score / bare forward per image", score_per_image / forward_per_image, 1.5),
         ("fit-bank stage RSS / training features", rows["fit-bank"]["stage_rss_mb"] / feature_mb, 2.0),
     ]

@@ -66,8 +66,8 @@ def main() -> None:
     import torch
 
     from eagle_cli.mllm.hf import HFBackend
-    from eagle_cli.mllm.openai_api import OpenAIBackend, ServerSettings
-    from eagle_cli.mllm.settings import CaasSettings, parse_layers
+    from eagle_cli.mllm.openai_api import OpenAIBackend
+    from eagle_cli.params import CaasSettings, ServerSettings, parse_layers
 
     if args.device == "cpu":
         torch.set_num_threads(2)

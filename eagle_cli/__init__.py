@@ -1,3 +1,12 @@
 """eagle: industrial visual inspection with a PatchCore-style expert, DBT thresholds and MLLM reasoning."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `from eagle_cli import Expert` without making `import eagle_cli` (and the CLI's start) load torch.
+    if name == "Expert":
+        from eagle_cli.expert.model import Expert
+
+        return Expert
+    raise AttributeError(f"module 'eagle_cli' has no attribute {name!r}")

@@ -16,15 +16,19 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from eagle_cli import __version__
 from eagle_cli.errors import ArtifactError
 
+if TYPE_CHECKING:
+    from eagle_cli.context import Context
+
 KINDS = ("features", "bank", "calibration", "threshold", "scores", "prompts", "answers", "report")
 
 #: Current schema major version per kind; a reader refuses a newer major.
-SCHEMAS = {"features": 1, "bank": 1, "calibration": 1, "threshold": 2, "scores": 1, "prompts": 1, "answers": 1, "report": 1}
+SCHEMAS = {"features": 1, "bank": 1, "calibration": 1, "threshold": 2, "scores": 1, "prompts": 1, "answers": 1,
+           "report": 1}
 
 #: Lineage keys that must agree between a bank and the features scored against it.
 LINEAGE_KEYS = ("backbone", "layers", "resize", "crop", "weights", "feature_dim")
@@ -201,6 +205,30 @@ def start(
         tmp = final.with_name(f"{_TMP_PREFIX}{aid}-{uuid.uuid4().hex[:8]}")
         tmp.mkdir()
     return Draft(kind, final, tmp, params, list(inputs), aid, resumable=resumable)
+
+
+def produce(
+    kind: str,
+    *,
+    context: Context,
+    category: str,
+    params: dict[str, Any],
+    inputs: list[ArtifactRef],
+    build: Callable[[Draft], None],
+    resumable: bool = False,
+) -> ArtifactRef:
+    """The artifact for this work: the existing one (unless ``context.force``), or a new one.
+
+    ``build(draft)`` writes the files and sets the draft's lineage and summary; then the draft is
+    published. Anything ``build`` raises discards the draft (a resumable one keeps its files).
+    """
+    draft = start(kind, root=context.artifacts, run=context.run, category=category, params=params, inputs=inputs,
+                  force=context.force, resumable=resumable)
+    if isinstance(draft, ArtifactRef):
+        return draft
+    with draft:
+        build(draft)
+        return draft.publish()
 
 
 def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = True) -> ArtifactRef:

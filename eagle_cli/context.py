@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eagle_cli.errors import ParameterError
+from eagle_cli.params import OnError, check_choice
 from eagle_cli.progress import Reporter, Silent
-
-ON_ERROR = ("skip", "fail")
 
 
 @dataclass
@@ -18,9 +16,8 @@ class Context:
     artifacts: Path = Path("artifacts")
     run: str = "default"
     force: bool = False
-    on_error: str = "skip"
+    on_error: OnError = "skip"
     reporter: Reporter = field(default_factory=Silent)
 
     def __post_init__(self):
-        if self.on_error not in ON_ERROR:
-            raise ParameterError(f"--on-error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}.")
+        check_choice("on_error", self.on_error, OnError)

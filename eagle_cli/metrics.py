@@ -27,7 +27,8 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
     return image_auroc(masks.ravel().astype(np.uint8), maps.ravel())
 
 
-def pro_score(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = PRO_FPR_LIMIT, steps: int = 1000) -> float | None:
+def pro_score(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = PRO_FPR_LIMIT,
+              steps: int = 1000) -> float | None:
     """Normalised area under the PRO curve for FPR in [0, ``fpr_limit``]; ``None`` without defects.
 
     The curve has one point per threshold (every distinct map value, or ``steps`` quantiles of
@@ -36,7 +37,7 @@ def pro_score(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = PRO_FPR
     masks = masks.astype(bool)
     normal = np.sort(maps[~masks].ravel())
     regions = []
-    for mask, amap in zip(masks, maps):
+    for mask, amap in zip(masks, maps, strict=True):
         labelled, count = ndimage.label(mask)
         regions += [np.sort(amap[labelled == r]) for r in range(1, count + 1)]
     if normal.size == 0 or not regions:

@@ -19,53 +19,25 @@ that fed SciPy's c into a formula written for ξ.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from typing import get_args
 
 import numpy as np
 from scipy import stats
 
 from eagle_cli.errors import ParameterError
+from eagle_cli.params import Method, ThresholdParams
 
-METHODS = ("conformal", "k-sigma", "quantile", "mad", "evt")
+METHODS = get_args(Method)
 #: Scales the MAD of normal data to its standard deviation.
 MAD_CONSISTENCY = 1.4826
-
-
-@dataclass(frozen=True)
-class ThresholdParams:
-    """Parameters of the DBT methods; only those of ``method`` take effect."""
-
-    method: str = "conformal"
-    target_far: float = 0.05
-    kappa: float = 3.0
-    q: float = 99.0
-    mad_factor: float = 3.0
-    mad_consistency: bool = False
-    evt_p: float = 0.99
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ParameterError(f"Unknown threshold method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        if not 0 < self.target_far < 1:
-            raise ParameterError(f"The false-alarm target must be in (0, 1), got {self.target_far}.")
-        if not 0 < self.q <= 100:
-            raise ParameterError(f"quantile q must be in (0, 100], got {self.q}.")
-        if not 0 < self.evt_p < 1:
-            raise ParameterError(f"EVT tail probability must be in (0, 1), got {self.evt_p}.")
-
-    def effective(self) -> dict:
-        """The parameters that ``method`` reads (what the artifact id depends on)."""
-        used = {"conformal": ("target_far",), "k-sigma": ("kappa",), "quantile": ("q",),
-                "mad": ("mad_factor", "mad_consistency"), "evt": ("evt_p",)}
-        values = asdict(self)
-        return {"method": self.method, **{key: values[key] for key in used[self.method]}}
 
 
 def fit_threshold(scores: np.ndarray, params: ThresholdParams) -> float:
     """Return τ for finite normal ``scores`` ``(n,)`` by ``params.method``."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size < 2 or not np.isfinite(scores).all():
-        raise ParameterError(f"DBT needs at least 2 finite normal scores, got {scores.size} (finite: {np.isfinite(scores).sum()}).")
+        raise ParameterError(f"DBT needs at least 2 finite normal scores, got {scores.size} "
+                             f"(finite: {np.isfinite(scores).sum()}).")
     if params.method == "conformal":
         tau = np.sort(scores)[conformal_rank(scores.size, params.target_far) - 1]
     elif params.method == "k-sigma":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the test suite on the CPU. The report tests need Debian's chromium.
+# Set up (if needed), lint, and run the test suite on the CPU. The report tests need Debian's chromium.
+# Arguments go to pytest: bash scripts/test.sh -m "not quality" skips the few-minute quality bars.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
@@ -11,4 +12,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 bash scripts/setup.sh
 . .venv/bin/activate
+ruff check eagle_cli tests benchmarks scripts
 python -m pytest -q "$@"

@@ -9,12 +9,15 @@ import faiss
 import pytest
 import torch
 
+from eagle_cli.context import Context
+from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.backbones import get_spec, import_weights
-from eagle_cli.context import Context
-from eagle_cli.stages.extract import ExtractParams
-from eagle_cli.stages.fit_threshold import FitThresholdParams
-from eagle_cli.threshold import ThresholdParams
+from eagle_cli.params import BankParams, ExtractParams, ScoreParams, ThresholdParams
+from eagle_cli.stages.extract import run_extract
+from eagle_cli.stages.fit_bank import run_fit_bank
+from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.score import ScoreInputs, run_score
 from tests.mllm.tiny import build_qwen25_vl
 
 # Two cores here: more threads than cores makes every test several times slower.
@@ -53,6 +56,19 @@ def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     generate(root, categories=("brick", "washer"), n_train=8, n_test_good=3, n_test_per_defect=2, size=96, seed=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def washer_scores(tiny_root, tmp_path_factory):
+    """The tiny washer category scored with real MobileNetV2 weights, once per test run."""
+    context = Context(artifacts=tmp_path_factory.mktemp("washer-artifacts"))
+    small = ExtractParams(backbone="mobilenet_v2", weights="imagenet", resize=96, crop=80, device="cpu")
+    features = run_extract(DataSource(root=tiny_root), "washer", "train", small, context=context)
+    # A low quantile puts several test images between τ and S_max, so the CAAS window is populated.
+    threshold = run_fit_threshold(run_fit_bank(features, BankParams(), context=context),
+                                  FitThresholdParams(dbt=ThresholdParams("quantile", q=5)), context=context)
+    return run_score(threshold, ScoreInputs(source=DataSource(root=tiny_root), category="washer"), ScoreParams(),
+                     context=context)
 
 
 @pytest.fixture
@@ -98,7 +114,7 @@ def build_mmad(tiny: Path, out: Path) -> Path:
                          "Options": {"A": "Yes", "B": "No"}, "type": "Anomaly Detection", "annotation": True}]
         if not good:
             kinds = ["hole", "patch", "scratch", "stain"]
-            conversation.append({"Question": "What is the defect?", "Options": dict(zip("ABCD", kinds)),
+            conversation.append({"Question": "What is the defect?", "Options": dict(zip("ABCD", kinds, strict=True)),
                                  "Answer": "ABCD"[kinds.index(image.parent.name)], "type": "Defect Classification"})
         entries[key] = {"image_path": key, "mask_path": "", "conversation": conversation,
                         "similar_templates": [f"MVTec-AD/brick/train/good/{n}" for n in train[:2]],

@@ -1,11 +1,77 @@
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import pytest
+import typer
 
-from eagle_cli.config import RunConfig
+from eagle_cli.cli import app
+from eagle_cli.config import SECTIONS, RunConfig, setting_table
 from eagle_cli.errors import ParameterError
+from eagle_cli.params import CaasSettings
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+#: Values for settings whose type alone does not say what a valid other value is.
+OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "Anomaly Detection",
+         "base_url": "http://h:1/v1", "api_key_env": "KEY", "caas_layers": "1-2"}
+#: Which stage settings each command takes.
+COMMAND_SECTIONS = {"extract": ("extract",), "fit-bank": ("extract", "bank"),
+                    "fit-threshold": ("calibration", "threshold"),
+                    "score": ("score",), "prompt": ("prompt",), "reason": ("reason",), "report": ("report",)}
+
+
+def _other(key, hint, default):
+    """A valid value of ``hint`` different from ``default``."""
+    if key in OTHER:
+        return OTHER[key]
+    if get_origin(hint) is Literal:
+        return next(choice for choice in get_args(hint) if choice != default)
+    if hint is bool:
+        return not default
+    if hint is int:
+        return default + 1
+    if hint is float:
+        return default / 2 if default else 0.5
+    if default is None:  # optional paths
+        return "some.json"
+    raise AssertionError(f"no other value for {key}")
+
+
+def _get(obj, path):
+    for name in path:
+        obj = getattr(obj, name)
+    return obj
+
+
+@pytest.mark.parametrize("key", sorted(setting_table()))
+def test_every_stage_setting_is_reachable_from_a_config_file(key):
+    places = setting_table()[key]
+    section, path, hint = places[0]
+    default = _get(SECTIONS[section](), path) if path[0] != "caas" else _get(CaasSettings(), path[1:])
+    value = _other(key, hint, default)
+    extra = {"model": "m"} if any(place[0] == "reason" for place in places) and key != "model" else {}
+    if path[0] == "caas":
+        extra["caas"] = True
+    config = RunConfig.from_dict({"data": "d", key: value, **extra})
+    for section, path, _ in places:  # a name several stages share reaches all of them
+        got = _get(getattr(config, section), path)
+        expected = Path(value).resolve() if isinstance(got, Path) else (1, 2) if key == "caas_layers" else value
+        assert got == expected and got != default, (section, path)
+
+
+@pytest.mark.parametrize("command, sections", COMMAND_SECTIONS.items())
+def test_each_command_takes_its_stage_settings_under_the_config_names_with_the_same_defaults(command, sections):
+    options = {p.opts[0]: p for p in typer.main.get_command(app).commands[command].params if p.opts}
+    for key, places in setting_table().items():
+        for section, path, _ in places:
+            if section not in sections or key == "backoff_s" and command != "reason":
+                continue
+            option = options.get("--" + key.replace("_", "-"))
+            assert option is not None, f"eagle {command} has no --{key.replace('_', '-')}"
+            default = _get(SECTIONS[section](), path) if path[0] != "caas" else _get(CaasSettings(), path[1:])
+            if key == "caas_layers":
+                continue  # a text option ("9-14") for a tuple
+            assert option.default == default or (default is None and option.default is None), key
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -16,14 +82,44 @@ def test_every_shipped_example_config_loads(path):
 
 def test_reference_qwen_yaml_keys_are_translated_and_unused_ones_listed():
     config = RunConfig.load(Path(__file__).parents[1] / "examples" / "reference_qwen.yaml")
-    assert (config.backbone, config.crop, config.resize, config.knn) == ("wide_resnet50_2", 224, 256, 1)
-    assert (config.model, config.verdict, config.threshold_method) == ("qwen2.5-vl-7b", True, "k-sigma")
+    assert (config.extract.backbone, config.extract.crop, config.extract.resize, config.bank.knn_k) == \
+        ("wide_resnet50_2", 224, 256, 1)
+    assert (config.reason.model, config.prompt.verdict, config.threshold.method) == ("qwen2.5-vl-7b", True, "k-sigma")
     assert config.ignored == ("faiss_on_gpu",)
 
 
-def test_unknown_key_names_the_closest_valid_one():
-    with pytest.raises(ParameterError, match=r"threshhold_method \(did you mean 'threshold_method'\?\)"):
-        RunConfig.from_dict({"data": "d", "threshhold_method": "k-sigma"})
+def test_sections_set_one_stage_and_shared_names_set_all():
+    config = RunConfig.from_dict({"data": "d", "seed": 4, "prompt": {"seed": 9}, "threshold": {"method": "mad"},
+                                  "calibration": {"calibration": "cross-fit", "folds": 3}, "device": "cpu"})
+    assert (config.bank.seed, config.prompt.seed, config.threshold.method) == (4, 9, "mad")
+    assert (config.calibration.calibration, config.calibration.folds) == ("cross-fit", 3)
+    assert {config.extract.device, config.calibration.device, config.score.device} == {"cpu"}
+    assert config.reason is None  # no model, no reasoning
+    assert RunConfig.from_dict({"data": "d", "calibration": "reference"}).calibration.calibration == "reference"
+
+
+def test_earlier_names_still_load():
+    config = RunConfig.from_dict({"data": "d", "knn": 3, "model": "m", "reason_batch_size": 4, "caas": True,
+                                  "caas_alpha": 0.2})
+    assert (config.bank.knn_k, config.reason.prompt_batch, config.reason.caas.alpha) == (3, 4, 0.2)
+
+
+def test_every_bad_setting_is_named_on_its_own_line():
+    with pytest.raises(ParameterError) as caught:
+        RunConfig.from_dict({"data": "d", "coreset_ratio": "lots", "method": "oracle", "threshhold_method": "mad",
+                             "bank": {"knn": 2}})
+    lines = str(caught.value).splitlines()
+    assert any("coreset_ratio: expected a number, got 'lots'" in line for line in lines)
+    assert any("method: choose one of conformal" in line for line in lines)
+    assert any("threshhold_method (did you mean 'threshold_method'?)" in line for line in lines)
+    assert any("bank: knn (did you mean 'knn_k'?)" in line for line in lines)
+
+
+def test_values_out_of_range_get_the_settings_own_message():
+    with pytest.raises(ParameterError, match="--coreset-ratio must be in"):
+        RunConfig.from_dict({"data": "d", "coreset_ratio": 3})
+    with pytest.raises(ParameterError, match="needs --backend hf"):
+        RunConfig.from_dict({"data": "d", "model": "m", "backend": "openai", "caas": True})
 
 
 def test_reference_settings_eagle_does_differently_are_refused_with_the_reason():
@@ -39,21 +135,17 @@ def test_data_is_required_and_paths_are_relative_to_the_file(tmp_path):
     with pytest.raises(ParameterError, match="needs `data:`"):
         RunConfig.from_dict({"run": "x"})
     path = tmp_path / "c.yaml"
-    path.write_text("data: sub/data\ncategories: a, b\n")
+    path.write_text("data: sub/data\ncategories: a, b\ntemplate: words.yaml\n")
     config = RunConfig.load(path)
     assert config.data == (tmp_path / "sub" / "data").resolve() and config.categories == ("a", "b")
+    assert config.prompt.template == (tmp_path / "words.yaml").resolve()
 
 
-def test_config_defaults_are_the_stage_defaults():
-    # RunConfig restates the defaults so that loading a config needs no torch; this keeps them equal.
-    from eagle_cli.pipeline import stage_params
-    from eagle_cli.stages.extract import ExtractParams
-    from eagle_cli.stages.fit_bank import BankParams
-    from eagle_cli.stages.fit_threshold import FitThresholdParams
-    from eagle_cli.stages.prompt import PromptParams
+def test_settings_classes_are_torch_free():
+    import subprocess
+    import sys
 
-    params = stage_params(RunConfig(data=Path("d")))
-    assert params["extract"] == ExtractParams()
-    assert params["bank"] == BankParams()
-    assert params["threshold"] == FitThresholdParams()
-    assert params["prompt"] == PromptParams()
+    code = ("import sys, eagle_cli.config, eagle_cli.params; "
+            "print(sorted(m for m in ('torch', 'faiss', 'transformers') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+    assert all(is_dataclass(cls) and fields(cls) for cls in SECTIONS.values())

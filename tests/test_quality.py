@@ -14,13 +14,15 @@ import pytest
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import CATEGORIES, REALISTIC_CATEGORIES, generate
+from eagle_cli.formats.threshold import read_threshold
 from eagle_cli.metrics import image_auroc, verdict_metrics
-from eagle_cli.stages.calibrate import CalibrationParams
-from eagle_cli.stages.extract import ExtractParams, run_extract
-from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, load_threshold, run_fit_threshold
-from eagle_cli.stages.score import ScoreInputs, ScoreParams, run_score
-from eagle_cli.threshold import ThresholdParams
+from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
+from eagle_cli.stages.extract import run_extract
+from eagle_cli.stages.fit_bank import run_fit_bank
+from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.score import ScoreInputs, run_score
+
+pytestmark = pytest.mark.quality  # minutes: `pytest -m "not quality"` skips them; CI runs them
 
 MOBILENET = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu")
 REFERENCE_DBT = FitThresholdParams(dbt=ThresholdParams("k-sigma"), calibration=CalibrationParams("reference"))
@@ -56,7 +58,7 @@ def realistic(tmp_path_factory):
     out = {}
     for category in REALISTIC_CATEGORIES:
         bank, rows = _expert(root, category, context, FitThresholdParams())
-        out[category] = rows, load_threshold(run_fit_threshold(bank, REFERENCE_DBT, context=context))["tau"]
+        out[category] = rows, read_threshold(run_fit_threshold(bank, REFERENCE_DBT, context=context))["tau"]
     return out
 
 
@@ -81,7 +83,7 @@ def test_image_auroc_at_least_095_in_every_clean_category(clean, category):
 
 
 def test_reference_dbt_false_alarms_at_most_5_percent_of_clean_good_test_images(clean):
-    flagged, good = map(sum, zip(*(_false_alarms(clean[c]) for c in CATEGORIES)))
+    flagged, good = map(sum, zip(*(_false_alarms(clean[c]) for c in CATEGORIES), strict=True))
     assert flagged / good <= 0.05
 
 
@@ -91,7 +93,7 @@ def test_realistic_set_is_hard_but_not_hopeless(realistic):
 
 
 def test_calibrated_threshold_keeps_its_false_alarm_promise_on_held_out_good_parts(realistic):
-    flagged, good = map(sum, zip(*(_false_alarms(realistic[c][0]) for c in REALISTIC_CATEGORIES)))
+    flagged, good = map(sum, zip(*(_false_alarms(realistic[c][0]) for c in REALISTIC_CATEGORIES), strict=True))
     assert abs(flagged / good - TARGET_FAR) <= FAR_TOLERANCE
     # The reference calibration is biased low: k-sigma on it flags many times more good parts.
     flagged_ref = sum(r["score"] >= tau for rows, tau in realistic.values() for r in rows if r["label"] == 0)
@@ -104,4 +106,4 @@ def test_calibrated_balanced_accuracy_is_within_5_points_of_the_label_oracle(rea
         rows = realistic[category][0]
         oracle = max(_balanced_accuracy(rows, tau) for tau in [r["score"] for r in rows] + [np.inf])
         gaps.append(oracle - _balanced_accuracy(rows))
-    assert np.mean(gaps) <= 0.05, dict(zip(REALISTIC_CATEGORIES, np.round(gaps, 3)))
+    assert np.mean(gaps) <= 0.05, dict(zip(REALISTIC_CATEGORIES, np.round(gaps, 3), strict=True))

@@ -17,7 +17,8 @@ def _open(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(path, "file not found; it may have been moved since the dataset was listed") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(path, f"cannot be decoded ({exc}); the file is truncated or not an image, replace or remove it") from None
+        raise ImageError(path, f"cannot be decoded ({exc}); the file is truncated or not an image, "
+                               "replace or remove it") from None
     return image
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,3 +49,15 @@ class Sample:
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def samples_digest(samples: list[Sample]) -> str:
+    """Hash of the listed images, their labels, sizes and modification times.
+
+    Adding, removing, relabelling or rewriting an image changes it, so stale features are never reused.
+    """
+    entries = []
+    for sample in samples:
+        stat = sample.path.stat() if sample.path.exists() else None
+        entries.append([sample.to_record(), stat and stat.st_size, stat and stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]

@@ -6,12 +6,14 @@ import difflib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from eagle_cli.data import folder, mmad, mvtec, visa
 from eagle_cli.data.sample import Sample
 from eagle_cli.errors import DataError
+from eagle_cli.params import Layout
 
-LAYOUTS = ("auto", "mvtec", "visa", "mmad", "folder")
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 #: Category name used for a plain pair of folders when none is given.
 FOLDER_CATEGORY = "default"
 

@@ -42,7 +42,8 @@ BACKBONES = {
             torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1,
         ),
         BackboneSpec(
-            "resnet18", ("layer2", "layer3"), torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+            "resnet18", ("layer2", "layer3"), torchvision.models.resnet18,
+            torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
         ),
         # features.6 (32 ch, stride 8) and features.13 (96 ch, stride 16) sit where ResNet's layer2/layer3 do.
         BackboneSpec(

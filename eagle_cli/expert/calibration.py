@@ -80,7 +80,7 @@ def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch
         dist, _, fallback = index.search_leave_own_out(queries, knn_k, owners, extra=extra)
         fallback_rows += fallback
         bounds = np.cumsum([0] + [int(counts[i]) for i in group])
-        for i, lo, hi in zip(group, bounds[:-1], bounds[1:]):
+        for i, lo, hi in zip(group, bounds[:-1], bounds[1:], strict=True):
             scores[i] = image_score(dist[lo:hi])
         progress(len(group))
     return Calibration(scores, np.full(n_images, -1), fallback_rows)

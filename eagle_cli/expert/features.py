@@ -15,7 +15,9 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from eagle_cli.devices import resolve_device
 from eagle_cli.expert.backbones import feature_extractor, get_spec
+from eagle_cli.params import ExtractParams
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,6 +104,13 @@ class PatchFeatureExtractor:
         # channels_last lets oneDNN pick faster convolutions (WideResNet to layer3 + aggregation:
         # 0.52 s vs 0.64 s per 8 images on 2 CPU cores); same arithmetic, rounding differs ~1e-6.
         self.model = model.to(device, memory_format=torch.channels_last)
+
+    @classmethod
+    def from_params(cls, params: ExtractParams) -> PatchFeatureExtractor:
+        """The extractor ``params`` describe, on the device they name."""
+        return cls(params.backbone, weights=params.weights, geometry=Geometry(params.resize, params.crop),
+                   device=resolve_device(params.device), pretrain_dim=params.pretrain_dim,
+                   target_dim=params.target_dim)
 
     @property
     def lineage(self) -> dict:

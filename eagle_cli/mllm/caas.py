@@ -28,7 +28,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import sdpa_mask
 
 from eagle_cli.errors import ParameterError
-from eagle_cli.mllm.settings import CaasSettings
+from eagle_cli.params import CaasSettings
 
 NAME = "eagle_caas"
 
@@ -98,7 +98,8 @@ AttentionInterface.register(NAME, caas_attention)
 AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
-def visual_columns(input_ids: torch.Tensor, image_token_id: int, image_roles: list[list[str]], which: str) -> torch.Tensor:
+def visual_columns(input_ids: torch.Tensor, image_token_id: int, image_roles: list[list[str]],
+                   which: str) -> torch.Tensor:
     """Mark the image tokens to strengthen: each prompt's query image, or all its images.
 
     Each image is one contiguous run of ``image_token_id``; the k-th run is the k-th image item
@@ -117,7 +118,7 @@ def visual_columns(input_ids: torch.Tensor, image_token_id: int, image_roles: li
         if len(starts) != len(roles):
             raise ParameterError(f"Found {len(starts)} image-token runs for {len(roles)} images in prompt {b}; "
                                  "this model's image tokens are not contiguous per image, use --caas-images all.")
-        for start, end, role in zip(starts, ends, roles):
+        for start, end, role in zip(starts, ends, roles, strict=True):
             if role == "query":
                 columns[b, start:end + 1] = True
     return columns

@@ -6,11 +6,12 @@ import time
 from pathlib import Path
 
 import torch
+
+from eagle_cli.devices import resolve_device
 from eagle_cli.errors import EagleError, ParameterError
 from eagle_cli.mllm.caas import caas, visual_columns
 from eagle_cli.mllm.prompt import Prompt, Reply
-from eagle_cli.mllm.settings import PRESETS, CaasSettings
-from eagle_cli.stages.common import resolve_device
+from eagle_cli.params import PRESETS, CaasSettings
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -66,7 +67,8 @@ class HFBackend:
 
     def _columns(self, inputs, prompts: list[Prompt], settings: CaasSettings) -> torch.Tensor:
         if self.image_token_id is None:
-            raise EagleError(f"{self.name} does not name its image token in its config; CAAS cannot find the visual tokens.")
+            raise EagleError(f"{self.name} does not name its image token in its config; "
+                             "CAAS cannot find the visual tokens.")
         roles = [[item.get("role", "") for item in p.items if item["type"] == "image"] for p in prompts]
         return visual_columns(inputs["input_ids"], self.image_token_id, roles, settings.images)
 
@@ -91,7 +93,7 @@ class HFBackend:
         out = [None] * len(prompts)
         for indices, settings in self._groups(prompts, caas_settings):
             _, logits = self._run([prompts[i] for i in indices], settings, lambda x: self.model(**x).logits[:, -1])
-            for i, row in zip(indices, logits):
+            for i, row in zip(indices, logits, strict=True):
                 out[i] = row
         return torch.stack(out)
 
@@ -100,10 +102,12 @@ class HFBackend:
         replies: list[Reply | None] = [None] * len(prompts)
         for indices, settings in self._groups(prompts, caas_settings):
             start = time.perf_counter()
-            inputs, out = self._run([prompts[i] for i in indices], settings,
-                                    lambda x: self.model.generate(**x, max_new_tokens=self.max_new_tokens, do_sample=False))
+            def greedy(x):
+                return self.model.generate(**x, max_new_tokens=self.max_new_tokens, do_sample=False)
+
+            inputs, out = self._run([prompts[i] for i in indices], settings, greedy)
             texts = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
             seconds = (time.perf_counter() - start) / len(indices)
-            for i, text in zip(indices, texts):
+            for i, text in zip(indices, texts, strict=True):
                 replies[i] = Reply(text, seconds, settings is not None)
         return replies

@@ -15,22 +15,12 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from eagle_cli.errors import EagleError
 from eagle_cli.mllm.prompt import Prompt, Reply
+from eagle_cli.params import ServerSettings
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
-    timeout_s: float = 120.0
-    retries: int = 4
-    backoff_s: float = 1.0
 
 
 def _data_url(image) -> str:

@@ -8,19 +8,12 @@ normal-looking map gets no box at all; the map is in the original frame (the cro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 
+from eagle_cli.params import BoxParams
 
-@dataclass(frozen=True)
-class BoxParams:
-    level: float = 2 / 3  # fraction of τ above which a pixel belongs to a region
-    min_area: float = 0.001  # fraction of the image area a region must exceed
-    merge_iou: float = 0.3
-    merge_centre_px: float = 20.0
-    top_k: int = 3
+_DEFAULT = BoxParams()
 
 
 def _iou(a, b) -> float:
@@ -35,7 +28,7 @@ def _centre_distance(a, b) -> float:
     return float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2))
 
 
-def find_boxes(amap: np.ndarray, tau: float, params: BoxParams = BoxParams()) -> list[tuple[list[int], float]]:
+def find_boxes(amap: np.ndarray, tau: float, params: BoxParams = _DEFAULT) -> list[tuple[list[int], float]]:
     """Return up to ``top_k`` boxes ``[x1, y1, x2, y2]`` (x2, y2 exclusive) with their peak map value."""
     labelled, count = ndimage.label(amap >= params.level * tau)
     min_pixels = params.min_area * amap.size

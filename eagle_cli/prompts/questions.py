@@ -31,8 +31,8 @@ def from_mmad(item: dict, where: str) -> Question:
     """One MMAD conversation item: options keep their order and are re-lettered from A."""
     options = item.get("Options") or {}
     letters = string.ascii_uppercase[: len(options)]
-    relettered = dict(zip(letters, options.values()))
-    original = dict(zip(options.keys(), letters))
+    relettered = dict(zip(letters, options.values(), strict=True))
+    original = dict(zip(options.keys(), letters, strict=True))
     if item.get("Answer") not in original:
         raise DataError(f"{where}: answer {item.get('Answer')!r} is not one of the options {list(options)}.")
     return Question(item["Question"], relettered, original[item["Answer"]], item.get("type", ""))

@@ -8,12 +8,11 @@ from pathlib import Path
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ArtifactError
-from eagle_cli.stages.common import read_jsonl
-from eagle_cli.stages.calibrate import calibration_scores
-from eagle_cli.stages.fit_threshold import load_threshold
-from eagle_cli.stages.prompt import PROMPTS_FILE
-from eagle_cli.stages.reason import ANSWERS_FILE, read_answers
-from eagle_cli.stages.score import SCORES_FILE, test_source
+from eagle_cli.formats.answers import read_answers, read_partial_answers
+from eagle_cli.formats.calibration import calibration_scores
+from eagle_cli.formats.prompts import read_prompts
+from eagle_cli.formats.scores import read_scores, source_of
+from eagle_cli.formats.threshold import read_threshold
 
 
 @dataclass
@@ -36,6 +35,8 @@ class CategoryRun:
     rows: list[dict]
     calibration_scores: list[float]
     answers: list[AnswerSet] = field(default_factory=list)
+    #: The boxes the model was shown, per image path (from the latest prompts with a box image; {} if none).
+    boxes: dict[str, list[list[int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,26 +53,29 @@ def system_name(prompt_params: dict, reason_params: dict) -> str:
     return name + (" + CAAS" if reason_params.get("caas") else "")
 
 
-def _answer_sets(root: Path, run: str, category: str, scores: ArtifactRef) -> list[AnswerSet]:
-    sets = []
+def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRef
+                         ) -> tuple[list[AnswerSet], dict[str, list[list[int]]]]:
+    """Every answer set built on ``scores``, and the boxes of the latest prompts that drew boxes."""
+    sets, boxes = [], {}
     for prompts in artifacts.list_artifacts(root, run=run, category=category, kind="prompts"):
         if not any(i["id"] == scores.id for i in prompts.manifest["inputs"]):
             continue
-        n_prompts = len(read_jsonl(prompts.path / PROMPTS_FILE))
+        records = read_prompts(prompts)
+        if prompts.params.get("visual") in ("boxes", "both"):
+            boxes = {record["path"]: record["boxes"] for record in records}
         published = [a for a in artifacts.list_artifacts(root, run=run, category=category, kind="answers")
                      if any(i["id"] == prompts.id for i in a.manifest["inputs"])]
         for answers in published:
             ref = artifacts.open_artifact(answers.path, "answers")
-            rows = read_jsonl(ref.path / ANSWERS_FILE)
-            sets.append(AnswerSet(system_name(prompts.params, ref.params), ref.params["model"], rows, n_prompts,
-                                  True, ref))
+            sets.append(AnswerSet(system_name(prompts.params, ref.params), ref.params["model"], read_answers(ref),
+                                  len(records), True, ref))
         # An interrupted `eagle reason` leaves a hidden partial directory: report it as incomplete.
         for partial in (Path(root) / run / category / "answers").glob(".tmp-partial-*"):
-            rows = read_answers(partial / ANSWERS_FILE)
+            rows, _ = read_partial_answers(partial)
             if rows and rows[0].get("prompts") == prompts.id:
                 sets.append(AnswerSet(f"{system_name(prompts.params, {})} (incomplete)", rows[0]["model"], rows,
-                                      n_prompts, False, None))
-    return sets
+                                      len(records), False, None))
+    return sets, boxes
 
 
 def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData:
@@ -83,16 +87,16 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
     for name in names:
         scores = artifacts.latest(root, run, name, "scores")
         threshold_ref = scores.input("threshold")
-        category = CategoryRun(name, scores, load_threshold(threshold_ref), read_jsonl(scores.path / SCORES_FILE),
+        category = CategoryRun(name, scores, read_threshold(threshold_ref), read_scores(scores),
                                calibration_scores(threshold_ref.input("calibration")).tolist())
-        category.answers = _answer_sets(root, run, name, scores)
+        category.answers, category.boxes = _prompts_and_answers(root, run, name, scores)
         systems = [a.system for a in category.answers]
         for answer_set in category.answers:
             if systems.count(answer_set.system) > 1:  # two models on the same prompts: tell them apart
                 answer_set.system += f" · {Path(answer_set.model).name}"
         found[name] = category
         inputs += [scores] + [a.ref for a in category.answers if a.ref is not None]
-        source = test_source(scores)
+        source = source_of(scores)
         datasets.add((source.layout, str(source.root or source.test)) if source else ("unknown", ""))
     if len(datasets) > 1:
         raise ArtifactError(f"Run {run!r} mixes datasets {sorted(datasets)}; report them as separate runs.")

@@ -11,12 +11,11 @@ from PIL import Image
 
 from eagle_cli.data.images import load_rgb
 from eagle_cli.errors import ImageError
-from eagle_cli.prompts.boxes import find_boxes
+from eagle_cli.formats.scores import read_maps
 from eagle_cli.prompts.render import draw_boxes, heatmap_overlay
 from eagle_cli.report import plots
 from eagle_cli.report.gather import RunData
 from eagle_cli.report.tables import ALL_KEYS, HEADLINE, TITLES, question_type_rows, says_anomalous
-from eagle_cli.stages.score import load_maps
 
 THUMB_PX = 224
 
@@ -62,14 +61,13 @@ def gallery(runs: list[RunData], limit: int) -> tuple[list[dict], int]:
             image = load_rgb(Path(row["path"]))
         except ImageError:
             continue  # the image moved since scoring; the tables still count it
-        _, amap = load_maps(category.scores, row)
-        tau = category.threshold["tau"]
-        boxes = [box for box, _ in find_boxes(amap, tau)] if row["anomalous"] else []
+        _, amap = read_maps(category.scores, row)
+        boxes = category.boxes.get(row["path"], [])  # as the model was shown them
         items.append({
             "run": run.name, "category": category.name, "name": Path(row["path"]).name, "score": row["score"],
             "verdict": "anomalous" if row["anomalous"] else "normal", "uncertain": row["uncertain"],
             "truth": {0: "good", 1: f"defective ({row['defect']})"}.get(row["label"], "unknown"),
-            "original": _jpeg(image), "overlay": _jpeg(heatmap_overlay(image, amap, vmax=tau)),
+            "original": _jpeg(image), "overlay": _jpeg(heatmap_overlay(image, amap, vmax=category.threshold["tau"])),
             "boxes": _jpeg(draw_boxes(image, boxes)) if boxes else None, "answers": answers, "tags": tags,
         })
     return items, len(candidates)

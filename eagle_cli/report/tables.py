@@ -98,7 +98,8 @@ def question_type_rows(run: RunData) -> list[dict]:
         for answer_set in category.answers:
             for a in answer_set.rows:
                 if a["correct"] is not None:
-                    tally.setdefault((answer_set.system, a["type"]), []).append(a["valid"] and a["parsed"] == a["correct"])
+                    hit = a["valid"] and a["parsed"] == a["correct"]
+                    tally.setdefault((answer_set.system, a["type"]), []).append(hit)
     return [{"run": run.name, "system": system, "type": kind, "accuracy": float(np.mean(hits)), "n": len(hits)}
             for (system, kind), hits in sorted(tally.items())]
 

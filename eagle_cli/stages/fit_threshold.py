@@ -1,7 +1,9 @@
-"""eagle fit-threshold: τ and S_max from a bank's calibration scores, as a ``threshold`` artifact.
+"""eagle fit-threshold: calibration scores of a bank's training images, then τ and S_max from them.
 
-The calibration scores (one per training image, ``stages/calibrate.py``) are computed once per
-bank and estimator and reused by every method. S_max, the top of the CAAS window, is their max.
+Two artifacts. ``calibration``: one score per training image, estimating what good images the
+bank has never seen score (estimators: ``expert/calibration.py``); computed once per bank and
+estimator and reused by every method. ``threshold``: τ by the DBT method, and S_max, the top of
+the CAAS window, as the max calibration score.
 
 Reference parity (eagle-method.md A.7, B): ``--calibration reference --method k-sigma`` is the
 reference's DBT; images left out of the reference calibration are counted instead of turning τ and
@@ -10,24 +12,87 @@ S_max into NaN.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
-from eagle_cli.stages.calibrate import CalibrationParams, calibration_scores, check_calibration_of, run_calibrate
-from eagle_cli.threshold import ThresholdParams, conformal_rank, far_interval, fit_threshold, smallest_target
-
-THRESHOLD_FILE = "threshold.json"
+from eagle_cli.errors import ArtifactError, ParameterError
+from eagle_cli.expert import calibration as estimators
+from eagle_cli.formats.bank import read_bank, read_bank_tensors
+from eagle_cli.formats.calibration import calibration_scores, write_calibration
+from eagle_cli.formats.features import read_features
+from eagle_cli.formats.threshold import write_threshold
+from eagle_cli.params import CalibrationParams, ThresholdParams
+from eagle_cli.seeds import category_seed
+from eagle_cli.threshold import conformal_rank, far_interval, fit_threshold, smallest_target
 
 
 @dataclass(frozen=True)
 class FitThresholdParams:
-    dbt: ThresholdParams = ThresholdParams()
+    dbt: ThresholdParams = field(default_factory=ThresholdParams)
     calibration: CalibrationParams = field(default_factory=CalibrationParams)
+
+
+def run_calibrate(bank_ref: ArtifactRef, params: CalibrationParams, *, context: Context) -> ArtifactRef:
+    """Score every training image of the bank with ``params.calibration``; refuse if fewer than 2 can be scored."""
+    features_ref = bank_ref.input("features")
+    category = features_ref.params["category"]
+
+    def build(draft):
+        features, records, _ = read_features(features_ref)
+        n_images, patches, _ = features.shape
+        source_rows = read_bank_tensors(bank_ref, keys=("source_rows",))["source_rows"]
+        selected = torch.zeros(n_images * patches, dtype=torch.bool)
+        selected[source_rows] = True
+        unselected = ~selected.reshape(n_images, patches)
+        with context.reporter.task(f"calibrate {category} ({params.calibration})", n_images) as advance:
+            result = _estimate(params, bank_ref, source_rows, features, unselected,
+                               category_seed(bank_ref.params["seed"], category), advance)
+        scored = np.isfinite(result.scores)
+        if scored.sum() < 2:
+            raise ParameterError(
+                f"Only {int(scored.sum())} of {n_images} training images could be scored for calibration "
+                f"(--min-unselected {params.min_unselected} with --calibration reference); lower it, use another "
+                "--calibration, or add training images.")
+        counts = unselected.sum(1)
+        write_calibration(draft, [
+            {"path": rec["path"], "score": float(result.scores[i]) if scored[i] else None, "excluded": not scored[i],
+             "fold": int(result.fold[i]), "unselected_patches": int(counts[i])}
+            for i, rec in enumerate(records)])
+        used = result.scores[scored]
+        draft.lineage = bank_ref.lineage
+        draft.summary = {"estimator": params.calibration, "images": n_images, "used": int(scored.sum()),
+                         "mean": float(used.mean()), "std": float(used.std()), "max": float(used.max()),
+                         "fallback_rows": result.fallback_rows}
+
+    return artifacts.produce("calibration", context=context, category=category, params=params.identity(),
+                             inputs=[bank_ref], build=build)
+
+
+def _estimate(params: CalibrationParams, bank_ref: ArtifactRef, source_rows: torch.Tensor, features: torch.Tensor,
+              unselected: torch.Tensor, seed: int, advance) -> estimators.Calibration:
+    bank = bank_ref.params
+    knn_k = int(bank["knn_k"])
+    if params.calibration == "cross-fit":
+        settings = estimators.CoresetSettings(bank["coreset_ratio"], bank["proj_dim"], bank["n_starts"], bank["init"])
+        return estimators.cross_fit_scores(features, folds=params.folds, coreset=settings, knn_k=knn_k, seed=seed,
+                                           progress=advance)
+    index = read_bank(bank_ref, backend=params.knn_backend, device=params.device)
+    if params.calibration == "reference":
+        return estimators.reference_scores(features, index, unselected, knn_k=knn_k,
+                                           min_unselected=params.min_unselected, extra=params.extra_neighbours,
+                                           progress=advance)
+    if params.calibration == "leave-own-out":
+        return estimators.leave_own_out_scores(features, index, knn_k=knn_k, extra=params.extra_neighbours,
+                                               progress=advance)
+    # The bank's own projection: the same generator, seeded as fit-bank seeded it.
+    return estimators.refill_scores(features, index, source_rows, knn_k=knn_k, proj_dim=bank["proj_dim"],
+                                    generator=torch.Generator().manual_seed(seed), extra=params.extra_neighbours,
+                                    progress=advance)
 
 
 def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, context: Context,
@@ -38,18 +103,13 @@ def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, cont
         calibration = run_calibrate(bank_ref, params.calibration, context=context)
     else:
         check_calibration_of(calibration, bank_ref)
-    category = bank_ref.input("features").params["category"]
-    draft = artifacts.start("threshold", root=context.artifacts, run=context.run, category=category,
-                            params=params.dbt.effective(), inputs=[bank_ref, calibration], force=context.force)
-    if isinstance(draft, ArtifactRef):
-        return draft
-    with draft:
+
+    def build(draft):
         scores = calibration_scores(calibration)
         tau = fit_threshold(scores, params.dbt)
-        s_max = float(scores.max())
-        result = {"tau": tau, "s_max": s_max, **params.dbt.effective(), "knn_k": int(bank_ref.params["knn_k"]),
-                  "calibration": calibration.params["estimator"], "calibration_images": int(scores.size),
-                  "images": calibration.summary["images"],
+        result = {"tau": tau, "s_max": float(scores.max()), **params.dbt.effective(),
+                  "knn_k": int(bank_ref.params["knn_k"]), "calibration": calibration.params["estimator"],
+                  "calibration_images": int(scores.size), "images": calibration.summary["images"],
                   "excluded": calibration.summary["images"] - int(scores.size),
                   "calibration_mean": float(scores.mean()), "calibration_std": float(scores.std()),
                   # A new good score is exchangeable with the n calibration scores, so it lands at or above τ
@@ -58,12 +118,14 @@ def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, cont
                   "smallest_target": smallest_target(scores.size)}
         if params.dbt.method == "conformal":
             result["far_interval_90"] = list(far_interval(scores.size, params.dbt.target_far))
-        draft.file(THRESHOLD_FILE).write_text(json.dumps(result, indent=2))
+        write_threshold(draft, result)
         draft.lineage = bank_ref.lineage
         shown = ("tau", "s_max", "method", "target_far", "far_interval_90", "calibration", "calibration_images",
                  "excluded", "predicted_far", "smallest_target")
         draft.summary = {key: result[key] for key in shown if key in result}
-        return draft.publish()
+
+    return artifacts.produce("threshold", context=context, category=bank_ref.input("features").params["category"],
+                             params=params.dbt.effective(), inputs=[bank_ref, calibration], build=build)
 
 
 def check_target(bank_ref: ArtifactRef, dbt: ThresholdParams) -> None:
@@ -72,5 +134,11 @@ def check_target(bank_ref: ArtifactRef, dbt: ThresholdParams) -> None:
         conformal_rank(bank_ref.input("features").summary["images"], dbt.target_far)
 
 
-def load_threshold(ref: ArtifactRef) -> dict:
-    return json.loads((ref.path / THRESHOLD_FILE).read_text())
+def check_calibration_of(calibration_ref: ArtifactRef, bank_ref: ArtifactRef) -> None:
+    """Refuse a calibration computed from another bank (or from features computed differently)."""
+    banks = [item["id"] for item in calibration_ref.manifest["inputs"] if item["kind"] == "bank"]
+    if banks != [bank_ref.id]:
+        raise ArtifactError(f"{calibration_ref.path} calibrates bank {', '.join(banks) or '(none)'}, not bank "
+                            f"{bank_ref.id} ({bank_ref.path}); let eagle fit-threshold compute the calibration "
+                            "for this bank (omit --calibration-artifact).")
+    artifacts.check_lineage(bank_ref, calibration_ref, what="The bank and the calibration scores")

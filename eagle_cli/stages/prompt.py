@@ -10,60 +10,36 @@ drawn in the original frame, only where the map exceeds a fraction of τ.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef, sha256_file
+from eagle_cli.context import Context
 from eagle_cli.data.images import load_rgb
 from eagle_cli.errors import ImageError, ParameterError
-from eagle_cli.prompts.boxes import BoxParams, find_boxes
+from eagle_cli.formats.features import read_images
+from eagle_cli.formats.jsonl import ERRORS_FILE, write_jsonl
+from eagle_cli.formats.prompts import IMAGES_DIR, image_dir, write_prompts
+from eagle_cli.formats.scores import read_maps, read_scores, source_of
+from eagle_cli.formats.threshold import read_threshold
+from eagle_cli.params import PromptParams
+from eagle_cli.prompts.boxes import find_boxes
 from eagle_cli.prompts.questions import default_question
 from eagle_cli.prompts.render import draw_boxes, heatmap_overlay
 from eagle_cli.prompts.templates import Templates
-from eagle_cli.context import Context
-from eagle_cli.stages.common import ERRORS_FILE, category_seed, read_jsonl, write_jsonl
-from eagle_cli.stages.fit_threshold import load_threshold
-from eagle_cli.stages.score import SCORES_FILE, load_maps, test_source
-
-PROMPTS_FILE = "prompts.jsonl"
-IMAGES_DIR = "images"
-VISUALS = ("boxes", "heatmap", "both", "none")
-TEMPLATE_SOURCES = ("seeded", "similar", "random")
+from eagle_cli.seeds import category_seed
 
 
-@dataclass(frozen=True)
-class PromptParams:
-    """Which parts the prompt has; defaults follow the reference (boxes, textual prior, 0 shots)."""
-
-    visual: str = "boxes"
-    instruction: bool = True
-    verdict: bool = True
-    shots: int = 0
-    seed: int = 0
-    domain_knowledge: Path | None = None
-    template: Path | None = None
-    box: BoxParams = field(default_factory=BoxParams)
-    task: str = "all"
-    template_source: str = "seeded"
-
-    def __post_init__(self):
-        if self.template_source not in TEMPLATE_SOURCES:
-            raise ParameterError(f"--template-source must be one of {', '.join(TEMPLATE_SOURCES)}, "
-                                 f"got {self.template_source!r}.")
-        if self.visual not in VISUALS:
-            raise ParameterError(f"--visual must be one of {', '.join(VISUALS)}, got {self.visual!r}.")
-        if self.shots < 0:
-            raise ParameterError(f"--shots must be 0 or more, got {self.shots}.")
-
-    def identity(self) -> dict:
-        values = asdict(self)
-        for key in ("domain_knowledge", "template"):
-            path = getattr(self, key)
-            values[key] = sha256_file(path) if path is not None and path.is_file() else None
-        return values
+def prompt_identity(params: PromptParams) -> dict:
+    """The settings, with the domain-knowledge and template files replaced by their hashes."""
+    values = asdict(params)
+    for key in ("domain_knowledge", "template"):
+        path = getattr(params, key)
+        values[key] = sha256_file(path) if path is not None and path.is_file() else None
+    return values
 
 
 def load_domain_knowledge(path: Path, category: str) -> str | None:
@@ -93,35 +69,31 @@ def run_prompt(scores_ref: ArtifactRef, params: PromptParams, *, context: Contex
     threshold_ref = scores_ref.input("threshold")
     train = threshold_ref.input("bank").input("features")
     category = train.params["category"]
-    source = test_source(scores_ref)
+    source = source_of(scores_ref)
     index = source.mmad_index() if source is not None and source.layout == "mmad" else None
     if params.template_source != "seeded" and index is None:
         raise ParameterError(f"--template-source {params.template_source} reads MMAD's template lists; "
                              "these scores are not of an MMAD dataset. Use --template-source seeded.")
     knowledge = load_domain_knowledge(params.domain_knowledge, category) if params.domain_knowledge else None
-    draft = artifacts.start("prompts", root=context.artifacts, run=context.run, category=category,
-                            params=params.identity(), inputs=[scores_ref], force=context.force)
-    if isinstance(draft, ArtifactRef):
-        return draft
-    with draft:
-        threshold = load_threshold(threshold_ref)
-        tau = threshold["tau"]
-        normal_paths = [r["path"] for r in read_jsonl(train.path / "images.jsonl")]
-        rows = read_jsonl(scores_ref.path / SCORES_FILE)
-        (draft.tmp / IMAGES_DIR).mkdir()
+
+    def build(draft):
+        threshold = read_threshold(threshold_ref)
+        normal_paths = [r["path"] for r in read_images(train)]
+        rows = read_scores(scores_ref)
+        image_dir(draft)  # where the box and heatmap images go
         records, errors = [], []
         with context.reporter.task(f"prompt {category}", len(rows)) as advance:
             for row in rows:
                 try:
                     entry = index.entry_for(Path(row["path"])) if index is not None else None
-                    records += _records(row, scores_ref, params, templates, knowledge, normal_paths, tau,
+                    records += _records(row, scores_ref, params, templates, knowledge, normal_paths, threshold["tau"],
                                         threshold["s_max"], category, draft.tmp, index, entry)
                 except ImageError as exc:
                     if context.on_error == "fail":
                         raise
                     errors.append({"path": row["path"], "file": exc.path, "error": exc.reason})
                 advance(1)
-        write_jsonl(draft.file(PROMPTS_FILE), records)
+        write_prompts(draft, records)
         write_jsonl(draft.file(ERRORS_FILE), errors)
         draft.lineage = scores_ref.lineage
         draft.summary = {"prompts": len(records), "errors": len(errors),
@@ -129,7 +101,9 @@ def run_prompt(scores_ref: ArtifactRef, params: PromptParams, *, context: Contex
                          "caas_window": sum(r["uncertain"] for r in records),
                          "with_boxes": sum(bool(r["boxes"]) for r in records),
                          "domain_knowledge": knowledge is not None, "template": templates.origin}
-        return draft.publish()
+
+    return artifacts.produce("prompts", context=context, category=category, params=prompt_identity(params),
+                             inputs=[scores_ref], build=build)
 
 
 def _records(row, scores_ref, params, templates, knowledge, normal_paths, tau, s_max, category, out_dir, index,
@@ -140,7 +114,7 @@ def _records(row, scores_ref, params, templates, knowledge, normal_paths, tau, s
               "tau": tau, "s_max": s_max, "knowledge": knowledge or "", "shots": params.shots, "n_boxes": 0}
     message = []
     if params.instruction:
-        message += [_text(templates.render("instruction", **fields)), _text(templates.render("answer_format", **fields))]
+        message += [_text(templates.render(part, **fields)) for part in ("instruction", "answer_format")]
     if knowledge:
         message.append(_text(templates.render("domain_knowledge", **fields)))
     if params.shots:
@@ -161,13 +135,14 @@ def _records(row, scores_ref, params, templates, knowledge, normal_paths, tau, s
     # DBT: the visual prompt accompanies an anomalous verdict only.
     if anomalous and params.visual != "none":
         image = load_rgb(Path(row["path"]))
-        _, amap = load_maps(scores_ref, row)
+        _, amap = read_maps(scores_ref, row)
         if params.visual in ("boxes", "both"):
             boxes = [box for box, _ in find_boxes(amap, tau, params.box)]
             if boxes:
                 name = f"{IMAGES_DIR}/{row['index']:06d}_boxes.png"
                 draw_boxes(image, boxes).save(out_dir / name)
-                message += [_text(templates.render("boxes", **{**fields, "n_boxes": len(boxes)})), _image(name, "boxes")]
+                text = templates.render("boxes", **{**fields, "n_boxes": len(boxes)})
+                message += [_text(text), _image(name, "boxes")]
         if params.visual in ("heatmap", "both"):
             name = f"{IMAGES_DIR}/{row['index']:06d}_heatmap.png"
             heatmap_overlay(image, amap, vmax=tau).save(out_dir / name)

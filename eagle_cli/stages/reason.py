@@ -8,58 +8,18 @@ and marked invalid, never dropped. Reference (eagle-method.md E.2) lost up to 9 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
-from eagle_cli.data.images import load_rgb
-from eagle_cli.errors import EagleError, ImageError, ParameterError
-from eagle_cli.mllm.openai_api import OpenAIBackend, ServerSettings
-from eagle_cli.mllm.prompt import Prompt
-from eagle_cli.mllm.settings import CaasSettings
-from eagle_cli.prompts.questions import parse_answer
 from eagle_cli.context import Context
-from eagle_cli.stages.common import ERRORS_FILE, read_jsonl, write_jsonl
-from eagle_cli.stages.prompt import PROMPTS_FILE
-
-ANSWERS_FILE = "answers.jsonl"
-
-
-BACKENDS = ("hf", "openai")
-
-
-@dataclass(frozen=True)
-class ReasonParams:
-    model: str
-    backend: str = "hf"
-    dtype: str = "auto"
-    device: str = "auto"
-    max_new_tokens: int = 128
-    batch_size: int = 1
-    trust_remote_code: bool = False
-    caas: CaasSettings | None = None
-    server: ServerSettings = ServerSettings()
-
-    def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ParameterError(f"--backend must be hf or openai, got {self.backend!r}.")
-        if self.caas is not None and self.backend != "hf":
-            raise ParameterError("--caas edits attention inside the model, so it needs --backend hf; "
-                                 "a server only returns text.")
-        if self.batch_size < 1 or self.max_new_tokens < 1 or self.server.concurrency < 1:
-            raise ParameterError("--batch-size, --max-new-tokens and --concurrency must be at least 1.")
-
-    @property
-    def prompts_per_call(self) -> int:
-        """Prompts handed to the backend at once: a server gets enough to keep --concurrency requests in flight."""
-        return self.batch_size if self.backend == "hf" else max(self.batch_size, self.server.concurrency)
-
-    def identity(self) -> dict:
-        # Batching, device, address and concurrency change speed, not the greedy answers.
-        return {"backend": self.backend, "model": self.model, "dtype": self.dtype,
-                "max_new_tokens": self.max_new_tokens, "caas": asdict(self.caas) if self.caas else None}
+from eagle_cli.data.images import load_rgb
+from eagle_cli.errors import EagleError, ImageError
+from eagle_cli.formats.answers import ANSWERS_FILE, read_partial_answers
+from eagle_cli.formats.jsonl import ERRORS_FILE, append_line, write_jsonl
+from eagle_cli.formats.prompts import read_prompts, resolve_image
+from eagle_cli.mllm.openai_api import OpenAIBackend
+from eagle_cli.mllm.prompt import Prompt
+from eagle_cli.params import ReasonParams
+from eagle_cli.prompts.questions import parse_answer
 
 
 def load_backend(params: ReasonParams):
@@ -95,27 +55,13 @@ class SharedBackend:
         return self._backend
 
 
-def read_answers(path: Path) -> list[dict]:
-    """Answer lines already written; a line cut off by a kill is dropped (it will be asked again)."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
-
-
-def _prompt(record: dict, prompts_dir: Path) -> Prompt:
+def _prompt(record: dict, prompts_ref: ArtifactRef) -> Prompt:
     items = []
     for item in record["message"]:
         if item["type"] == "text":
             items.append(item)
             continue
-        path = Path(item["path"])
-        path = path if path.is_absolute() else prompts_dir / path
+        path = resolve_image(prompts_ref, item)
         if not path.is_file():
             raise ImageError(path, "vanished since `eagle prompt` wrote this prompt; restore it or rerun eagle prompt")
         items.append({"type": "image", "image": load_rgb(path), "role": item["role"]})
@@ -129,15 +75,11 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
     it is called only if some prompt still needs an answer, so a finished run loads no model.
     """
     category = prompts_ref.path.parent.parent.name
-    draft = artifacts.start("answers", root=context.artifacts, run=context.run, category=category,
-                            params=params.identity(), inputs=[prompts_ref], force=context.force, resumable=True)
-    if isinstance(draft, ArtifactRef):
-        return draft
     backend = backend or SharedBackend(params)
-    with draft:
-        records = read_jsonl(prompts_ref.path / PROMPTS_FILE)
-        done = read_answers(draft.file(ANSWERS_FILE))
-        errors = read_answers(draft.file(ERRORS_FILE))
+
+    def build(draft):
+        records = read_prompts(prompts_ref)
+        done, errors = read_partial_answers(draft.tmp)
         finished = {row["id"] for row in done} | {row["id"] for row in errors}
         todo = [r for r in records if r["id"] not in finished]
         model = backend() if todo else None
@@ -150,17 +92,17 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                 batch, prompts = [], []
                 for record in todo[start:start + params.prompts_per_call]:
                     try:
-                        prompts.append(_prompt(record, prompts_ref.path))
+                        prompts.append(_prompt(record, prompts_ref))
                         batch.append(record)
                     except ImageError as exc:
                         if context.on_error == "fail":
                             raise
-                        _append(error_log, {"id": record["id"], "path": record["path"], "file": exc.path,
-                                            "error": exc.reason})
+                        append_line(error_log, {"id": record["id"], "path": record["path"], "file": exc.path,
+                                                "error": exc.reason})
                         advance(1)
-                for record, reply in zip(batch, model.generate(prompts, params.caas) if prompts else []):
+                for record, reply in zip(batch, model.generate(prompts, params.caas) if prompts else [], strict=True):
                     parsed = parse_answer(reply.text, record["options"])
-                    _append(answers, {
+                    append_line(answers, {
                         "id": record["id"], "prompts": prompts_ref.id, "path": record["path"], "label": record["label"],
                         "type": record["type"], "question": record["question"], "options": record["options"],
                         "correct": record["answer"], "raw": reply.text, "parsed": parsed, "valid": parsed is not None,
@@ -169,15 +111,10 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                         "revision": model.revision,
                     })
                     advance(1)
-        rows = read_answers(draft.file(ANSWERS_FILE))
+        rows, errors = read_partial_answers(draft.tmp)
         draft.lineage = prompts_ref.lineage
-        draft.summary = {"answers": len(rows), "errors": len(read_answers(draft.file(ERRORS_FILE))),
-                         "invalid": sum(not r["valid"] for r in rows), "caas": sum(r["caas"] for r in rows),
-                         "model": params.model}
-        return draft.publish()
+        draft.summary = {"answers": len(rows), "errors": len(errors), "invalid": sum(not r["valid"] for r in rows),
+                         "caas": sum(r["caas"] for r in rows), "model": params.model}
 
-
-def _append(fh, row: dict) -> None:
-    fh.write(json.dumps(row) + "\n")
-    fh.flush()
-
+    return artifacts.produce("answers", context=context, category=category, params=params.identity(),
+                             inputs=[prompts_ref], build=build, resumable=True)

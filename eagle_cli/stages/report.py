@@ -1,35 +1,23 @@
-"""eagle report: metrics.json, metrics.csv, a self-contained report.html and MMAD-format answers, as a ``report`` artifact."""
+"""eagle report: metrics, a self-contained report.html and MMAD-format answers, as a ``report`` artifact."""
 
 from __future__ import annotations
 
-import csv
-import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
-from eagle_cli.errors import ArtifactError, ParameterError
+from eagle_cli.context import Context
+from eagle_cli.errors import ArtifactError
+from eagle_cli.formats.report import read_metrics, write_report
+from eagle_cli.params import ReportParams
 from eagle_cli.report.gather import RunData, gather
 from eagle_cli.report.page import render
 from eagle_cli.report.tables import ALL_KEYS, HEADLINE, compare, metric_rows, question_type_rows
-from eagle_cli.context import Context
 
 REPORT_CATEGORY = "_all"
 HEADLINE_TEXT = ("macro balanced accuracy: the mean over categories of (accuracy on good + accuracy on defective) / 2 "
                  "(MMAD's 'Anomaly Detection' figure)")
-
-
-@dataclass(frozen=True)
-class ReportParams:
-    runs: tuple[str, ...]
-    categories: tuple[str, ...] = ()
-    gallery: int = 120
-
-    def __post_init__(self):
-        if not 1 <= len(self.runs) <= 2:
-            raise ParameterError(f"A report covers one run, or two side by side; got {len(self.runs)}.")
 
 
 def _mmad_rows(run: RunData) -> dict[str, list[dict]]:
@@ -60,13 +48,8 @@ def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
     if len(runs) == 2 and runs[0].dataset != runs[1].dataset:
         raise ArtifactError(f"Runs {runs[0].name!r} ({runs[0].dataset['root']}) and {runs[1].name!r} "
                             f"({runs[1].dataset['root']}) scored different datasets; report them separately.")
-    inputs = [ref for run in runs for ref in run.inputs]
-    draft = artifacts.start("report", root=context.artifacts, run=params.runs[0], category=REPORT_CATEGORY,
-                            params={"runs": list(params.runs), "categories": list(params.categories),
-                                    "gallery": params.gallery}, inputs=inputs, force=context.force)
-    if isinstance(draft, ArtifactRef):
-        return draft
-    with draft:
+
+    def build(draft):
         with context.reporter.task("report", len(runs) + 1) as advance:
             rows = {}
             for run in runs:
@@ -80,27 +63,24 @@ def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
             html = render(runs, rows, comparison, gallery_limit=params.gallery, notes=notes)
             advance(1)
         all_rows = [r for run in runs for r in rows[run.name]]
-        draft.file("report.html").write_text(html)
-        types = [row for run in runs for row in question_type_rows(run)]
-        draft.file("metrics.json").write_text(json.dumps(
-            {"headline": HEADLINE_TEXT, "rows": all_rows, "question_types": types, "comparison": comparison,
-             "notes": notes}, indent=2))
-        with open(draft.file("metrics.csv"), "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["run", "category", "system", *ALL_KEYS, "complete"],
-                                    extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(all_rows)
-        for run in runs:
-            for system, mmad_rows in _mmad_rows(run).items():
-                draft.file(f"mmad_{_slug(run.name)}_{_slug(system)}.json").write_text(json.dumps(mmad_rows, indent=1))
+        metrics = {"headline": HEADLINE_TEXT, "rows": all_rows,
+                   "question_types": [row for run in runs for row in question_type_rows(run)],
+                   "comparison": comparison, "notes": notes}
+        mmad = {f"{_slug(run.name)}_{_slug(system)}": answers
+                for run in runs for system, answers in _mmad_rows(run).items()}
+        write_report(draft, html, metrics, ["run", "category", "system", *ALL_KEYS, "complete"], mmad)
         draft.lineage = {}
         draft.summary = {f"{r['run']}/{r['system']}": r[HEADLINE] for r in all_rows if r["category"] == "macro"}
-        return draft.publish()
+
+    return artifacts.produce("report", context=context, category=REPORT_CATEGORY,
+                             params={"runs": list(params.runs), "categories": list(params.categories),
+                                     "gallery": params.gallery},
+                             inputs=[ref for run in runs for ref in run.inputs], build=build)
 
 
 def markdown(ref: ArtifactRef) -> str:
     """The metric tables of a report as Markdown, for pasting into a ticket."""
-    data = json.loads((ref.path / "metrics.json").read_text())
+    data = read_metrics(ref)
     keys = [k for k in ALL_KEYS if any(r.get(k) is not None for r in data["rows"])]
     lines = [f"Headline: {data['headline']}.", "",
              "| run | category | system | " + " | ".join(keys) + " |",

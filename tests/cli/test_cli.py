@@ -126,16 +126,17 @@ def test_fit_threshold_refuses_a_target_its_images_cannot_support_and_reuses_a_g
     first = json.loads(runner.invoke(app, ["fit-threshold", "--target-far", "0.2", *common]).stdout)
     calibration = first[0]["path"]
     assert first[1]["summary"]["smallest_target"] == pytest.approx(1 / 9)
-    second = runner.invoke(app, ["fit-threshold", "--calibration-artifact", calibration, "--method", "k-sigma", "--json",
-                                 "--artifacts", str(tmp_path)])
+    second = runner.invoke(app, ["fit-threshold", "--calibration-artifact", calibration, "--method", "k-sigma",
+                                 "--json", "--artifacts", str(tmp_path)])
     written = json.loads(second.stdout)
     assert written[0]["path"] == calibration and written[1]["summary"]["method"] == "k-sigma"
 
 
 def test_help_answers_without_loading_torch_and_names_every_backbone():
     from eagle_cli.expert.backbones import BACKBONES
-    from eagle_cli.expert.names import BACKBONE_NAMES
+    from eagle_cli.params import BACKBONE_NAMES
 
     assert tuple(BACKBONES) == BACKBONE_NAMES
-    code = "import sys, eagle_cli.cli; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
+    code = ("import sys, eagle_cli.cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

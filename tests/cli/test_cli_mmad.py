@@ -12,7 +12,8 @@ runner = CliRunner()
 
 def test_mmad_chain_asks_mmads_questions_with_its_templates(mmad_root, tiny_qwen, tmp_path):
     common = ["--artifacts", str(tmp_path), "-q"]
-    steps = [["fit-bank", "--data", str(mmad_root), *TINY_ARGS], ["fit-threshold", "--target-far", "0.2"], ["score", "--device", "cpu"],
+    steps = [["fit-bank", "--data", str(mmad_root), *TINY_ARGS], ["fit-threshold", "--target-far", "0.2"],
+             ["score", "--device", "cpu"],
              ["prompt", "--shots", "1", "--template-source", "random"]]
     for args in steps:
         result = runner.invoke(app, [*args, *common])

@@ -12,7 +12,8 @@ runner = CliRunner()
 
 def test_prompt_then_reason_with_caas_on_the_command_line(tiny_root, tiny_qwen, tmp_path):
     common = ["--artifacts", str(tmp_path), "--category", "brick", "-q"]
-    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold", "--method", "quantile", "--q", "5"],
+    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS],
+                 ["fit-threshold", "--method", "quantile", "--q", "5"],
                  ["score", "--device", "cpu"], ["prompt", "--visual", "both", "--shots", "1"]):
         result = runner.invoke(app, [*args, *common])
         assert result.exit_code == 0, result.output
@@ -28,7 +29,8 @@ def test_prompt_then_reason_with_caas_on_the_command_line(tiny_root, tiny_qwen, 
 
 def test_reason_refuses_caas_layers_the_model_does_not_have(tiny_root, tiny_qwen, tmp_path):
     common = ["--artifacts", str(tmp_path), "--category", "washer", "-q"]
-    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold", "--method", "quantile", "--q", "5"],
+    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS],
+                 ["fit-threshold", "--method", "quantile", "--q", "5"],
                  ["score", "--device", "cpu"], ["prompt"]):
         assert runner.invoke(app, [*args, *common]).exit_code == 0
     result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--caas", *common])
@@ -39,7 +41,8 @@ def test_reason_through_a_server_from_the_command_line(tiny_root, tmp_path):
     from tests.mllm.servers import completion, scripted_server
 
     common = ["--artifacts", str(tmp_path), "--category", "washer", "-q"]
-    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold", "--target-far", "0.2"], ["score", "--device", "cpu"],
+    for args in (["fit-bank", "--data", str(tiny_root), *TINY_ARGS], ["fit-threshold", "--target-far", "0.2"],
+                 ["score", "--device", "cpu"],
                  ["prompt", "--no-instruction", "--no-verdict", "--visual", "none"]):
         assert runner.invoke(app, [*args, *common]).exit_code == 0
     prompts = [json.loads(line) for line in next(tmp_path.rglob("prompts.jsonl")).read_text().splitlines()]

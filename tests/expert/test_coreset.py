@@ -22,7 +22,8 @@ def brute_force(features, ratio, *, seed, sqrt_domain):
         d = torch.clamp(torch.mv(proj, proj[j]).mul(-2).add(sq).add(proj[j].dot(proj[j])), min=0)
         return d.sqrt() if sqrt_domain else d
 
-    nearest = torch.stack([torch.sqrt(torch.clamp(torch.mv(proj, proj[s]).mul(-2).add(sq).add(proj[s].dot(proj[s])), min=0))
+    nearest = torch.stack([torch.sqrt(torch.clamp(torch.mv(proj, proj[s]).mul(-2).add(sq).add(proj[s].dot(proj[s])),
+                                                  min=0))
                            for s in seeds]).sum(0).div(len(seeds))
     nearest = nearest if sqrt_domain else nearest.square()
     chosen = []

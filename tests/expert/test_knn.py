@@ -53,6 +53,7 @@ def test_saved_index_searches_like_the_original(tmp_path):
     bank, ids = _bank()
     index = BankIndex(bank, ids, backend="faiss", device=CPU)
     index.save(tmp_path / "i.faiss")
-    reloaded = BankIndex(bank, ids, backend="faiss", device=CPU, faiss_index=faiss.read_index(str(tmp_path / "i.faiss")))
+    saved = faiss.read_index(str(tmp_path / "i.faiss"))
+    reloaded = BankIndex(bank, ids, backend="faiss", device=CPU, faiss_index=saved)
     queries = torch.randn(20, 32)
     assert np.array_equal(index.search(queries, 2)[1], reloaded.search(queries, 2)[1])

@@ -37,7 +37,7 @@ def transformers_serve(model: Path, port: int | None = None):
                 break
             except OSError:
                 if time.time() > deadline or process.poll() is not None:
-                    raise RuntimeError("transformers serve did not come up within 90 s")
+                    raise RuntimeError("transformers serve did not come up within 90 s") from None
                 time.sleep(0.3)
         yield f"http://127.0.0.1:{port}/v1", process
     finally:

@@ -8,9 +8,9 @@ from PIL import Image
 
 from eagle_cli.errors import EagleError, ParameterError
 from eagle_cli.mllm.caas import _ACTIVE, _Active, caas, caas_attention, visual_columns
-from eagle_cli.mllm.settings import CaasSettings, parse_layers
 from eagle_cli.mllm.hf import HFBackend
 from eagle_cli.mllm.prompt import Prompt
+from eagle_cli.params import CaasSettings, parse_layers
 
 RED, BLUE = Image.new("RGB", (96, 96), (200, 30, 30)), Image.new("RGB", (112, 84), (20, 30, 200))
 

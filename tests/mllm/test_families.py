@@ -2,13 +2,13 @@
 
 import torch
 
-from eagle_cli.mllm.hf import HFBackend
-from eagle_cli.mllm.settings import CaasSettings
 from eagle_cli.context import Context
-from eagle_cli.stages.prompt import PromptParams, run_prompt
-from eagle_cli.stages.reason import ReasonParams, run_reason
+from eagle_cli.mllm.hf import HFBackend
+from eagle_cli.params import CaasSettings, PromptParams, ReasonParams
+from eagle_cli.stages.prompt import run_prompt
+from eagle_cli.stages.reason import run_reason
 from tests.mllm.test_caas import _prompt
-from tests.mllm.test_prompt_reason import _records, scores  # noqa: F401 (fixture)
+from tests.mllm.test_prompt_reason import _records
 
 
 def test_llava_loads_answers_and_takes_caas(tiny_llava):
@@ -22,9 +22,9 @@ def test_llava_loads_answers_and_takes_caas(tiny_llava):
     assert [r.caas for r in replies] == [True, False] and all(isinstance(r.text, str) for r in replies)
 
 
-def test_reason_stage_runs_on_llava(scores, tiny_llava, tmp_path):  # noqa: F811
+def test_reason_stage_runs_on_llava(washer_scores, tiny_llava, tmp_path):
     context = Context(artifacts=tmp_path)
-    prompts = run_prompt(scores, PromptParams(visual="both"), context=context)
-    ref = run_reason(prompts, ReasonParams(model=str(tiny_llava), device="cpu", max_new_tokens=3, batch_size=4),
+    prompts = run_prompt(washer_scores, PromptParams(visual="both"), context=context)
+    ref = run_reason(prompts, ReasonParams(model=str(tiny_llava), device="cpu", max_new_tokens=3, prompt_batch=4),
                      context=context)
     assert len(_records(ref, "answers.jsonl")) == 11

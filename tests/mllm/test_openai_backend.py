@@ -5,25 +5,24 @@ from dataclasses import replace
 import pytest
 
 from eagle_cli import artifacts
-from eagle_cli.errors import EagleError, ParameterError
-from eagle_cli.mllm.openai_api import ServerSettings
-from eagle_cli.mllm.settings import CaasSettings
 from eagle_cli.context import Context
-from eagle_cli.stages.prompt import PromptParams, run_prompt
-from eagle_cli.stages.reason import ReasonParams, run_reason
+from eagle_cli.errors import EagleError, ParameterError
+from eagle_cli.params import CaasSettings, PromptParams, ReasonParams, ServerSettings
+from eagle_cli.stages.prompt import run_prompt
+from eagle_cli.stages.reason import run_reason
 from tests.mllm.servers import completion, free_port, scripted_server, transformers_serve
-from tests.mllm.test_prompt_reason import _records, scores  # noqa: F401 (fixture)
+from tests.mllm.test_prompt_reason import _records
 
 FAST = dict(retries=2, backoff_s=0.05, timeout_s=60)
 
 
 @pytest.fixture
-def prompts(scores, tmp_path):  # noqa: F811
-    return run_prompt(scores, PromptParams(), context=Context(artifacts=tmp_path))
+def prompts(washer_scores, tmp_path):
+    return run_prompt(washer_scores, PromptParams(), context=Context(artifacts=tmp_path))
 
 
 def _params(model, url, concurrency=2):
-    return ReasonParams(model=model, backend="openai", max_new_tokens=4, batch_size=concurrency,
+    return ReasonParams(model=model, backend="openai", max_new_tokens=4, prompt_batch=concurrency,
                         server=ServerSettings(base_url=url, concurrency=concurrency, **FAST))
 
 
@@ -110,3 +109,13 @@ def test_api_key_is_sent_from_the_named_environment_variable(prompts, tmp_path, 
                          server=ServerSettings(base_url=url, api_key_env="MY_KEY", concurrency=1, **FAST))
         run_reason(prompts, params, context=Context(artifacts=tmp_path))
     assert {auth for _, auth in served} == {"Bearer sekrit"}
+
+
+def test_the_reason_stage_with_a_server_loads_neither_torch_nor_faiss_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys; from eagle_cli.stages.reason import load_backend; from eagle_cli.params import ReasonParams; "
+            "load_backend(ReasonParams(model='m', backend='openai')); "
+            "print(sorted(m for m in ('torch', 'faiss', 'matplotlib', 'transformers') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

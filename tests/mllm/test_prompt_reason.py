@@ -6,30 +6,15 @@ from dataclasses import replace
 import pytest
 
 from eagle_cli import artifacts
-from eagle_cli.data import DataSource
-from eagle_cli.mllm.settings import CaasSettings
 from eagle_cli.context import Context
-from eagle_cli.stages.extract import ExtractParams, run_extract
-from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
-from eagle_cli.stages.prompt import PromptParams, run_prompt
-from eagle_cli.stages.reason import ReasonParams, run_reason
-from eagle_cli.stages.score import ScoreInputs, ScoreParams, run_score
-from eagle_cli.threshold import ThresholdParams
+from eagle_cli.params import (
+    CaasSettings,
+    PromptParams,
+    ReasonParams,
+)
+from eagle_cli.stages.prompt import run_prompt
+from eagle_cli.stages.reason import run_reason
 from tests.stages.test_pipeline import Interrupting
-
-SMALL = ExtractParams(backbone="mobilenet_v2", weights="imagenet", resize=96, crop=80, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def scores(tiny_root, tmp_path_factory):
-    context = Context(artifacts=tmp_path_factory.mktemp("artifacts"))
-    features = run_extract(DataSource(root=tiny_root), "washer", "train", SMALL, context=context)
-    # A low quantile puts several test images between τ and S_max, so the CAAS window is populated.
-    threshold = run_fit_threshold(run_fit_bank(features, BankParams(), context=context),
-                                  FitThresholdParams(dbt=ThresholdParams("quantile", q=5)), context=context)
-    return run_score(threshold, ScoreInputs(source=DataSource(root=tiny_root), category="washer"), ScoreParams(),
-                     context=context)
 
 
 def _records(ref, name="prompts.jsonl"):
@@ -37,8 +22,8 @@ def _records(ref, name="prompts.jsonl"):
     return [json.loads(line) for line in (folder / name).read_text().splitlines()]
 
 
-def test_prompts_follow_dbt_box_images_only_for_anomalous_verdicts(scores, tmp_path):
-    ref = run_prompt(scores, PromptParams(visual="both"), context=Context(artifacts=tmp_path))
+def test_prompts_follow_dbt_box_images_only_for_anomalous_verdicts(washer_scores, tmp_path):
+    ref = run_prompt(washer_scores, PromptParams(visual="both"), context=Context(artifacts=tmp_path))
     records = _records(ref)
     assert len(records) == 11 and any(r["anomalous"] for r in records) and not all(r["anomalous"] for r in records)
     for record in records:
@@ -58,10 +43,10 @@ def test_prompts_follow_dbt_box_images_only_for_anomalous_verdicts(scores, tmp_p
     assert any(r["boxes"] for r in records)
 
 
-def test_shots_and_domain_knowledge_reach_the_message(scores, tmp_path):
+def test_shots_and_domain_knowledge_reach_the_message(washer_scores, tmp_path):
     knowledge = tmp_path / "domain_knowledge.json"
     knowledge.write_text(json.dumps({"Synthetic": {"washer": {"good": "A grey ring.", "hole": "Dark round holes."}}}))
-    ref = run_prompt(scores, PromptParams(shots=2, domain_knowledge=knowledge, verdict=False),
+    ref = run_prompt(washer_scores, PromptParams(shots=2, domain_knowledge=knowledge, verdict=False),
                      context=Context(artifacts=tmp_path / "a"))
     record = _records(ref)[0]
     roles = [item["role"] for item in record["message"] if item["type"] == "image"]
@@ -70,15 +55,15 @@ def test_shots_and_domain_knowledge_reach_the_message(scores, tmp_path):
     assert roles[:2] == ["template", "template"] and "/train/good/" in first_image["path"]
     assert "A grey ring." in texts and "Dark round holes." in texts
     assert "judges this query image" not in texts  # the textual prior is off
-    again = run_prompt(scores, PromptParams(shots=2, domain_knowledge=knowledge, verdict=False),
+    again = run_prompt(washer_scores, PromptParams(shots=2, domain_knowledge=knowledge, verdict=False),
                        context=Context(artifacts=tmp_path / "b"))
     assert _records(again)[0]["message"] == record["message"]  # seeded template choice
 
 
-def test_reason_answers_every_prompt_and_keeps_raw_text(scores, tiny_qwen, qwen_backend, tmp_path):
+def test_reason_answers_every_prompt_and_keeps_raw_text(washer_scores, tiny_qwen, qwen_backend, tmp_path):
     context = Context(artifacts=tmp_path)
-    prompts = run_prompt(scores, PromptParams(), context=context)
-    ref = run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=6, batch_size=4), context=context,
+    prompts = run_prompt(washer_scores, PromptParams(), context=context)
+    ref = run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=6, prompt_batch=4), context=context,
                      backend=lambda: qwen_backend)
     answers = _records(ref, "answers.jsonl")
     assert [a["id"] for a in answers] == [p["id"] for p in _records(prompts)]
@@ -88,21 +73,23 @@ def test_reason_answers_every_prompt_and_keeps_raw_text(scores, tiny_qwen, qwen_
     assert ref.summary["answers"] == 11 and ref.summary["invalid"] == sum(not a["valid"] for a in answers)
 
 
-def test_caas_runs_only_for_prompts_in_the_window(scores, tiny_qwen, qwen_backend, tmp_path):
+def test_caas_runs_only_for_prompts_in_the_window(washer_scores, tiny_qwen, qwen_backend, tmp_path):
     context = Context(artifacts=tmp_path)
-    prompts = run_prompt(scores, PromptParams(), context=context)
+    prompts = run_prompt(washer_scores, PromptParams(), context=context)
     params = ReasonParams(model=str(tiny_qwen), max_new_tokens=4, caas=CaasSettings(layers=(1, 2)))
     answers = _records(run_reason(prompts, params, context=context, backend=lambda: qwen_backend), "answers.jsonl")
     assert any(a["caas"] for a in answers)
     assert all(a["caas"] == a["uncertain"] for a in answers)
 
 
-def test_an_interrupted_reason_resumes_without_losing_or_repeating_answers(scores, tiny_qwen, qwen_backend, tmp_path):
+def test_an_interrupted_reason_resumes_without_losing_or_repeating_answers(washer_scores, tiny_qwen, qwen_backend,
+                                                                           tmp_path):
     context = Context(artifacts=tmp_path)
-    prompts = run_prompt(scores, PromptParams(), context=context)
+    prompts = run_prompt(washer_scores, PromptParams(), context=context)
     params = ReasonParams(model=str(tiny_qwen), max_new_tokens=4)
     with pytest.raises(KeyboardInterrupt):
-        run_reason(prompts, params, context=replace(context, reporter=Interrupting(after=5)), backend=lambda: qwen_backend)
+        run_reason(prompts, params, context=replace(context, reporter=Interrupting(after=5)),
+                   backend=lambda: qwen_backend)
     assert not [r for r in artifacts.list_artifacts(tmp_path) if r.kind == "answers"]
     partial = next(tmp_path.rglob(".tmp-partial-*"))
     kept = _records(partial, "answers.jsonl")
@@ -115,9 +102,9 @@ def test_an_interrupted_reason_resumes_without_losing_or_repeating_answers(score
     assert answers[: len(kept)] == kept
 
 
-def test_an_image_that_vanished_since_prompting_is_named(scores, tiny_qwen, qwen_backend, tmp_path):
+def test_an_image_that_vanished_since_prompting_is_named(washer_scores, tiny_qwen, qwen_backend, tmp_path):
     context = Context(artifacts=tmp_path)
-    prompts = run_prompt(scores, PromptParams(), context=context)
+    prompts = run_prompt(washer_scores, PromptParams(), context=context)
     victim = next(r for r in _records(prompts) if r["boxes"])
     box_path = next(i["path"] for i in victim["message"] if i["type"] == "image" and i["role"] == "boxes")
     (prompts.path / box_path).unlink()
@@ -128,9 +115,9 @@ def test_an_image_that_vanished_since_prompting_is_named(scores, tiny_qwen, qwen
     assert ref.summary["answers"] == 10
 
 
-def test_a_finished_reason_loads_no_model_when_rerun(scores, tiny_qwen, qwen_backend, tmp_path):  # noqa: F811
+def test_a_finished_reason_loads_no_model_when_rerun(washer_scores, tiny_qwen, qwen_backend, tmp_path):
     context = Context(artifacts=tmp_path)
-    prompts = run_prompt(scores, PromptParams(), context=context)
+    prompts = run_prompt(washer_scores, PromptParams(), context=context)
     params = ReasonParams(model=str(tiny_qwen), max_new_tokens=2)
     first = run_reason(prompts, params, context=context, backend=lambda: qwen_backend)
     again = run_reason(prompts, params, context=context, backend=lambda: pytest.fail("the model was loaded"))

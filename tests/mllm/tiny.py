@@ -33,13 +33,20 @@ def _tokenizer_file(out: Path, special: list[str]) -> Path:
 
 def build_qwen25_vl(out: Path, *, layers: int = 4) -> Path:
     """A 4-layer Qwen2.5-VL (hidden 128, vision hidden 64), about 1 M parameters."""
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2TokenizerFast, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2TokenizerFast,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = Qwen2TokenizerFast(tokenizer_file=str(_tokenizer_file(out, QWEN_SPECIAL)), eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token=None, bos_token=None)
-    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16),
+    images = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    processor = Qwen2_5_VLProcessor(image_processor=images,
                                     tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
                                     chat_template=CHAT_TEMPLATE)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL}
@@ -71,8 +78,13 @@ LLAVA_CHAT_TEMPLATE = (
 
 def build_llava(out: Path, *, layers: int = 3) -> Path:
     """A tiny LLaVA-1.5-style model: a 2-layer CLIP vision tower at 28 px and a 3-layer Llama."""
-    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    from transformers import PreTrainedTokenizerFast
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(_tokenizer_file(out, LLAVA_SPECIAL)), bos_token="<s>",

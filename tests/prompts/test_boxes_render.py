@@ -1,7 +1,8 @@
 import numpy as np
 from PIL import Image
 
-from eagle_cli.prompts.boxes import BoxParams, find_boxes
+from eagle_cli.params import BoxParams
+from eagle_cli.prompts.boxes import find_boxes
 from eagle_cli.prompts.render import draw_boxes, heatmap_overlay, line_width
 
 

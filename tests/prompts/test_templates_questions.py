@@ -24,7 +24,8 @@ def test_mmad_options_are_relettered_in_order():
 
 
 def test_default_question_knows_the_answer_from_the_label():
-    assert default_question(1).answer == "A" and default_question(0).answer == "B" and default_question(None).answer is None
+    assert default_question(1).answer == "A" and default_question(0).answer == "B"
+    assert default_question(None).answer is None
 
 
 def test_shipped_template_renders_every_part():

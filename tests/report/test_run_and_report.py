@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,9 +12,14 @@ from typer.testing import CliRunner
 
 from eagle_cli import artifacts
 from eagle_cli.cli import app
-from eagle_cli.errors import ArtifactError
 from eagle_cli.context import Context
-from eagle_cli.stages.report import ReportParams, run_report
+from eagle_cli.errors import ArtifactError
+from eagle_cli.formats.prompts import read_prompts
+from eagle_cli.formats.scores import read_scores
+from eagle_cli.params import PromptParams, ReasonParams, ReportParams
+from eagle_cli.stages.prompt import run_prompt
+from eagle_cli.stages.reason import run_reason
+from eagle_cli.stages.report import run_report
 from tests.report.browser import dump_dom, screenshot
 
 runner = CliRunner()
@@ -176,10 +182,6 @@ def test_two_runs_side_by_side_show_differences_and_markdown(tiny_root, tmp_path
 
 def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(tiny_root, tiny_qwen, qwen_backend,
                                                                               tmp_path):
-    from dataclasses import replace
-
-    from eagle_cli.stages.prompt import PromptParams, run_prompt
-    from eagle_cli.stages.reason import ReasonParams, run_reason
     from tests.stages.test_pipeline import Interrupting
 
     config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"])
@@ -209,9 +211,6 @@ def test_mmad_runs_report_accuracy_per_question_type(mmad_root, tiny_qwen, tmp_p
 
 
 def test_two_models_on_the_same_prompts_stay_apart(tiny_root, tiny_qwen, tiny_llava, tmp_path):
-    from eagle_cli.stages.prompt import PromptParams, run_prompt
-    from eagle_cli.stages.reason import ReasonParams, run_reason
-
     config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"])
     assert _run(config)[0].exit_code == 0
     context = Context(artifacts=tmp_path / "a", run="r1")
@@ -221,3 +220,21 @@ def test_two_models_on_the_same_prompts_stay_apart(tiny_root, tiny_qwen, tiny_ll
     report = run_report(ReportParams(runs=("r1",)), context=context)
     systems = {r["system"] for r in json.loads((report.path / "metrics.json").read_text())["rows"]}
     assert systems == {"Expert", f"EAGLE · {tiny_qwen.name}", f"EAGLE · {tiny_llava.name}"}
+
+
+def test_the_gallery_shows_the_boxes_the_model_was_shown(tiny_root, tmp_path):
+    from eagle_cli.params import BoxParams
+    from eagle_cli.stages.prompt import run_prompt
+
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"], q=5, box_level=0.5)
+    assert _run(config)[0].exit_code == 0
+    context = Context(artifacts=tmp_path / "a", run="r1", force=True)
+    scores = artifacts.latest(tmp_path / "a", "r1", "washer", "scores")
+    flagged = sum(row["anomalous"] for row in read_scores(scores))
+    drawn = run_report(ReportParams(runs=("r1",)), context=context).path / "report.html"
+    assert flagged and drawn.read_text().count('alt="boxes"') == sum(
+        bool(r["boxes"]) for r in read_prompts(artifacts.latest(tmp_path / "a", "r1", "washer", "prompts"))) > 0
+    # Prompts drawn with a level no map reaches have no boxes, and neither has the report built on them.
+    run_prompt(scores, PromptParams(box=BoxParams(level=1e9)), context=context)
+    assert run_report(ReportParams(runs=("r1",)), context=context).path.joinpath("report.html").read_text().count(
+        'alt="boxes"') == 0

@@ -6,11 +6,12 @@ import pytest
 from eagle_cli import artifacts
 from eagle_cli.data import DataSource
 from eagle_cli.errors import ArtifactError, ParameterError
-from eagle_cli.stages.calibrate import CalibrationParams, calibration_scores, load_calibration, run_calibrate
+from eagle_cli.formats.calibration import calibration_scores, read_calibration
+from eagle_cli.formats.threshold import read_threshold
+from eagle_cli.params import BankParams, CalibrationParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
-from eagle_cli.stages.fit_bank import BankParams, run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, load_threshold, run_fit_threshold
-from eagle_cli.threshold import ThresholdParams
+from eagle_cli.stages.fit_bank import run_fit_bank
+from eagle_cli.stages.fit_threshold import FitThresholdParams, run_calibrate, run_fit_threshold
 from tests.conftest import TINY, TINY_THRESHOLD
 
 
@@ -30,13 +31,13 @@ def test_every_method_fits_on_one_calibration_and_s_max_is_its_max(tiny_root, co
     assert conformal.input("calibration").path == k_sigma.input("calibration").path
     assert _kinds(context).count("calibration") == 1
     scores = calibration_scores(conformal.input("calibration"))
-    rows = load_calibration(conformal.input("calibration"))
+    rows = read_calibration(conformal.input("calibration"))
     assert len(rows) == 8 and all(row["score"] is not None for row in rows)
     for ref in (conformal, k_sigma):
-        result = load_threshold(ref)
+        result = read_threshold(ref)
         assert result["s_max"] == pytest.approx(scores.max()) and result["calibration"] == "refill"
         assert result["predicted_far"] == pytest.approx(np.sum(scores >= result["tau"]) / 9)
-    result = load_threshold(conformal)
+    result = read_threshold(conformal)
     assert result["tau"] == np.sort(scores)[7]  # the ⌈9 · 0.8⌉ = 8th smallest
     assert result["far_interval_90"][0] < 0.2 < result["far_interval_90"][1]
 
@@ -46,7 +47,7 @@ def test_each_estimator_is_its_own_artifact_and_records_its_folds(tiny_root, con
     refs = {name: run_calibrate(bank, CalibrationParams(name, folds=4), context=context)
             for name in ("reference", "leave-own-out", "refill", "cross-fit")}
     assert len({ref.id for ref in refs.values()}) == 4
-    folds = [row["fold"] for row in load_calibration(refs["cross-fit"])]
+    folds = [row["fold"] for row in read_calibration(refs["cross-fit"])]
     assert sorted(np.bincount(folds)) == [2, 2, 2, 2]
     scores = {name: calibration_scores(ref) for name, ref in refs.items()}
     assert (scores["reference"] <= scores["leave-own-out"] + 1e-9).all()

@@ -11,16 +11,18 @@ import torch
 from PIL import Image
 
 from eagle_cli import artifacts
+from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.errors import ArtifactError, DataError, ImageError, ParameterError
-from eagle_cli.context import Context
-from eagle_cli.stages.common import save_features
+from eagle_cli.formats.bank import read_bank_tensors
+from eagle_cli.formats.features import write_features
+from eagle_cli.formats.scores import read_maps
+from eagle_cli.formats.threshold import read_threshold
+from eagle_cli.params import BankParams, CalibrationParams, ScoreParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
-from eagle_cli.stages.fit_bank import BankParams, load_bank_tensors, run_fit_bank
-from eagle_cli.stages.calibrate import CalibrationParams
-from eagle_cli.stages.fit_threshold import FitThresholdParams, load_threshold, run_fit_threshold
-from eagle_cli.stages.score import ScoreParams, ScoreInputs, load_maps, run_score
-from eagle_cli.threshold import ThresholdParams
+from eagle_cli.stages.fit_bank import run_fit_bank
+from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.score import ScoreInputs, run_score
 from tests.conftest import TINY, TINY_THRESHOLD
 
 BANK = BankParams(coreset_ratio=0.1)
@@ -39,15 +41,15 @@ def _rows(ref):
 
 def test_chain_writes_scores_maps_verdicts_and_metrics(tiny_root, context):
     threshold_ref = _expert(tiny_root, "washer", context)
-    scores_ref = run_score(threshold_ref, ScoreInputs(source=DataSource(root=tiny_root), category="washer"), ScoreParams(),
-                           context=context)
-    threshold = load_threshold(threshold_ref)
+    test_set = ScoreInputs(source=DataSource(root=tiny_root), category="washer")
+    scores_ref = run_score(threshold_ref, test_set, ScoreParams(), context=context)
+    threshold = read_threshold(threshold_ref)
     rows = _rows(scores_ref)
     assert len(rows) == 3 + 4 * 2
     for row in rows:
         assert row["anomalous"] == (row["score"] >= threshold["tau"])
         assert row["uncertain"] == (threshold["tau"] < row["score"] < threshold["s_max"])
-        crop, original = load_maps(scores_ref, row)
+        crop, original = read_maps(scores_ref, row)
         assert crop.shape == (80, 80) and original.shape == (96, 96)
         assert row["score"] == pytest.approx(float(crop.max()), rel=0.5)  # smoothing lowers the peak
     summary = scores_ref.summary
@@ -83,14 +85,14 @@ def test_banks_do_not_depend_on_the_order_of_categories(tiny_root, tmp_path):
         context = Context(artifacts=tmp_path / "-".join(order))
         for category in order:
             features = run_extract(DataSource(root=tiny_root), category, "train", TINY, context=context)
-            rows[(order, category)] = load_bank_tensors(run_fit_bank(features, BANK, context=context))["source_rows"]
+            rows[(order, category)] = read_bank_tensors(run_fit_bank(features, BANK, context=context))["source_rows"]
     for category in ("brick", "washer"):
         assert torch.equal(rows[(("brick", "washer"), category)], rows[(("washer", "brick"), category)])
 
 
 def test_knn_k_is_stored_in_the_bank_and_honoured_downstream(tiny_root, context):
-    k1 = load_threshold(_expert(tiny_root, "brick", context))
-    k3 = load_threshold(_expert(tiny_root, "brick", context, bank=replace(BANK, knn_k=3)))
+    k1 = read_threshold(_expert(tiny_root, "brick", context))
+    k3 = read_threshold(_expert(tiny_root, "brick", context, bank=replace(BANK, knn_k=3)))
     assert (k1["knn_k"], k3["knn_k"]) == (1, 3)
     assert k3["calibration_mean"] > k1["calibration_mean"]  # the mean over 3 neighbours is never below the nearest
 
@@ -99,7 +101,7 @@ def test_too_few_unselected_patches_are_counted_not_nan(tiny_root, context):
     # 10x10 = 100 patches per image and 10 % selected: about 90 unselected each.
     reference = FitThresholdParams(dbt=ThresholdParams("k-sigma"),
                                    calibration=CalibrationParams("reference", min_unselected=90))
-    result = load_threshold(_expert(tiny_root, "brick", context, threshold=reference))
+    result = read_threshold(_expert(tiny_root, "brick", context, threshold=reference))
     assert result["excluded"] > 0 and result["calibration_images"] + result["excluded"] == 8
     assert np.isfinite(result["tau"]) and np.isfinite(result["s_max"])
     with pytest.raises(ParameterError, match="--min-unselected 101 with --calibration reference"):
@@ -156,7 +158,7 @@ def test_nan_features_are_refused_naming_the_file(context):
         bad = torch.zeros(2, 4, 8)
         bad[1, 2, 3] = float("nan")
         draft.lineage = {"weights": "none"}
-        save_features(draft, bad, [{"path": "a"}, {"path": "b"}], (2, 2), [])
+        write_features(draft, bad, [{"path": "a"}, {"path": "b"}], (2, 2), [])
         ref = draft.publish()
     with pytest.raises(ArtifactError, match=r"features.safetensors holds NaN.*images \[1\]"):
         run_fit_bank(ref, BANK, context=context)
@@ -164,7 +166,8 @@ def test_nan_features_are_refused_naming_the_file(context):
 
 def test_bank_and_features_of_another_backbone_are_refused(tiny_root, context):
     threshold_ref = _expert(tiny_root, "brick", context)
-    other = run_extract(DataSource(root=tiny_root), "brick", "test", replace(TINY, backbone="resnet18"), context=context)
+    resnet = replace(TINY, backbone="resnet18")
+    other = run_extract(DataSource(root=tiny_root), "brick", "test", resnet, context=context)
     with pytest.raises(ArtifactError, match="backbone: 'mobilenet_v2' vs 'resnet18'"):
         run_score(threshold_ref, ScoreInputs(features=other), ScoreParams(), context=context)
 
@@ -196,7 +199,8 @@ def test_ctrl_c_in_any_stage_leaves_nothing_accepted_and_the_rerun_completes(sta
         "extract": lambda ctx, prev: run_extract(source, "brick", "train", TINY, context=ctx),
         "fit-bank": lambda ctx, prev: run_fit_bank(prev, BANK, context=ctx),
         "fit-threshold": lambda ctx, prev: run_fit_threshold(prev, TINY_THRESHOLD, context=ctx),
-        "score": lambda ctx, prev: run_score(prev, ScoreInputs(source=source, category="brick"), ScoreParams(), context=ctx),
+        "score": lambda ctx, prev: run_score(prev, ScoreInputs(source=source, category="brick"), ScoreParams(),
+                                             context=ctx),
     }
     previous = None
     for name, step in steps.items():
@@ -213,10 +217,11 @@ def test_ctrl_c_in_any_stage_leaves_nothing_accepted_and_the_rerun_completes(sta
 
 
 def test_float16_features_are_stored_half_size_and_feed_the_same_stages(tiny_root, context):
-    half = run_extract(DataSource(root=tiny_root), "brick", "train", replace(TINY, dtype="float16"), context=context)
+    half = run_extract(DataSource(root=tiny_root), "brick", "train", replace(TINY, feature_dtype="float16"),
+                       context=context)
     full = run_extract(DataSource(root=tiny_root), "brick", "train", TINY, context=context)
     assert half.path != full.path
     size = lambda ref: (ref.path / "features.safetensors").stat().st_size  # noqa: E731
     assert size(half) < 0.6 * size(full)
     threshold = run_fit_threshold(run_fit_bank(half, BANK, context=context), TINY_THRESHOLD, context=context)
-    assert np.isfinite(load_threshold(threshold)["tau"])
+    assert np.isfinite(read_threshold(threshold)["tau"])

@@ -1,0 +1,104 @@
+"""Options several commands share, and the helpers that turn them into sources and inputs.
+
+Defaults come from the settings classes (``params.py``), so a default is written once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from eagle_cli import artifacts
+from eagle_cli.artifacts import ArtifactRef
+from eagle_cli.data.source import FOLDER_CATEGORY, DataSource
+from eagle_cli.params import (
+    Backbone,
+    BankParams,
+    CalibrationParams,
+    ExtractParams,
+    FeatureDtype,
+    KnnBackend,
+    Layout,
+    OnError,
+    PromptParams,
+    ReasonParams,
+    ReportParams,
+    ScoreParams,
+    ThresholdParams,
+)
+
+IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
+PROMPT, MODEL, CAAS, SERVER = "Prompt", "Model", "CAAS", "Server"
+
+#: The defaults of every stage setting.
+EXTRACT, BANK, CALIBRATION, THRESHOLD = ExtractParams(), BankParams(), CalibrationParams(), ThresholdParams()
+SCORE, PROMPTING, REASON, REPORT = ScoreParams(), PromptParams(), ReasonParams(), ReportParams()
+
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Dataset root (MVTec-AD, VisA or MMAD layout).",
+                                                 rich_help_panel=IN)]
+LayoutOpt = Annotated[Layout, typer.Option(help="Dataset layout; auto detects it.", rich_help_panel=IN)]
+CategoryOpt = Annotated[Optional[str], typer.Option(
+    "--category", help="Comma-separated categories; default: every category found.", rich_help_panel=IN)]
+GoodOpt = Annotated[Optional[Path], typer.Option(help="Folder of good training images (instead of --data).",
+                                                 rich_help_panel=IN)]
+TestOpt = Annotated[Optional[Path], typer.Option(
+    "--test", help="Folder of test images; subfolders name their labels (good/ok/normal = good).", rich_help_panel=IN)]
+MmadJsonOpt = Annotated[Optional[Path], typer.Option(help="MMAD question file (default: ROOT/mmad.json).",
+                                                     rich_help_panel=IN)]
+MmadDatasetOpt = Annotated[Optional[str], typer.Option(help="MMAD dataset to use, e.g. DS-MVTec or VisA.",
+                                                       rich_help_panel=IN)]
+SplitCsvOpt = Annotated[Optional[Path], typer.Option(help="VisA split CSV (default: ROOT/split_csv/1cls.csv).",
+                                                     rich_help_panel=IN)]
+ArtifactsOpt = Annotated[Path, typer.Option(
+    "--artifacts", envvar="EAGLE_ARTIFACTS", help="Where artifacts live.", rich_help_panel=OUTPUT)]
+RunOpt = Annotated[str, typer.Option(help="Run name: artifacts go to ARTIFACTS/RUN/CATEGORY/KIND/ID.",
+                                     rich_help_panel=OUTPUT)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the work even if an identical artifact exists.",
+                                        rich_help_panel=OUTPUT)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.", rich_help_panel=OUTPUT)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.",
+                                       rich_help_panel=OUTPUT)]
+OnErrorOpt = Annotated[OnError, typer.Option(help="A bad image: skip (list it in errors.jsonl) or fail.",
+                                             rich_help_panel=RUNTIME)]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUNTIME)]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Images per backbone forward.", rich_help_panel=RUNTIME)]
+KnnBackendOpt = Annotated[KnnBackend, typer.Option(
+    help="kNN search: auto (torch on GPU, faiss on CPU), faiss or torch.", rich_help_panel=RUNTIME)]
+BackboneOpt = Annotated[Backbone, typer.Option(help="Backbone network.", rich_help_panel=EXPERT)]
+WeightsOpt = Annotated[str, typer.Option(
+    help="imagenet (torchvision cache, TORCH_HOME), none (random; a warning), or a .pth state-dict path.",
+    rich_help_panel=EXPERT)]
+ResizeOpt = Annotated[int, typer.Option(min=1, help="Shorter side after resizing, px.", rich_help_panel=EXPERT)]
+CropOpt = Annotated[int, typer.Option(min=1, help="Centre crop, px.", rich_help_panel=EXPERT)]
+PretrainDimOpt = Annotated[int, typer.Option(min=1, help="Each layer's neighbourhoods are pooled to this many values.",
+                                             rich_help_panel=EXPERT)]
+TargetDimOpt = Annotated[int, typer.Option(min=1, help="Patch feature size after pooling the layers together.",
+                                           rich_help_panel=EXPERT)]
+FeatureDtypeOpt = Annotated[FeatureDtype, typer.Option(
+    "--feature-dtype", "--dtype", help="Stored feature precision (--dtype: its earlier name).", rich_help_panel=OUTPUT)]
+
+
+def source(data, layout, good, test, split_csv, mmad_json=None, mmad_dataset=None) -> DataSource:
+    return DataSource(layout=layout, root=data, good=good, test=test, split_csv=split_csv, mmad_json=mmad_json,
+                      mmad_dataset=mmad_dataset).resolved()
+
+
+def categories(category: Optional[str], fallback: list[str]) -> list[str]:
+    return [c.strip() for c in category.split(",") if c.strip()] if category else fallback
+
+
+def inputs(spec: Optional[str], kind: str, category: Optional[str], root: Path, run: str,
+           where: Optional[dict] = None) -> list[ArtifactRef]:
+    """The artifact given by path or id, or the latest of ``kind`` for each category (default: all in the run)."""
+    if spec:
+        return [artifacts.resolve(spec, root=root, run=run, category="", kind=kind)]
+    names = categories(category, artifacts.categories_with(root, run, kind)) or [FOLDER_CATEGORY]
+    return [artifacts.latest(root, run, name, kind, where=where) for name in names]
+
+
+def extract_params(backbone, weights, resize, crop, pretrain_dim, target_dim, feature_dtype, batch_size,
+                   device) -> ExtractParams:
+    return ExtractParams(backbone=backbone, weights=weights, resize=resize, crop=crop, pretrain_dim=pretrain_dim,
+                         target_dim=target_dim, feature_dtype=feature_dtype, batch_size=batch_size, device=device)

@@ -1,0 +1,53 @@
+"""Images into normalised backbone batches, with the per-image error policy.
+
+A bad image (unreadable, smaller than the crop) is recorded in ``errors`` and skipped, or raised
+with ``on_error="fail"``; the other images of the run go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from eagle_cli.data.images import load_rgb
+from eagle_cli.data.sample import Sample
+from eagle_cli.errors import ImageError
+from eagle_cli.expert.features import Geometry
+from eagle_cli.progress import Advance
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    samples: list[Sample]
+    tensors: torch.Tensor  # (B, 3, crop, crop) normalised
+    sizes: list[tuple[int, int]]  # original (width, height)
+
+
+def image_batches(samples: list[Sample], geometry: Geometry, batch_size: int, *, on_error: str, errors: list[dict],
+                  advance: Advance) -> Iterator[ImageBatch]:
+    """Decode images into batches; a bad image is recorded in ``errors`` and skipped (or raised with ``fail``)."""
+    pending: list[tuple[Sample, torch.Tensor, tuple[int, int]]] = []
+    for sample in samples:
+        try:
+            image = load_rgb(sample.path, min_side=geometry.crop)
+            pending.append((sample, geometry.to_tensor(image), image.size))
+        except ImageError as exc:
+            record_error(exc, sample, on_error=on_error, errors=errors)
+        advance(1)
+        if len(pending) == batch_size:
+            yield _batch(pending)
+            pending = []
+    if pending:
+        yield _batch(pending)
+
+
+def _batch(pending) -> ImageBatch:
+    return ImageBatch([p[0] for p in pending], torch.stack([p[1] for p in pending]), [p[2] for p in pending])
+
+
+def record_error(exc: ImageError, sample: Sample, *, on_error: str, errors: list[dict]) -> None:
+    if on_error == "fail":
+        raise exc
+    errors.append({"path": str(sample.path), "file": exc.path, "error": exc.reason})

@@ -1,0 +1,116 @@
+"""The expert as one Python object: patch features → kNN against the bank → scores, verdicts and maps.
+
+    from PIL import Image
+    from eagle_cli import Expert
+
+    expert = Expert.load("artifacts/default/bottle/threshold/3f2a9c0d1e2b4f60", device="cpu")
+    result = expert.score([Image.open("part.png")])
+    print(result.scores[0], result.anomalous[0], result.uncertain[0])  # result.maps[0]: (H, W)
+
+``eagle score`` scores through it, and the calibration estimators use the same rule
+(``expert/scoring.py``), so the rule lives once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from eagle_cli import artifacts
+from eagle_cli.artifacts import ArtifactRef
+from eagle_cli.errors import ParameterError
+from eagle_cli.expert.anomaly_map import crop_map, to_original_frame
+from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
+from eagle_cli.expert.knn import BankIndex
+from eagle_cli.expert.scoring import patch_scores, verdicts
+from eagle_cli.formats.bank import read_bank
+from eagle_cli.formats.threshold import read_threshold
+from eagle_cli.params import ExtractParams
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the expert says about a batch of images, in input order."""
+
+    scores: np.ndarray  # (B,) float64, max patch score
+    anomalous: np.ndarray  # (B,) bool, score ≥ τ
+    uncertain: np.ndarray  # (B,) bool, τ < score < S_max (the CAAS window)
+    crop_maps: list[np.ndarray]  # (crop, crop) float32 each, the frame the expert saw
+    maps: list[np.ndarray]  # (height, width) float32 each, the original image's frame
+
+
+class Expert:
+    """A bank, its threshold and the extraction it was built with.
+
+    The backbone is built on first use, so scoring ready-made features never loads it.
+    """
+
+    def __init__(self, index: BankIndex, *, tau: float, s_max: float, knn_k: int, extract: ExtractParams,
+                 lineage: dict | None = None, sigma_px: float = 4.0):
+        if knn_k > index.size:
+            raise ParameterError(f"k = {knn_k} neighbours but the bank has only {index.size} entries.")
+        self.index = index
+        self.tau, self.s_max, self.knn_k = tau, s_max, knn_k
+        self.extract = extract
+        self.geometry = Geometry(extract.resize, extract.crop)
+        self.lineage = lineage
+        self.sigma_px = sigma_px
+        self._extractor: PatchFeatureExtractor | None = None
+
+    @classmethod
+    def load(cls, threshold: ArtifactRef | str | Path, *, device: str = "auto", knn_backend: str = "auto",
+             sigma_px: float = 4.0, batch_size: int = 8) -> Expert:
+        """The expert of a ``threshold`` artifact (a reference or its folder), with its bank and backbone settings."""
+        ref = threshold if isinstance(threshold, ArtifactRef) else artifacts.open_artifact(threshold, "threshold")
+        bank_ref = ref.input("bank")
+        train = bank_ref.input("features").params
+        extract = ExtractParams(backbone=train["backbone"], weights=train["weights"], resize=train["resize"],
+                                crop=train["crop"], pretrain_dim=train["pretrain_dim"],
+                                target_dim=train["target_dim"], batch_size=batch_size, device=device)
+        values = read_threshold(ref)
+        return cls(read_bank(bank_ref, backend=knn_backend, device=device), tau=values["tau"], s_max=values["s_max"],
+                   knn_k=values["knn_k"], extract=extract, lineage=ref.lineage, sigma_px=sigma_px)
+
+    @property
+    def extractor(self) -> PatchFeatureExtractor:
+        if self._extractor is None:
+            extractor = PatchFeatureExtractor.from_params(self.extract)
+            if self.lineage is not None:
+                artifacts.check_lineage(self.lineage, extractor.lineage, what="The bank and the test images' features")
+            self._extractor = extractor
+        return self._extractor
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Patch features ``(B, P, D)`` of normalised crops ``(B, 3, crop, crop)``."""
+        return self.extractor(batch).cpu()
+
+    def score(self, images: list[Image.Image]) -> Scored:
+        """Score RGB images of any size (resized and cropped as the bank's training images were)."""
+        tensors = torch.stack([self.geometry.to_tensor(image.convert("RGB")) for image in images])
+        feats = torch.cat([self.features(tensors[i:i + self.extract.batch_size])
+                           for i in range(0, len(images), self.extract.batch_size)])
+        return self.score_features(feats, [image.size for image in images])
+
+    def score_features(self, features: torch.Tensor, sizes: list[tuple[int, int]], grid: tuple[int, int] | None = None
+                       ) -> Scored:
+        """Score patch features ``(B, P, D)`` of images whose original (width, height) are ``sizes``."""
+        batch, patches, dim = features.shape
+        grid = grid or _square_grid(patches)
+        dist, _ = self.index.search(features.reshape(-1, dim), self.knn_k)
+        per_patch = patch_scores(dist).reshape(batch, patches)
+        scores = per_patch.max(1).astype(np.float64)
+        anomalous, uncertain = verdicts(scores, self.tau, self.s_max)
+        crop_maps = [crop_map(p, grid, self.geometry.crop, sigma_px=self.sigma_px) for p in per_patch]
+        maps = [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(crop_maps, sizes, strict=True)]
+        return Scored(scores, anomalous, uncertain, crop_maps, maps)
+
+
+def _square_grid(patches: int) -> tuple[int, int]:
+    side = int(round(patches ** 0.5))
+    if side * side != patches:
+        raise ParameterError(f"{patches} patches per image are not a square grid; pass the grid explicitly.")
+    return side, side

@@ -1,0 +1,91 @@
+"""``scores`` artifacts: one row per scored image, its anomaly maps, the metrics and the images left out.
+
+``scores.jsonl`` rows: index, path, label, defect, score, anomalous, uncertain, width, height,
+observed_box, maps_file, map_key. Maps are float32 in safetensors shards of 32 images
+(``maps-00000.safetensors``), under ``crop/<key>`` (the crop frame) and ``orig/<key>`` (the
+original image's frame). ``metrics.json`` holds AUROC, PRO, verdict and window figures when the
+images were labelled.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from eagle_cli import artifacts
+from eagle_cli.artifacts import ArtifactRef, Draft
+from eagle_cli.data.source import DataSource
+from eagle_cli.formats.jsonl import read_jsonl
+
+SCORES_FILE = "scores.jsonl"
+METRICS_FILE = "metrics.json"
+MAPS_PER_SHARD = 32
+
+
+def _shard_name(row_index: int) -> str:
+    return f"maps-{row_index // MAPS_PER_SHARD:05d}.safetensors"
+
+
+class ScoresWriter:
+    """Appends rows to ``scores.jsonl`` as they come (flushed) and their maps to shards of 32 images."""
+
+    def __init__(self, draft: Draft):
+        self._draft = draft
+        self._out = open(draft.file(SCORES_FILE), "w")
+        self._shard: dict[str, np.ndarray] = {}
+        self.count = 0
+
+    def add(self, row: dict, crop_map: np.ndarray, original_map: np.ndarray) -> dict:
+        """Write one image's row (``index`` and map location are filled in) and keep its maps; return the row."""
+        key = str(self.count)
+        row = {"index": self.count, **row, "maps_file": _shard_name(self.count), "map_key": key}
+        self._shard[f"crop/{key}"] = np.ascontiguousarray(crop_map, dtype=np.float32)
+        self._shard[f"orig/{key}"] = np.ascontiguousarray(original_map, dtype=np.float32)
+        self._out.write(json.dumps(row) + "\n")
+        self._out.flush()
+        self.count += 1
+        if self.count % MAPS_PER_SHARD == 0:
+            self._flush_shard()
+        return row
+
+    def _flush_shard(self) -> None:
+        if self._shard:
+            save_file(self._shard, str(self._draft.file(_shard_name(self.count - 1))))
+            self._shard = {}
+
+    def close(self) -> None:
+        self._flush_shard()
+        self._out.close()
+
+    def __enter__(self) -> ScoresWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_metrics(draft: Draft, result: dict) -> None:
+    draft.file(METRICS_FILE).write_text(json.dumps(result, indent=2))
+
+
+def read_scores(ref: ArtifactRef) -> list[dict]:
+    return read_jsonl(ref.path / SCORES_FILE)
+
+
+def read_maps(ref: ArtifactRef, row: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The crop-frame and original-frame maps of one scores row."""
+    with safe_open(str(ref.path / row["maps_file"]), framework="np") as fh:
+        return fh.get_tensor(f"crop/{row['map_key']}"), fh.get_tensor(f"orig/{row['map_key']}")
+
+
+def source_of(ref: ArtifactRef) -> DataSource | None:
+    """Where a scores artifact's images came from (None for a plain features artifact of unknown origin)."""
+    described = ref.params.get("source")
+    if described is None:
+        features = next((i for i in ref.manifest["inputs"] if i["kind"] == "features"), None)
+        described = artifacts.open_artifact(features["path"], "features", verify=False).params.get("source") \
+            if features else None
+    return DataSource.from_description(described) if described else None

@@ -1,0 +1,316 @@
+"""Every stage's settings: the one place their names, defaults and checks are written (no torch here).
+
+A setting has one name everywhere: the dataclass field, the CLI option (``--coreset-ratio``) and
+the ``eagle run`` config key (``coreset_ratio``). Fields of a nested settings object take its
+prefix (``PromptParams.box.level`` is ``box_level``; ``ReasonParams.caas.alpha`` is ``caas_alpha``).
+Choices are ``Literal`` types, so the CLI lists them in ``--help`` and refuses others with a usage
+error before any heavy import. Constructors check ranges, so a config file or a Python caller gets
+the same messages as the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from eagle_cli.errors import ParameterError
+
+Backbone = Literal["wide_resnet50_2", "resnet18", "mobilenet_v2"]
+FeatureDtype = Literal["float32", "float16"]
+CoresetInit = Literal["center_farthest", "pca_extremes", "random"]
+KnnBackend = Literal["auto", "faiss", "torch"]
+Estimator = Literal["refill", "leave-own-out", "cross-fit", "reference"]
+Method = Literal["conformal", "k-sigma", "quantile", "mad", "evt"]
+Visual = Literal["boxes", "heatmap", "both", "none"]
+TemplateSource = Literal["seeded", "similar", "random"]
+ModelBackend = Literal["hf", "openai"]
+ModelDtype = Literal["auto", "bfloat16", "float16", "float32"]
+CaasMode = Literal["renorm", "scale"]
+CaasImages = Literal["query", "all"]
+OnError = Literal["skip", "fail"]
+Layout = Literal["auto", "mvtec", "visa", "mmad", "folder"]
+Split = Literal["train", "test"]
+
+BACKBONE_NAMES: tuple[str, ...] = get_args(Backbone)
+#: Short names for the models people ask for most; anything else is a hub id or a local folder.
+PRESETS = {
+    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
+    "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "qwen2.5-vl-32b": "Qwen/Qwen2.5-VL-32B-Instruct",
+    "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
+}
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Refuse ``value`` unless it is one of ``choices`` (a tuple or a ``Literal`` type)."""
+    allowed = get_args(choices) or tuple(choices)
+    if value not in allowed:
+        raise ParameterError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, allowed))}, "
+                             f"got {value!r}.")
+
+
+def _at_least(name: str, value, low) -> None:
+    if value < low:
+        raise ParameterError(f"--{name.replace('_', '-')} must be at least {low}, got {value}.")
+
+
+def _fraction(name: str, value, *, closed_top: bool = False) -> None:
+    if not (0 < value <= 1 if closed_top else 0 < value < 1):
+        raise ParameterError(f"--{name.replace('_', '-')} must be in (0, 1{']' if closed_top else ')'}, got {value}.")
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    """Backbone and preprocessing; defaults reproduce the reference (WideResNet-50-2, 256 → 224, 1024-d)."""
+
+    backbone: Backbone = "wide_resnet50_2"
+    weights: str = "imagenet"
+    resize: int = 256
+    crop: int = 224
+    pretrain_dim: int = 1024
+    target_dim: int = 1024
+    feature_dtype: FeatureDtype = "float32"
+    batch_size: int = 8
+    device: str = "auto"
+
+    def __post_init__(self):
+        check_choice("backbone", self.backbone, Backbone)
+        check_choice("feature_dtype", self.feature_dtype, FeatureDtype)
+        if not 0 < self.crop <= self.resize:
+            raise ParameterError(f"The crop ({self.crop}) must be positive and at most the resize ({self.resize}).")
+        _at_least("batch_size", self.batch_size, 1)
+
+    def identity(self) -> dict:
+        """Parameters that change the features (device and batch size do not)."""
+        values = asdict(self)
+        del values["batch_size"], values["device"]
+        # Stored under its name before the rename, so features extracted earlier keep their ids.
+        values["dtype"] = values.pop("feature_dtype")
+        return values
+
+
+@dataclass(frozen=True)
+class BankParams:
+    """Coreset and kNN settings; defaults reproduce the reference (10 %, 128-d, 10 starts, k = 1)."""
+
+    coreset_ratio: float = 0.1
+    proj_dim: int = 128
+    n_starts: int = 10
+    init: CoresetInit = "center_farthest"
+    seed: int = 0
+    knn_k: int = 1
+
+    def __post_init__(self):
+        check_choice("init", self.init, CoresetInit)
+        _fraction("coreset_ratio", self.coreset_ratio, closed_top=True)
+        for name in ("proj_dim", "n_starts", "knn_k"):
+            _at_least(name, getattr(self, name), 1)
+
+
+@dataclass(frozen=True)
+class CalibrationParams:
+    """How training images are scored as if unseen; ``folds`` is read by cross-fit, ``min_unselected`` by reference."""
+
+    calibration: Estimator = "refill"
+    folds: int = 5
+    min_unselected: int = 32
+    extra_neighbours: int = 32
+    knn_backend: KnnBackend = "auto"
+    device: str = "auto"
+
+    def __post_init__(self):
+        check_choice("calibration", self.calibration, Estimator)
+        check_choice("knn_backend", self.knn_backend, KnnBackend)
+        _at_least("folds", self.folds, 2)
+        _at_least("min_unselected", self.min_unselected, 1)
+        _at_least("extra_neighbours", self.extra_neighbours, 0)
+
+    def identity(self) -> dict:
+        # Search settings change speed, never the scores.
+        own = {"cross-fit": {"folds": self.folds}, "reference": {"min_unselected": self.min_unselected}}
+        return {"estimator": self.calibration, **own.get(self.calibration, {})}
+
+
+@dataclass(frozen=True)
+class ThresholdParams:
+    """The DBT method and its parameters; only those of ``method`` take effect (see threshold.py)."""
+
+    method: Method = "conformal"
+    target_far: float = 0.05
+    kappa: float = 3.0
+    q: float = 99.0
+    mad_factor: float = 3.0
+    mad_consistency: bool = False
+    evt_p: float = 0.99
+
+    def __post_init__(self):
+        check_choice("method", self.method, Method)
+        _fraction("target_far", self.target_far)
+        _fraction("evt_p", self.evt_p)
+        if not 0 < self.q <= 100:
+            raise ParameterError(f"--q must be in (0, 100], got {self.q}.")
+
+    def effective(self) -> dict:
+        """The parameters that ``method`` reads (what the artifact id depends on)."""
+        used = {"conformal": ("target_far",), "k-sigma": ("kappa",), "quantile": ("q",),
+                "mad": ("mad_factor", "mad_consistency"), "evt": ("evt_p",)}
+        values = asdict(self)
+        return {"method": self.method, **{key: values[key] for key in used[self.method]}}
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    sigma_px: float = 4.0
+    batch_size: int = 8
+    knn_backend: KnnBackend = "auto"
+    device: str = "auto"
+
+    def __post_init__(self):
+        check_choice("knn_backend", self.knn_backend, KnnBackend)
+        _at_least("sigma_px", self.sigma_px, 0)
+        _at_least("batch_size", self.batch_size, 1)
+
+
+@dataclass(frozen=True)
+class BoxParams:
+    """Boxes around map regions above ``level`` × τ (reference: 2/3 of the map's own max, 0.1 %, 0.3, 20 px, 3)."""
+
+    level: float = 2 / 3
+    min_area: float = 0.001  # fraction of the image area a region must exceed
+    merge_iou: float = 0.3
+    merge_centre_px: float = 20.0
+    top_k: int = 3
+
+    def __post_init__(self):
+        _at_least("box_level", self.level, 0)
+        _at_least("box_top_k", self.top_k, 1)
+
+
+@dataclass(frozen=True)
+class PromptParams:
+    """Which parts the prompt has; defaults follow the reference (boxes, textual prior, 0 shots)."""
+
+    visual: Visual = "boxes"
+    instruction: bool = True
+    verdict: bool = True
+    shots: int = 0
+    seed: int = 0
+    domain_knowledge: Path | None = None
+    template: Path | None = None
+    box: BoxParams = field(default_factory=BoxParams, metadata={"prefix": "box_"})
+    task: str = "all"
+    template_source: TemplateSource = "seeded"
+
+    def __post_init__(self):
+        check_choice("visual", self.visual, Visual)
+        check_choice("template_source", self.template_source, TemplateSource)
+        _at_least("shots", self.shots, 0)
+
+
+@dataclass(frozen=True)
+class CaasSettings:
+    """α, the 0-based decoder layers it acts in, the mode, and which images' tokens count."""
+
+    alpha: float = 0.6
+    layers: tuple[int, ...] = tuple(range(9, 15))
+    mode: CaasMode = "renorm"
+    images: CaasImages = "query"
+
+    def __post_init__(self):
+        _at_least("caas_alpha", self.alpha, 0)
+        check_choice("caas_mode", self.mode, CaasMode)
+        check_choice("caas_images", self.images, CaasImages)
+
+    def check_layers(self, n_layers: int) -> None:
+        bad = [layer for layer in self.layers if not 0 <= layer < n_layers]
+        if bad:
+            raise ParameterError(f"--caas-layers {bad} are outside this model's decoder layers 0–{n_layers - 1}.")
+
+
+def parse_layers(spec: str | list | tuple) -> tuple[int, ...]:
+    """'9-14', '9,10,12' or a list of ints → a sorted tuple of layer indices."""
+    if isinstance(spec, (list, tuple)):
+        spec = ",".join(str(item) for item in spec)
+    layers: set[int] = set()
+    try:
+        for part in str(spec).split(","):
+            lo, _, hi = part.strip().partition("-")
+            layers.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ParameterError(f"--caas-layers takes ranges like 9-14 or lists like 9,10,12, got {spec!r}.") from None
+    return tuple(sorted(layers))
+
+
+def layers_text(layers: tuple[int, ...]) -> str:
+    """The inverse of :func:`parse_layers`: runs of consecutive layers as ``a-b``, others as they are."""
+    runs: list[list[int]] = []
+    for layer in sorted(layers):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ",".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """An OpenAI-compatible server: where, how many requests at once, how long to wait, how often to retry."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    retries: int = 4
+    backoff_s: float = 1.0
+
+    def __post_init__(self):
+        _at_least("concurrency", self.concurrency, 1)
+        _at_least("retries", self.retries, 0)
+        if self.timeout_s <= 0:
+            raise ParameterError(f"--timeout-s must be positive, got {self.timeout_s}.")
+
+
+@dataclass(frozen=True)
+class ReasonParams:
+    model: str = "qwen2.5-vl-7b"
+    backend: ModelBackend = "hf"
+    dtype: ModelDtype = "auto"
+    device: str = "auto"
+    max_new_tokens: int = 128
+    prompt_batch: int = 1
+    trust_remote_code: bool = False
+    caas: CaasSettings | None = field(default=None, metadata={"prefix": "caas_"})
+    server: ServerSettings = field(default_factory=ServerSettings, metadata={"prefix": ""})
+
+    def __post_init__(self):
+        check_choice("backend", self.backend, ModelBackend)
+        check_choice("dtype", self.dtype, ModelDtype)
+        _at_least("max_new_tokens", self.max_new_tokens, 1)
+        _at_least("prompt_batch", self.prompt_batch, 1)
+        if self.caas is not None and self.backend != "hf":
+            raise ParameterError("--caas edits attention inside the model, so it needs --backend hf; "
+                                 "a server only returns text.")
+
+    @property
+    def prompts_per_call(self) -> int:
+        """Prompts handed to the backend at once: a server gets enough to keep --concurrency requests in flight."""
+        return self.prompt_batch if self.backend == "hf" else max(self.prompt_batch, self.server.concurrency)
+
+    def identity(self) -> dict:
+        # Batching, device, address and concurrency change speed, not the greedy answers.
+        return {"backend": self.backend, "model": self.model, "dtype": self.dtype,
+                "max_new_tokens": self.max_new_tokens, "caas": asdict(self.caas) if self.caas else None}
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    runs: tuple[str, ...] = ("default",)
+    categories: tuple[str, ...] = ()
+    gallery: int = 120
+
+    def __post_init__(self):
+        if not 1 <= len(self.runs) <= 2:
+            raise ParameterError(f"A report covers one run, or two side by side; got {len(self.runs)}.")
+        _at_least("gallery", self.gallery, 0)
