@@ -43,9 +43,19 @@ def test_stage_help_shows_defaults():
     assert "wide_resnet50_2" in result.output and "EAGLE_ARTIFACTS" in result.output
 
 
-def test_usage_error_exits_2():
-    result = runner.invoke(app, ["fit-bank", "--coreset-ratio", "lots"])
-    assert result.exit_code == 2
+@pytest.mark.parametrize("args", [["fit-bank", "--coreset-ratio", "lots"], ["fit-threshold", "--method", "foo"],
+                                  ["fit-threshold", "--target-far", "2"], ["prompt", "--visual", "arrows"],
+                                  ["reason", "--caas-mode", "loud"], ["extract", "--backbone", "vgg"]])
+def test_a_bad_choice_or_number_is_a_usage_error_that_names_the_choices(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and args[1] in result.output
+
+
+def test_usage_errors_answer_before_any_heavy_import():
+    code = ("import sys; from eagle_cli.cli import main; sys.argv = ['eagle', 'fit-threshold', '--method', 'foo']\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n"
+            "    print(exit.code, sorted(m for m in ('torch', 'faiss') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "2 []"
 
 
 def test_user_error_exits_1_with_one_message_and_no_traceback(tmp_path):
