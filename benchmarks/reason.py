@@ -78,7 +78,7 @@ def main() -> None:
 
         model = str(build_qwen25_vl(workdir / "tiny-qwen"))
     prompts = _prompts(args.prompts, args.image_size)
-    backend = HFBackend(model, device=args.device, max_new_tokens=args.max_new_tokens)
+    backend = HFBackend.load(model, device=args.device, max_new_tokens=args.max_new_tokens)
     layers = parse_layers(args.caas_layers)
     rows = []
     for name, settings in [("hf sdpa", None), ("hf caas renorm", CaasSettings(layers=layers)),

@@ -86,7 +86,7 @@ def tiny_qwen(tmp_path_factory):
 def qwen_backend(tiny_qwen):
     from eagle_cli.mllm.hf import HFBackend
 
-    return HFBackend(str(tiny_qwen), device="cpu", max_new_tokens=6)
+    return HFBackend.load(str(tiny_qwen), device="cpu", max_new_tokens=6)
 
 
 @pytest.fixture(scope="session")

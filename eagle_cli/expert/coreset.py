@@ -5,11 +5,12 @@ linear map drawn uniformly in ±1/√D; ``n_starts`` starting points chosen by `
 distance-to-coreset vector starts as each point's *mean* Euclidean distance to those points; each
 step takes the farthest point and lowers every distance to it.
 
-Where we differ: the projection comes from the caller's generator (seeded per category), and each
-step skips points that the triangle inequality proves cannot move — a point whose current nearest
-coreset member c satisfies d(c, new) ≥ 2·d(point, c) cannot get closer to the new member. The
-selection is the same as the brute-force loop's; the work per step shrinks as the coreset grows.
-All buffers are allocated once.
+Where we differ: the projection comes from the caller's generator (seeded per category), and the
+loop runs in rounds (:class:`_Cover`): the greedy continues among the farthest points as long as
+no other point can be its next choice, then all distances are updated against the round's new
+members at once, skipping points the triangle inequality proves cannot move. The selection is the
+step-by-step greedy's (tested against the plain loop); the work is matrix products instead of one
+pass over every point per member. All large buffers are allocated once.
 """
 
 from __future__ import annotations
@@ -95,8 +96,12 @@ def select_coreset(
     init: str = "center_farthest",
     generator: torch.Generator,
     progress: Callable[[int], None] | None = None,
+    pool: int = 1024,
 ) -> torch.Tensor:
-    """Select ``floor(N * ratio)`` rows of ``(N, D)`` features; return their indices in selection order."""
+    """Select ``floor(N * ratio)`` rows of ``(N, D)`` features; return their indices in selection order.
+
+    ``progress(k)`` is told each time k more members are chosen.
+    """
     n = features.shape[0]
     size = coreset_size(n, ratio)
     proj = project(features, projection(features.shape[1], proj_dim, generator=generator))
@@ -109,42 +114,85 @@ def select_coreset(
     for seed in seeds:
         nearest.add_(_sq_dist_to(proj, sq_norms, proj[seed], buf).sqrt_())
     nearest.div_(len(seeds)).square_()
-
-    # owner[i] = coreset slot nearest to point i; slot `size` is a sentinel for "none yet",
-    # whose centre distance is -1 so such points are always examined.
-    owner = torch.full((n,), size, dtype=torch.long)
-    members = torch.empty(size + 1, proj_dim)
-    member_sq = torch.empty(size + 1)
-    centre_dist = torch.full((size + 1,), -1.0)
-    owner_dist = torch.empty(n)
-    limit = torch.empty(n)
-    selected = torch.empty(size, dtype=torch.long)
-    half = n // 2
-    gathered = torch.empty(half, proj_dim)
-    gathered_sq = torch.empty(half)
-    for step in range(size):
-        j = int(nearest.argmax())
-        selected[step] = j
-        centre = proj[j]
-        members[step] = centre
-        member_sq[step] = sq_norms[j]
-        _sq_dist_to(members[: step + 1], member_sq[: step + 1], centre, centre_dist[: step + 1])
-        torch.index_select(centre_dist, 0, owner, out=owner_dist)
-        torch.mul(nearest, 4.0 * (1.0 + _PRUNE_SLACK), out=limit)
-        candidates = torch.nonzero(owner_dist < limit).squeeze(1)
-        if len(candidates) > half:
-            # Early steps examine most points: a plain pass beats gathering them.
-            _sq_dist_to(proj, sq_norms, centre, buf)
-            owner.masked_fill_(buf < nearest, step)
-            torch.minimum(nearest, buf, out=nearest)
-        else:
-            k = len(candidates)
-            rows = torch.index_select(proj, 0, candidates, out=gathered[:k])
-            dist = _sq_dist_to(rows, torch.index_select(sq_norms, 0, candidates, out=gathered_sq[:k]), centre, buf[:k])
-            closer = dist < nearest[candidates]
-            moved = candidates[closer]
-            nearest[moved] = dist[closer]
-            owner[moved] = step
+    state = _Cover(proj, sq_norms, nearest, size, min(pool, n))
+    while state.count < size:
+        start = state.count
+        state.pick_from_pool()
+        state.update(start)
         if progress is not None:
-            progress(step + 1)
-    return selected
+            progress(state.count - start)
+    return state.selected
+
+
+class _Cover:
+    """The greedy's state: each point's squared distance to the coreset, the member nearest to it, the members.
+
+    A round takes the ``pool`` points farthest from the coreset and runs the greedy among them,
+    tracking only their distances, as long as the farthest of them is at least as far as the
+    farthest point left outside the pool: until then no outside point can be the greedy's next
+    choice, so the picks are exactly the step-by-step greedy's. Then every point's distance is
+    updated against all the round's new members at once (matrix products instead of one pass per
+    member), skipping points that the triangle inequality proves cannot move: a point whose nearest
+    member c satisfies d(c, y) ≥ 2·d(point, c) for every new member y.
+    """
+
+    _CHUNK = 8192
+
+    def __init__(self, proj: torch.Tensor, sq_norms: torch.Tensor, nearest: torch.Tensor, size: int, pool: int):
+        n, dim = proj.shape
+        self.proj, self.sq_norms, self.nearest, self.size, self.pool = proj, sq_norms, nearest, size, pool
+        self.count = 0
+        self.selected = torch.empty(size, dtype=torch.long)
+        self.members = torch.empty(size, dim)
+        self.member_sq = torch.empty(size)
+        # owner[i] = the member nearest to point i; `size` is a sentinel for "none yet", whose gap is -1
+        # so such points are always examined.
+        self.owner = torch.full((n,), size, dtype=torch.long)
+        self.gap = torch.empty(size + 1)
+        self.owner_gap = torch.empty(n)
+        self.limit = torch.empty(n)
+        self.block = torch.empty(self._CHUNK, pool)
+        self.gathered = torch.empty(self._CHUNK, dim)
+
+    def pick_from_pool(self) -> None:
+        top = torch.topk(self.nearest, min(self.pool + 1, len(self.nearest)))
+        members = top.indices[: self.pool]
+        values = top.values[: self.pool].clone()
+        outside = float(top.values[self.pool]) if len(top.values) > self.pool else -1.0
+        points = self.proj[members]
+        points_sq = self.sq_norms[members]
+        while self.count < self.size:
+            i = int(values.argmax())
+            if values[i] < outside:
+                return
+            j = int(members[i])
+            self.selected[self.count] = j
+            self.members[self.count] = self.proj[j]
+            self.member_sq[self.count] = self.sq_norms[j]
+            self.count += 1
+            torch.minimum(values, _sq_dist_to(points, points_sq, self.proj[j], torch.empty_like(values)), out=values)
+
+    def update(self, start: int) -> None:
+        """Lower every point's distance to the members ``start:count`` chosen this round."""
+        new, new_sq = self.members[start:self.count], self.member_sq[start:self.count]
+        width = self.count - start
+        # gap[c] = squared distance from existing member c to its nearest new member.
+        for lo in range(0, start, self._CHUNK):
+            hi = min(lo + self._CHUNK, start)
+            block = torch.addmm(self.member_sq[lo:hi, None], self.members[lo:hi], new.T, alpha=-2,
+                                out=self.block[: hi - lo, :width])
+            torch.amin(block.add_(new_sq), dim=1, out=self.gap[lo:hi])
+        self.gap[self.size] = -1.0
+        torch.index_select(self.gap, 0, self.owner, out=self.owner_gap)
+        torch.mul(self.nearest, 4.0 * (1.0 + _PRUNE_SLACK), out=self.limit)
+        candidates = torch.nonzero(self.owner_gap < self.limit).squeeze(1)
+        for lo in range(0, len(candidates), self._CHUNK):
+            rows = candidates[lo:lo + self._CHUNK]
+            points = torch.index_select(self.proj, 0, rows, out=self.gathered[: len(rows)])
+            block = torch.addmm(self.sq_norms[rows, None], points, new.T, alpha=-2,
+                                out=self.block[: len(rows), :width]).add_(new_sq).clamp_(min=0)
+            dist, which = block.min(dim=1)
+            closer = dist < self.nearest[rows]
+            moved = rows[closer]
+            self.nearest[moved] = dist[closer]
+            self.owner[moved] = which[closer] + start

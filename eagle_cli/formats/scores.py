@@ -9,7 +9,10 @@ images were labelled.
 
 from __future__ import annotations
 
+import itertools
 import json
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from safetensors import safe_open
@@ -79,6 +82,14 @@ def read_maps(ref: ArtifactRef, row: dict) -> tuple[np.ndarray, np.ndarray]:
     """The crop-frame and original-frame maps of one scores row."""
     with safe_open(str(ref.path / row["maps_file"]), framework="np") as fh:
         return fh.get_tensor(f"crop/{row['map_key']}"), fh.get_tensor(f"orig/{row['map_key']}")
+
+
+def crop_maps(folder: Path, rows: list[dict]) -> Iterator[tuple[dict, np.ndarray]]:
+    """The crop-frame map of each row, in order, opening each shard under ``folder`` once."""
+    for name, group in itertools.groupby(rows, key=lambda row: row["maps_file"]):
+        with safe_open(str(folder / name), framework="np") as fh:
+            for row in group:
+                yield row, fh.get_tensor(f"crop/{row['map_key']}")
 
 
 def source_of(ref: ArtifactRef) -> DataSource | None:

@@ -17,39 +17,46 @@ DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, 
 
 
 class HFBackend:
-    """Load once, then ``generate`` greedy answers for batches of prompts."""
+    """A loaded model and its processor; ``generate`` gives greedy answers for batches of prompts."""
 
-    def __init__(self, model: str, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
-                 max_new_tokens: int = 128):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        if dtype not in DTYPES:
-            raise ParameterError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
-        self.name = PRESETS.get(model, model)
-        self.device = resolve_device(device)
-        chosen = DTYPES[dtype]
-        if chosen == "auto":
-            chosen = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        try:
-            self.processor = AutoProcessor.from_pretrained(self.name, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                self.name, dtype=chosen, trust_remote_code=trust_remote_code).to(self.device).eval()
-        except (OSError, ValueError, KeyError) as exc:
-            local = Path(self.name).exists()
-            raise EagleError(
-                f"Cannot load {self.name!r} as an image-text-to-text model ({str(exc).splitlines()[0]}). "
-                + ("Check that the folder holds a vision-language model saved with save_pretrained."
-                   if local else "Pass a local folder, or a hub id that is cached (offline: HF_HUB_OFFLINE=1).")
-            ) from None
-        tokenizer = getattr(self.processor, "tokenizer", None)
-        if tokenizer is None or not hasattr(self.processor, "image_processor"):
-            raise EagleError(f"{self.name} has no image processor; it is not a vision-language model.")
+    def __init__(self, model, processor, *, name: str, max_new_tokens: int = 128):
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is None or not hasattr(processor, "image_processor"):
+            raise EagleError(f"{name} has no image processor; it is not a vision-language model.")
         tokenizer.padding_side = "left"  # generation continues from the right edge of every row
-        config = self.model.config
+        self.name, self.model, self.processor = name, model.eval(), processor
+        self.device = next(model.parameters()).device
+        config = model.config
         self.image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
         self.n_layers = config.get_text_config().num_hidden_layers
         self.max_new_tokens = max_new_tokens
         self.revision = getattr(config, "_commit_hash", None)
+
+    @classmethod
+    def load(cls, model: str, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
+             max_new_tokens: int = 128) -> HFBackend:
+        """Load a folder, a cached hub id or a preset (bf16 on a GPU, fp32 on the CPU unless ``dtype`` says)."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if dtype not in DTYPES:
+            raise ParameterError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+        name = PRESETS.get(model, model)
+        target = resolve_device(device)
+        chosen = DTYPES[dtype]
+        if chosen == "auto":
+            chosen = torch.bfloat16 if target.type == "cuda" else torch.float32
+        try:
+            processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+            loaded = AutoModelForImageTextToText.from_pretrained(name, dtype=chosen,
+                                                                 trust_remote_code=trust_remote_code).to(target)
+        except (OSError, ValueError, KeyError) as exc:
+            local = Path(name).exists()
+            raise EagleError(
+                f"Cannot load {name!r} as an image-text-to-text model ({str(exc).splitlines()[0]}). "
+                + ("Check that the folder holds a vision-language model saved with save_pretrained."
+                   if local else "Pass a local folder, or a hub id that is cached (offline: HF_HUB_OFFLINE=1).")
+            ) from None
+        return cls(loaded, processor, name=name, max_new_tokens=max_new_tokens)
 
     def _inputs(self, prompts: list[Prompt]):
         conversations, images = [], []

@@ -28,7 +28,7 @@ def load_backend(params: ReasonParams):
         return OpenAIBackend(params.model, params.server, max_new_tokens=params.max_new_tokens)
     from eagle_cli.mllm.hf import HFBackend  # transformers loads only when a model is asked for
 
-    return HFBackend(params.model, dtype=params.dtype, device=params.device,
+    return HFBackend.load(params.model, dtype=params.dtype, device=params.device,
                      trust_remote_code=params.trust_remote_code, max_new_tokens=params.max_new_tokens)
 
 

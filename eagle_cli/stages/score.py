@@ -25,7 +25,8 @@ from eagle_cli.expert.inputs import image_batches, record_error
 from eagle_cli.expert.model import Expert
 from eagle_cli.formats.features import read_errors, read_features
 from eagle_cli.formats.jsonl import ERRORS_FILE, write_jsonl
-from eagle_cli.formats.scores import ScoresWriter, write_metrics
+from eagle_cli.formats.scores import ScoresWriter, crop_maps, write_metrics
+from eagle_cli.metrics import PixelMetrics
 from eagle_cli.params import ScoreParams
 
 
@@ -55,7 +56,7 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         expert = Expert.load(threshold_ref, device=params.device, knn_backend=params.knn_backend,
                              sigma_px=params.sigma_px, batch_size=params.batch_size)
         errors: list[dict] = []
-        rows, labelled_maps, labelled_masks = [], [], []
+        rows, masks, span = [], {}, [np.inf, -np.inf]
         with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
             for records, feats, grid in _feature_batches(test, samples, expert, threshold_ref, context, errors,
                                                          advance):
@@ -73,10 +74,18 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
                         "observed_box": observed_box(expert.geometry, record["width"], record["height"]),
                     }, scored.crop_maps[i], scored.maps[i]))
                     if record["label"] is not None and (record["label"] == 0 or mask is not None):
-                        labelled_maps.append(scored.crop_maps[i])
-                        labelled_masks.append(mask if mask is not None else np.zeros_like(scored.crop_maps[i], bool))
+                        # Pixel metrics are read back from the shards; only the range is kept meanwhile.
+                        masks[rows[-1]["index"]] = record["mask"]
+                        span = [min(span[0], float(scored.crop_maps[i].min())),
+                                max(span[1], float(scored.crop_maps[i].max()))]
         write_jsonl(draft.file(ERRORS_FILE), errors)
-        result = _metrics(rows, labelled_maps, labelled_masks, tau=expert.tau)
+        result = _metrics(rows, tau=expert.tau)
+        if masks:
+            pixels = PixelMetrics(*span)
+            for row, amap in crop_maps(draft.tmp, [r for r in rows if r["index"] in masks]):
+                mask = _crop_mask({**row, "mask": masks[row["index"]]}, expert)
+                pixels.add(amap, mask if mask is not None else np.zeros_like(amap, dtype=bool))
+            result.update(pixel_auroc=pixels.pixel_auroc(), pro=pixels.pro())
         write_metrics(draft, result)
         draft.lineage = threshold_ref.lineage
         draft.summary = {"images": len(rows), "errors": len(errors), "tau": expert.tau, "s_max": expert.s_max,
@@ -128,7 +137,7 @@ def _crop_mask(record: dict, expert: Expert) -> np.ndarray | None:
     return expert.geometry.crop_mask(torch.from_numpy(mask)).numpy()
 
 
-def _metrics(rows: list[dict], maps: list[np.ndarray], masks: list[np.ndarray], *, tau: float) -> dict:
+def _metrics(rows: list[dict], *, tau: float) -> dict:
     labelled = [r for r in rows if r["label"] is not None]
     if not labelled:
         return {}
@@ -136,15 +145,10 @@ def _metrics(rows: list[dict], maps: list[np.ndarray], masks: list[np.ndarray], 
     scores = np.array([r["score"] for r in labelled])
     correct = (scores >= tau) == (labels == 1)
     inside = np.array([r["uncertain"] for r in labelled], dtype=bool)
-    result = {"labelled_images": len(labelled), "image_auroc": metrics.image_auroc(labels, scores),
-              "verdict": metrics.verdict_metrics(labels, scores >= tau),
-              "false_alarm_rate": float(np.mean(scores[labels == 0] >= tau)) if (labels == 0).any() else None,
-              # The CAAS window is where the expert is unsure: how often is its verdict right there, and elsewhere?
-              "window": {"images": int(inside.sum()),
-                         "accuracy_inside": float(correct[inside].mean()) if inside.any() else None,
-                         "accuracy_outside": float(correct[~inside].mean()) if (~inside).any() else None}}
-    if maps:
-        stacked_maps, stacked_masks = np.stack(maps), np.stack(masks)
-        result["pixel_auroc"] = metrics.pixel_auroc(stacked_masks, stacked_maps)
-        result["pro"] = metrics.pro_score(stacked_masks, stacked_maps)
-    return result
+    return {"labelled_images": len(labelled), "image_auroc": metrics.image_auroc(labels, scores),
+            "verdict": metrics.verdict_metrics(labels, scores >= tau),
+            "false_alarm_rate": float(np.mean(scores[labels == 0] >= tau)) if (labels == 0).any() else None,
+            # The CAAS window is where the expert is unsure: how often is its verdict right there, and elsewhere?
+            "window": {"images": int(inside.sum()),
+                       "accuracy_inside": float(correct[inside].mean()) if inside.any() else None,
+                       "accuracy_outside": float(correct[~inside].mean()) if (~inside).any() else None}}

@@ -139,4 +139,4 @@ def test_a_folder_that_is_not_a_vision_language_model_is_refused(tmp_path):
 
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)).save_pretrained(tmp_path)
     with pytest.raises(EagleError, match="image-text-to-text"):
-        HFBackend(str(tmp_path), device="cpu")
+        HFBackend.load(str(tmp_path), device="cpu")

@@ -12,7 +12,7 @@ from tests.mllm.test_prompt_reason import _records
 
 
 def test_llava_loads_answers_and_takes_caas(tiny_llava):
-    backend = HFBackend(str(tiny_llava), device="cpu", max_new_tokens=3)
+    backend = HFBackend.load(str(tiny_llava), device="cpu", max_new_tokens=3)
     assert backend.image_token_id is not None and backend.n_layers == 3
     prompt = _prompt(True)
     stock = backend.logits([prompt])
