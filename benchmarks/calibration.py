@@ -21,17 +21,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
+from benchmarks import realistic
 from eagle_cli import metrics
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
-from eagle_cli.data.synthetic import REALISTIC_CATEGORIES, generate
 from eagle_cli.expert import calibration as cal
+from eagle_cli.expert.coreset import Coreset
 from eagle_cli.expert.scoring import patch_scores
-from eagle_cli.formats.bank import read_bank, read_bank_tensors
+from eagle_cli.formats.bank import read_bank, read_bank_cover
 from eagle_cli.formats.features import read_features
 from eagle_cli.params import BankParams, ExtractParams, ThresholdParams
 from eagle_cli.seeds import category_seed
@@ -51,27 +51,29 @@ def oracle(good: np.ndarray, bad: np.ndarray) -> float:
     return max(balanced_accuracy(good, bad, t) for t in candidates)
 
 
-def estimate(name: str, category: str, features, index, tensors, bank_params: BankParams,
+def estimate(name: str, category: str, features, index, cover: Coreset, bank_params: BankParams,
              knn_k: int) -> tuple[np.ndarray, float]:
     n_images, patches, _ = features.shape
+    images = np.arange(n_images)
     start = time.perf_counter()
     quiet = lambda n: None  # noqa: E731
     if name == "reference":
         selected = torch.zeros(n_images * patches, dtype=torch.bool)
-        selected[tensors["source_rows"]] = True
-        result = cal.reference_scores(features, index, ~selected.reshape(n_images, patches), knn_k=knn_k,
+        selected[cover.selected] = True
+        result = cal.reference_scores(features, index, ~selected.reshape(n_images, patches), images, knn_k=knn_k,
                                       min_unselected=32, extra=32, progress=quiet)
     elif name == "leave-own-out":
-        result = cal.leave_own_out_scores(features, index, knn_k=knn_k, extra=32, progress=quiet)
+        result = cal.leave_own_out_scores(features, index, images, knn_k=knn_k, extra=32, progress=quiet)
     elif name == "refill":
         seed = category_seed(bank_params.seed, category)
-        result = cal.refill_scores(features, index, tensors["source_rows"], knn_k=knn_k, proj_dim=bank_params.proj_dim,
+        result = cal.refill_scores(features, index, cover, images, knn_k=knn_k, proj_dim=bank_params.proj_dim,
                                    generator=torch.Generator().manual_seed(seed), extra=32, progress=quiet)
     else:
         folds = int(name.rsplit("-", 1)[1])
         settings = cal.CoresetSettings(bank_params.coreset_ratio, bank_params.proj_dim, bank_params.n_starts,
                                        bank_params.init)
-        result = cal.cross_fit_scores(features, folds=folds, coreset=settings, knn_k=knn_k, seed=7, progress=quiet)
+        result = cal.cross_fit_scores(features, images, folds=folds, coreset=settings, knn_k=knn_k, seed=7,
+                                      progress=quiet)
     return result.scores[np.isfinite(result.scores)], time.perf_counter() - start
 
 
@@ -85,7 +87,7 @@ def one_category(root: Path, category: str, context: Context, extract: ExtractPa
     test = run_extract(source, category, "test", extract, context=context)
     bank_params = BankParams()
     bank = run_fit_bank(train, bank_params, context=context)
-    tensors = read_bank_tensors(bank, keys=("source_rows",))
+    cover = read_bank_cover(bank)
     index = read_bank(bank, backend="faiss", device="cpu")
     features, _, _ = read_features(train)
     test_features, records, _ = read_features(test)
@@ -97,7 +99,7 @@ def one_category(root: Path, category: str, context: Context, extract: ExtractPa
            "good_std": float(good.std()), "oracle": oracle(good, bad), "estimators": {},
            "image_auroc": metrics.image_auroc(labels, test_scores)}
     for name in estimators:
-        scores, seconds = estimate(name, category, features, index, tensors, bank_params, 1)
+        scores, seconds = estimate(name, category, features, index, cover, bank_params, 1)
         taus = {f"conformal {t:g}": np.sort(scores)[conformal_rank(len(scores), t) - 1] for t in targets}
         taus["k-sigma"] = fit_threshold(scores, ThresholdParams("k-sigma"))
         out["estimators"][name] = {
@@ -112,40 +114,22 @@ def one_category(root: Path, category: str, context: Context, extract: ExtractPa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--categories", default=",".join(REALISTIC_CATEGORIES))
-    parser.add_argument("--train", type=int, default=60)
-    parser.add_argument("--test-good", type=int, default=100)
-    parser.add_argument("--test-per-defect", type=int, default=10)
+    realistic.add_arguments(parser, seeds="0,1,2", train=60, test_good=100)
     parser.add_argument("--targets", default="0.02,0.05,0.1", help="False-alarm targets of the conformal threshold.")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--estimators", default=",".join(ESTIMATORS))
-    parser.add_argument("--workdir", type=Path, help="Keep data and artifacts here (reused by the next run).")
     parser.add_argument("--json", type=Path, help="Also write every figure to this file.")
     parser.add_argument("--summarise", type=Path, nargs="+", help="Only print the tables of earlier --json files.")
     args = parser.parse_args()
     if args.summarise:
         summarise([row for path in args.summarise for row in json.loads(path.read_text())])
         return
-    torch.set_num_threads(args.threads)
-    faiss.omp_set_num_threads(args.threads)
     extract = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu")
     estimators = tuple(args.estimators.split(","))
     targets = [float(t) for t in args.targets.split(",")]
-    results = []
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = args.workdir or Path(scratch)
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            root = tmp / f"data-{seed}-{args.train}-{args.test_good}-{args.test_per_defect}"
-            if not root.is_dir():
-                generate(root, categories=REALISTIC_CATEGORIES, variation="realistic", n_train=args.train,
-                         n_test_good=args.test_good, n_test_per_defect=args.test_per_defect, seed=seed)
-            context = Context(artifacts=tmp / "artifacts")
-            for category in args.categories.split(","):
-                row = one_category(root, category, context, extract, targets, estimators)
-                row["seed"] = seed
-                results.append(row)
-                print(json.dumps(row), flush=True)
+        results = list(realistic.each_category(
+            args, args.workdir or Path(scratch),
+            lambda root, category, context: one_category(root, category, context, extract, targets, estimators)))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     summarise(results)

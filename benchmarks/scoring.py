@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.processes import measured
+
 BASELINE = """
 import torch, torchvision
 torch.set_num_threads({threads})
@@ -40,12 +42,6 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, float]:
     subprocess.run(cmd, check=True, env=env, capture_output=True)
     seconds = time.perf_counter() - start
     return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-def _peak_rss(cmd: list[str], env: dict) -> float:
-    """Peak RSS (MB) of one child, read by GNU time so earlier children do not count."""
-    out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], check=True, env=env, capture_output=True, text=True)
-    return int(out.stderr.strip().splitlines()[-1]) / 1024
 
 
 def _fit(root: Path, artifacts: Path, backbone: str, env: dict) -> None:
@@ -132,7 +128,7 @@ def memory(tmp: Path, sizes: list[int], env: dict) -> dict:
         _fit(root, tmp / f"artifacts-{size}", "mobilenet_v2", env)
         score = [sys.executable, "-m", "eagle_cli", "score", "--device", "cpu", "-q",
                  "--artifacts", str(tmp / f"artifacts-{size}")]
-        out[f"peak RSS, {size} test images (MB)"] = _peak_rss(score, env)
+        out[f"peak RSS, {size} test images (MB)"] = measured(score, env)[1]
     return out
 
 

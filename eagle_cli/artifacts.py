@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 KINDS = ("features", "bank", "calibration", "threshold", "scores", "prompts", "answers", "report")
 
 #: Current schema major version per kind; a reader refuses a newer major.
-SCHEMAS = {"features": 1, "bank": 1, "calibration": 1, "threshold": 2, "scores": 1, "prompts": 1, "answers": 1,
+SCHEMAS = {"features": 1, "bank": 2, "calibration": 1, "threshold": 2, "scores": 1, "prompts": 1, "answers": 1,
            "report": 1}
 
 #: Lineage keys that must agree between a bank and the features scored against it.

@@ -78,8 +78,9 @@ class ExtractParams:
     def __post_init__(self):
         check_choice("backbone", self.backbone, Backbone)
         check_choice("feature_dtype", self.feature_dtype, FeatureDtype)
-        if not 0 < self.crop <= self.resize:
-            raise ParameterError(f"The crop ({self.crop}) must be positive and at most the resize ({self.resize}).")
+        if not 0 <= self.crop <= self.resize:
+            raise ParameterError(f"The crop ({self.crop}) must be at most the resize ({self.resize}); 0 is no crop "
+                                 "(the whole image).")
         _at_least("batch_size", self.batch_size, 1)
 
     def identity(self) -> dict:
@@ -89,6 +90,13 @@ class ExtractParams:
         # Stored under its name before the rename, so features extracted earlier keep their ids.
         values["dtype"] = values.pop("feature_dtype")
         return values
+
+    @classmethod
+    def of_features(cls, identity: dict, *, batch_size: int = 8, device: str = "auto") -> ExtractParams:
+        """The settings a features artifact with parameters ``identity`` was extracted with."""
+        return cls(backbone=identity["backbone"], weights=identity["weights"], resize=identity["resize"],
+                   crop=identity["crop"], pretrain_dim=identity["pretrain_dim"], target_dim=identity["target_dim"],
+                   feature_dtype=identity.get("dtype", "float32"), batch_size=batch_size, device=device)
 
 
 @dataclass(frozen=True)
@@ -101,12 +109,14 @@ class BankParams:
     init: CoresetInit = "center_farthest"
     seed: int = 0
     knn_k: int = 1
+    coreset_shard_images: int = 0
 
     def __post_init__(self):
         check_choice("init", self.init, CoresetInit)
         _fraction("coreset_ratio", self.coreset_ratio, closed_top=True)
         for name in ("proj_dim", "n_starts", "knn_k"):
             _at_least(name, getattr(self, name), 1)
+        _at_least("coreset_shard_images", self.coreset_shard_images, 0)
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,7 @@ class CalibrationParams:
     calibration: Estimator = "refill"
     folds: int = 5
     min_unselected: int = 32
+    calibration_images: int = 200
     extra_neighbours: int = 32
     knn_backend: KnnBackend = "auto"
     device: str = "auto"
@@ -125,12 +136,18 @@ class CalibrationParams:
         check_choice("knn_backend", self.knn_backend, KnnBackend)
         _at_least("folds", self.folds, 2)
         _at_least("min_unselected", self.min_unselected, 1)
+        _at_least("calibration_images", self.calibration_images, 0)
         _at_least("extra_neighbours", self.extra_neighbours, 0)
 
-    def identity(self) -> dict:
-        # Search settings change speed, never the scores.
+    def sampled(self, n_images: int) -> int:
+        """How many of ``n_images`` training images are scored: all, or ``calibration_images`` when fewer (> 0)."""
+        return min(n_images, self.calibration_images) if self.calibration_images else n_images
+
+    def identity(self, n_images: int) -> dict:
+        # Search settings change speed, never the scores; a cap that samples nothing changes nothing.
         own = {"cross-fit": {"folds": self.folds}, "reference": {"min_unselected": self.min_unselected}}
-        return {"estimator": self.calibration, **own.get(self.calibration, {})}
+        sample = {"calibration_images": self.sampled(n_images)} if self.sampled(n_images) < n_images else {}
+        return {"estimator": self.calibration, **own.get(self.calibration, {}), **sample}
 
 
 @dataclass(frozen=True)

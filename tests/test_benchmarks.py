@@ -16,3 +16,29 @@ def test_gpu_benchmark_prints_its_table_with_tiny_settings():
                   "batch 4 caas renorm", "batch 4 caas scale"):
         assert label in table
     assert "img/s" in table and "prompts/s" in table
+
+
+def _run(*args):
+    out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_fit_scale_benchmark_measures_every_stage_and_both_selections():
+    table = _run("benchmarks.fit_scale", "--images", "6", "--backbone", "mobilenet_v2", "--shard-images", "0,3",
+                 "--target-far", "0.2")
+    for label in ("| extract |", "| fit-bank, shards none |", "| fit-bank, shards 3 |", "| fit-threshold |"):
+        assert label in table
+    assert "baseline process" in table
+
+
+def test_coreset_benchmark_compares_the_sharded_selection_with_the_greedy():
+    table = _run("benchmarks.coreset", "--train", "8", "--shard-images", "4", "--seeds", "0", "--categories", "brick",
+                 "--test-good", "4", "--test-per-defect", "1")
+    assert "| brick |" in table and "largest |Δ AUROC|" in table
+
+
+def test_grow_benchmark_compares_update_bank_with_a_full_refit():
+    table = _run("benchmarks.grow", "--train", "8", "--added", "2", "--seeds", "0", "--categories", "brick",
+                 "--test-good", "4", "--test-per-defect", "1")
+    assert "| brick | 0 |" in table and "worst time ratio" in table

@@ -1,4 +1,4 @@
-"""The expert's commands: extract, fit-bank, fit-threshold, score."""
+"""The expert's commands: extract, fit-bank, update-bank, fit-threshold, score."""
 
 from __future__ import annotations
 
@@ -109,6 +109,11 @@ def fit_bank(
                                       rich_help_panel=EXPERT)] = BANK.seed,
     knn_k: Annotated[int, typer.Option("--knn-k", "--knn", min=1, help="Neighbours averaged per patch score (k).",
                                        rich_help_panel=EXPERT)] = BANK.knn_k,
+    coreset_shard_images: Annotated[int, typer.Option(
+        min=0, help="Run the greedy coreset separately on groups of this many training images and join the results: "
+        "time grows linearly with the images instead of quadratically, at a slightly larger covering radius (see "
+        "BENCHMARKS.md). 0: one greedy over all images, as published.", rich_help_panel=EXPERT)]
+        = BANK.coreset_shard_images,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
     device: DeviceOpt = EXTRACT.device, batch_size: BatchOpt = EXTRACT.batch_size, on_error: OnErrorOpt = "skip",
@@ -123,7 +128,7 @@ def fit_bank(
     session = Session(quiet, as_json)
     ctx = session.context(artifacts_root, run, force, on_error)
     params = BankParams(coreset_ratio=coreset_ratio, proj_dim=proj_dim, n_starts=n_starts, init=init, seed=seed,
-                        knn_k=knn_k)
+                        knn_k=knn_k, coreset_shard_images=coreset_shard_images)
     if data or good:
         images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
         extracting = extract_params(backbone, weights, resize, crop, pretrain_dim, target_dim, feature_dtype,
@@ -133,6 +138,44 @@ def fit_bank(
     else:
         refs = inputs(features, "features", category, artifacts_root, run, where={"split": "train"})
     session.report([run_fit_bank(ref, params, context=ctx) for ref in refs])
+
+
+@command(app, "update-bank")
+def update_bank(
+    bank: Annotated[Optional[str], typer.Option(help="The bank to grow (path or id); default: the latest.",
+                                                rich_help_panel=IN)] = None,
+    data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, good: GoodOpt = None,
+    split_csv: SplitCsvOpt = None, mmad_json: MmadJsonOpt = None, mmad_dataset: MmadDatasetOpt = None,
+    target_far: Annotated[float, typer.Option(
+        min=0, max=1, help="The refitted threshold's false-alarm target (conformal); other methods: eagle "
+        "fit-threshold --bank on the new bank.", rich_help_panel=EXPERT)] = THRESHOLD.target_far,
+    artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
+    quiet: QuietOpt = False, as_json: JsonOpt = False,
+    device: DeviceOpt = EXTRACT.device, batch_size: BatchOpt = EXTRACT.batch_size, on_error: OnErrorOpt = "skip",
+):
+    """Add good images to a bank without refitting it: a new **bank** (and its **calibration** and **threshold**).
+
+    Only the new images are extracted, with the bank's own settings; the greedy coreset continues from the bank's
+    selection over old and new patches (the same bank as a greedy run seeded with the old selection), and the
+    threshold is refitted on a calibration that includes the new images. The old bank is left as it was and is
+    listed among the new bank's inputs.
+
+    Example: eagle update-bank --bank 3fa9c2e1d0b47a65 --good new_good_parts/
+    """
+    from eagle_cli.stages.fit_threshold import FitThresholdParams, check_target, run_calibrate, run_fit_threshold
+    from eagle_cli.stages.grow_bank import run_grow_bank
+
+    if not (data or good):
+        raise typer.BadParameter("say which good images to add: --good DIR, or --data ROOT with --category.")
+    session = Session(quiet, as_json)
+    ctx = session.context(artifacts_root, run, force, on_error)
+    images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
+    parent = inputs(bank, "bank", None if bank else category, artifacts_root, run)[0]
+    grown = run_grow_bank(parent, images, category=category, batch_size=batch_size, device=device, context=ctx)
+    params = FitThresholdParams(dbt=ThresholdParams(target_far=target_far))
+    check_target(grown, params)
+    calibration = run_calibrate(grown, params.calibration, context=ctx)
+    session.report([grown, calibration, run_fit_threshold(grown, params, context=ctx, calibration=calibration)])
 
 
 @command(app, "fit-threshold")
@@ -148,6 +191,10 @@ def fit_threshold(
              "too many false alarms).", rich_help_panel=EXPERT)] = CALIBRATION.calibration,
     folds: Annotated[int, typer.Option(min=2, help="cross-fit: number of folds K (2 … number of training images).",
                                        rich_help_panel=EXPERT)] = CALIBRATION.folds,
+    calibration_images: Annotated[int, typer.Option(
+        min=0, help="Score at most this many training images for calibration, a seeded random sample (still "
+        "exchangeable with new good parts, so the conformal promise holds for them): the calibration's time grows with "
+        "the bank times this number. 0: all.", rich_help_panel=EXPERT)] = CALIBRATION.calibration_images,
     calibration_artifact: Annotated[Optional[str], typer.Option(
         help="Fit on this calibration artifact (path or id) of the same bank instead of computing one.",
         rich_help_panel=IN)] = None,
@@ -194,13 +241,14 @@ def fit_threshold(
         dbt=ThresholdParams(method=method, target_far=target_far, kappa=kappa, q=q, mad_factor=mad_factor,
                             mad_consistency=mad_consistency, evt_p=evt_p),
         calibration=CalibrationParams(calibration=calibration, folds=folds, min_unselected=min_unselected,
+                                      calibration_images=calibration_images,
                                       extra_neighbours=extra_neighbours, knn_backend=knn_backend, device=device))
     ctx = session.context(artifacts_root, run, force)
     given = artifacts.resolve(calibration_artifact, root=artifacts_root, run=run, category="",
                               kind="calibration") if calibration_artifact else None
     refs = []
     for ref in [given.input("bank")] if given and not bank else inputs(bank, "bank", category, artifacts_root, run):
-        check_target(ref, params.dbt)  # before a calibration is computed for nothing
+        check_target(ref, params)  # before a calibration is computed for nothing
         scores = given or run_calibrate(ref, params.calibration, context=ctx)
         refs += [scores, run_fit_threshold(ref, params, context=ctx, calibration=scores)]
     session.report(refs)

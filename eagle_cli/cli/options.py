@@ -71,7 +71,9 @@ WeightsOpt = Annotated[str, typer.Option(
     help="imagenet (torchvision cache, TORCH_HOME), none (random; a warning), or a .pth state-dict path.",
     rich_help_panel=EXPERT)]
 ResizeOpt = Annotated[int, typer.Option(min=1, help="Shorter side after resizing, px.", rich_help_panel=EXPERT)]
-CropOpt = Annotated[int, typer.Option(min=1, help="Centre crop, px.", rich_help_panel=EXPERT)]
+CropOpt = Annotated[int, typer.Option(
+    min=0, help="Centre crop, px. 0: no crop — the whole image is resized to --resize × --resize (aspect ratio not "
+    "kept), so nothing near the border is cut away.", rich_help_panel=EXPERT)]
 PretrainDimOpt = Annotated[int, typer.Option(min=1, help="Each layer's neighbourhoods are pooled to this many values.",
                                              rich_help_panel=EXPERT)]
 TargetDimOpt = Annotated[int, typer.Option(min=1, help="Patch feature size after pooling the layers together.",

@@ -29,7 +29,7 @@ def observed_box(geometry: Geometry, width: int, height: int) -> tuple[float, fl
     rw, rh = geometry.resized_size(width, height)
     left, top = geometry.crop_offset(width, height)
     sx, sy = width / rw, height / rh
-    return left * sx, top * sy, (left + geometry.crop) * sx, (top + geometry.crop) * sy
+    return left * sx, top * sy, (left + geometry.frame) * sx, (top + geometry.frame) * sy
 
 
 def to_original_frame(amap: np.ndarray, geometry: Geometry, width: int, height: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def to_original_frame(amap: np.ndarray, geometry: Geometry, width: int, height: 
     """
     rw, rh = geometry.resized_size(width, height)
     left, top = geometry.crop_offset(width, height)
-    crop = geometry.crop
+    crop = geometry.frame
     # Pixel centre x + 0.5 in the original sits at (x + 0.5) * rw / width in the resized image.
     xs = ((torch.arange(width, dtype=torch.float64) + 0.5) * rw / width - left) / crop * 2 - 1
     ys = ((torch.arange(height, dtype=torch.float64) + 0.5) * rh / height - top) / crop * 2 - 1

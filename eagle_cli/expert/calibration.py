@@ -12,13 +12,17 @@ that "has not seen" it, in a different way:
                the image would have put entries from those images there instead.
 ``refill``     leave-own-out, plus those replacement entries: the other images' patches that the
                removed entries covered ("orphans") are refilled farthest-first, with as many entries
-               as a coreset of the other n − 1 images would have to spare. Costs about two searches
-               of every training patch.
+               as a coreset of the other n − 1 images would have to spare. The coreset recorded which
+               entry covers each training patch, so this costs about one search of the scored
+               images' patches.
 ``cross-fit``  K folds: each fold is scored with all patches against a bank refitted, with the real
                bank's coreset settings, on the other folds. Exact for K = n (the jackknife); for
                smaller K the banks see fewer images, so it is biased high. Costs K coreset fits.
 
-Every function returns one score per training image (NaN for an image it leaves out).
+Each scores the training images it is given (``images``: all, or a seeded sample of them — see
+:func:`sample_images`): the work grows with the bank times the images scored, so a cap keeps a
+calibration of thousands of images linear in their number. Every function returns one score per
+training image (NaN for an image it leaves out or was not given).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 
 from eagle_cli.errors import ParameterError
-from eagle_cli.expert.coreset import coreset_size, project, projection, select_coreset
+from eagle_cli.expert.coreset import Coreset, coreset_size, project, projection, select_coreset
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.scoring import image_score, patch_scores
 from eagle_cli.progress import Advance
@@ -48,6 +52,7 @@ class CoresetSettings:
     proj_dim: int
     n_starts: int
     init: str
+    shard_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,16 +69,27 @@ def _groups(images: list[int] | np.ndarray) -> list[list[int]]:
     return [images[start:start + _IMAGES_PER_SEARCH] for start in range(0, len(images), _IMAGES_PER_SEARCH)]
 
 
-def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch.Tensor, *, knn_k: int,
-                     min_unselected: int, extra: int, progress: Advance) -> Calibration:
-    """Score each image's unselected patches ``unselected (n, P) bool``; leave out images with fewer than
+def sample_images(n_images: int, count: int, *, seed: int) -> np.ndarray:
+    """The training images a calibration scores, sorted: all when ``count >= n_images``, else a seeded sample.
+
+    A random sample of exchangeable images is itself exchangeable with new good parts, so the conformal
+    guarantee holds for the ``count`` images scored.
+    """
+    if count >= n_images:
+        return np.arange(n_images)
+    return np.sort(np.random.default_rng(seed).choice(n_images, count, replace=False))
+
+
+def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch.Tensor, images: np.ndarray, *,
+                     knn_k: int, min_unselected: int, extra: int, progress: Advance) -> Calibration:
+    """Score the unselected patches ``unselected (n, P) bool`` of ``images``; leave out images with fewer than
     ``min_unselected``."""
     n_images = features.shape[0]
     counts = unselected.sum(1)
-    usable = [i for i in range(n_images) if counts[i] >= min_unselected]
+    usable = [int(i) for i in images if counts[i] >= min_unselected]
     scores = np.full(n_images, np.nan)
     fallback_rows = 0
-    progress(n_images - len(usable))
+    progress(len(images) - len(usable))
     for group in _groups(usable):
         queries = torch.cat([features[i][unselected[i]] for i in group])
         owners = np.repeat(group, [int(counts[i]) for i in group])
@@ -86,72 +102,71 @@ def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch
     return Calibration(scores, np.full(n_images, -1), fallback_rows)
 
 
-def _own_out_search(features: torch.Tensor, index: BankIndex, *, knn_k: int, extra: int, progress: Advance
-                    ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Every patch against the other images' entries: distances ``(n, P, k)``, the image that owns
-    each patch's plain nearest entry ``(n, P)``, and the number of fallback rows."""
-    n_images, patches, dim = features.shape
-    dists = np.empty((n_images, patches, knn_k), dtype=np.float32)
-    nearest_image = np.empty((n_images, patches), dtype=np.int64)
+def _own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
+                    progress: Advance) -> tuple[np.ndarray, int]:
+    """Every patch of ``images`` against the other images' entries: distances ``(len(images), P, k)`` and the
+    number of fallback rows."""
+    _, patches, dim = features.shape
+    dists = np.empty((len(images), patches, knn_k), dtype=np.float32)
     fallback_rows = 0
-    for group in _groups(range(n_images)):
-        queries = features[group[0]:group[-1] + 1].reshape(-1, dim)
-        dist, nearest, fallback = index.search_leave_own_out(queries, knn_k, np.repeat(group, patches), extra=extra)
-        dists[group[0]:group[-1] + 1] = dist.reshape(len(group), patches, knn_k)
-        nearest_image[group[0]:group[-1] + 1] = index.image_ids[nearest].reshape(len(group), patches)
+    for lo in range(0, len(images), _IMAGES_PER_SEARCH):
+        group = images[lo:lo + _IMAGES_PER_SEARCH]
+        queries = features[torch.as_tensor(group)].reshape(-1, dim)
+        dist, _, fallback = index.search_leave_own_out(queries, knn_k, np.repeat(group, patches), extra=extra)
+        dists[lo:lo + len(group)] = dist.reshape(len(group), patches, knn_k)
         fallback_rows += fallback
         progress(len(group))
-    return dists, nearest_image, fallback_rows
+    return dists, fallback_rows
 
 
-def leave_own_out_scores(features: torch.Tensor, index: BankIndex, *, knn_k: int, extra: int,
+def leave_own_out_scores(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
                          progress: Advance) -> Calibration:
-    """Score all patches of each image against the bank without that image's entries."""
-    dists, _, fallback_rows = _own_out_search(features, index, knn_k=knn_k, extra=extra, progress=progress)
-    return Calibration(patch_scores(dists).max(1).astype(np.float64), np.full(len(dists), -1), fallback_rows)
+    """Score all patches of each of ``images`` against the bank without that image's entries."""
+    dists, fallback_rows = _own_out_search(features, index, images, knn_k=knn_k, extra=extra, progress=progress)
+    scores = np.full(features.shape[0], np.nan)
+    scores[images] = patch_scores(dists).max(1)
+    return Calibration(scores, np.full(features.shape[0], -1), fallback_rows)
 
 
-def refill_scores(features: torch.Tensor, index: BankIndex, source_rows: torch.Tensor, *, knn_k: int, proj_dim: int,
-                  generator: torch.Generator, extra: int, progress: Advance) -> Calibration:
+def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, knn_k: int,
+                  proj_dim: int, generator: torch.Generator, extra: int, progress: Advance) -> Calibration:
     """Leave-own-out with the removed entries' orphans refilled (see the module docstring).
 
-    The refill continues the coreset's own greedy in its own space: ``generator`` must be seeded as
-    the bank's was, so the random projection is the same. Image i's orphans are refilled
+    ``cover`` is the bank's coreset as fit-bank recorded it. The refill continues its greedy in its own
+    space: ``generator`` must be seeded as the bank's was, so the random projection is the same. Image
+    i's orphans are the other images' patches covered by one of i's entries; they are refilled
     farthest-first until every one lies within the bank's covering radius r (the largest projected
-    distance of any training patch to its nearest entry): the cover a coreset of the other n − 1
-    images reaches everywhere. Projections are made a group of images at a time and not kept (an
-    image's orphans are projected again for its refill), so memory stays below fit-bank's.
+    distance of any training patch to its covering entry): the cover a coreset of the other n − 1
+    images reaches everywhere. Only the orphans of ``images`` are projected, a chunk at a time, so
+    time and memory follow the images scored.
     """
     n_images, patches, dim = features.shape
     # Two passes over the images, each half of the work: progress advances by halves.
-    dists, _, fallback_rows = _own_out_search(features, index, knn_k=knn_k, extra=extra,
-                                              progress=lambda n: progress(n / 2))
+    dists, fallback_rows = _own_out_search(features, index, images, knn_k=knn_k, extra=extra,
+                                           progress=lambda n: progress(n / 2))
     flat = features.reshape(-1, dim)
     weight = projection(dim, proj_dim, generator=generator)
-    bank = torch.cat([project(flat[rows], weight) for rows in torch.split(source_rows, _IMAGES_PER_SEARCH * patches)])
+    bank = torch.cat([project(flat[rows], weight)
+                      for rows in torch.split(cover.selected, _IMAGES_PER_SEARCH * patches)])
     projected = BankIndex(bank, torch.as_tensor(index.image_ids), backend="faiss", device=torch.device("cpu"))
-    radius, orphans, orphan_of, orphan_dist = 0.0, [], [], []
-    for group in _groups(range(n_images)):
-        rows = np.arange(group[0] * patches, (group[-1] + 1) * patches)
-        proj = project(flat[rows[0]:rows[-1] + 1], weight)
-        nearest_dist, nearest_row = projected.search(proj, 1)
-        radius = max(radius, float(nearest_dist.max()))
-        nearest_image = index.image_ids[nearest_row[:, 0]]
-        # An orphan is a patch whose nearest entry came from another image: removing that image uncovers it.
-        orphan = nearest_image != rows // patches
-        dist, _, fallback = projected.search_leave_own_out(proj[torch.as_tensor(orphan)], 1, nearest_image[orphan],
-                                                           extra=extra)
-        orphans.append(rows[orphan])
-        orphan_of.append(nearest_image[orphan])
-        orphan_dist.append(dist[:, 0])
+    radius = float(cover.cover_sq_dist.max())
+    covered_by = index.image_ids[cover.cover.numpy()]
+    # An orphan is a patch covered by another image's entry: removing that image uncovers it.
+    orphans = np.flatnonzero(np.isin(covered_by, images) & (covered_by != np.arange(len(covered_by)) // patches))
+    orphan_of = covered_by[orphans]
+    orphan_dist = np.empty(len(orphans), dtype=np.float32)
+    for lo in range(0, len(orphans), _IMAGES_PER_SEARCH * patches):
+        rows = slice(lo, lo + _IMAGES_PER_SEARCH * patches)
+        dist, _, fallback = projected.search_leave_own_out(project(flat[torch.as_tensor(orphans[rows])], weight), 1,
+                                                           orphan_of[rows], extra=extra)
+        orphan_dist[rows] = dist[:, 0]
         fallback_rows += fallback
-    orphans, orphan_of, orphan_dist = map(np.concatenate, (orphans, orphan_of, orphan_dist))
     order = np.argsort(orphan_of, kind="stable")
-    bounds = np.searchsorted(orphan_of[order], np.arange(n_images + 1))
-    scores = np.empty(n_images)
-    for i in range(n_images):
-        members = order[bounds[i]:bounds[i + 1]]
-        patch_dists = dists[i]
+    starts, ends = (np.searchsorted(orphan_of[order], images, side=side) for side in ("left", "right"))
+    scores = np.full(n_images, np.nan)
+    for position, i in enumerate(images):
+        members = order[starts[position]:ends[position]]
+        patch_dists = dists[position]
         if len(members):
             chosen = _farthest_first(project(flat[torch.as_tensor(orphans[members])], weight),
                                      torch.from_numpy(orphan_dist[members]), radius)
@@ -187,21 +202,24 @@ def fold_assignment(n_images: int, folds: int, *, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_fit_scores(features: torch.Tensor, *, folds: int, coreset: CoresetSettings, knn_k: int, seed: int,
-                     progress: Advance) -> Calibration:
-    """Score each fold with all patches against a bank refitted on the other folds."""
+def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, coreset: CoresetSettings, knn_k: int,
+                     seed: int, progress: Advance) -> Calibration:
+    """Score the ``images`` of each fold with all patches against a bank refitted on the other folds."""
     n_images, patches, dim = features.shape
     fold = fold_assignment(n_images, folds, seed=seed)
     smallest = n_images - int(np.bincount(fold).max())
     if coreset_size(smallest * patches, coreset.ratio) < knn_k:
         raise ParameterError(f"With --folds {folds}, a fold's bank is fitted on {smallest} images and would hold "
                              f"fewer than k = {knn_k} entries; use fewer folds.")
-    scores = np.empty(n_images)
+    scores = np.full(n_images, np.nan)
+    scoring = np.zeros(n_images, dtype=bool)
+    scoring[images] = True
     for f in range(folds):
-        kept, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        kept, held = np.flatnonzero(fold != f), np.flatnonzero((fold == f) & scoring)
         train = features[torch.as_tensor(kept)].reshape(-1, dim).float()
         selected = select_coreset(train, coreset.ratio, proj_dim=coreset.proj_dim, n_starts=coreset.n_starts,
-                                  init=coreset.init, generator=torch.Generator().manual_seed(seed + f + 1))
+                                  init=coreset.init, generator=torch.Generator().manual_seed(seed + f + 1),
+                                  shard_rows=coreset.shard_images * patches).selected
         bank = BankIndex(train[selected], torch.as_tensor(kept)[selected // patches], backend="faiss",
                          device=torch.device("cpu"))
         del train

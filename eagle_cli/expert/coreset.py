@@ -10,14 +10,21 @@ loop runs in rounds (:class:`_Cover`): the greedy continues among the farthest p
 no other point can be its next choice, then all distances are updated against the round's new
 members at once, skipping points the triangle inequality proves cannot move. The selection is the
 step-by-step greedy's (tested against the plain loop); the work is matrix products instead of one
-pass over every point per member. All large buffers are allocated once.
+pass over every point per member. All large buffers are allocated once. The greedy already knows
+each point's nearest member; it is returned (:class:`Coreset`) for the calibration to reuse.
+
+Opt-in, not the published selection: ``shard_rows`` runs the greedy per group of rows (time linear
+in N, a somewhat larger covering radius; BENCHMARKS.md measures what it costs).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from eagle_cli.errors import ParameterError
@@ -58,6 +65,11 @@ def project(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _sq_norms(proj: torch.Tensor) -> torch.Tensor:
+    """Each row's squared norm, a chunk at a time (``proj * proj`` would be a second projection-sized tensor)."""
+    return torch.cat([chunk.square().sum(1) for chunk in torch.split(proj, _CHUNK)])
+
+
 def _sq_dist_to(points: torch.Tensor, sq_norms: torch.Tensor, centre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distance of every row to ``centre``, written into ``out`` (clamped at 0)."""
     torch.mv(points, centre, out=out)
@@ -65,26 +77,45 @@ def _sq_dist_to(points: torch.Tensor, sq_norms: torch.Tensor, centre: torch.Tens
 
 
 def starting_points(proj: torch.Tensor, n_starts: int, init: str, *, generator: torch.Generator) -> torch.Tensor:
-    """Indices of the ``n_starts`` starting points (clipped to [1, N]) by strategy ``init``."""
+    """Indices of the ``n_starts`` starting points (clipped to [1, N]) by strategy ``init``.
+
+    Distances and the covariance are expanded (‖x‖² − 2x·c + ‖c‖², XᵀX − n·μμᵀ) so no (N, proj_dim)
+    temporary is made: at a million patches each would be as large as the projection itself.
+    """
     n = proj.shape[0]
     k = max(1, min(n_starts, n))
     if init == "center_farthest":
-        mean = proj.mean(0)
-        first = int(((proj - mean) ** 2).sum(1).argmin())
-        dist = ((proj - proj[first]) ** 2).sum(1)
+        sq_norms, buf = _sq_norms(proj), torch.empty(n)
+        first = int(_sq_dist_to(proj, sq_norms, proj.mean(0), buf).argmin())
+        dist = _sq_dist_to(proj, sq_norms, proj[first], buf)
         dist[first] = -1
         others = torch.topk(dist, k - 1).indices if k > 1 else torch.empty(0, dtype=torch.long)
         return torch.cat([torch.tensor([first]), others])
     if init == "pca_extremes":
-        centred = proj - proj.mean(0)
-        direction = torch.linalg.eigh(centred.T @ centred).eigenvectors[:, -1]
-        order = torch.argsort(centred @ direction)
+        mean = proj.mean(0)
+        covariance = proj.T @ proj - n * torch.outer(mean, mean)
+        direction = torch.linalg.eigh(covariance).eigenvectors[:, -1]
+        order = torch.argsort(proj @ direction - mean @ direction)
         ranks = torch.linspace(0, n - 1, max(k, 2)).round().long()
         picks = [int(order[-1]), int(order[0])] + [int(order[r]) for r in ranks[1:-1]]
         return torch.tensor(list(dict.fromkeys(picks))[:k])
     if init == "random":
         return torch.randperm(n, generator=generator)[:k]
     raise ParameterError(f"Unknown coreset init {init!r}; choose one of {', '.join(INIT_STRATEGIES)}.")
+
+
+@dataclass(frozen=True)
+class Coreset:
+    """The selected rows in selection order, and each point's cover in the projected space the greedy worked in.
+
+    ``cover[i]`` is the position in ``selected`` of the member nearest to point i (within its shard when
+    the selection was sharded), ``cover_sq_dist[i]`` the squared projected distance to it. The calibration
+    reads them to know which points an image's entries cover, without searching every point again.
+    """
+
+    selected: torch.Tensor
+    cover: torch.Tensor
+    cover_sq_dist: torch.Tensor
 
 
 def select_coreset(
@@ -97,15 +128,65 @@ def select_coreset(
     generator: torch.Generator,
     progress: Callable[[int], None] | None = None,
     pool: int = 1024,
-) -> torch.Tensor:
-    """Select ``floor(N * ratio)`` rows of ``(N, D)`` features; return their indices in selection order.
+    shard_rows: int = 0,
+) -> Coreset:
+    """Select ``floor(N * ratio)`` rows of ``(N, D)`` features.
 
-    ``progress(k)`` is told each time k more members are chosen.
+    ``shard_rows`` > 0 runs the greedy separately on consecutive groups of that many rows, each
+    choosing its share of the members (at least one), and joins them: the work grows linearly with N instead of
+    quadratically, and every point is covered by a member of its own shard. ``progress(k)`` is told
+    each time k more members are chosen.
     """
     n = features.shape[0]
     size = coreset_size(n, ratio)
+    weight = projection(features.shape[1], proj_dim, generator=generator)
+    if not 0 < shard_rows < n:
+        return _greedy(project(features, weight), size, n_starts, init, generator, progress, pool)
+    bounds = list(range(0, n, shard_rows)) + [n]
+    # Each shard's share of the members, rounded so the shares add up to `size` (a shard too small for
+    # one member by its share still gets one).
+    shares = [math.floor(size * stop / n) - math.floor(size * start / n) for start, stop in itertools.pairwise(bounds)]
+    parts = []
+    for (start, stop), share in zip(itertools.pairwise(bounds), shares, strict=True):
+        part = _greedy(project(features[start:stop], weight), max(share, 1), n_starts, init, generator, progress, pool)
+        parts.append((start, part))
+    offsets = np.cumsum([0] + [len(part.selected) for _, part in parts])
+    return Coreset(torch.cat([part.selected + start for start, part in parts]),
+                   torch.cat([part.cover + int(offset) for (_, part), offset in zip(parts, offsets[:-1], strict=True)]),
+                   torch.cat([part.cover_sq_dist for _, part in parts]))
+
+
+def continue_coreset(
+    features: torch.Tensor,
+    previous: Coreset,
+    ratio: float,
+    *,
+    proj_dim: int = 128,
+    generator: torch.Generator,
+    progress: Callable[[int], None] | None = None,
+    pool: int = 1024,
+) -> Coreset:
+    """Grow ``previous``, a coreset of the first ``len(previous.cover)`` rows of ``features``, to
+    ``floor(N * ratio)`` members of all N rows: the greedy run seeded with the previous selection.
+
+    ``generator`` must be seeded as the previous selection's was, so the projection is the same. The
+    old rows start from their recorded distance to the previous members, the new rows from an exact
+    search against them; the greedy then continues over all rows.
+    """
+    n, n_old = features.shape[0], len(previous.cover)
+    size = max(coreset_size(n, ratio), len(previous.selected))
     proj = project(features, projection(features.shape[1], proj_dim, generator=generator))
-    sq_norms = (proj * proj).sum(1)
+    state = _Cover(proj, _sq_norms(proj), torch.empty(n), size, min(pool, n))
+    state.seed(previous.selected, previous.cover, previous.cover_sq_dist)
+    state.cover_the_rest(rows=torch.arange(n_old, n))
+    return _run(state, progress)
+
+
+def _greedy(proj: torch.Tensor, size: int, n_starts: int, init: str, generator: torch.Generator,
+            progress: Callable[[int], None] | None, pool: int) -> Coreset:
+    """The greedy on projected points ``proj (N, proj_dim)``: ``size`` members and every point's cover."""
+    n = proj.shape[0]
+    sq_norms = _sq_norms(proj)
     buf = torch.empty(n)
     # Distance to the coreset starts as the mean (not squared) distance to the starting points;
     # the loop works on squared distances, which keeps argmax and min unchanged.
@@ -114,14 +195,18 @@ def select_coreset(
     for seed in seeds:
         nearest.add_(_sq_dist_to(proj, sq_norms, proj[seed], buf).sqrt_())
     nearest.div_(len(seeds)).square_()
-    state = _Cover(proj, sq_norms, nearest, size, min(pool, n))
-    while state.count < size:
+    return _run(_Cover(proj, sq_norms, nearest, size, min(pool, n)), progress)
+
+
+def _run(state: _Cover, progress: Callable[[int], None] | None) -> Coreset:
+    while state.count < state.size:
         start = state.count
         state.pick_from_pool()
         state.update(start)
         if progress is not None:
             progress(state.count - start)
-    return state.selected
+    state.cover_the_rest()
+    return Coreset(state.selected, state.owner, state.nearest)
 
 
 class _Cover:
@@ -196,3 +281,24 @@ class _Cover:
             moved = rows[closer]
             self.nearest[moved] = dist[closer]
             self.owner[moved] = which[closer] + start
+
+    def seed(self, selected: torch.Tensor, cover: torch.Tensor, cover_sq_dist: torch.Tensor) -> None:
+        """Start from an earlier selection: its members, and the first rows' covers and distances."""
+        count, rows = len(selected), len(cover)
+        self.selected[:count] = selected
+        self.members[:count] = self.proj[selected]
+        self.member_sq[:count] = self.sq_norms[selected]
+        self.owner[:rows], self.nearest[:rows] = cover, cover_sq_dist
+        self.count = count
+
+    def cover_the_rest(self, rows: torch.Tensor | None = None) -> None:
+        """Give ``rows`` (default: the points no member ever came closer to than their starting distance)
+        their nearest member among those chosen so far, exactly."""
+        if rows is None:
+            rows = torch.nonzero(self.owner == self.size).squeeze(1)
+        members, member_sq = self.members[:self.count], self.member_sq[:self.count]
+        for lo in range(0, len(rows), self._CHUNK):
+            chunk = rows[lo:lo + self._CHUNK]
+            dist = torch.addmm(self.sq_norms[chunk, None], self.proj[chunk], members.T, alpha=-2)
+            dist, which = dist.add_(member_sq).clamp_(min=0).min(dim=1)
+            self.nearest[chunk], self.owner[chunk] = dist, which

@@ -4,6 +4,10 @@ Reference parity (eagle-method.md A.2–A.3): resize the shorter side to 256, ce
 ImageNet normalisation; per layer unfold 3×3 neighbourhoods (zero padding 1), bring the deeper
 layer to the first layer's grid with bilinear interpolation, adaptive-average-pool each location's
 C·9 vector to 1024, then pool the stacked layers to 1024.
+
+Full frame (``crop`` 0, not in the reference): the whole image is resized to ``resize × resize``.
+The aspect ratio is not kept: the images of one product line come from one camera, so every part
+is squashed alike, and padding would spend features on a constant border. Nothing is cut away.
 """
 
 from __future__ import annotations
@@ -26,13 +30,22 @@ PATCH_SIZE = 3
 
 @dataclass(frozen=True)
 class Geometry:
-    """Resize the shorter side to ``resize`` px, then centre-crop ``crop`` px."""
+    """Resize the shorter side to ``resize`` px, then centre-crop ``crop`` px; ``crop`` 0 is the full frame:
+    the whole image resized to ``resize × resize``."""
 
     resize: int = 256
     crop: int = 224
 
+    @property
+    def frame(self) -> int:
+        """The side of the square the expert sees, px."""
+        return self.crop or self.resize
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) after torchvision's shorter-side resize (the long side is truncated)."""
+        """(width, height) after the resize: torchvision's shorter-side resize (the long side is truncated),
+        or ``resize × resize`` for the full frame."""
+        if not self.crop:
+            return self.resize, self.resize
         if width <= height:
             return self.resize, int(self.resize * height / width)
         return int(self.resize * width / height), self.resize
@@ -40,18 +53,21 @@ class Geometry:
     def crop_offset(self, width: int, height: int) -> tuple[int, int]:
         """(left, top) of the crop in the resized image, as torchvision's CenterCrop rounds it."""
         rw, rh = self.resized_size(width, height)
-        return int(round((rw - self.crop) / 2.0)), int(round((rh - self.crop) / 2.0))
+        return int(round((rw - self.frame) / 2.0)), int(round((rh - self.frame) / 2.0))
 
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """Return the normalised crop, ``(3, crop, crop) float32``."""
-        image = TF.center_crop(TF.resize(image, self.resize), self.crop)
+        """Return the normalised frame, ``(3, frame, frame) float32``."""
+        if self.crop:
+            image = TF.center_crop(TF.resize(image, self.resize), self.crop)
+        else:
+            image = TF.resize(image, [self.resize, self.resize])
         return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
 
     def crop_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """Bring an ``(H, W) bool`` mask into the crop frame (nearest neighbour), ``(crop, crop) bool``."""
+        """Bring an ``(H, W) bool`` mask into the frame (nearest neighbour), ``(frame, frame) bool``."""
         rw, rh = self.resized_size(mask.shape[1], mask.shape[0])
         resized = TF.resize(mask[None].to(torch.uint8), [rh, rw], interpolation=TF.InterpolationMode.NEAREST)
-        return TF.center_crop(resized, self.crop)[0].bool()
+        return TF.center_crop(resized, self.frame)[0].bool()
 
 
 def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, target_dim: int = 1024) -> torch.Tensor:
@@ -83,7 +99,7 @@ def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, tar
 
 
 class PatchFeatureExtractor:
-    """Backbone + aggregation: images ``(B, 3, crop, crop)`` to patch features ``(B, P, D) float32``."""
+    """Backbone + aggregation: images ``(B, 3, frame, frame)`` to patch features ``(B, P, D) float32``."""
 
     def __init__(
         self,
@@ -132,5 +148,5 @@ class PatchFeatureExtractor:
     def grid(self) -> tuple[int, int]:
         """The patch grid (H, W) for this geometry, read off one dummy forward."""
         with torch.inference_mode():
-            outputs = self.model(torch.zeros(1, 3, self.geometry.crop, self.geometry.crop, device=self.device))
+            outputs = self.model(torch.zeros(1, 3, self.geometry.frame, self.geometry.frame, device=self.device))
         return tuple(outputs[self.spec.layers[0]].shape[-2:])

@@ -31,7 +31,7 @@ def image_batches(samples: list[Sample], geometry: Geometry, batch_size: int, *,
     pending: list[tuple[Sample, torch.Tensor, tuple[int, int]]] = []
     for sample in samples:
         try:
-            image = load_rgb(sample.path, min_side=geometry.crop)
+            image = load_rgb(sample.path, min_side=geometry.frame)
             pending.append((sample, geometry.to_tensor(image), image.size))
         except ImageError as exc:
             record_error(exc, sample, on_error=on_error, errors=errors)

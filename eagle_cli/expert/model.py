@@ -39,7 +39,7 @@ class Scored:
     scores: np.ndarray  # (B,) float64, max patch score
     anomalous: np.ndarray  # (B,) bool, score ≥ τ
     uncertain: np.ndarray  # (B,) bool, τ < score < S_max (the CAAS window)
-    crop_maps: list[np.ndarray]  # (crop, crop) float32 each, the frame the expert saw
+    crop_maps: list[np.ndarray]  # (frame, frame) float32 each, the frame the expert saw
     maps: list[np.ndarray]  # (height, width) float32 each, the original image's frame
 
 
@@ -68,9 +68,7 @@ class Expert:
         ref = threshold if isinstance(threshold, ArtifactRef) else artifacts.open_artifact(threshold, "threshold")
         bank_ref = ref.input("bank")
         train = bank_ref.input("features").params
-        extract = ExtractParams(backbone=train["backbone"], weights=train["weights"], resize=train["resize"],
-                                crop=train["crop"], pretrain_dim=train["pretrain_dim"],
-                                target_dim=train["target_dim"], batch_size=batch_size, device=device)
+        extract = ExtractParams.of_features(train, batch_size=batch_size, device=device)
         values = read_threshold(ref)
         return cls(read_bank(bank_ref, backend=knn_backend, device=device), tau=values["tau"], s_max=values["s_max"],
                    knn_k=values["knn_k"], extract=extract, lineage=ref.lineage, sigma_px=sigma_px)
@@ -104,7 +102,7 @@ class Expert:
         per_patch = patch_scores(dist).reshape(batch, patches)
         scores = per_patch.max(1).astype(np.float64)
         anomalous, uncertain = verdicts(scores, self.tau, self.s_max)
-        crop_maps = [crop_map(p, grid, self.geometry.crop, sigma_px=self.sigma_px) for p in per_patch]
+        crop_maps = [crop_map(p, grid, self.geometry.frame, sigma_px=self.sigma_px) for p in per_patch]
         maps = [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(crop_maps, sizes, strict=True)]
         return Scored(scores, anomalous, uncertain, crop_maps, maps)
 

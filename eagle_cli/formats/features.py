@@ -43,14 +43,18 @@ def write_features(draft: Draft, features: torch.Tensor, records: list[dict], gr
     write_jsonl(draft.file(ERRORS_FILE), errors)
 
 
-def read_features(ref: ArtifactRef) -> tuple[torch.Tensor, list[dict], tuple[int, int]]:
-    """Map ``(n, P, D)`` features (no copy), the image records and the patch grid; refuse non-finite values."""
+def read_features(ref: ArtifactRef, *, check_finite: bool = True) -> tuple[torch.Tensor, list[dict], tuple[int, int]]:
+    """Map ``(n, P, D)`` features (no copy), the image records and the patch grid; refuse non-finite values.
+
+    The check reads every page; a stage whose input stage already read the same features through this
+    check (the calibration after fit-bank) passes ``check_finite=False``.
+    """
     import torch
 
     path = ref.path / FEATURES_FILE
     features, metadata = _map_tensor(path, "features")
     grid = tuple(int(v) for v in metadata["grid"].split("x"))
-    bad = [i for i in range(len(features)) if not bool(torch.isfinite(features[i]).all())]
+    bad = [i for i in range(len(features)) if check_finite and not bool(torch.isfinite(features[i]).all())]
     if bad:
         raise ArtifactError(
             f"{path} holds NaN or infinite features (images {bad[:5]}); the backbone weights may be broken. "

@@ -47,14 +47,15 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
         with context.reporter.task(f"extract {category}/{split}", len(samples)) as advance:
             for batch in image_batches(samples, Geometry(params.resize, params.crop), params.batch_size,
                                        on_error=context.on_error, errors=errors, advance=advance):
-                out = extractor(batch.tensors).cpu()
+                # Checked as stored: a float32 value beyond float16's range would become infinite.
+                out = extractor(batch.tensors).cpu().to(dtype)
                 finite = torch.isfinite(out).flatten(1).all(1)
                 for sample, size, feats, ok in zip(batch.samples, batch.sizes, out, finite, strict=True):
                     if not ok:
                         record_error(ImageError(sample.path, "the backbone produced NaN or infinite features; "
                                                 "check --weights"), sample, on_error=context.on_error, errors=errors)
                         continue
-                    features[len(records)] = feats.to(dtype)
+                    features[len(records)] = feats
                     records.append({**sample.to_record(), "index": len(records), "width": size[0], "height": size[1]})
         if not records:
             raise DataError(f"No usable image among the {len(samples)} listed for {category}/{split}: "

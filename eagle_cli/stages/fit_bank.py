@@ -33,12 +33,13 @@ def run_fit_bank(features_ref: ArtifactRef, params: BankParams, *, context: Cont
             raise ParameterError(f"The bank would hold {size} entries, fewer than --knn-k {params.knn_k}.")
         seed = category_seed(params.seed, category)
         with context.reporter.task(f"coreset {category}", size) as advance:
-            selected = select_coreset(flat, params.coreset_ratio, proj_dim=params.proj_dim, n_starts=params.n_starts,
-                                      init=params.init, generator=torch.Generator().manual_seed(seed),
-                                      progress=advance)
-        write_bank(draft, flat[selected].float(), selected, patches, n_images, params.knn_k)
+            coreset = select_coreset(flat, params.coreset_ratio, proj_dim=params.proj_dim, n_starts=params.n_starts,
+                                     init=params.init, generator=torch.Generator().manual_seed(seed),
+                                     progress=advance, shard_rows=params.coreset_shard_images * patches)
+        write_bank(draft, flat[coreset.selected].float(), coreset, patches, n_images, params.knn_k)
         draft.lineage = features_ref.lineage
-        draft.summary = {"images": n_images, "patches": int(flat.shape[0]), "bank_size": size,
+        draft.summary = {"images": n_images, "patches": int(flat.shape[0]), "bank_size": len(coreset.selected),
+                         "cover_radius": float(coreset.cover_sq_dist.max().sqrt()),
                          "category_seed": seed, "weights": features_ref.lineage["weights"]}
 
     return artifacts.produce("bank", context=context, category=category, params=asdict(params),

@@ -22,7 +22,7 @@ from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.expert import calibration as estimators
-from eagle_cli.formats.bank import read_bank, read_bank_tensors
+from eagle_cli.formats.bank import read_bank, read_bank_cover, read_bank_tensors
 from eagle_cli.formats.calibration import calibration_scores, write_calibration
 from eagle_cli.formats.features import read_features
 from eagle_cli.formats.threshold import write_threshold
@@ -42,55 +42,64 @@ def run_calibrate(bank_ref: ArtifactRef, params: CalibrationParams, *, context: 
     features_ref = bank_ref.input("features")
     category = features_ref.params["category"]
 
+    n_images = features_ref.summary["images"]
+    seed = category_seed(bank_ref.params["seed"], category)
+
     def build(draft):
-        features, records, _ = read_features(features_ref)
-        n_images, patches, _ = features.shape
+        # fit-bank read these features through the finiteness check already.
+        features, records, _ = read_features(features_ref, check_finite=False)
+        patches = features.shape[1]
         source_rows = read_bank_tensors(bank_ref, keys=("source_rows",))["source_rows"]
         selected = torch.zeros(n_images * patches, dtype=torch.bool)
         selected[source_rows] = True
         unselected = ~selected.reshape(n_images, patches)
-        with context.reporter.task(f"calibrate {category} ({params.calibration})", n_images) as advance:
-            result = _estimate(params, bank_ref, source_rows, features, unselected,
-                               category_seed(bank_ref.params["seed"], category), advance)
+        images = estimators.sample_images(n_images, params.sampled(n_images), seed=seed)
+        with context.reporter.task(f"calibrate {category} ({params.calibration})", len(images)) as advance:
+            result = _estimate(params, bank_ref, features, unselected, images, seed, advance)
         scored = np.isfinite(result.scores)
         if scored.sum() < 2:
             raise ParameterError(
                 f"Only {int(scored.sum())} of {n_images} training images could be scored for calibration "
                 f"(--min-unselected {params.min_unselected} with --calibration reference); lower it, use another "
                 "--calibration, or add training images.")
+        sampled = np.zeros(n_images, dtype=bool)
+        sampled[images] = True
         counts = unselected.sum(1)
         write_calibration(draft, [
-            {"path": rec["path"], "score": float(result.scores[i]) if scored[i] else None, "excluded": not scored[i],
+            {"path": rec["path"], "score": float(result.scores[i]) if scored[i] else None,
+             "excluded": bool(sampled[i] and not scored[i]), "sampled": bool(sampled[i]),
              "fold": int(result.fold[i]), "unselected_patches": int(counts[i])}
             for i, rec in enumerate(records)])
         used = result.scores[scored]
         draft.lineage = bank_ref.lineage
-        draft.summary = {"estimator": params.calibration, "images": n_images, "used": int(scored.sum()),
-                         "mean": float(used.mean()), "std": float(used.std()), "max": float(used.max()),
-                         "fallback_rows": result.fallback_rows}
+        draft.summary = {"estimator": params.calibration, "images": n_images, "sampled": len(images),
+                         "used": int(scored.sum()), "mean": float(used.mean()), "std": float(used.std()),
+                         "max": float(used.max()), "fallback_rows": result.fallback_rows}
 
-    return artifacts.produce("calibration", context=context, category=category, params=params.identity(),
+    return artifacts.produce("calibration", context=context, category=category, params=params.identity(n_images),
                              inputs=[bank_ref], build=build)
 
 
-def _estimate(params: CalibrationParams, bank_ref: ArtifactRef, source_rows: torch.Tensor, features: torch.Tensor,
-              unselected: torch.Tensor, seed: int, advance) -> estimators.Calibration:
+def _estimate(params: CalibrationParams, bank_ref: ArtifactRef, features: torch.Tensor, unselected: torch.Tensor,
+              images: np.ndarray, seed: int, advance) -> estimators.Calibration:
     bank = bank_ref.params
     knn_k = int(bank["knn_k"])
     if params.calibration == "cross-fit":
-        settings = estimators.CoresetSettings(bank["coreset_ratio"], bank["proj_dim"], bank["n_starts"], bank["init"])
-        return estimators.cross_fit_scores(features, folds=params.folds, coreset=settings, knn_k=knn_k, seed=seed,
-                                           progress=advance)
+        settings = estimators.CoresetSettings(bank["coreset_ratio"], bank["proj_dim"], bank["n_starts"], bank["init"],
+                                              bank.get("coreset_shard_images", 0))
+        return estimators.cross_fit_scores(features, images, folds=params.folds, coreset=settings, knn_k=knn_k,
+                                           seed=seed, progress=advance)
+    cover = read_bank_cover(bank_ref) if params.calibration == "refill" else None
     index = read_bank(bank_ref, backend=params.knn_backend, device=params.device)
     if params.calibration == "reference":
-        return estimators.reference_scores(features, index, unselected, knn_k=knn_k,
+        return estimators.reference_scores(features, index, unselected, images, knn_k=knn_k,
                                            min_unselected=params.min_unselected, extra=params.extra_neighbours,
                                            progress=advance)
     if params.calibration == "leave-own-out":
-        return estimators.leave_own_out_scores(features, index, knn_k=knn_k, extra=params.extra_neighbours,
+        return estimators.leave_own_out_scores(features, index, images, knn_k=knn_k, extra=params.extra_neighbours,
                                                progress=advance)
     # The bank's own projection: the same generator, seeded as fit-bank seeded it.
-    return estimators.refill_scores(features, index, source_rows, knn_k=knn_k, proj_dim=bank["proj_dim"],
+    return estimators.refill_scores(features, index, cover, images, knn_k=knn_k, proj_dim=bank["proj_dim"],
                                     generator=torch.Generator().manual_seed(seed), extra=params.extra_neighbours,
                                     progress=advance)
 
@@ -98,7 +107,7 @@ def _estimate(params: CalibrationParams, bank_ref: ArtifactRef, source_rows: tor
 def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, context: Context,
                       calibration: ArtifactRef | None = None) -> ArtifactRef:
     """Fit τ by ``params.dbt`` on the bank's calibration scores (``calibration``, or computed now)."""
-    check_target(bank_ref, params.dbt)
+    check_target(bank_ref, params)
     if calibration is None:
         calibration = run_calibrate(bank_ref, params.calibration, context=context)
     else:
@@ -110,7 +119,7 @@ def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, cont
         result = {"tau": tau, "s_max": float(scores.max()), **params.dbt.effective(),
                   "knn_k": int(bank_ref.params["knn_k"]), "calibration": calibration.params["estimator"],
                   "calibration_images": int(scores.size), "images": calibration.summary["images"],
-                  "excluded": calibration.summary["images"] - int(scores.size),
+                  "excluded": calibration.summary.get("sampled", calibration.summary["images"]) - int(scores.size),
                   "calibration_mean": float(scores.mean()), "calibration_std": float(scores.std()),
                   # A new good score is exchangeable with the n calibration scores, so it lands at or above τ
                   # with probability (#scores ≥ τ)/(n + 1): for conformal that is its guarantee.
@@ -128,10 +137,19 @@ def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, cont
                              params=params.dbt.effective(), inputs=[bank_ref, calibration], build=build)
 
 
-def check_target(bank_ref: ArtifactRef, dbt: ThresholdParams) -> None:
-    """Refuse, before any work, a false-alarm target that the bank's training images cannot support."""
-    if dbt.method == "conformal":
-        conformal_rank(bank_ref.input("features").summary["images"], dbt.target_far)
+def check_target(bank_ref: ArtifactRef, params: FitThresholdParams) -> None:
+    """Refuse, before any work, a false-alarm target that the images calibration will score cannot support."""
+    if params.dbt.method != "conformal":
+        return
+    n_images = bank_ref.input("features").summary["images"]
+    sampled = params.calibration.sampled(n_images)
+    try:
+        conformal_rank(sampled, params.dbt.target_far)
+    except ParameterError as error:
+        if sampled == n_images:
+            raise
+        raise ParameterError(f"{error} --calibration-images {sampled} scores {sampled} of the {n_images} training "
+                             "images: raise it, or 0 to score all.") from None
 
 
 def check_calibration_of(calibration_ref: ArtifactRef, bank_ref: ArtifactRef) -> None:

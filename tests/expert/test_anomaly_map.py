@@ -1,5 +1,6 @@
 import numpy as np
 import torch
+from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from eagle_cli.expert.anomaly_map import crop_map, observed_box, to_original_frame
@@ -34,3 +35,19 @@ def test_original_frame_inside_the_crop_keeps_values_to_its_edges():
     geometry = Geometry(256, 224)
     original = to_original_frame(np.full((224, 224), 3.0, np.float32), geometry, 256, 256)
     assert np.allclose(original[16:240, 16:240], 3.0) and original[:16].max() == 0 and original[:, 240:].max() == 0
+
+
+def test_the_full_frame_sees_the_whole_image_and_maps_it_back_without_a_blind_strip():
+    geometry = Geometry(resize=64, crop=0)
+    assert geometry.frame == 64 and geometry.resized_size(300, 200) == (64, 64)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    tensor = geometry.to_tensor(image)
+    assert tensor.shape == (3, 64, 64)
+    assert observed_box(geometry, 300, 200) == (0.0, 0.0, 300.0, 200.0)
+    amap = np.ones((64, 64), dtype=np.float32)
+    original = to_original_frame(amap, geometry, 300, 200)
+    assert original.shape == (200, 300) and np.allclose(original, 1, atol=1e-5)  # no zero strip, as a crop leaves
+    assert (to_original_frame(amap, Geometry(resize=64, crop=48), 300, 200) == 0).any()
+    mask = torch.zeros(200, 300, dtype=torch.bool)
+    mask[:10, :10] = True  # a defect in the corner, which a centre crop cuts away
+    assert geometry.crop_mask(mask)[:3, :2].all() and not Geometry(64, 48).crop_mask(mask).any()

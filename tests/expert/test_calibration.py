@@ -26,17 +26,28 @@ def setup():
     positions = torch.randn(PATCHES, DIM, generator=g) * 3
     features = positions + torch.randn(N_IMAGES, PATCHES, DIM, generator=g)
     flat = features.reshape(-1, DIM)
-    selected = select_coreset(flat, RATIO, proj_dim=8, n_starts=3, generator=torch.Generator().manual_seed(11))
+    coreset = select_coreset(flat, RATIO, proj_dim=8, n_starts=3, generator=torch.Generator().manual_seed(11))
+    selected = coreset.selected
     index = BankIndex(flat[selected], selected // PATCHES, backend="faiss", device=CPU)
     unselected = torch.ones(N_IMAGES * PATCHES, dtype=torch.bool)
     unselected[selected] = False
-    return features, index, selected, unselected.reshape(N_IMAGES, PATCHES)
+    cover = coreset
+    return features, index, cover, unselected.reshape(N_IMAGES, PATCHES)
+
+
+ALL = np.arange(N_IMAGES)
+
+
+def refill(features, index, cover, images=ALL, knn_k=1, progress=quiet):
+    return cal.refill_scores(features, index, cover, images, knn_k=knn_k, proj_dim=8,
+                             generator=torch.Generator().manual_seed(11), extra=8, progress=progress)
 
 
 def test_all_patches_never_score_below_the_unselected_ones(setup):
     features, index, _, unselected = setup
-    reference = cal.reference_scores(features, index, unselected, knn_k=1, min_unselected=1, extra=8, progress=quiet)
-    own_out = cal.leave_own_out_scores(features, index, knn_k=1, extra=8, progress=quiet)
+    reference = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=1, extra=8,
+                                     progress=quiet)
+    own_out = cal.leave_own_out_scores(features, index, ALL, knn_k=1, extra=8, progress=quiet)
     assert np.isfinite(reference.scores).all()
     assert (own_out.scores >= reference.scores - 1e-4).all()
     assert (own_out.scores > reference.scores + 1e-3).any()
@@ -46,38 +57,70 @@ def test_reference_leaves_out_images_with_too_few_unselected_patches(setup):
     features, index, _, unselected = setup
     counts = unselected.sum(1).numpy()
     cut = int(np.median(counts)) + 1
-    result = cal.reference_scores(features, index, unselected, knn_k=1, min_unselected=cut, extra=8, progress=quiet)
+    result = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=cut, extra=8,
+                                  progress=quiet)
     assert np.array_equal(np.isnan(result.scores), counts < cut)
 
 
 @pytest.mark.parametrize("knn_k", [1, 3])
 def test_refill_only_adds_entries_back_so_it_never_scores_above_leave_own_out(setup, knn_k):
-    features, index, selected, _ = setup
-    own_out = cal.leave_own_out_scores(features, index, knn_k=knn_k, extra=8, progress=quiet)
-    refill = cal.refill_scores(features, index, selected, knn_k=knn_k, proj_dim=8,
-                               generator=torch.Generator().manual_seed(11), extra=8, progress=quiet)
-    assert (refill.scores <= own_out.scores + 1e-4).all()
-    assert (refill.scores < own_out.scores - 1e-3).any()  # some removed entry left orphans to refill
+    features, index, cover, _ = setup
+    own_out = cal.leave_own_out_scores(features, index, ALL, knn_k=knn_k, extra=8, progress=quiet)
+    refilled = refill(features, index, cover, knn_k=knn_k)
+    assert (refilled.scores <= own_out.scores + 1e-4).all()
+    assert (refilled.scores < own_out.scores - 1e-3).any()  # some removed entry left orphans to refill
 
 
 def test_refill_reports_progress_for_every_image(setup):
-    features, index, selected, _ = setup
+    features, index, cover, _ = setup
     seen = []
-    cal.refill_scores(features, index, selected, knn_k=1, proj_dim=8, generator=torch.Generator().manual_seed(11),
-                      extra=8, progress=seen.append)
+    refill(features, index, cover, progress=seen.append)
     assert sum(seen) == N_IMAGES
+
+
+def test_the_recorded_cover_is_the_nearest_entry_a_search_finds(setup):
+    features, index, cover, _ = setup
+    flat = features.reshape(-1, DIM)
+    weight = cal.projection(DIM, 8, generator=torch.Generator().manual_seed(11))
+    proj, bank = cal.project(flat, weight), cal.project(flat[cover.selected], weight)
+    dist, nearest = BankIndex(bank, cover.selected // PATCHES, backend="faiss", device=CPU).search(proj, 1)
+    assert np.array_equal(cover.cover.numpy(), nearest[:, 0])
+    assert np.allclose(cover.cover_sq_dist.numpy(), dist[:, 0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("estimator", ["reference", "leave-own-out", "refill", "cross-fit"])
+def test_a_sample_scores_its_images_as_the_whole_calibration_does_and_no_other(setup, estimator):
+    features, index, cover, unselected = setup
+    sample = cal.sample_images(N_IMAGES, 5, seed=3)
+    assert len(set(sample.tolist())) == 5 and np.array_equal(sample, cal.sample_images(N_IMAGES, 5, seed=3))
+
+    def run(images):
+        if estimator == "reference":
+            return cal.reference_scores(features, index, unselected, images, knn_k=1, min_unselected=1, extra=8,
+                                        progress=quiet).scores
+        if estimator == "leave-own-out":
+            return cal.leave_own_out_scores(features, index, images, knn_k=1, extra=8, progress=quiet).scores
+        if estimator == "refill":
+            return refill(features, index, cover, images).scores
+        settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
+        return cal.cross_fit_scores(features, images, folds=3, coreset=settings, knn_k=1, seed=5,
+                                    progress=quiet).scores
+
+    whole, part = run(ALL), run(sample)
+    assert np.isfinite(part).sum() == 5 and np.isnan(np.delete(part, sample)).all()
+    assert np.allclose(part[sample], whole[sample], rtol=1e-5)
 
 
 def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
     features = setup[0]
     settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
-    result = cal.cross_fit_scores(features, folds=N_IMAGES, coreset=settings, knn_k=1, seed=5, progress=quiet)
+    result = cal.cross_fit_scores(features, ALL, folds=N_IMAGES, coreset=settings, knn_k=1, seed=5, progress=quiet)
     for image in (0, 7):
         fold = int(result.fold[image])
         others = [i for i in range(N_IMAGES) if i != image]
         flat = features[others].reshape(-1, DIM)
         generator = torch.Generator().manual_seed(5 + fold + 1)
-        selected = select_coreset(flat, RATIO, proj_dim=8, n_starts=3, generator=generator)
+        selected = select_coreset(flat, RATIO, proj_dim=8, n_starts=3, generator=generator).selected
         dist = torch.cdist(features[image], flat[selected]).square().min(1).values
         assert result.scores[image] == pytest.approx(float(dist.max()), rel=1e-4)
 
@@ -85,7 +128,7 @@ def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
 def test_cross_fit_scores_every_image_once_from_a_bank_without_it(setup):
     features = setup[0]
     settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
-    result = cal.cross_fit_scores(features, folds=3, coreset=settings, knn_k=1, seed=5, progress=quiet)
+    result = cal.cross_fit_scores(features, ALL, folds=3, coreset=settings, knn_k=1, seed=5, progress=quiet)
     assert np.isfinite(result.scores).all() and sorted(np.bincount(result.fold)) == [4, 4, 4]
     # A bank that holds the image itself scores it lower: every image was scored without its own patches.
     flat = features.reshape(-1, DIM)
@@ -105,4 +148,4 @@ def test_folds_are_balanced_seeded_and_bounded():
 def test_a_fold_bank_smaller_than_k_is_refused(setup):
     settings = cal.CoresetSettings(0.01, proj_dim=8, n_starts=3, init="center_farthest")
     with pytest.raises(ParameterError, match="fewer than k = 3 entries; use fewer folds"):
-        cal.cross_fit_scores(setup[0], folds=2, coreset=settings, knn_k=3, seed=0, progress=quiet)
+        cal.cross_fit_scores(setup[0], ALL, folds=2, coreset=settings, knn_k=3, seed=0, progress=quiet)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from eagle_cli.errors import ParameterError
-from eagle_cli.expert.coreset import project, projection, select_coreset, starting_points
+from eagle_cli.expert.coreset import continue_coreset, project, projection, select_coreset, starting_points
 
 
 def _patches(n=3000, seed=0):
@@ -36,23 +36,23 @@ def brute_force(features, ratio, *, seed, sqrt_domain):
 
 def test_pruned_selection_equals_the_brute_force_loop():
     features = _patches()
-    ours = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5))
+    ours = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5)).selected
     assert torch.equal(ours, brute_force(features, 0.1, seed=5, sqrt_domain=False))
 
 
 def test_selection_agrees_with_reference_sqrt_distances():
     # The reference compares square-rooted distances; rounding can break a rare tie differently.
     features = _patches()
-    ours = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5))
+    ours = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5)).selected
     reference = brute_force(features, 0.1, seed=5, sqrt_domain=True)
     assert len(set(ours.tolist()) & set(reference.tolist())) >= 0.98 * len(reference)
 
 
 def test_equal_seeds_equal_banks_and_other_seeds_differ():
     features = _patches()
-    a = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(1))
-    b = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(1))
-    c = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(2))
+    a = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(1)).selected
+    b = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(1)).selected
+    c = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(2)).selected
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert len(set(a.tolist())) == len(a) == 150
 
@@ -72,6 +72,57 @@ def test_empty_coreset_is_refused_naming_ratio_and_count():
 
 def test_float16_features_select_like_float32():
     features = _patches(1000)
-    a = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(3))
-    b = select_coreset(features.half(), 0.1, generator=torch.Generator().manual_seed(3))
+    a = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(3)).selected
+    b = select_coreset(features.half(), 0.1, generator=torch.Generator().manual_seed(3)).selected
     assert len(set(a.tolist()) & set(b.tolist())) > 0.9 * len(a)
+
+
+def _nearest_member(proj, members):
+    dist = torch.cdist(proj.double(), proj[members].double()).square()
+    return dist.min(1)
+
+
+def test_every_point_knows_its_nearest_member_in_the_projected_space():
+    features = _patches(2000)
+    coreset = select_coreset(features, 0.05, generator=torch.Generator().manual_seed(4))
+    proj = project(features, projection(64, 128, generator=torch.Generator().manual_seed(4)))
+    nearest = _nearest_member(proj, coreset.selected)
+    assert torch.equal(coreset.cover, nearest.indices)
+    assert torch.allclose(coreset.cover_sq_dist.double(), nearest.values, rtol=1e-3, atol=1e-3)
+    assert (coreset.cover[coreset.selected] == torch.arange(len(coreset.selected))).all()
+
+
+def test_sharded_selection_covers_each_shard_with_its_own_members():
+    features = _patches(3000)
+    whole = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5))
+    sharded = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5), shard_rows=1000)
+    assert len(sharded.selected) == len(whole.selected) == 300
+    assert len(set(sharded.selected.tolist())) == 300
+    shard_of_member = sharded.selected // 1000
+    shard_of_point = torch.arange(3000) // 1000
+    assert torch.equal(shard_of_member[sharded.cover], shard_of_point)
+    assert torch.bincount(shard_of_member).tolist() == [100, 100, 100]
+    # Sharding trades a little coverage for linear work: the covering radius grows, not by much.
+    assert whole.cover_sq_dist.max() <= sharded.cover_sq_dist.max() <= 2 * whole.cover_sq_dist.max()
+
+
+def test_a_grown_coreset_is_the_greedy_seeded_with_the_previous_selection():
+    features = _patches(3000)
+    previous = select_coreset(features[:2000], 0.1, generator=torch.Generator().manual_seed(5))
+    grown = continue_coreset(features, previous, 0.1, generator=torch.Generator().manual_seed(5))
+    proj = project(features, projection(64, 128, generator=torch.Generator().manual_seed(5)))
+    sq = (proj * proj).sum(1)
+
+    def sq_dist(j):
+        return torch.clamp(torch.mv(proj, proj[j]).mul(-2).add(sq).add(proj[j].dot(proj[j])), min=0)
+
+    nearest = torch.stack([sq_dist(int(j)) for j in previous.selected]).min(0).values
+    chosen = previous.selected.tolist()
+    while len(chosen) < 300:
+        j = int(nearest.argmax())
+        chosen.append(j)
+        nearest = torch.minimum(nearest, sq_dist(j))
+    assert grown.selected.tolist() == chosen
+    exact = _nearest_member(proj, grown.selected)
+    assert torch.equal(grown.cover, exact.indices)
+    assert torch.allclose(grown.cover_sq_dist.double(), exact.values, rtol=1e-3, atol=1e-3)

@@ -5,8 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from eagle_cli import artifacts
+from eagle_cli.errors import ArtifactError
+from eagle_cli.expert.coreset import Coreset
 from eagle_cli.formats import answers, bank, calibration, features, prompts, report, scores, threshold
 from eagle_cli.formats.jsonl import ERRORS_FILE
 
@@ -34,15 +37,30 @@ def test_features_round_trip_in_both_precisions(tmp_path, dtype):
 def test_bank_round_trip_on_both_backends(tmp_path):
     rows = torch.randn(20, 8)
     source_rows = torch.arange(0, 40, 2)  # 2 images of 20 patches: rows 0..18 of the first, 20..38 of the second
-    ref = _publish(tmp_path, "bank", lambda d: bank.write_bank(d, rows, source_rows, 20, 2, knn_k=3))
+    coreset = Coreset(source_rows, torch.arange(40) // 2, torch.rand(40))
+    ref = _publish(tmp_path, "bank", lambda d: bank.write_bank(d, rows, coreset, 20, 2, knn_k=3))
     tensors = bank.read_bank_tensors(ref)
     assert torch.equal(tensors["bank"], rows) and torch.equal(tensors["source_rows"], source_rows)
+    cover = bank.read_bank_cover(ref)
+    assert torch.equal(cover.cover, coreset.cover) and torch.equal(cover.cover_sq_dist, coreset.cover_sq_dist)
     assert tensors["image_ids"].tolist() == [0] * 10 + [1] * 10 and tensors["selected_per_image"].tolist() == [10, 10]
     assert bank.read_bank_tensors(ref, keys=("image_ids",)).keys() == {"image_ids"}
     queries = torch.randn(5, 8)
     via_faiss = bank.read_bank(ref, backend="faiss", device="cpu").search(queries, 2)
     via_torch = bank.read_bank(ref, backend="torch", device="cpu").search(queries, 2)
     assert np.array_equal(via_faiss[1], via_torch[1])
+
+
+def test_a_bank_without_the_coreset_cover_is_refused_for_refill_with_what_to_do(tmp_path):
+    rows = torch.randn(4, 8)
+
+    def old_bank(draft):  # what eagle wrote before bank schema 2
+        save_file({"bank": rows, "image_ids": torch.zeros(4, dtype=torch.long), "source_rows": torch.arange(4),
+                   "selected_per_image": torch.tensor([4])}, str(draft.file(bank.BANK_FILE)))
+
+    ref = _publish(tmp_path, "bank", old_bank)
+    with pytest.raises(ArtifactError, match="does not record which entry covers.*eagle fit-bank"):
+        bank.read_bank_cover(ref)
 
 
 def test_calibration_threshold_and_prompts_round_trip(tmp_path):

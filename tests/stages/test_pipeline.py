@@ -39,6 +39,20 @@ def _rows(ref):
     return [json.loads(line) for line in (ref.path / "scores.jsonl").read_text().splitlines()]
 
 
+def test_the_full_frame_runs_through_every_expert_stage_and_leaves_no_blind_strip(tiny_root, context):
+    full = replace(TINY, crop=0)
+    test_set = ScoreInputs(source=DataSource(root=tiny_root), category="washer")
+    framed = run_score(_expert(tiny_root, "washer", context), test_set, ScoreParams(), context=context)
+    whole = run_score(_expert(tiny_root, "washer", context, extract=full), test_set, ScoreParams(), context=context)
+    for row_framed, row_whole in zip(_rows(framed), _rows(whole), strict=True):
+        _, cut = read_maps(framed, row_framed)
+        crop, original = read_maps(whole, row_whole)
+        assert crop.shape == (96, 96) and original.shape == (96, 96)
+        assert (cut[:4, :4] == 0).all() and (original[:4, :4] > 0).all()  # the corner the crop never saw
+        assert row_whole["observed_box"] == [0.0, 0.0, 96.0, 96.0]
+    assert {"image_auroc", "pixel_auroc", "pro"} <= set(whole.summary)
+
+
 def test_chain_writes_scores_maps_verdicts_and_metrics(tiny_root, context):
     threshold_ref = _expert(tiny_root, "washer", context)
     test_set = ScoreInputs(source=DataSource(root=tiny_root), category="washer")
@@ -107,6 +121,26 @@ def test_too_few_unselected_patches_are_counted_not_nan(tiny_root, context):
     with pytest.raises(ParameterError, match="--min-unselected 101 with --calibration reference"):
         _expert(tiny_root, "brick", context, threshold=replace(
             reference, calibration=CalibrationParams("reference", min_unselected=101)))
+
+
+def test_a_calibration_sample_scores_that_many_images_and_the_target_is_checked_against_it(tiny_root, context):
+    full = _expert(tiny_root, "brick", context)
+    sample = FitThresholdParams(calibration=CalibrationParams(calibration_images=5),
+                                dbt=ThresholdParams(target_far=0.2))
+    sampled = _expert(tiny_root, "brick", context, threshold=sample)
+    calibration = sampled.input("calibration")
+    rows = [json.loads(line) for line in (calibration.path / "calibration.jsonl").read_text().splitlines()]
+    assert sum(row["sampled"] for row in rows) == sum(row["score"] is not None for row in rows) == 5
+    assert calibration.summary["sampled"] == 5 and calibration.id != full.input("calibration").id
+    assert read_threshold(sampled)["calibration_images"] == 5 and read_threshold(sampled)["excluded"] == 0
+    # Each sampled image scores what the full calibration gave it: the sample only chooses whom to score.
+    whole = {json.loads(line)["path"]: json.loads(line)["score"]
+             for line in (full.input("calibration").path / "calibration.jsonl").read_text().splitlines()}
+    chosen = [row for row in rows if row["sampled"]]
+    assert [row["score"] for row in chosen] == pytest.approx([whole[row["path"]] for row in chosen], rel=1e-5)
+    # 5 images support a target of at least 1/6, whatever the 8 training images could.
+    with pytest.raises(ParameterError, match="1/6|0.167"):
+        _expert(tiny_root, "brick", context, threshold=replace(sample, dbt=ThresholdParams(target_far=0.15)))
 
 
 @pytest.fixture

@@ -1,0 +1,42 @@
+"""The realistic synthetic set the quality benchmarks run on: shared arguments, and its categories per seed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import faiss
+import torch
+
+from eagle_cli.context import Context
+from eagle_cli.data.synthetic import REALISTIC_CATEGORIES, generate
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, seeds: str, train: int, test_good: int) -> None:
+    parser.add_argument("--seeds", default=seeds)
+    parser.add_argument("--categories", default=",".join(REALISTIC_CATEGORIES))
+    parser.add_argument("--train", type=int, default=train)
+    parser.add_argument("--test-good", type=int, default=test_good)
+    parser.add_argument("--test-per-defect", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, help="Keep data and artifacts here (reused by the next run).")
+
+
+def each_category(args: argparse.Namespace, workdir: Path, measure: Callable[[Path, str, Context], dict]
+                  ) -> Iterator[dict]:
+    """Generate each seed's set once (kept in ``workdir``), run ``measure(root, category, context)`` on every
+    category, print each row as JSON as it comes and yield it with its seed."""
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    context = Context(artifacts=workdir / "artifacts")
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        root = workdir / f"data-{seed}-{args.train}-{args.test_good}-{args.test_per_defect}"
+        if not root.is_dir():
+            generate(root, categories=REALISTIC_CATEGORIES, variation="realistic", n_train=args.train,
+                     n_test_good=args.test_good, n_test_per_defect=args.test_per_defect, seed=seed)
+        for category in args.categories.split(","):
+            row = {"seed": seed, **measure(root, category, context)}
+            print(json.dumps(row), flush=True)
+            yield row

@@ -1,0 +1,99 @@
+"""eagle update-bank: a bank grows by the new images only, as the greedy seeded with its old selection would."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from eagle_cli import artifacts
+from eagle_cli.cli import app
+from eagle_cli.data import DataSource
+from eagle_cli.errors import ArtifactError, ParameterError
+from eagle_cli.expert.coreset import continue_coreset, coreset_size
+from eagle_cli.formats.bank import read_bank_cover, read_bank_tensors
+from eagle_cli.formats.features import read_features
+from eagle_cli.params import BankParams
+from eagle_cli.seeds import category_seed
+from eagle_cli.stages.extract import run_extract
+from eagle_cli.stages.fit_bank import run_fit_bank
+from eagle_cli.stages.grow_bank import run_grow_bank
+from tests.conftest import TINY
+
+BANK = BankParams(coreset_ratio=0.1)
+
+
+@pytest.fixture
+def folders(tiny_root, tmp_path):
+    """The brick category's 8 good training images split into 6 old and 2 new."""
+    good = sorted((tiny_root / "brick" / "train" / "good").glob("*.png"))
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, files in ((old, good[:6]), (new, good[6:])):
+        folder.mkdir()
+        for path in files:
+            shutil.copy(path, folder / path.name)
+    return old, new
+
+
+def _bank(folder, context, params=BANK):
+    features = run_extract(DataSource(good=folder).resolved(), "brick", "train", TINY, context=context)
+    return run_fit_bank(features, params, context=context)
+
+
+def _tree(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_grown_bank_continues_the_old_selection_over_old_and_new_patches(folders, context):
+    old, new = folders
+    parent = _bank(old, context)
+    before = _tree(parent.path)
+    grown = run_grow_bank(parent, DataSource(good=new).resolved(), device="cpu", context=context)
+    features, records, _ = read_features(grown.input("features"))
+    assert [r["path"].rsplit("/", 1)[0] for r in records] == [str(old)] * 6 + [str(new)] * 2
+    assert [r["index"] for r in records] == list(range(8))
+    patches = features.shape[1]
+    rows = read_bank_tensors(grown)["source_rows"]
+    old_rows = read_bank_tensors(parent)["source_rows"]
+    assert len(rows) == coreset_size(8 * patches, BANK.coreset_ratio) and torch.equal(rows[:len(old_rows)], old_rows)
+    # The same continuation, run here from the parent's recorded cover, gives the same bank.
+    previous = read_bank_cover(parent)
+    again = continue_coreset(features.reshape(8 * patches, -1), previous, BANK.coreset_ratio,
+                             generator=torch.Generator().manual_seed(category_seed(BANK.seed, "brick")))
+    assert torch.equal(again.selected, rows)
+    assert parent.id in [item["id"] for item in grown.manifest["inputs"]]
+    assert grown.summary["grown_from"] == parent.id and grown.summary["added_images"] == 2
+    assert _tree(parent.path) == before  # the old bank is untouched
+
+
+def test_growing_refuses_what_it_cannot_do_and_writes_nothing(folders, context):
+    old, new = folders
+    parent = _bank(old, context)
+    with pytest.raises(ParameterError, match="nothing to add"):
+        run_grow_bank(parent, DataSource(good=old).resolved(), device="cpu", context=context)
+    sharded = _bank(old, context, BankParams(coreset_ratio=0.1, coreset_shard_images=3))
+    with pytest.raises(ParameterError, match="selected in shards"):
+        run_grow_bank(sharded, DataSource(good=new).resolved(), device="cpu", context=context)
+    banks = sorted(p.name for p in parent.path.parent.iterdir())
+    shutil.rmtree(parent.input("features").path)
+    with pytest.raises(ArtifactError, match="training features are gone"):
+        run_grow_bank(parent, DataSource(good=new).resolved(), device="cpu", context=context)
+    assert sorted(p.name for p in parent.path.parent.iterdir()) == banks
+
+
+def test_update_bank_on_the_command_line_writes_bank_calibration_and_threshold(folders, tmp_path):
+    old, new = folders
+    root = tmp_path / "cli-artifacts"
+    tiny = ["--backbone", "mobilenet_v2", "--weights", "none", "--resize", "96", "--crop", "80", "--device", "cpu"]
+    runner = CliRunner()
+    fitted = runner.invoke(app, ["fit-bank", "--good", str(old), *tiny, "--artifacts", str(root), "--json"])
+    assert fitted.exit_code == 0, fitted.output
+    result = runner.invoke(app, ["update-bank", "--good", str(new), "--target-far", "0.2", "--device", "cpu",
+                                 "--artifacts", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)
+    assert [item["kind"] for item in written] == ["bank", "calibration", "threshold"]
+    assert written[0]["summary"]["images"] == 8 and written[1]["summary"]["images"] == 8
+    threshold = artifacts.open_artifact(written[2]["path"], "threshold")
+    assert threshold.input("bank").id == written[0]["id"]
