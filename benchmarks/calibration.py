@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -126,10 +125,8 @@ def main() -> None:
     extract = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu")
     estimators = tuple(args.estimators.split(","))
     targets = [float(t) for t in args.targets.split(",")]
-    with tempfile.TemporaryDirectory() as scratch:
-        results = list(realistic.each_category(
-            args, args.workdir or Path(scratch),
-            lambda root, category, context: one_category(root, category, context, extract, targets, estimators)))
+    results = realistic.measure_all(
+        args, lambda root, category, context: one_category(root, category, context, extract, targets, estimators))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     summarise(results)

@@ -12,7 +12,6 @@ in the full feature space) and the image AUROC on the test set (exact kNN, k = 1
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -62,10 +61,8 @@ def main() -> None:
     realistic.add_arguments(parser, seeds="0,1", train=240, test_good=40)
     parser.add_argument("--shard-images", type=int, default=60)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        rows = list(realistic.each_category(
-            args, args.workdir or Path(scratch),
-            lambda root, category, context: one_category(root, category, context, args.shard_images)))
+    rows = realistic.measure_all(
+        args, lambda root, category, context: one_category(root, category, context, args.shard_images))
     print(f"\n{args.train} training images, shards of {args.shard_images} images; sharded − greedy per seed")
     print("| category | image AUROC greedy | Δ AUROC | covering radius greedy | radius ratio | time ratio |")
     print("|---|---|---|---|---|---|")

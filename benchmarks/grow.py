@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -72,10 +71,8 @@ def main() -> None:
     realistic.add_arguments(parser, seeds="0", train=220, test_good=40)
     parser.add_argument("--added", type=int, default=20, help="How many of the training images are added last.")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        rows = list(realistic.each_category(
-            args, args.workdir or Path(scratch),
-            lambda root, category, context: one_category(root, category, context, args.added)))
+    rows = realistic.measure_all(
+        args, lambda root, category, context: one_category(root, category, context, args.added))
     print(f"\n{args.train - args.added} images, then {args.added} added: update-bank against a full refit")
     print("| category | seed | update-bank / refit time | image AUROC refit | grown − refit | before adding |")
     print("|---|---|---|---|---|---|")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,10 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser, *, seeds: str, train: int, te
     parser.add_argument("--workdir", type=Path, help="Keep data and artifacts here (reused by the next run).")
 
 
-def each_category(args: argparse.Namespace, workdir: Path, measure: Callable[[Path, str, Context], dict]
-                  ) -> Iterator[dict]:
-    """Generate each seed's set once (kept in ``workdir``), run ``measure(root, category, context)`` on every
-    category, print each row as JSON as it comes and yield it with its seed."""
+def measure_all(args: argparse.Namespace, measure: Callable[[Path, str, Context], dict]) -> list[dict]:
+    """Run ``measure(root, category, context)`` on every category of every seed, in ``--workdir`` or a
+    temporary folder; each row comes back with its seed."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return list(_each_category(args, args.workdir or Path(scratch), measure))
+
+
+def _each_category(args: argparse.Namespace, workdir: Path, measure: Callable[[Path, str, Context], dict]
+                   ) -> Iterator[dict]:
+    """Generate each seed's set once (kept in ``workdir``), run ``measure`` on every category, print each
+    row as JSON as it comes and yield it with its seed."""
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     context = Context(artifacts=workdir / "artifacts")
