@@ -58,10 +58,13 @@ def read_bank_tensors(ref: ArtifactRef, keys: tuple[str, ...] | None = None) -> 
 def read_bank_cover(ref: ArtifactRef) -> Coreset:
     """The bank's coreset: its rows and what each training patch is covered by; refuses a bank of schema 1,
     which did not record the cover."""
-    tensors = read_bank_tensors(ref, keys=None)
-    if "cover" not in tensors:
+    with safe_open(str(ref.path / BANK_FILE), framework="pt") as fh:
+        recorded = "cover" in fh.keys()
+    if not recorded:
         raise ArtifactError(f"Bank {ref.id} ({ref.path}) was fitted by an earlier eagle and does not record which "
                             "entry covers each training patch, which --calibration refill needs. Fit the bank again "
                             "with this eagle (eagle fit-bank; the new bank gets a new id), or choose another "
                             "--calibration.")
+    # Not the bank rows themselves: at thousands of images they are gigabytes the calibration never reads.
+    tensors = read_bank_tensors(ref, keys=("source_rows", "cover", "cover_sq_dist"))
     return Coreset(tensors["source_rows"], tensors["cover"].long(), tensors["cover_sq_dist"])

@@ -51,14 +51,14 @@ def run_grow_bank(bank_ref: ArtifactRef, source: DataSource, *, category: str | 
     def build(draft):
         features, _, _ = read_features(joined)
         n_images, patches, dim = features.shape
+        flat = features.reshape(-1, dim)
         previous = read_bank_cover(bank_ref)
         seed = category_seed(params.seed, bank_category)
         more = coreset_size(n_images * patches, params.coreset_ratio) - len(previous.selected)
         with context.reporter.task(f"grow bank {bank_category}", max(more, 0)) as advance:
-            coreset = continue_coreset(features.reshape(-1, dim), previous, params.coreset_ratio,
+            coreset = continue_coreset(flat, previous, params.coreset_ratio,
                                        proj_dim=params.proj_dim, generator=torch.Generator().manual_seed(seed),
                                        progress=advance)
-        flat = features.reshape(-1, dim)
         write_bank(draft, flat[coreset.selected].float(), coreset, patches, n_images, params.knn_k)
         draft.lineage = joined.lineage
         draft.summary = {"images": n_images, "added_images": new.summary["images"], "patches": n_images * patches,
