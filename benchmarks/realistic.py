@@ -1,4 +1,5 @@
-"""The realistic synthetic set the quality benchmarks run on: shared arguments, and its categories per seed."""
+"""The synthetic sets the quality benchmarks run on (realistic by default): shared arguments, and the
+categories per seed."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import faiss
 import torch
 
 from eagle_cli.context import Context
-from eagle_cli.data.synthetic import REALISTIC_CATEGORIES, generate
+from eagle_cli.data.synthetic import VARIATION_CATEGORIES, generate
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, seeds: str, train: int, test_good: int) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, seeds: str, train: int, test_good: int,
+                  variation: str = "realistic", size: int = 256) -> None:
+    parser.set_defaults(variation=variation)
     parser.add_argument("--seeds", default=seeds)
-    parser.add_argument("--categories", default=",".join(REALISTIC_CATEGORIES))
+    parser.add_argument("--categories", default=",".join(VARIATION_CATEGORIES[variation]))
+    parser.add_argument("--size", type=int, default=size, help="Image side, px.")
     parser.add_argument("--train", type=int, default=train)
     parser.add_argument("--test-good", type=int, default=test_good)
     parser.add_argument("--test-per-defect", type=int, default=10)
@@ -40,10 +44,11 @@ def _each_category(args: argparse.Namespace, workdir: Path, measure: Callable[[P
     faiss.omp_set_num_threads(args.threads)
     context = Context(artifacts=workdir / "artifacts")
     for seed in [int(s) for s in args.seeds.split(",")]:
-        root = workdir / f"data-{seed}-{args.train}-{args.test_good}-{args.test_per_defect}"
+        root = workdir / f"{args.variation}-{args.size}-{seed}-{args.train}-{args.test_good}-{args.test_per_defect}"
         if not root.is_dir():
-            generate(root, categories=REALISTIC_CATEGORIES, variation="realistic", n_train=args.train,
-                     n_test_good=args.test_good, n_test_per_defect=args.test_per_defect, seed=seed)
+            generate(root, categories=tuple(args.categories.split(",")), variation=args.variation,
+                     n_train=args.train, n_test_good=args.test_good, n_test_per_defect=args.test_per_defect,
+                     size=args.size, seed=seed)
         for category in args.categories.split(","):
             row = {"seed": seed, **measure(root, category, context)}
             print(json.dumps(row), flush=True)

@@ -69,6 +69,8 @@ class ExtractParams:
     weights: str = "imagenet"
     resize: int = 256
     crop: int = 224
+    tile: int = 0
+    overlap: float = 0.25
     pretrain_dim: int = 1024
     target_dim: int = 1024
     feature_dtype: FeatureDtype = "float32"
@@ -81,12 +83,23 @@ class ExtractParams:
         if not 0 <= self.crop <= self.resize:
             raise ParameterError(f"The crop ({self.crop}) must be at most the resize ({self.resize}); 0 is no crop "
                                  "(the whole image).")
+        frame = self.crop or self.resize
+        if not 0 <= self.tile <= frame:
+            raise ParameterError(f"The tile ({self.tile} px) is larger than the {frame} px frame the images are "
+                                 f"resized{' and cropped' if self.crop else ''} to; lower --tile or raise --resize"
+                                 f"{' (with --crop 0 for the whole image)' if self.crop else ''}.")
+        if not 0 <= self.overlap < 1:
+            raise ParameterError(f"--overlap is the share of a tile its neighbour covers again, in [0, 1); got "
+                                 f"{self.overlap}.")
         _at_least("batch_size", self.batch_size, 1)
 
     def identity(self) -> dict:
         """Parameters that change the features (device and batch size do not)."""
         values = asdict(self)
         del values["batch_size"], values["device"]
+        if not self.tile:
+            # Untiled features keep the ids they had before tiling existed.
+            del values["tile"], values["overlap"]
         # Stored under its name before the rename, so features extracted earlier keep their ids.
         values["dtype"] = values.pop("feature_dtype")
         return values
@@ -95,7 +108,8 @@ class ExtractParams:
     def of_features(cls, identity: dict, *, batch_size: int = 8, device: str = "auto") -> ExtractParams:
         """The settings a features artifact with parameters ``identity`` was extracted with."""
         return cls(backbone=identity["backbone"], weights=identity["weights"], resize=identity["resize"],
-                   crop=identity["crop"], pretrain_dim=identity["pretrain_dim"], target_dim=identity["target_dim"],
+                   crop=identity["crop"], tile=identity.get("tile", 0), overlap=identity.get("overlap", 0.25),
+                   pretrain_dim=identity["pretrain_dim"], target_dim=identity["target_dim"],
                    feature_dtype=identity.get("dtype", "float32"), batch_size=batch_size, device=device)
 
 

@@ -4,6 +4,8 @@ Issue 2: on the clean synthetic set the expert separates defects and the referen
 Issue 7: on the realistic set (pose, lighting and sensor variation between good parts, weak
 defects) the default calibrated threshold keeps its false-alarm promise on held-out good parts,
 where the reference calibration does not, and its balanced accuracy is close to the label oracle's.
+Issue 10: on large images with small defects (some near the border), tiles at the image's own
+resolution find what the 224 px centre crop misses.
 """
 
 import json
@@ -107,3 +109,33 @@ def test_calibrated_balanced_accuracy_is_within_5_points_of_the_label_oracle(rea
         oracle = max(_balanced_accuracy(rows, tau) for tau in [r["score"] for r in rows] + [np.inf])
         gaps.append(oracle - _balanced_accuracy(rows))
     assert np.mean(gaps) <= 0.05, dict(zip(REALISTIC_CATEGORIES, np.round(gaps, 3), strict=True))
+
+
+@pytest.fixture(scope="module")
+def highres(tmp_path_factory):
+    """512 px brick images with defects under 0.1 % of the area: scores.jsonl rows and summary per mode."""
+    root = tmp_path_factory.mktemp("highres")
+    generate(root, categories=("brick",), variation="highres", size=512, n_train=20, n_test_good=6,
+             n_test_per_defect=3, seed=0)
+    context = Context(artifacts=tmp_path_factory.mktemp("artifacts"))
+    tiles = ExtractParams(**{**MOBILENET.__dict__, "resize": 512, "crop": 0, "tile": 256, "overlap": 0.25})
+    out = {}
+    for mode, extract in (("crop", MOBILENET), ("tiles", tiles)):
+        bank = run_fit_bank(run_extract(DataSource(root=root), "brick", "train", extract, context=context),
+                            BankParams(), context=context)
+        scores = run_score(run_fit_threshold(bank, FitThresholdParams(), context=context),
+                           ScoreInputs(source=DataSource(root=root), category="brick"), ScoreParams(), context=context)
+        out[mode] = [json.loads(line) for line in (scores.path / "scores.jsonl").read_text().splitlines()], \
+            scores.summary
+    return out
+
+
+def test_tiles_find_small_defects_the_centre_crop_misses(highres):
+    (crop_rows, crop), (tile_rows, tiles) = highres["crop"], highres["tiles"]
+    # Measured (seed 0): image AUROC 0.69 → 0.90, pixel AUROC over the whole image 0.44 → 1.00, PRO 0.39 → 0.99,
+    # defective images flagged 25 % → 58 %.
+    assert _auroc(tile_rows) >= _auroc(crop_rows) + 0.1 and _auroc(tile_rows) >= 0.85
+    assert tiles["pixel_auroc_original"] > crop["pixel_auroc_original"] and tiles["pro_original"] > crop["pro_original"]
+    found = {mode: np.mean([r["anomalous"] for r in rows if r["label"] == 1])
+             for mode, rows in (("crop", crop_rows), ("tiles", tile_rows))}
+    assert found["tiles"] >= found["crop"] + 0.2, found

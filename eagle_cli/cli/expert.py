@@ -34,6 +34,7 @@ from eagle_cli.cli.options import (
     MmadDatasetOpt,
     MmadJsonOpt,
     OnErrorOpt,
+    OverlapOpt,
     PretrainDimOpt,
     QuietOpt,
     ResizeOpt,
@@ -41,6 +42,7 @@ from eagle_cli.cli.options import (
     SplitCsvOpt,
     TargetDimOpt,
     TestOpt,
+    TileOpt,
     WeightsOpt,
     categories,
     extract_params,
@@ -66,7 +68,8 @@ def extract(
     test: TestOpt = None, split_csv: SplitCsvOpt = None, mmad_json: MmadJsonOpt = None,
     mmad_dataset: MmadDatasetOpt = None,
     backbone: BackboneOpt = EXTRACT.backbone, weights: WeightsOpt = EXTRACT.weights, resize: ResizeOpt = EXTRACT.resize,
-    crop: CropOpt = EXTRACT.crop, pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
+    crop: CropOpt = EXTRACT.crop, tile: TileOpt = EXTRACT.tile, overlap: OverlapOpt = EXTRACT.overlap,
+    pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
     target_dim: TargetDimOpt = EXTRACT.target_dim, feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
@@ -80,8 +83,8 @@ def extract(
 
     session = Session(quiet, as_json)
     images = source(data, layout, good, test, split_csv, mmad_json, mmad_dataset)
-    params = extract_params(backbone, weights, resize, crop, pretrain_dim, target_dim, feature_dtype, batch_size,
-                            device)
+    params = extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, feature_dtype,
+                            batch_size, device)
     ctx = session.context(artifacts_root, run, force, on_error)
     names = categories(category, images.categories())
     session.report([run_extract(images, name, split, params, context=ctx) for name in names])
@@ -95,7 +98,8 @@ def fit_bank(
     data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, good: GoodOpt = None,
     split_csv: SplitCsvOpt = None, mmad_json: MmadJsonOpt = None, mmad_dataset: MmadDatasetOpt = None,
     backbone: BackboneOpt = EXTRACT.backbone, weights: WeightsOpt = EXTRACT.weights, resize: ResizeOpt = EXTRACT.resize,
-    crop: CropOpt = EXTRACT.crop, pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
+    crop: CropOpt = EXTRACT.crop, tile: TileOpt = EXTRACT.tile, overlap: OverlapOpt = EXTRACT.overlap,
+    pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
     target_dim: TargetDimOpt = EXTRACT.target_dim, feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
     coreset_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of patches kept in the bank.",
                                                  rich_help_panel=EXPERT)] = BANK.coreset_ratio,
@@ -131,8 +135,8 @@ def fit_bank(
                         knn_k=knn_k, coreset_shard_images=coreset_shard_images)
     if data or good:
         images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
-        extracting = extract_params(backbone, weights, resize, crop, pretrain_dim, target_dim, feature_dtype,
-                                    batch_size, device)
+        extracting = extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim,
+                                    feature_dtype, batch_size, device)
         names = categories(category, images.categories())
         refs = [run_extract(images, name, "train", extracting, context=ctx) for name in names]
     else:

@@ -74,6 +74,14 @@ ResizeOpt = Annotated[int, typer.Option(min=1, help="Shorter side after resizing
 CropOpt = Annotated[int, typer.Option(
     min=0, help="Centre crop, px. 0: no crop — the whole image is resized to --resize × --resize (aspect ratio not "
     "kept), so nothing near the border is cut away.", rich_help_panel=EXPERT)]
+TileOpt = Annotated[int, typer.Option(
+    min=0, help="Cut the frame (--crop, or with --crop 0 the whole image at --resize) into TILE-px squares that each "
+    "go through the backbone: a large image is seen at its own resolution, so small defects keep their pixels. "
+    "Maps are stitched (overlaps averaged); the image score is the highest patch score of any tile. 0: no tiles.",
+    rich_help_panel=EXPERT)]
+OverlapOpt = Annotated[float, typer.Option(
+    min=0, help="Share of a tile its neighbour covers again (with --tile), in [0, 1): a defect on a seam is then "
+    "seen whole by one tile.", rich_help_panel=EXPERT)]
 PretrainDimOpt = Annotated[int, typer.Option(min=1, help="Each layer's neighbourhoods are pooled to this many values.",
                                              rich_help_panel=EXPERT)]
 TargetDimOpt = Annotated[int, typer.Option(min=1, help="Patch feature size after pooling the layers together.",
@@ -100,7 +108,8 @@ def inputs(spec: Optional[str], kind: str, category: Optional[str], root: Path, 
     return [artifacts.latest(root, run, name, kind, where=where) for name in names]
 
 
-def extract_params(backbone, weights, resize, crop, pretrain_dim, target_dim, feature_dtype, batch_size,
+def extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, feature_dtype, batch_size,
                    device) -> ExtractParams:
-    return ExtractParams(backbone=backbone, weights=weights, resize=resize, crop=crop, pretrain_dim=pretrain_dim,
+    return ExtractParams(backbone=backbone, weights=weights, resize=resize, crop=crop, tile=tile, overlap=overlap,
+                         pretrain_dim=pretrain_dim,
                          target_dim=target_dim, feature_dtype=feature_dtype, batch_size=batch_size, device=device)

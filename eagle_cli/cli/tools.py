@@ -18,13 +18,15 @@ from eagle_cli.params import Backbone
 @command(data_app, "synth")
 def data_synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset into (MVTec-AD layout).")],
-    variation: Annotated[Literal["clean", "realistic"], typer.Option(
+    variation: Annotated[Literal["clean", "realistic", "highres"], typer.Option(
         help="clean: steady parts and strong defects (easy; proves the plumbing). realistic: pose, lighting, "
-             "blur and noise vary between good parts and defects are weak (for judging thresholds and quality).")
+             "blur and noise vary between good parts and defects are weak (for judging thresholds and quality). "
+             "highres: realistic textures with small defects (each under 0.1 % of the image, a third near the "
+             "border), for --size 1024 and up (for judging full-frame and tiled inspection).")
     ] = "clean",
     category: Annotated[Optional[str], typer.Option(
         "--categories", help="Comma-separated; clean: brick, grass, gravel, washer; realistic adds tissue and "
-                             "coins. Default: all of the variation.")] = None,
+                             "coins; highres: brick, grass, gravel, tissue. Default: all of the variation.")] = None,
     train: Annotated[int, typer.Option(min=0, help="Good training images per category.")] = 30,
     test_good: Annotated[int, typer.Option(min=0, help="Good test images per category.")] = 10,
     test_per_defect: Annotated[int, typer.Option(min=0, help="Test images per defect kind (scratch, stain, hole, "
@@ -37,9 +39,9 @@ def data_synth(
 
     Example: eagle data synth data/realistic --variation realistic --train 60 --test-good 20
     """
-    from eagle_cli.data.synthetic import CATEGORIES, REALISTIC_CATEGORIES, generate
+    from eagle_cli.data.synthetic import VARIATION_CATEGORIES, generate
 
-    names = tuple(categories(category, list(REALISTIC_CATEGORIES if variation == "realistic" else CATEGORIES)))
+    names = tuple(categories(category, list(VARIATION_CATEGORIES[variation])))
     with Session(quiet, False).task("synthesise", len(names)) as advance:
         folders = generate(out_dir, categories=names, variation=variation, n_train=train, n_test_good=test_good,
                            n_test_per_defect=test_per_defect, size=size, seed=seed, progress=advance)

@@ -11,7 +11,12 @@ semi-transparent. Training and test images come from the same distribution, so a
 on good training images faces what it will meet on the line. Besides the clean categories it has a
 colour tissue texture and a photographed object (coins).
 
-Defects are placed where the 256 → 224 centre crop sees them.
+``highres``: realistic captures of the textures, meant for large ``size`` (1024 px and up), with
+small defects: each covers under 0.1 % of the image (a 4–8 px pit at 1024 px), with the clean
+variation's contrast. A third of them sit in the border strip that a 256 → 224 centre crop cuts
+away; the rest anywhere. It shows what resizing a large image to 224 px loses.
+
+Elsewhere defects are placed where the 256 → 224 centre crop sees them.
 """
 
 from __future__ import annotations
@@ -28,10 +33,15 @@ from skimage import data as skdata
 
 from eagle_cli.errors import ParameterError
 
-VARIATIONS = ("clean", "realistic")
+VARIATIONS = ("clean", "realistic", "highres")
 TEXTURES = ("brick", "grass", "gravel")
 CATEGORIES = (*TEXTURES, "washer")
 REALISTIC_CATEGORIES = (*TEXTURES, "tissue", "coins", "washer")
+HIGHRES_CATEGORIES = (*TEXTURES, "tissue")
+#: Each category of each variation.
+VARIATION_CATEGORIES = {"clean": CATEGORIES, "realistic": REALISTIC_CATEGORIES, "highres": HIGHRES_CATEGORIES}
+#: Small defects' extent against the realistic ones', so each covers under 0.1 % of the image.
+_SMALL = 0.16
 #: scikit-image pictures behind the photographed categories.
 _PICTURES = {"tissue": "immunohistochemistry", "coins": "coins"}
 DEFECTS = ("scratch", "stain", "hole", "patch")
@@ -140,7 +150,15 @@ def _capture(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image + rng.normal(0, rng.uniform(2, 6), image.shape)
 
 
-def _defect_centre(category: str, size: int, rng: np.random.Generator) -> tuple[float, float]:
+def _defect_centre(category: str, size: int, rng: np.random.Generator, *, small: bool = False
+                   ) -> tuple[float, float]:
+    if small:
+        centre = rng.uniform(0.05, 0.95, 2)
+        if rng.random() < 1 / 3:
+            # Inside the outer 5 % of one side: a 256 → 224 centre crop cuts 6.25 % away.
+            axis, edge = rng.integers(2), rng.uniform(0.015, 0.05)
+            centre[axis] = edge if rng.random() < 0.5 else 1 - edge
+        return tuple(centre * size)
     if category == "washer":
         angle, radius = rng.uniform(0, 2 * np.pi), rng.uniform(0.22, 0.32) * size
         return size / 2 + radius * np.cos(angle), size / 2 + radius * np.sin(angle)
@@ -148,22 +166,24 @@ def _defect_centre(category: str, size: int, rng: np.random.Generator) -> tuple[
 
 
 def _add_defect(image: np.ndarray, kind: str, category: str, sources: dict, rng: np.random.Generator, *,
-                weak: bool = False) -> np.ndarray:
-    """Draw one defect into ``image`` (in place); return its boolean mask. ``weak``: the realistic strengths."""
+                weak: bool = False, small: bool = False) -> np.ndarray:
+    """Draw one defect into ``image`` (in place); return its boolean mask. ``weak``: the realistic strengths;
+    ``small``: the realistic extents shrunk to ``_SMALL``, anywhere on the image, with the clean contrast."""
     size = image.shape[0]
+    extent = size * _SMALL if small else size
     strength = _STRENGTH.get(category, 1.0) if weak else 1.0
-    cx, cy = _defect_centre(category, size, rng)
+    cx, cy = _defect_centre(category, size, rng, small=small)
     mask_img = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask_img)
     if kind == "scratch":
-        length, angle = rng.uniform(0.15, 0.35) * size, rng.uniform(0, np.pi)
+        length, angle = rng.uniform(0.15, 0.35) * extent, rng.uniform(0, np.pi)
         dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
         width = int(rng.integers(2, 4) if weak else rng.integers(3, 6))
         draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=255, width=width)
         mask = np.asarray(mask_img) > 0
         image[mask] += rng.choice([-1, 1]) * (strength * rng.uniform(25, 60) if weak else rng.uniform(80, 130))
     elif kind == "stain":
-        a, b = rng.uniform(0.03, 0.07, 2) * size if weak else rng.uniform(0.04, 0.09, 2) * size
+        a, b = rng.uniform(0.03, 0.07, 2) * extent if weak else rng.uniform(0.04, 0.09, 2) * extent
         draw.ellipse([cx - a, cy - b, cx + a, cy + b], fill=255)
         soft = np.asarray(mask_img.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / 255
         colour = np.array([120, 75, 35], dtype=np.float32)
@@ -171,7 +191,7 @@ def _add_defect(image: np.ndarray, kind: str, category: str, sources: dict, rng:
         image[:] = image * (1 - opacity) + colour * opacity
         mask = soft[..., 0] > 0.5
     elif kind == "hole":
-        r = rng.uniform(0.02, 0.04) * size if weak else rng.uniform(0.025, 0.055) * size
+        r = rng.uniform(0.02, 0.04) * extent if weak else rng.uniform(0.025, 0.055) * extent
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
         mask = np.asarray(mask_img) > 0
         if weak:
@@ -180,7 +200,7 @@ def _add_defect(image: np.ndarray, kind: str, category: str, sources: dict, rng:
         else:
             image[mask] = rng.uniform(10, 35)
     else:
-        side = int((rng.uniform(0.08, 0.14) if weak else rng.uniform(0.1, 0.18)) * size)
+        side = int((rng.uniform(0.08, 0.14) if weak else rng.uniform(0.1, 0.18)) * extent)
         others = [t for t in TEXTURES if t != category]
         donor = _tinted(_crop(sources[others[rng.integers(len(others))]], side, rng), _TINTS[category])
         x0, y0 = int(cx - side / 2), int(cy - side / 2)
@@ -214,7 +234,7 @@ def generate(
     """
     if variation not in VARIATIONS:
         raise ParameterError(f"Unknown variation {variation!r}; choose one of {', '.join(VARIATIONS)}.")
-    known = CATEGORIES if variation == "clean" else REALISTIC_CATEGORIES
+    known = VARIATION_CATEGORIES[variation]
     categories = known if categories is None else categories
     unknown = set(categories) - set(known)
     if unknown:
@@ -222,7 +242,7 @@ def generate(
                              f"choose from {', '.join(known)}.")
     if size < 64:
         raise ParameterError(f"Synthetic images need at least 64 px, got {size}.")
-    realistic = variation == "realistic"
+    realistic, small = variation != "clean", variation == "highres"
     # Realistic views rotate and zoom, so the source must cover the view's diagonal with room to move.
     min_side = int(size * 1.8) if realistic else size + size // 4
     sources = {name: _picture(name, min_side) for name in TEXTURES}
@@ -234,7 +254,8 @@ def generate(
             picture = _realistic_scene(category, sources, size, rng)
         else:
             picture = _clean_good(category, sources, size, rng, position)
-        mask = _add_defect(picture, defect, category, sources, rng, weak=realistic) if defect else None
+        mask = (_add_defect(picture, defect, category, sources, rng, weak=realistic and not small, small=small)
+                if defect else None)
         return (_capture(picture, rng) if realistic else picture), mask
 
     folders = []

@@ -1,7 +1,10 @@
-"""Anomaly maps: patch scores to a smoothed crop-frame map, and that map back onto the original image.
+"""Anomaly maps: patch scores to a smoothed frame map, and that map back onto the original image.
 
 Reference parity (eagle-method.md A.6): bilinear upsampling (align_corners=False) of the patch
 grid to the crop size, then a Gaussian with σ = 4 px (scipy defaults: truncate 4, reflect).
+Tiles: each tile's grid is upsampled to the tile's size and put in its place; where tiles overlap
+the pixel takes their mean (every tile saw it with equal right, and the mean hides the seams of
+zero-padded tile borders), then the whole frame is smoothed once.
 Where we differ: the reference stretches the crop-frame map over the whole original image; we
 undo the resize and centre crop, so a map pixel lands on the original pixel it was computed from.
 Pixels outside the crop were never seen by the expert and are 0 (squared distances are ≥ 0).
@@ -17,10 +20,21 @@ from scipy.ndimage import gaussian_filter
 from eagle_cli.expert.features import Geometry
 
 
-def crop_map(patch_scores: np.ndarray, grid: tuple[int, int], crop: int, *, sigma_px: float = 4.0) -> np.ndarray:
-    """Map ``(H*W,)`` patch scores to a smoothed ``(crop, crop) float32`` anomaly map."""
-    scores = torch.as_tensor(patch_scores, dtype=torch.float32).reshape(1, 1, *grid)
-    upsampled = F.interpolate(scores, size=(crop, crop), mode="bilinear", align_corners=False)[0, 0].numpy()
+def frame_map(patch_scores: np.ndarray, grid: tuple[int, int], geometry: Geometry, *,
+              sigma_px: float = 4.0) -> np.ndarray:
+    """Map ``(T*H*W,)`` patch scores (T tiles of an (H, W) grid) to a smoothed ``(frame, frame) float32`` map."""
+    offsets, side = geometry.tile_offsets(), geometry.tile_side
+    scores = torch.as_tensor(patch_scores, dtype=torch.float32).reshape(len(offsets), 1, *grid)
+    tiles = F.interpolate(scores, size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+    if len(offsets) == 1:
+        upsampled = tiles[0].numpy()
+    else:
+        total = torch.zeros(geometry.frame, geometry.frame)
+        count = torch.zeros(geometry.frame, geometry.frame)
+        for (top, left), tile in zip(offsets, tiles, strict=True):
+            total[top:top + side, left:left + side] += tile
+            count[top:top + side, left:left + side] += 1
+        upsampled = (total / count).numpy()
     return gaussian_filter(upsampled, sigma=sigma_px).astype(np.float32) if sigma_px > 0 else upsampled
 
 

@@ -8,10 +8,16 @@ C·9 vector to 1024, then pool the stacked layers to 1024.
 Full frame (``crop`` 0, not in the reference): the whole image is resized to ``resize × resize``.
 The aspect ratio is not kept: the images of one product line come from one camera, so every part
 is squashed alike, and padding would spend features on a constant border. Nothing is cut away.
+
+Tiles (``tile`` > 0, not in the reference): the frame is cut into ``tile``-px squares that overlap by
+at least ``overlap`` of their side, the last row and column ending on the frame's edge; each tile
+goes through the backbone on its own, and an image's patches are its tiles' patches, tile after
+tile. A large frame is then seen at its own resolution with the backbone's usual receptive field.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,15 +37,46 @@ PATCH_SIZE = 3
 @dataclass(frozen=True)
 class Geometry:
     """Resize the shorter side to ``resize`` px, then centre-crop ``crop`` px; ``crop`` 0 is the full frame:
-    the whole image resized to ``resize × resize``."""
+    the whole image resized to ``resize × resize``. ``tile`` > 0 cuts that frame into overlapping tiles."""
 
     resize: int = 256
     crop: int = 224
+    tile: int = 0
+    overlap: float = 0.25
+
+    @classmethod
+    def of(cls, params: ExtractParams) -> Geometry:
+        return cls(params.resize, params.crop, params.tile, params.overlap)
 
     @property
     def frame(self) -> int:
         """The side of the square the expert sees, px."""
         return self.crop or self.resize
+
+    @property
+    def tile_side(self) -> int:
+        """The side of one backbone input, px: the tile, or the whole frame."""
+        return self.tile or self.frame
+
+    def tile_offsets(self) -> list[tuple[int, int]]:
+        """(top, left) of each tile in the frame, row by row; one (0, 0) without tiling."""
+        side = self.tile_side
+        count = 1 if side == self.frame else math.ceil((self.frame - side) / (side * (1 - self.overlap))) + 1
+        # Evenly spread, so the overlap is at least the one asked for and no tile sticks out.
+        starts = [round(i * (self.frame - side) / max(count - 1, 1)) for i in range(count)]
+        return [(top, left) for top in starts for left in starts]
+
+    def images_per_batch(self, batch_size: int) -> int:
+        """Images per backbone batch, so that one forward sees about ``batch_size`` tiles."""
+        return max(1, batch_size // len(self.tile_offsets()))
+
+    def tiles(self, frames: torch.Tensor) -> torch.Tensor:
+        """Cut ``(B, 3, frame, frame)`` into ``(B * T, 3, tile, tile)``, image after image."""
+        side = self.tile_side
+        if side == self.frame:
+            return frames
+        return torch.stack([frames[:, :, top:top + side, left:left + side] for top, left in self.tile_offsets()],
+                           dim=1).flatten(0, 1)
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) after the resize: torchvision's shorter-side resize (the long side is truncated),
@@ -108,11 +145,13 @@ class PatchFeatureExtractor:
         weights: str,
         geometry: Geometry,
         device: torch.device,
+        batch_size: int = 8,
         pretrain_dim: int = 1024,
         target_dim: int = 1024,
     ):
         self.spec = get_spec(backbone)
         self.geometry = geometry
+        self.batch_size = batch_size
         self.device = device
         self.pretrain_dim = pretrain_dim
         self.target_dim = target_dim
@@ -124,29 +163,40 @@ class PatchFeatureExtractor:
     @classmethod
     def from_params(cls, params: ExtractParams) -> PatchFeatureExtractor:
         """The extractor ``params`` describe, on the device they name."""
-        return cls(params.backbone, weights=params.weights, geometry=Geometry(params.resize, params.crop),
-                   device=resolve_device(params.device), pretrain_dim=params.pretrain_dim,
+        return cls(params.backbone, weights=params.weights, geometry=Geometry.of(params),
+                   device=resolve_device(params.device), batch_size=params.batch_size, pretrain_dim=params.pretrain_dim,
                    target_dim=params.target_dim)
 
     @property
     def lineage(self) -> dict:
+        tiling = {"tile": self.geometry.tile, "overlap": self.geometry.overlap} if self.geometry.tile else {}
         return {
             "backbone": self.spec.name,
             "layers": list(self.spec.layers),
             "resize": self.geometry.resize,
             "crop": self.geometry.crop,
+            **tiling,
             "weights": self.weights_tag,
             "feature_dim": self.target_dim,
         }
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(images.to(self.device, memory_format=torch.channels_last))
-        maps = [outputs[layer] for layer in self.spec.layers]
-        return aggregate(maps, pretrain_dim=self.pretrain_dim, target_dim=self.target_dim)
+        """Patch features ``(B, T * H * W, D)`` of frames ``(B, 3, frame, frame)``: T tiles of an (H, W) grid each."""
+        tiles = self.geometry.tiles(images)
+        # Tiles go through the backbone ``batch_size`` at a time, so a large image does not become one huge batch.
+        step = self.batch_size if len(tiles) > len(images) else len(tiles)
+        parts = []
+        for start in range(0, len(tiles), step):
+            outputs = self.model(tiles[start:start + step].to(self.device, memory_format=torch.channels_last))
+            maps = [outputs[layer] for layer in self.spec.layers]
+            parts.append(aggregate(maps, pretrain_dim=self.pretrain_dim, target_dim=self.target_dim))
+        patches = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return patches.reshape(len(images), -1, patches.shape[-1])
 
     def grid(self) -> tuple[int, int]:
-        """The patch grid (H, W) for this geometry, read off one dummy forward."""
+        """The patch grid (H, W) of one tile (the frame without tiling), read off one dummy forward."""
+        side = self.geometry.tile_side
         with torch.inference_mode():
-            outputs = self.model(torch.zeros(1, 3, self.geometry.frame, self.geometry.frame, device=self.device))
+            outputs = self.model(torch.zeros(1, 3, side, side, device=self.device))
         return tuple(outputs[self.spec.layers[0]].shape[-2:])

@@ -23,7 +23,7 @@ from PIL import Image
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ParameterError
-from eagle_cli.expert.anomaly_map import crop_map, to_original_frame
+from eagle_cli.expert.anomaly_map import frame_map, to_original_frame
 from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.scoring import patch_scores, verdicts
@@ -56,7 +56,7 @@ class Expert:
         self.index = index
         self.tau, self.s_max, self.knn_k = tau, s_max, knn_k
         self.extract = extract
-        self.geometry = Geometry(extract.resize, extract.crop)
+        self.geometry = Geometry.of(extract)
         self.lineage = lineage
         self.sigma_px = sigma_px
         self._extractor: PatchFeatureExtractor | None = None
@@ -83,26 +83,27 @@ class Expert:
         return self._extractor
 
     def features(self, batch: torch.Tensor) -> torch.Tensor:
-        """Patch features ``(B, P, D)`` of normalised crops ``(B, 3, crop, crop)``."""
+        """Patch features ``(B, P, D)`` of normalised frames ``(B, 3, frame, frame)``."""
         return self.extractor(batch).cpu()
 
     def score(self, images: list[Image.Image]) -> Scored:
         """Score RGB images of any size (resized and cropped as the bank's training images were)."""
         tensors = torch.stack([self.geometry.to_tensor(image.convert("RGB")) for image in images])
-        feats = torch.cat([self.features(tensors[i:i + self.extract.batch_size])
-                           for i in range(0, len(images), self.extract.batch_size)])
+        step = self.geometry.images_per_batch(self.extract.batch_size)
+        feats = torch.cat([self.features(tensors[i:i + step]) for i in range(0, len(images), step)])
         return self.score_features(feats, [image.size for image in images])
 
     def score_features(self, features: torch.Tensor, sizes: list[tuple[int, int]], grid: tuple[int, int] | None = None
                        ) -> Scored:
-        """Score patch features ``(B, P, D)`` of images whose original (width, height) are ``sizes``."""
+        """Score patch features ``(B, P, D)`` of images whose original (width, height) are ``sizes``; ``grid`` is
+        one tile's patch grid (square if not given)."""
         batch, patches, dim = features.shape
-        grid = grid or _square_grid(patches)
+        grid = grid or _square_grid(patches // len(self.geometry.tile_offsets()))
         dist, _ = self.index.search(features.reshape(-1, dim), self.knn_k)
         per_patch = patch_scores(dist).reshape(batch, patches)
         scores = per_patch.max(1).astype(np.float64)
         anomalous, uncertain = verdicts(scores, self.tau, self.s_max)
-        crop_maps = [crop_map(p, grid, self.geometry.frame, sigma_px=self.sigma_px) for p in per_patch]
+        crop_maps = [frame_map(p, grid, self.geometry, sigma_px=self.sigma_px) for p in per_patch]
         maps = [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(crop_maps, sizes, strict=True)]
         return Scored(scores, anomalous, uncertain, crop_maps, maps)
 

@@ -1,9 +1,11 @@
 """``features`` artifacts: ``(n, P, D)`` patch features, the image table and the images left out.
 
 ``features.safetensors`` holds one tensor, ``features`` (float32 or float16), with string metadata
-(kind, schema, artifact id, patch grid, lineage); ``images.jsonl`` one row per image (path, label,
-defect, mask, index, width, height); ``errors.jsonl`` the images that could not be used. torch is
-imported by the functions that need it, so reading the image table needs none.
+(kind, schema, artifact id, patch grid of one tile, lineage); it is written row by row as images are
+extracted (``FeaturesWriter``), so extraction holds one batch in memory, not the whole set;
+``images.jsonl`` one row per image (path, label, defect, mask, index, width, height); ``errors.jsonl``
+the images that could not be used. torch is imported by the functions that need it, so reading the
+image table needs none.
 """
 
 from __future__ import annotations
@@ -24,23 +26,70 @@ if TYPE_CHECKING:
 FEATURES_FILE = "features.safetensors"
 IMAGES_FILE = "images.jsonl"
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
+_DTYPE_NAMES = {"float32": "F32", "float16": "F16"}
+
+
+class FeaturesWriter:
+    """Append ``(k, P, D)`` feature rows straight to ``features.safetensors``; ``finish`` writes the header.
+
+    The header's room is reserved for ``capacity`` rows up front and padded with spaces (the
+    safetensors format allows that), so rows land at their final offsets and are never copied.
+    """
+
+    def __init__(self, draft: Draft, *, capacity: int, patches: int, dim: int, dtype: torch.dtype,
+                 grid: tuple[int, int]):
+        self.draft, self.patches, self.dim, self.grid = draft, patches, dim, grid
+        self.dtype_name = _DTYPE_NAMES[str(dtype).removeprefix("torch.")]
+        self.rows = 0
+        self._reserved = len(self._header(capacity)) + 64
+        self._file = open(draft.file(FEATURES_FILE), "wb")
+        self._file.seek(8 + self._reserved)
+
+    def add(self, rows: torch.Tensor) -> None:
+        """Append rows ``(k, P, D)`` of the writer's dtype."""
+        if tuple(rows.shape[1:]) != (self.patches, self.dim):
+            raise ValueError(f"feature rows of shape {tuple(rows.shape[1:])}, expected {(self.patches, self.dim)}")
+        self._file.write(rows.contiguous().numpy().tobytes())
+        self.rows += len(rows)
+
+    def finish(self, records: list[dict], errors: list[dict]) -> None:
+        """Write the header for the rows added, the image table (one record per row) and the error list."""
+        if len(records) != self.rows:
+            raise ValueError(f"{len(records)} image records for {self.rows} feature rows")
+        header = self._header(self.rows)
+        self._file.truncate(self._file.tell())
+        self._file.seek(0)
+        self._file.write(self._reserved.to_bytes(8, "little") + header.ljust(self._reserved))
+        self._file.close()
+        write_jsonl(self.draft.file(IMAGES_FILE), records)
+        write_jsonl(self.draft.file(ERRORS_FILE), errors)
+
+    def _header(self, rows: int) -> bytes:
+        metadata = {
+            "kind": "features",
+            "schema": "1",
+            "artifact_id": self.draft.id,
+            "grid": f"{self.grid[0]}x{self.grid[1]}",
+            **{key: json.dumps(value) for key, value in self.draft.lineage.items()},
+        }
+        size = rows * self.patches * self.dim * np.dtype(_SAFETENSORS_DTYPES[self.dtype_name]).itemsize
+        entry = {"dtype": self.dtype_name, "shape": [rows, self.patches, self.dim], "data_offsets": [0, size]}
+        return json.dumps({"__metadata__": metadata, "features": entry}).encode()
+
+    def __enter__(self) -> FeaturesWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
 
 
 def write_features(draft: Draft, features: torch.Tensor, records: list[dict], grid: tuple[int, int],
                    errors: list[dict]) -> None:
     """Write ``(n, P, D)`` features with string metadata, the image table and the error list."""
-    from safetensors.torch import save_file
-
-    metadata = {
-        "kind": "features",
-        "schema": "1",
-        "artifact_id": draft.id,
-        "grid": f"{grid[0]}x{grid[1]}",
-        **{key: json.dumps(value) for key, value in draft.lineage.items()},
-    }
-    save_file({"features": features.contiguous()}, str(draft.file(FEATURES_FILE)), metadata=metadata)
-    write_jsonl(draft.file(IMAGES_FILE), records)
-    write_jsonl(draft.file(ERRORS_FILE), errors)
+    with FeaturesWriter(draft, capacity=len(features), patches=features.shape[1], dim=features.shape[2],
+                        dtype=features.dtype, grid=grid) as writer:
+        writer.add(features)
+        writer.finish(records, errors)
 
 
 def read_features(ref: ArtifactRef, *, check_finite: bool = True) -> tuple[torch.Tensor, list[dict], tuple[int, int]]:

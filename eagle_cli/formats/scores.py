@@ -4,7 +4,10 @@
 observed_box, maps_file, map_key. Maps are float32 in safetensors shards of 32 images
 (``maps-00000.safetensors``), under ``crop/<key>`` (the crop frame) and ``orig/<key>`` (the
 original image's frame). ``metrics.json`` holds AUROC, PRO, verdict and window figures when the
-images were labelled.
+images were labelled; pixel AUROC and PRO twice: in the frame the expert saw (``pixel_auroc``,
+``pro``: what papers report) and over the whole original image (``pixel_auroc_original``,
+``pro_original``), where pixels the expert never saw score 0, so a defect a crop cut away counts
+as missed.
 """
 
 from __future__ import annotations
@@ -84,12 +87,12 @@ def read_maps(ref: ArtifactRef, row: dict) -> tuple[np.ndarray, np.ndarray]:
         return fh.get_tensor(f"crop/{row['map_key']}"), fh.get_tensor(f"orig/{row['map_key']}")
 
 
-def crop_maps(folder: Path, rows: list[dict]) -> Iterator[tuple[dict, np.ndarray]]:
-    """The crop-frame map of each row, in order, opening each shard under ``folder`` once."""
+def stored_maps(folder: Path, rows: list[dict]) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+    """The crop-frame and original-frame maps of each row, in order, opening each shard under ``folder`` once."""
     for name, group in itertools.groupby(rows, key=lambda row: row["maps_file"]):
         with safe_open(str(folder / name), framework="np") as fh:
             for row in group:
-                yield row, fh.get_tensor(f"crop/{row['map_key']}")
+                yield row, fh.get_tensor(f"crop/{row['map_key']}"), fh.get_tensor(f"orig/{row['map_key']}")
 
 
 def source_of(ref: ArtifactRef) -> DataSource | None:

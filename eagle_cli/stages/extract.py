@@ -12,9 +12,9 @@ from eagle_cli.context import Context
 from eagle_cli.data.sample import samples_digest
 from eagle_cli.data.source import DataSource
 from eagle_cli.errors import DataError, ImageError
-from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
+from eagle_cli.expert.features import PatchFeatureExtractor
 from eagle_cli.expert.inputs import image_batches, record_error
-from eagle_cli.formats.features import write_features
+from eagle_cli.formats.features import FeaturesWriter
 from eagle_cli.params import ExtractParams, Split, check_choice
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -41,26 +41,29 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
         extractor = PatchFeatureExtractor.from_params(params)
         draft.lineage = extractor.lineage
         grid = extractor.grid()
+        geometry = extractor.geometry
         dtype = DTYPES[params.feature_dtype]
-        features = torch.empty(len(samples), grid[0] * grid[1], params.target_dim, dtype=dtype)
+        patches = len(geometry.tile_offsets()) * grid[0] * grid[1]
         records, errors = [], []
-        with context.reporter.task(f"extract {category}/{split}", len(samples)) as advance:
-            for batch in image_batches(samples, Geometry(params.resize, params.crop), params.batch_size,
+        with FeaturesWriter(draft, capacity=len(samples), patches=patches, dim=params.target_dim, dtype=dtype,
+                            grid=grid) as writer, \
+                context.reporter.task(f"extract {category}/{split}", len(samples)) as advance:
+            for batch in image_batches(samples, geometry, geometry.images_per_batch(params.batch_size),
                                        on_error=context.on_error, errors=errors, advance=advance):
                 # Checked as stored: a float32 value beyond float16's range would become infinite.
                 out = extractor(batch.tensors).cpu().to(dtype)
                 finite = torch.isfinite(out).flatten(1).all(1)
-                for sample, size, feats, ok in zip(batch.samples, batch.sizes, out, finite, strict=True):
+                for sample, size, ok in zip(batch.samples, batch.sizes, finite, strict=True):
                     if not ok:
                         record_error(ImageError(sample.path, "the backbone produced NaN or infinite features; "
                                                 "check --weights"), sample, on_error=context.on_error, errors=errors)
                         continue
-                    features[len(records)] = feats
                     records.append({**sample.to_record(), "index": len(records), "width": size[0], "height": size[1]})
-        if not records:
-            raise DataError(f"No usable image among the {len(samples)} listed for {category}/{split}: "
-                            f"{errors[0]['path']}: {errors[0]['error']} (and {len(errors) - 1} more).")
-        write_features(draft, features[: len(records)], records, grid, errors)
+                writer.add(out[finite])
+            if not records:
+                raise DataError(f"No usable image among the {len(samples)} listed for {category}/{split}: "
+                                f"{errors[0]['path']}: {errors[0]['error']} (and {len(errors) - 1} more).")
+            writer.finish(records, errors)
         draft.summary = {"images": len(records), "errors": len(errors), "grid": list(grid),
                          "warning": "random backbone weights" if params.weights == "none" else None}
 

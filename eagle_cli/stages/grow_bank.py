@@ -20,10 +20,12 @@ from eagle_cli.data.source import DataSource
 from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.expert.coreset import continue_coreset, coreset_size
 from eagle_cli.formats.bank import read_bank_cover, write_bank
-from eagle_cli.formats.features import read_errors, read_features, write_features
+from eagle_cli.formats.features import FeaturesWriter, read_errors, read_features
 from eagle_cli.params import BankParams, ExtractParams
 from eagle_cli.seeds import category_seed
 from eagle_cli.stages.extract import run_extract
+
+_JOIN_IMAGES = 64
 
 
 def run_grow_bank(bank_ref: ArtifactRef, source: DataSource, *, category: str | None = None, batch_size: int = 8,
@@ -76,12 +78,18 @@ def join_features(old: ArtifactRef, new: ArtifactRef, *, context: Context) -> Ar
     def build(draft):
         old_features, old_records, grid = read_features(old)
         new_features, new_records, new_grid = read_features(new)
-        if new_grid != grid or new_features.shape[2] != old_features.shape[2]:
-            raise ArtifactError(f"The images to add give a {new_grid} patch grid of {new_features.shape[2]}-d "
-                                f"features; the bank's give {grid} of {old_features.shape[2]}-d.")
+        if new_grid != grid or new_features.shape[1:] != old_features.shape[1:]:
+            raise ArtifactError(f"The images to add give {new_features.shape[1]} patches ({new_grid} per tile) of "
+                                f"{new_features.shape[2]}-d features; the bank's give {old_features.shape[1]} "
+                                f"({grid}) of {old_features.shape[2]}-d.")
         records = old_records + [{**record, "index": len(old_records) + i} for i, record in enumerate(new_records)]
-        write_features(draft, torch.cat([old_features, new_features.to(old_features.dtype)]), records, grid,
-                       read_errors(old) + read_errors(new))
+        with FeaturesWriter(draft, capacity=len(records), patches=old_features.shape[1], dim=old_features.shape[2],
+                            dtype=old_features.dtype, grid=grid) as writer:
+            # In slices, so joining holds a few images' features in memory, not both sets.
+            for part in (old_features, new_features.to(old_features.dtype)):
+                for start in range(0, len(part), _JOIN_IMAGES):
+                    writer.add(part[start:start + _JOIN_IMAGES])
+            writer.finish(records, read_errors(old) + read_errors(new))
         draft.lineage = old.lineage
         draft.summary = {"images": len(records), "errors": old.summary["errors"] + new.summary["errors"],
                          "grid": list(grid), "joined": [old.id, new.id]}

@@ -25,7 +25,7 @@ from eagle_cli.expert.inputs import image_batches, record_error
 from eagle_cli.expert.model import Expert
 from eagle_cli.formats.features import read_errors, read_features
 from eagle_cli.formats.jsonl import ERRORS_FILE, write_jsonl
-from eagle_cli.formats.scores import ScoresWriter, crop_maps, write_metrics
+from eagle_cli.formats.scores import ScoresWriter, stored_maps, write_metrics
 from eagle_cli.metrics import PixelMetrics
 from eagle_cli.params import ScoreParams
 
@@ -56,14 +56,15 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         expert = Expert.load(threshold_ref, device=params.device, knn_backend=params.knn_backend,
                              sigma_px=params.sigma_px, batch_size=params.batch_size)
         errors: list[dict] = []
-        rows, masks, span = [], {}, [np.inf, -np.inf]
+        rows, masks = [], {}
+        spans = {"seen": [np.inf, -np.inf], "original": [np.inf, -np.inf]}
         with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
             for records, feats, grid in _feature_batches(test, samples, expert, threshold_ref, context, errors,
                                                          advance):
                 scored = expert.score_features(feats, [(r["width"], r["height"]) for r in records], grid)
                 for i, record in enumerate(records):
                     try:
-                        mask = _crop_mask(record, expert)
+                        mask = _original_mask(record)
                     except ImageError as exc:
                         record_error(exc, Sample.from_record(record), on_error=context.on_error, errors=errors)
                         continue
@@ -74,18 +75,21 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
                         "observed_box": observed_box(expert.geometry, record["width"], record["height"]),
                     }, scored.crop_maps[i], scored.maps[i]))
                     if record["label"] is not None and (record["label"] == 0 or mask is not None):
-                        # Pixel metrics are read back from the shards; only the range is kept meanwhile.
+                        # Pixel metrics are read back from the shards; only the ranges are kept meanwhile.
                         masks[rows[-1]["index"]] = record["mask"]
-                        span = [min(span[0], float(scored.crop_maps[i].min())),
-                                max(span[1], float(scored.crop_maps[i].max()))]
+                        for span, amap in zip(spans.values(), (scored.crop_maps[i], scored.maps[i]), strict=True):
+                            span[:] = min(span[0], float(amap.min())), max(span[1], float(amap.max()))
         write_jsonl(draft.file(ERRORS_FILE), errors)
         result = _metrics(rows, tau=expert.tau)
         if masks:
-            pixels = PixelMetrics(*span)
-            for row, amap in crop_maps(draft.tmp, [r for r in rows if r["index"] in masks]):
-                mask = _crop_mask({**row, "mask": masks[row["index"]]}, expert)
-                pixels.add(amap, mask if mask is not None else np.zeros_like(amap, dtype=bool))
-            result.update(pixel_auroc=pixels.pixel_auroc(), pro=pixels.pro())
+            seen, whole = PixelMetrics(*spans["seen"]), PixelMetrics(*spans["original"])
+            for row, amap, original in stored_maps(draft.tmp, [r for r in rows if r["index"] in masks]):
+                full = _original_mask({**row, "mask": masks[row["index"]]})
+                full = full if full is not None else np.zeros(original.shape, dtype=bool)
+                seen.add(amap, expert.geometry.crop_mask(torch.from_numpy(full)).numpy())
+                whole.add(original, full)
+            result.update(pixel_auroc=seen.pixel_auroc(), pro=seen.pro(), pixel_auroc_original=whole.pixel_auroc(),
+                          pro_original=whole.pro())
         write_metrics(draft, result)
         draft.lineage = threshold_ref.lineage
         draft.summary = {"images": len(rows), "errors": len(errors), "tau": expert.tau, "s_max": expert.s_max,
@@ -112,7 +116,7 @@ def _feature_batches(test: ScoreInputs, samples: list[Sample] | None, expert: Ex
                      context: Context, errors: list[dict], advance
                      ) -> Iterator[tuple[list[dict], torch.Tensor, tuple[int, int]]]:
     """Yield (image records, features ``(B, P, D)``, grid) from a features artifact or from ``samples``."""
-    size = expert.extract.batch_size
+    size = expert.geometry.images_per_batch(expert.extract.batch_size)
     if test.features is not None:
         artifacts.check_lineage(threshold_ref, test.features, what="The bank and the test features")
         features, records, grid = read_features(test.features)
@@ -130,11 +134,10 @@ def _feature_batches(test: ScoreInputs, samples: list[Sample] | None, expert: Ex
         yield records, expert.features(batch.tensors), grid
 
 
-def _crop_mask(record: dict, expert: Expert) -> np.ndarray | None:
+def _original_mask(record: dict) -> np.ndarray | None:
     if not record.get("mask"):
         return None
-    mask = load_mask(Path(record["mask"]), (record["width"], record["height"]))
-    return expert.geometry.crop_mask(torch.from_numpy(mask)).numpy()
+    return load_mask(Path(record["mask"]), (record["width"], record["height"]))
 
 
 def _metrics(rows: list[dict], *, tau: float) -> dict:

@@ -3,13 +3,13 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from eagle_cli.expert.anomaly_map import crop_map, observed_box, to_original_frame
+from eagle_cli.expert.anomaly_map import frame_map, observed_box, to_original_frame
 from eagle_cli.expert.features import Geometry
 
 
-def test_crop_map_is_bilinear_upsampling_then_sigma_4():
+def test_frame_map_is_bilinear_upsampling_then_sigma_4():
     scores = np.random.default_rng(0).random(28 * 28).astype(np.float32)
-    amap = crop_map(scores, (28, 28), 224)
+    amap = frame_map(scores, (28, 28), Geometry(256, 224))
     up = torch.nn.functional.interpolate(torch.from_numpy(scores).reshape(1, 1, 28, 28), size=(224, 224),
                                          mode="bilinear", align_corners=False)[0, 0].numpy()
     np.testing.assert_allclose(amap, gaussian_filter(up, sigma=4), rtol=1e-6)

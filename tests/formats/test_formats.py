@@ -34,6 +34,26 @@ def test_features_round_trip_in_both_precisions(tmp_path, dtype):
     assert read_records == records == features.read_images(ref) and features.read_errors(ref) == errors
 
 
+def test_features_written_row_by_row_are_a_valid_safetensors_file_of_the_rows_kept(tmp_path):
+    from safetensors import safe_open
+
+    rows = torch.randn(5, 6, 4)
+
+    def write(draft):
+        # Room for 120 rows, 3 written in two appends: the file holds exactly those, readable by safetensors itself.
+        with features.FeaturesWriter(draft, capacity=120, patches=6, dim=4, dtype=torch.float32, grid=(2, 3)) as out:
+            out.add(rows[:2])
+            out.add(rows[3:4])
+            out.finish([{"path": "a"}, {"path": "b"}, {"path": "d"}], [{"path": "c", "error": "truncated"}])
+
+    ref = _publish(tmp_path, "features", write, lineage={"backbone": "b", "tile": 64})
+    with safe_open(str(ref.path / features.FEATURES_FILE), framework="pt") as fh:
+        assert torch.equal(fh.get_tensor("features"), torch.cat([rows[:2], rows[3:4]]))
+        assert fh.metadata()["grid"] == "2x3" and json.loads(fh.metadata()["tile"]) == 64
+    read, records, grid = features.read_features(ref)
+    assert read.shape == (3, 6, 4) and grid == (2, 3) and [r["path"] for r in records] == ["a", "b", "d"]
+
+
 def test_bank_round_trip_on_both_backends(tmp_path):
     rows = torch.randn(20, 8)
     source_rows = torch.arange(0, 40, 2)  # 2 images of 20 patches: rows 0..18 of the first, 20..38 of the second
