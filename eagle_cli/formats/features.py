@@ -4,8 +4,9 @@
 (kind, schema, artifact id, patch grid of one tile, lineage); it is written row by row as images are
 extracted (``FeaturesWriter``), so extraction holds one batch in memory, not the whole set;
 ``images.jsonl`` one row per image (path, label, defect, mask, index, width, height); ``errors.jsonl``
-the images that could not be used. torch is imported by the functions that need it, so reading the
-image table needs none.
+the images that could not be used. A *joined* artifact (a bank that grew) holds no tensor file: its
+rows are its input artifacts' rows, in order (``params["parts"]``), read without a copy on disk.
+torch is imported by the functions that need it, so reading the image table needs none.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef, Draft
 from eagle_cli.errors import ArtifactError
 from eagle_cli.formats.jsonl import ERRORS_FILE, read_jsonl, write_jsonl
@@ -92,17 +94,44 @@ def write_features(draft: Draft, features: torch.Tensor, records: list[dict], gr
         writer.finish(records, errors)
 
 
-def read_features(ref: ArtifactRef, *, check_finite: bool = True) -> tuple[torch.Tensor, list[dict], tuple[int, int]]:
-    """Map ``(n, P, D)`` features (no copy), the image records and the patch grid; refuse non-finite values.
+def write_joined(draft: Draft, parts: list[ArtifactRef]) -> tuple[int, int]:
+    """Join ``parts`` (plain features artifacts of one extraction) into ``draft`` by reference: the image
+    table renumbered and the error lists, no tensor copy. Return the (images, errors) counts."""
+    shapes = {part.id: _map_tensor(part.path / FEATURES_FILE, "features") for part in parts}
+    (first, metadata), *_ = shapes.values()
+    for part in parts[1:]:
+        tensor, other = shapes[part.id]
+        if tensor.shape[1:] != first.shape[1:] or other["grid"] != metadata["grid"]:
+            raise ArtifactError(f"{part.path} holds {tensor.shape[1]} patches ({other['grid']} per tile) of "
+                                f"{tensor.shape[2]}-d features; {parts[0].path} holds {first.shape[1]} "
+                                f"({metadata['grid']}) of {first.shape[2]}-d. They cannot share a bank.")
+    records = [{**record, "index": i} for i, record in enumerate(r for part in parts for r in read_images(part))]
+    errors = [error for part in parts for error in read_errors(part)]
+    write_jsonl(draft.file(IMAGES_FILE), records)
+    write_jsonl(draft.file(ERRORS_FILE), errors)
+    return len(records), len(errors)
 
-    The check reads every page; a stage whose input stage already read the same features through this
+
+def feature_parts(ref: ArtifactRef) -> list[ArtifactRef]:
+    """The artifacts holding ``ref``'s rows: ``ref`` itself, or a joined artifact's parts in order."""
+    if "parts" not in ref.params:
+        return [ref]
+    return [artifacts.open_artifact(item["path"], "features") for item in ref.manifest["inputs"]]
+
+
+def read_features(ref: ArtifactRef, *, check_finite: bool = True) -> tuple[torch.Tensor, list[dict], tuple[int, int]]:
+    """Map ``(n, P, D)`` features, the image records and the patch grid; refuse non-finite values.
+
+    One file is memory-mapped (no copy); a joined artifact's parts are concatenated in memory. The
+    check reads every page; a stage whose input stage already read the same features through this
     check (the calibration after fit-bank) passes ``check_finite=False``.
     """
     import torch
 
     path = ref.path / FEATURES_FILE
-    features, metadata = _map_tensor(path, "features")
-    grid = tuple(int(v) for v in metadata["grid"].split("x"))
+    mapped = [_map_tensor(part.path / FEATURES_FILE, "features") for part in feature_parts(ref)]
+    features = mapped[0][0] if len(mapped) == 1 else torch.cat([tensor for tensor, _ in mapped])
+    grid = tuple(int(v) for v in mapped[0][1]["grid"].split("x"))
     bad = [i for i in range(len(features)) if check_finite and not bool(torch.isfinite(features[i]).all())]
     if bad:
         raise ArtifactError(
@@ -110,6 +139,13 @@ def read_features(ref: ArtifactRef, *, check_finite: bool = True) -> tuple[torch
             "Re-run eagle extract --force after checking --weights."
         )
     return features, read_images(ref), grid
+
+
+def training_source(ref: ArtifactRef) -> dict:
+    """The described data source of a features artifact; of a joined one, its first part's (the dataset
+    the bank was first fitted on, where its test images are)."""
+    source = ref.params["source"]
+    return source[0] if isinstance(source, list) else source
 
 
 def read_images(ref: ArtifactRef) -> list[dict]:

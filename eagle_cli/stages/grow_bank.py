@@ -1,10 +1,11 @@
 """eagle update-bank: add good images to a bank without refitting it.
 
 Only the new images are extracted (with the bank's extraction settings). Their features and the
-bank's training features are joined into one ``features`` artifact (the calibration of the grown
-bank scores old and new images alike), and the greedy coreset continues from the bank's selection
-over old and new patches (:func:`continue_coreset`): the grown bank is the greedy run seeded with
-the old selection, and lists the old bank among its inputs.
+bank's training features are joined by reference into one ``features`` artifact (the calibration
+of the grown bank scores old and new images alike; no old row is copied or rehashed on disk), and
+the greedy coreset continues from the bank's selection over old and new patches
+(:func:`continue_coreset`): the grown bank is the greedy run seeded with the old selection, and
+lists the old bank among its inputs.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from eagle_cli.data.source import DataSource
 from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.expert.coreset import continue_coreset, coreset_size
 from eagle_cli.formats.bank import read_bank_cover, write_bank
-from eagle_cli.formats.features import FeaturesWriter, read_errors, read_features
+from eagle_cli.formats.features import feature_parts, read_features, write_joined
 from eagle_cli.params import BankParams, ExtractParams
 from eagle_cli.seeds import category_seed
 from eagle_cli.stages.extract import run_extract
-
-_JOIN_IMAGES = 64
 
 
 def run_grow_bank(bank_ref: ArtifactRef, source: DataSource, *, category: str | None = None, batch_size: int = 8,
@@ -73,28 +72,18 @@ def run_grow_bank(bank_ref: ArtifactRef, source: DataSource, *, category: str | 
 
 
 def join_features(old: ArtifactRef, new: ArtifactRef, *, context: Context) -> ArtifactRef:
-    """One train ``features`` artifact holding ``old``'s images, then ``new``'s."""
+    """One train ``features`` artifact holding ``old``'s images, then ``new``'s, by reference: no rows are
+    copied, so growing costs what the new images cost, not a rewrite of the old ones."""
+    parts = feature_parts(old) + [new]
 
     def build(draft):
-        old_features, old_records, grid = read_features(old)
-        new_features, new_records, new_grid = read_features(new)
-        if new_grid != grid or new_features.shape[1:] != old_features.shape[1:]:
-            raise ArtifactError(f"The images to add give {new_features.shape[1]} patches ({new_grid} per tile) of "
-                                f"{new_features.shape[2]}-d features; the bank's give {old_features.shape[1]} "
-                                f"({grid}) of {old_features.shape[2]}-d.")
-        records = old_records + [{**record, "index": len(old_records) + i} for i, record in enumerate(new_records)]
-        with FeaturesWriter(draft, capacity=len(records), patches=old_features.shape[1], dim=old_features.shape[2],
-                            dtype=old_features.dtype, grid=grid) as writer:
-            # In slices, so joining holds a few images' features in memory, not both sets.
-            for part in (old_features, new_features.to(old_features.dtype)):
-                for start in range(0, len(part), _JOIN_IMAGES):
-                    writer.add(part[start:start + _JOIN_IMAGES])
-            writer.finish(records, read_errors(old) + read_errors(new))
+        images, errors = write_joined(draft, parts)
         draft.lineage = old.lineage
-        draft.summary = {"images": len(records), "errors": old.summary["errors"] + new.summary["errors"],
-                         "grid": list(grid), "joined": [old.id, new.id]}
+        draft.summary = {"images": images, "errors": errors, "grid": old.summary["grid"],
+                         "joined": [part.id for part in parts]}
 
-    params = {**old.params, "images": [old.params["images"], new.params["images"]],
-              "source": [old.params["source"], new.params["source"]]}
-    return artifacts.produce("features", context=context, category=old.params["category"], params=params,
-                             inputs=[old, new], build=build)
+    first = parts[0].params
+    params = {**first, "images": [part.params["images"] for part in parts],
+              "source": [part.params["source"] for part in parts], "parts": [part.id for part in parts]}
+    return artifacts.produce("features", context=context, category=first["category"], params=params,
+                             inputs=parts, build=build)

@@ -23,7 +23,7 @@ from eagle_cli.errors import ArtifactError, DataError, ImageError
 from eagle_cli.expert.anomaly_map import observed_box
 from eagle_cli.expert.inputs import image_batches, record_error
 from eagle_cli.expert.model import Expert
-from eagle_cli.formats.features import read_errors, read_features
+from eagle_cli.formats.features import read_errors, read_features, training_source
 from eagle_cli.formats.jsonl import ERRORS_FILE, write_jsonl
 from eagle_cli.formats.scores import ScoresWriter, stored_maps, write_metrics
 from eagle_cli.metrics import PixelMetrics
@@ -41,7 +41,7 @@ class ScoreInputs:
     @classmethod
     def of_bank(cls, threshold_ref: ArtifactRef, category: str) -> ScoreInputs:
         """The test split of the dataset the bank was fitted on."""
-        source = DataSource.from_description(threshold_ref.input("bank").input("features").params["source"])
+        source = DataSource.from_description(training_source(threshold_ref.input("bank").input("features")))
         if source.layout == "folder" and source.test is None:
             raise DataError("The bank was fitted on a --good folder; pass --test DIR with the images to score.")
         return cls(source=source, category=category)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from eagle_cli import artifacts
 from eagle_cli.cli import app
 from eagle_cli.data import DataSource
-from eagle_cli.errors import ArtifactError, ParameterError
+from eagle_cli.errors import ArtifactError, DataError, ParameterError
 from eagle_cli.expert.coreset import continue_coreset, coreset_size
 from eagle_cli.formats.bank import read_bank_cover, read_bank_tensors
 from eagle_cli.formats.features import read_features
@@ -18,8 +18,10 @@ from eagle_cli.params import BankParams
 from eagle_cli.seeds import category_seed
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
+from eagle_cli.stages.fit_threshold import run_fit_threshold
 from eagle_cli.stages.grow_bank import run_grow_bank
-from tests.conftest import TINY
+from eagle_cli.stages.score import ScoreInputs
+from tests.conftest import TINY, TINY_THRESHOLD
 
 BANK = BankParams(coreset_ratio=0.1)
 
@@ -97,3 +99,31 @@ def test_update_bank_on_the_command_line_writes_bank_calibration_and_threshold(f
     assert written[0]["summary"]["images"] == 8 and written[1]["summary"]["images"] == 8
     threshold = artifacts.open_artifact(written[2]["path"], "threshold")
     assert threshold.input("bank").id == written[0]["id"]
+
+
+def test_grown_features_refer_to_the_extracted_ones_and_a_second_growth_flattens_the_parts(tiny_root, tmp_path,
+                                                                                           context):
+    good = sorted((tiny_root / "brick" / "train" / "good").glob("*.png"))
+    folders = [tmp_path / name for name in ("a", "b", "c")]
+    for folder, files in zip(folders, (good[:4], good[4:6], good[6:]), strict=True):
+        folder.mkdir()
+        for path in files:
+            shutil.copy(path, folder / path.name)
+    parent = _bank(folders[0], context)
+    once = run_grow_bank(parent, DataSource(good=folders[1]).resolved(), device="cpu", context=context)
+    twice = run_grow_bank(once, DataSource(good=folders[2]).resolved(), device="cpu", context=context)
+    joined = twice.input("features")
+    assert not (joined.path / "features.safetensors").exists()  # no copy of anyone's rows
+    parts = [item["path"] for item in joined.manifest["inputs"]]
+    assert parts[0] == str(parent.input("features").path) and len(parts) == 3
+    features, records, _ = read_features(joined)
+    assert features.shape[0] == 8 and [r["index"] for r in records] == list(range(8))
+    direct = torch.cat([read_features(artifacts.open_artifact(p))[0] for p in parts])
+    assert torch.equal(features, direct)
+    # Its test images are looked up where the bank was first fitted: a --good folder has none of its own.
+    threshold = run_fit_threshold(twice, TINY_THRESHOLD, context=context)
+    with pytest.raises(DataError, match="pass --test DIR"):
+        ScoreInputs.of_bank(threshold, "brick")
+    shutil.rmtree(parts[1])
+    with pytest.raises(ArtifactError, match="not a published eagle artifact"):
+        read_features(joined)
