@@ -4,11 +4,13 @@ import json
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
-from eagle_cli import artifacts
+from eagle_cli import Expert, artifacts
 from eagle_cli.cli import app
 from eagle_cli.data import DataSource
 from eagle_cli.errors import ArtifactError
@@ -71,6 +73,15 @@ def test_scores_are_the_highest_tile_patch_and_maps_are_stitched_in_the_image_fr
         assert frame.shape == (96, 96) and original.shape == (row["height"], row["width"])
         assert row["observed_box"] == [0.0, 0.0, 96.0, 96.0] and (original[:3, :3] > 0).all()
     assert {"image_auroc", "pixel_auroc", "pro", "pixel_auroc_original", "pro_original"} <= set(scores.summary)
+
+
+def test_the_python_expert_scores_a_tiled_image_as_the_stage_did(tiled_run):
+    refs, _ = tiled_run
+    row = read_scores(refs["score"])[-1]
+    expert = Expert.load(refs["fit-threshold"], device="cpu")
+    result = expert.score([Image.open(row["path"])])
+    assert result.scores[0] == pytest.approx(row["score"], rel=1e-5)
+    np.testing.assert_allclose(result.maps[0], read_maps(refs["score"], row)[1], rtol=1e-4, atol=1e-5)
 
 
 def test_boxes_are_drawn_on_the_original_image(tiled_run):
