@@ -4,6 +4,7 @@
 from eagle_cli.cli import expert  # noqa: F401  (extract, fit-bank, fit-threshold, score)
 from eagle_cli.cli import reasoning  # noqa: F401  (prompt, reason)
 from eagle_cli.cli import chain  # noqa: F401  (report, run)
+from eagle_cli.cli import service  # noqa: F401  (serve)
 from eagle_cli.cli import tools  # noqa: F401  (data, backbones, artifacts)
 from eagle_cli.cli.app import app, main
 

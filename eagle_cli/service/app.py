@@ -1,0 +1,149 @@
+"""The HTTP face of the inspection service: one route that inspects, plus health and metrics.
+
+``POST /inspect`` takes the image file itself as the request body (any format Pillow reads) and
+answers JSON: score, verdict, uncertain flag (the CAAS window), boxes in the image's own pixels.
+Limits are checked before decoding: the body's size (413), the pixel count from the header (413),
+the format (415); a file that stops mid-way is 422. A full queue answers 503 with Retry-After, so a
+line controller can back off instead of piling up. With an API key set, ``/inspect`` and
+``/metrics`` need ``Authorization: Bearer KEY`` (or ``X-API-Key: KEY``); ``/health`` is open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import socket
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from eagle_cli.service.batching import BatchingScorer, Busy
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max_pixels: int,
+               api_key: str | None = None) -> FastAPI:
+    """The service over ``scorer``; ``threshold_id`` is reported by /health and every answer."""
+    app = FastAPI(title="eagle inspection service")
+    registry = CollectorRegistry()
+    answered = Counter("eagle_requests", "Inspection requests by HTTP status.", ["status"], registry=registry)
+    latency = Histogram("eagle_inspect_seconds", "Time from request to answer.", registry=registry,
+                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+    batch_size = Histogram("eagle_batch_images", "Images per backbone forward.", registry=registry,
+                           buckets=(1, 2, 4, 8, 16, 32, 64))
+    Gauge("eagle_queue_waiting", "Requests waiting for the scorer.", registry=registry).set_function(
+        lambda: scorer.waiting)
+
+    def authorised(request: Request) -> bool:
+        if api_key is None:
+            return True
+        given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+        return hmac.compare_digest(given.encode(), api_key.encode())
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "threshold": threshold_id, "tau": scorer.expert.tau, "waiting": scorer.waiting}
+
+    @app.get("/metrics")
+    def metrics(request: Request):
+        if not authorised(request):
+            return JSONResponse({"error": "a valid API key is needed"}, status_code=401)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/inspect")
+    async def inspect(request: Request):
+        start = time.perf_counter()
+        try:
+            if not authorised(request):
+                raise _Refused(401, "a valid API key is needed (Authorization: Bearer KEY or X-API-Key)")
+            body = await _read_limited(request, max_bytes)
+            image = await run_in_threadpool(_decode, body, max_pixels)
+            result = await run_in_threadpool(scorer.inspect, image)
+        except _Refused as refused:
+            answered.labels(str(refused.status)).inc()
+            headers = {"Retry-After": "1"} if refused.status == 503 else None
+            return JSONResponse({"error": refused.message}, status_code=refused.status, headers=headers)
+        except Busy:
+            answered.labels("503").inc()
+            return JSONResponse({"error": "busy: the queue is full, retry shortly"}, status_code=503,
+                                headers={"Retry-After": "1"})
+        answered.labels("200").inc()
+        latency.observe(time.perf_counter() - start)
+        batch_size.observe(result.batch)
+        return {"score": result.score, "anomalous": result.anomalous, "uncertain": result.uncertain,
+                "tau": scorer.expert.tau, "boxes": result.boxes, "width": image.width, "height": image.height,
+                "threshold": threshold_id}
+
+    return app
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _Refused(413, f"the upload is {int(declared)} bytes; the limit is {max_bytes} (--max-bytes)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _Refused(413, f"the upload exceeds {max_bytes} bytes (--max-bytes)")
+        chunks.append(chunk)
+    if not size:
+        raise _Refused(422, "the request body is empty; send the image file as the body")
+    return b"".join(chunks)
+
+
+def _decode(body: bytes, max_pixels: int) -> Image.Image:
+    """An RGB image from file bytes, its size checked from the header before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(body))
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise _Refused(413, f"the image is {image.width}x{image.height} ({pixels / 1e6:.1f} megapixels); "
+                                    f"the limit is {max_pixels / 1e6:.1f} (--max-pixels)")
+            image.load()
+    except UnidentifiedImageError:
+        raise _Refused(415, "the body is not an image format Pillow reads (PNG, JPEG, TIFF, BMP, …)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _Refused(413, f"the image is too large to decode safely ({exc}); the limit is "
+                            f"{max_pixels / 1e6:.1f} megapixels (--max-pixels)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _Refused(422, f"the image cannot be decoded ({exc}); it is truncated or damaged") from None
+    return image.convert("RGB")
+
+
+@contextmanager
+def serving_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a thread of this process (port 0: a free one); yield its base URL."""
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, name="eagle-serve", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the service could not start on {host}:{port}")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()

@@ -1,0 +1,122 @@
+"""eagle serve on a real loopback HTTP server: the answers match eagle score, requests share forwards,
+limits and bad uploads get their status, and the service keeps serving."""
+
+import json
+import struct
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from eagle_cli import Expert
+from eagle_cli.formats.scores import read_scores
+from eagle_cli.service.app import create_app, serving_in_background
+from eagle_cli.service.batching import BatchingScorer
+
+
+def serving(scorer, **limits):
+    settings = {"threshold_id": "t", "max_bytes": 10_000_000, "max_pixels": 4_000_000, **limits}
+    return serving_in_background(create_app(scorer, **settings))
+
+
+def post(url, body: bytes, headers=None) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/inspect", data=body, method="POST",
+                                     headers={"Content-Type": "image/png", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def expert_and_rows(washer_scores):
+    expert = Expert.load(washer_scores.input("threshold"), device="cpu")
+    return expert, read_scores(washer_scores)
+
+
+def test_answers_match_eagle_score_and_concurrent_requests_share_forwards(expert_and_rows):
+    expert, rows = expert_and_rows
+    scorer = BatchingScorer(expert, batch_size=4, max_wait_s=0.05)
+    bodies = [Path(row["path"]).read_bytes() for row in rows] * 3
+    with serving(scorer) as url, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: post(url, body), bodies))
+    scorer.close()
+    assert all(status == 200 for status, _ in answers)
+    for (_, answer), row in zip(answers, rows * 3, strict=True):
+        assert answer["score"] == pytest.approx(row["score"], rel=1e-4)
+        assert answer["anomalous"] == row["anomalous"] and answer["uncertain"] == row["uncertain"]
+        assert (answer["width"], answer["height"]) == (row["width"], row["height"])
+        assert bool(answer["boxes"]) <= answer["anomalous"]  # boxes only with an anomalous verdict
+        for x0, y0, x1, y1 in answer["boxes"]:
+            assert 0 <= x0 < x1 <= row["width"] and 0 <= y0 < y1 <= row["height"]
+    assert any(answer["anomalous"] and answer["boxes"] for _, answer in answers)
+    assert scorer.batches < len(bodies)  # several requests went through one forward
+
+
+class _Gated:
+    """The real expert, made to wait at a gate before scoring, so the queue can be filled on purpose."""
+
+    def __init__(self, expert):
+        self.expert, self.tau, self.gate, self.entered = expert, expert.tau, threading.Event(), threading.Event()
+
+    def score(self, images):
+        self.entered.set()
+        self.gate.wait()
+        return self.expert.score(images)
+
+
+def test_a_full_queue_answers_busy_at_once_and_the_waiting_requests_complete(expert_and_rows):
+    expert, rows = expert_and_rows
+    gated = _Gated(expert)
+    scorer = BatchingScorer(gated, batch_size=1, max_wait_s=0, queue_size=1)
+    body = Path(rows[0]["path"]).read_bytes()
+    with serving(scorer) as url, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, url, body)
+        assert gated.entered.wait(30)  # the worker holds the first request
+        second = pool.submit(post, url, body)
+        while scorer.waiting < 1:
+            time.sleep(0.01)
+        status, answer = post(url, body)
+        assert status == 503 and "busy" in answer["error"]
+        gated.gate.set()
+        assert first.result()[0] == 200 and second.result()[0] == 200
+    scorer.close()
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width × height`` pixels but holds one row of data: a decompression bomb's shape."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + \
+        chunk(b"IEND", b"")
+
+
+def test_bad_uploads_get_their_status_and_the_service_keeps_serving(expert_and_rows):
+    expert, rows = expert_and_rows
+    scorer = BatchingScorer(expert)
+    good = Path(rows[0]["path"]).read_bytes()
+    with serving(scorer, max_bytes=len(good) + 10, api_key="s3cret") as url:
+        key = {"Authorization": "Bearer s3cret"}
+        assert post(url, good)[0] == 401 and post(url, good, {"X-API-Key": "wrong"})[0] == 401
+        status, answer = post(url, _png_claiming(3_000, 3_000), key)
+        assert status == 413 and "9.0 megapixels" in answer["error"] and "--max-pixels" in answer["error"]
+        assert post(url, _png_claiming(30_000, 30_000), key)[0] == 413  # beyond Pillow's own bomb limit
+        assert post(url, good[: len(good) // 2], key)[0] == 422  # truncated
+        assert post(url, b"not an image at all", key)[0] == 415
+        assert post(url, b"", key)[0] == 422
+        assert post(url, good + b"\0" * 100, key)[0] == 413  # over --max-bytes
+        assert post(url, good, {"X-API-Key": "s3cret"})[0] == 200
+        with urllib.request.urlopen(url + "/health") as response:
+            assert json.loads(response.read())["status"] == "ok"
+        request = urllib.request.Request(url + "/metrics", headers=key)
+        with urllib.request.urlopen(request) as response:
+            text = response.read().decode()
+        assert 'eagle_requests_total{status="200"} 1.0' in text and 'eagle_requests_total{status="413"} 3.0' in text
+    scorer.close()
