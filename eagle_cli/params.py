@@ -301,6 +301,14 @@ class ServerSettings:
         _at_least("retries", self.retries, 0)
         if self.timeout_s <= 0:
             raise ParameterError(f"--timeout-s must be positive, got {self.timeout_s}.")
+        for url in self.base_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ParameterError(f"--base-url {url!r} is not an http(s) URL (several: separate them with commas).")
+
+    @property
+    def base_urls(self) -> list[str]:
+        """The servers: ``base_url`` split at commas."""
+        return [url.strip() for url in self.base_url.split(",") if url.strip()]
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,9 @@ def reason(
     model: Annotated[str, typer.Option(
         help=f"Hugging Face id, local folder, or preset ({', '.join(PRESETS)}); with openai, the served model name.",
         rich_help_panel=MODEL)] = REASON.model,
-    base_url: Annotated[str, typer.Option(envvar="EAGLE_BASE_URL", help="openai: the server's /v1 URL.",
+    base_url: Annotated[str, typer.Option(envvar="EAGLE_BASE_URL", help="openai: the server's /v1 URL; several, "
+                                          "comma-separated, share the questions (a server that goes away is "
+                                          "taken out and its questions go to the others).",
                                           rich_help_panel=SERVER)] = SERVER_DEFAULT.base_url,
     api_key_env: Annotated[str, typer.Option(help="openai: environment variable holding the API key.",
                                              rich_help_panel=SERVER)] = SERVER_DEFAULT.api_key_env,

@@ -1,20 +1,29 @@
 """A model behind an OpenAI-compatible chat-completions server (vLLM, transformers serve, …).
 
 Images travel as base64 PNG data URLs. Requests run on a bounded thread pool; 429 and 5xx
-answers and dropped connections are retried with exponential backoff; a server that stays away
-stops the run with a message (answers so far are kept, and a rerun resumes).
+answers and timeouts are retried with exponential backoff; a server that stays away stops the run
+with a message (answers so far are kept, and a rerun resumes).
+
+Several servers (``base_url`` a comma-separated list, e.g. vLLM replicas): each request goes to
+the live server with the fewest requests in flight; a server that refuses or drops connections is
+taken out for the rest of the run and its questions go to the others. Every prompt still gets
+exactly one reply, so the answers artifact holds each question once.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from eagle_cli.errors import EagleError
 from eagle_cli.mllm.prompt import Prompt, Reply
@@ -34,39 +43,84 @@ def _content(prompt: Prompt) -> list[dict]:
             else {"type": "text", "text": item["text"]} for item in prompt.items]
 
 
+@dataclass
+class _Server:
+    url: str  # …/chat/completions
+    in_flight: int = 0
+    down: str | None = None  # why it was taken out
+
+
+class _Servers:
+    """The servers of one run: least-outstanding choice among the live ones, thread-safe."""
+
+    def __init__(self, base_urls: list[str]):
+        self.all = [_Server(url.rstrip("/") + "/chat/completions") for url in base_urls]
+        self._lock = threading.Lock()
+
+    def acquire(self) -> _Server | None:
+        with self._lock:
+            live = [server for server in self.all if server.down is None]
+            if not live:
+                return None
+            server = min(live, key=lambda item: item.in_flight)
+            server.in_flight += 1
+            return server
+
+    def release(self, server: _Server) -> None:
+        with self._lock:
+            server.in_flight -= 1
+
+    def take_out(self, server: _Server, reason: str) -> None:
+        with self._lock:
+            if server.down is None and len(self.all) > 1:
+                print(f"warning: {server.url} stopped answering ({reason}); its questions go to the other servers",
+                      file=sys.stderr)
+            server.down = server.down or reason
+
+
 class OpenAIBackend:
-    """Greedy answers from a served model; ``generate`` keeps input order."""
+    """Greedy answers from one or several served copies of a model; ``generate`` keeps input order."""
 
     def __init__(self, model: str, settings: ServerSettings, *, max_new_tokens: int = 128):
         self.name = model
         self.revision = None
         self.settings = settings
         self.max_new_tokens = max_new_tokens
-        self.url = settings.base_url.rstrip("/") + "/chat/completions"
+        self.servers = _Servers(settings.base_urls)
         self._key = os.environ.get(settings.api_key_env, "")
 
     def _post(self, body: bytes) -> bytes:
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
-        last = ""
-        for attempt in range(self.settings.retries + 1):
-            if attempt:
-                time.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=body, headers=headers)
+        last, attempt, tries = "", 0, 0
+        while attempt <= self.settings.retries and (server := self.servers.acquire()) is not None:
+            tries += 1
+            request = urllib.request.Request(server.url, data=body, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as response:
                     return response.read()
             except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
+                last = f"HTTP {exc.code} from {server.url}: {exc.read()[:200]!r}"
                 if exc.code not in RETRY_STATUS:
-                    break
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                last = str(getattr(exc, "reason", exc))
-        raise EagleError(
-            f"The server at {self.url} did not answer ({last}) after {self.settings.retries + 1} tries. "
-            "Answers so far are kept; start the server (or fix --base-url) and rerun to resume."
-        )
+                    raise EagleError(f"The server refused the request ({last}); it is not retried. Fix the request "
+                                     "(model name, API key, limits) and rerun: answers so far are kept.") from None
+            except TimeoutError:
+                last = f"no answer from {server.url} within {self.settings.timeout_s} s"
+            except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
+                # Refused or dropped: the server is gone, not busy. Ask another one without waiting.
+                last = f"{server.url}: {getattr(exc, 'reason', exc)}"
+                self.servers.take_out(server, last)
+                continue
+            finally:
+                self.servers.release(server)
+            attempt += 1
+            time.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+        count = len(self.servers.all)
+        what = (f"none of the {count} servers answers ({last})" if count > 1 and all(s.down for s in self.servers.all)
+                else f"the server did not answer ({last}) after {tries} {'try' if tries == 1 else 'tries'}")
+        raise EagleError(f"Stopped: {what}. Answers so far are kept; start the server(s) (or fix --base-url) and "
+                         "rerun to resume.")
 
     def _ask(self, prompt: Prompt) -> Reply:
         body = json.dumps({"model": self.name, "messages": [{"role": "user", "content": _content(prompt)}],

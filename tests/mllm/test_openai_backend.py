@@ -119,3 +119,34 @@ def test_the_reason_stage_with_a_server_loads_neither_torch_nor_faiss_nor_matplo
             "load_backend(ReasonParams(model='m', backend='openai')); "
             "print(sorted(m for m in ('torch', 'faiss', 'matplotlib', 'transformers') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_requests_spread_over_several_servers(prompts, tmp_path):
+    with scripted_server([(200, completion("A"))]) as (first, served_first), \
+            scripted_server([(200, completion("B"))]) as (second, served_second):
+        ref = run_reason(prompts, _params("any", f"{first}, {second}", concurrency=4),
+                         context=Context(artifacts=tmp_path))
+    answers = _records(ref, "answers.jsonl")
+    assert len(answers) == 11 and len(served_first) + len(served_second) == 11
+    assert served_first and served_second  # least outstanding requests: both were used
+    assert {a["parsed"] for a in answers} == {"A", "B"}
+
+
+def test_a_server_killed_mid_run_hands_its_questions_to_the_others_and_each_is_answered_once(prompts, tiny_qwen,
+                                                                                               tmp_path):
+    context = Context(artifacts=tmp_path)
+    with transformers_serve(tiny_qwen) as (first, process), transformers_serve(tiny_qwen) as (second, _):
+        ref = run_reason(prompts, _params(str(tiny_qwen), f"{first},{second}", concurrency=4),
+                         context=replace(context, reporter=_KillAfter(process, 3)))
+    assert process.poll() is not None  # it was killed during the run
+    answers = _records(ref, "answers.jsonl")
+    assert sorted(a["id"] for a in answers) == sorted(p["id"] for p in _records(prompts))
+    assert len({a["id"] for a in answers}) == len(answers) == 11
+
+
+def test_every_server_down_is_one_message_naming_them_all(prompts, tmp_path):
+    urls = f"http://127.0.0.1:{free_port()}/v1,http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(EagleError, match="none of the 2 servers answers.*rerun to resume"):
+        run_reason(prompts, _params("any", urls), context=Context(artifacts=tmp_path))
+    with pytest.raises(ParameterError, match="not an http"):
+        ServerSettings(base_url="http://a:1/v1,ftp://b/v1")
