@@ -1,11 +1,11 @@
 """`eagle run` settings: one YAML file naming every stage setting as the command line does.
 
 A key is a run setting (``data``, ``layout``, ``categories``, ``mmad_json``, ``mmad_dataset``,
-``run``, ``artifacts``, ``on_error``, ``mllm_alone``), a stage setting under its option name
-(``coreset_ratio``, ``method``, ``box_level``, ``caas_alpha``, ``timeout_s``, …), or a section
-named after a settings class (``threshold: {method: mad}``). A name several stages share
-(``device``, ``seed``, ``batch_size``, ``knn_backend``) sets it in all of them; a section sets it in
-one. ``model:`` turns reasoning on, ``caas: true`` turns CAAS on. The reference code's
+``run``, ``artifacts``, ``on_error``, ``mllm_alone``, ``executor``, ``ray_address``), a stage
+setting under its option name (``coreset_ratio``, ``method``, ``box_level``, ``caas_alpha``,
+``timeout_s``, …), or a section named after a settings class (``threshold: {method: mad}``). A
+name several stages share (``device``, ``seed``, ``batch_size``, ``knn_backend``) sets it in all of
+them; a section sets it in one. ``model:`` turns reasoning on, ``caas: true`` turns CAAS on. The reference code's
 ``qwen.yaml`` keys are translated, and the ones that name behaviour eagle does differently are
 refused with the reason. Defaults and checks are the settings classes' own (``params.py``).
 """
@@ -25,6 +25,7 @@ from eagle_cli.params import (
     BankParams,
     CaasSettings,
     CalibrationParams,
+    Executor,
     ExtractParams,
     OnError,
     PromptParams,
@@ -59,6 +60,8 @@ class RunConfig:
     artifacts: Path = Path("artifacts")
     on_error: OnError = "skip"
     mllm_alone: bool = False  # also ask the model without the expert's help, for comparison
+    executor: Executor = "local"  # ray: categories' expert stages as tasks on a Ray cluster
+    ray_address: str | None = None  # None: start Ray on this machine
     extract: ExtractParams = field(default_factory=ExtractParams)
     bank: BankParams = field(default_factory=BankParams)
     calibration: CalibrationParams = field(default_factory=CalibrationParams)
@@ -110,6 +113,7 @@ class RunConfig:
         elif categories is not None:
             run_values["categories"] = tuple(categories)
         check_choice("on_error", run_values.get("on_error", "skip"), OnError)
+        check_choice("executor", run_values.get("executor", "local"), Executor)
         sections = {name: _build(cls_, staged[name]) for name, cls_ in SECTIONS.items() if name != "reason"}
         reason = _build(ReasonParams, staged["reason"]) if ("model",) in staged["reason"] else None
         return cls(**run_values, **sections, reason=reason, ignored=tuple(ignored))

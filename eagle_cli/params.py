@@ -29,6 +29,7 @@ ModelDtype = Literal["auto", "bfloat16", "float16", "float32"]
 CaasMode = Literal["renorm", "scale"]
 CaasImages = Literal["query", "all"]
 OnError = Literal["skip", "fail"]
+Executor = Literal["local", "ray"]
 Layout = Literal["auto", "mvtec", "visa", "mmad", "folder"]
 Split = Literal["train", "test"]
 

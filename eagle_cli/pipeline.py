@@ -14,6 +14,7 @@ from eagle_cli.config import RunConfig
 from eagle_cli.context import Context
 from eagle_cli.data.source import DataSource
 from eagle_cli.errors import EagleError
+from eagle_cli.params import PromptParams, ReasonParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
@@ -41,7 +42,11 @@ class Outcome:
 
 
 def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome], list[str]]:
-    """Run the chain for every category; return each stage's outcome and messages for the user."""
+    """Run the chain for every category; return each stage's outcome and messages for the user.
+
+    With ``executor: ray`` the categories' expert stages (extract … prompt) run as Ray tasks and
+    reasoning follows here, category by category; locally each category runs start to end in turn.
+    """
     source = DataSource(layout=config.layout, root=config.data, mmad_json=config.mmad_json,
                         mmad_dataset=config.mmad_dataset).resolved()
     categories = list(config.categories) or source.categories()
@@ -49,37 +54,17 @@ def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome],
     if config.reason is None:
         messages.append(NO_MODEL)
     backend = SharedBackend(config.reason) if config.reason is not None else None
-    threshold_params = FitThresholdParams(dbt=config.threshold, calibration=config.calibration)
-    # The model alone: the same question and wording, without the expert's verdict or images.
-    prompt_sets = [("prompt", "reason", config.prompt, config.reason)]
-    if config.mllm_alone:
-        prompt_sets.append(("prompt-alone", "reason-alone", replace(config.prompt, visual="none", verdict=False),
-                            config.reason and replace(config.reason, caas=None)))
+    if config.executor == "ray":
+        from eagle_cli.ray_executor import expert_chains_on_ray
+
+        experts = expert_chains_on_ray(config, categories, context=context)
+    else:
+        experts = {category: None for category in categories}  # computed in turn below
     outcomes: list[Outcome] = []
     for category in categories:
-        stage = "extract"
-        try:
-            features = run_extract(source, category, "train", config.extract, context=context)
-            outcomes.append(Outcome(category, stage, features))
-            stage = "fit-bank"
-            bank = run_fit_bank(features, config.bank, context=context)
-            outcomes.append(Outcome(category, stage, bank))
-            stage = "fit-threshold"
-            threshold = run_fit_threshold(bank, threshold_params, context=context)
-            outcomes.append(Outcome(category, stage, threshold))
-            stage = "score"
-            scores = run_score(threshold, ScoreInputs(source=source, category=category), config.score,
-                               context=context)
-            outcomes.append(Outcome(category, stage, scores))
-            for stage, reason_stage, prompt_params, reason_params in prompt_sets:
-                prompts = run_prompt(scores, prompt_params, context=context)
-                outcomes.append(Outcome(category, stage, prompts))
-                if reason_params is not None:
-                    stage = reason_stage
-                    outcomes.append(Outcome(category, stage, run_reason(prompts, reason_params, context=context,
-                                                                        backend=backend)))
-        except EagleError as exc:
-            outcomes.append(Outcome(category, stage, None, str(exc)))
+        expert = experts[category] or expert_chain(config, source, category, context=context)
+        outcomes += expert
+        outcomes += reason_chain(config, category, expert, backend, context=context)
     done = tuple(sorted({o.category for o in outcomes if o.stage == "score" and o.ref is not None}))
     if done:
         try:
@@ -88,3 +73,54 @@ def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome],
         except EagleError as exc:
             outcomes.append(Outcome("all", "report", None, str(exc)))
     return outcomes, messages
+
+
+def _prompt_sets(config: RunConfig) -> list[tuple[str, str, PromptParams, ReasonParams | None]]:
+    """(prompt stage, reason stage, prompt settings, reason settings) of each system asked."""
+    sets = [("prompt", "reason", config.prompt, config.reason)]
+    if config.mllm_alone:
+        # The model alone: the same question and wording, without the expert's verdict or images.
+        sets.append(("prompt-alone", "reason-alone", replace(config.prompt, visual="none", verdict=False),
+                     config.reason and replace(config.reason, caas=None)))
+    return sets
+
+
+def expert_chain(config: RunConfig, source: DataSource, category: str, *, context: Context) -> list[Outcome]:
+    """extract → fit-bank → fit-threshold → score → prompt(s) of one category; stops at the first failure."""
+    outcomes: list[Outcome] = []
+    stage = "extract"
+    try:
+        features = run_extract(source, category, "train", config.extract, context=context)
+        outcomes.append(Outcome(category, stage, features))
+        stage = "fit-bank"
+        bank = run_fit_bank(features, config.bank, context=context)
+        outcomes.append(Outcome(category, stage, bank))
+        stage = "fit-threshold"
+        threshold = run_fit_threshold(bank, FitThresholdParams(dbt=config.threshold, calibration=config.calibration),
+                                      context=context)
+        outcomes.append(Outcome(category, stage, threshold))
+        stage = "score"
+        scores = run_score(threshold, ScoreInputs(source=source, category=category), config.score, context=context)
+        outcomes.append(Outcome(category, stage, scores))
+        for stage, _, prompt_params, _ in _prompt_sets(config):
+            outcomes.append(Outcome(category, stage, run_prompt(scores, prompt_params, context=context)))
+    except EagleError as exc:
+        outcomes.append(Outcome(category, stage, None, str(exc)))
+    return outcomes
+
+
+def reason_chain(config: RunConfig, category: str, expert: list[Outcome], backend: SharedBackend | None, *,
+                 context: Context) -> list[Outcome]:
+    """Ask the model every prompts artifact ``expert`` produced for ``category``."""
+    prompts = {o.stage: o.ref for o in expert if o.ref is not None}
+    outcomes: list[Outcome] = []
+    for prompt_stage, stage, _, reason_params in _prompt_sets(config):
+        if reason_params is None or prompt_stage not in prompts:
+            continue
+        try:
+            outcomes.append(Outcome(category, stage, run_reason(prompts[prompt_stage], reason_params, context=context,
+                                                                backend=backend)))
+        except EagleError as exc:
+            outcomes.append(Outcome(category, stage, None, str(exc)))
+            break
+    return outcomes

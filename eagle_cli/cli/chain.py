@@ -15,6 +15,7 @@ from eagle_cli.cli.options import (
     MODEL,
     OUTPUT,
     REPORT,
+    RUNTIME,
     ArtifactsOpt,
     CategoryOpt,
     ForceOpt,
@@ -23,7 +24,7 @@ from eagle_cli.cli.options import (
     categories,
 )
 from eagle_cli.config import RunConfig
-from eagle_cli.params import ReportParams
+from eagle_cli.params import Executor, ReportParams
 
 
 @command(app)
@@ -64,6 +65,13 @@ def run_chain(
                                                 rich_help_panel=IN)] = None,
     model: Annotated[Optional[str], typer.Option(help="Reason with this model (folder, hub id or preset), whatever "
                                                       "the config says.", rich_help_panel=MODEL)] = None,
+    executor: Annotated[Optional[Executor], typer.Option(
+        help="local: here, category after category. ray: each category's expert stages as a task on a Ray cluster "
+             "(the ray extra; artifacts and data on a path every node sees); reasoning stays here. Default: the "
+             "config's `executor:`, else local.", rich_help_panel=RUNTIME)] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="The Ray cluster's head (HOST:PORT, or `auto` for a cluster started on this machine); default: the "
+             "config's `ray_address:`, else a Ray started for this run.", rich_help_panel=RUNTIME)] = None,
     force: ForceOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False,
 ):
     """Run extract → fit-bank → fit-threshold → score → prompt → reason → report for every category, redoing only what
@@ -79,6 +87,9 @@ def run_chain(
         settings = dataclasses.replace(settings, categories=tuple(categories(only, [])))
     if model:
         settings = settings.with_model(model)
+    if executor or ray_address:
+        settings = dataclasses.replace(settings, executor=executor or settings.executor,
+                                       ray_address=ray_address or settings.ray_address)
     context = session.context(settings.artifacts, settings.run, force, settings.on_error)
     outcomes, messages = run_pipeline(settings, context=context)
     for message in messages:
