@@ -31,6 +31,9 @@ from eagle_cli.formats.bank import read_bank
 from eagle_cli.formats.threshold import read_threshold
 from eagle_cli.params import ExtractParams
 
+#: Patches searched together: large enough for an efficient search, small enough to bound memory (32 MB).
+_SEARCH_ROWS = 8192
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -82,16 +85,37 @@ class Expert:
             self._extractor = extractor
         return self._extractor
 
-    def features(self, batch: torch.Tensor) -> torch.Tensor:
-        """Patch features ``(B, P, D)`` of normalised frames ``(B, 3, frame, frame)``."""
-        return self.extractor(batch).cpu()
-
     def score(self, images: list[Image.Image]) -> Scored:
-        """Score RGB images of any size (resized and cropped as the bank's training images were)."""
-        tensors = torch.stack([self.geometry.to_tensor(image.convert("RGB")) for image in images])
+        """Score RGB images of any size (resized, cropped and tiled as the bank's training images were)."""
+        frames = torch.stack([self.geometry.to_tensor(image.convert("RGB")) for image in images])
+        return self.score_frames(frames, [image.size for image in images])
+
+    def score_frames(self, frames: torch.Tensor, sizes: list[tuple[int, int]]) -> Scored:
+        """Score normalised frames ``(B, 3, frame, frame)`` of images whose original (width, height) are ``sizes``.
+
+        Patch features are searched as the backbone produces them and only their scores are kept, so
+        memory follows ``batch_size`` tiles, not the size of an image.
+        """
+        per_image: list[list[np.ndarray]] = [[] for _ in range(len(frames))]
+        pending: list[tuple[int, torch.Tensor]] = []
+
+        def search() -> None:
+            dist, _ = self.index.search(torch.cat([patches for _, patches in pending]).float(), self.knn_k)
+            scores, offset = patch_scores(dist), 0
+            for index, patches in pending:
+                per_image[index].append(scores[offset:offset + len(patches)])
+                offset += len(patches)
+            pending.clear()
+
         step = self.geometry.images_per_batch(self.extract.batch_size)
-        feats = torch.cat([self.features(tensors[i:i + step]) for i in range(0, len(images), step)])
-        return self.score_features(feats, [image.size for image in images])
+        for first in range(0, len(frames), step):
+            for index, patches in self.extractor.stream(frames[first:first + step]):
+                pending.append((first + index, patches.cpu()))
+                if sum(len(p) for _, p in pending) >= _SEARCH_ROWS:
+                    search()
+        if pending:
+            search()
+        return self._scored(np.stack([np.concatenate(parts) for parts in per_image]), sizes, self.extractor.grid())
 
     def score_features(self, features: torch.Tensor, sizes: list[tuple[int, int]], grid: tuple[int, int] | None = None
                        ) -> Scored:
@@ -100,7 +124,10 @@ class Expert:
         batch, patches, dim = features.shape
         grid = grid or _square_grid(patches // len(self.geometry.tile_offsets()))
         dist, _ = self.index.search(features.reshape(-1, dim), self.knn_k)
-        per_patch = patch_scores(dist).reshape(batch, patches)
+        return self._scored(patch_scores(dist).reshape(batch, patches), sizes, grid)
+
+    def _scored(self, per_patch: np.ndarray, sizes: list[tuple[int, int]], grid: tuple[int, int]) -> Scored:
+        """Image scores, verdicts and maps from patch scores ``(B, P)``."""
         scores = per_patch.max(1).astype(np.float64)
         anomalous, uncertain = verdicts(scores, self.tau, self.s_max)
         crop_maps = [frame_map(p, grid, self.geometry, sigma_px=self.sigma_px) for p in per_patch]

@@ -43,6 +43,8 @@ class FeaturesWriter:
         self.draft, self.patches, self.dim, self.grid = draft, patches, dim, grid
         self.dtype_name = _DTYPE_NAMES[str(dtype).removeprefix("torch.")]
         self.rows = 0
+        self._pending = 0  # patches of the row being written
+        self._patch_bytes = dim * np.dtype(_SAFETENSORS_DTYPES[self.dtype_name]).itemsize
         self._reserved = len(self._header(capacity)) + 64
         self._file = open(draft.file(FEATURES_FILE), "wb")
         self._file.seek(8 + self._reserved)
@@ -53,6 +55,22 @@ class FeaturesWriter:
             raise ValueError(f"feature rows of shape {tuple(rows.shape[1:])}, expected {(self.patches, self.dim)}")
         self._file.write(rows.contiguous().numpy().tobytes())
         self.rows += len(rows)
+
+    def add_patches(self, patches: torch.Tensor) -> None:
+        """Append ``(n, D)`` patches of the next row as they come; :meth:`end_row` or :meth:`drop_row` closes it."""
+        self._file.write(patches.contiguous().numpy().tobytes())
+        self._pending += len(patches)
+
+    def end_row(self) -> None:
+        if self._pending != self.patches:
+            raise ValueError(f"a row of {self._pending} patches, expected {self.patches}")
+        self._pending = 0
+        self.rows += 1
+
+    def drop_row(self) -> None:
+        """Forget the patches written since the last complete row (an image that turned out unusable)."""
+        self._file.seek(self._file.tell() - self._pending * self._patch_bytes)
+        self._pending = 0
 
     def finish(self, records: list[dict], errors: list[dict]) -> None:
         """Write the header for the rows added, the image table (one record per row) and the error list."""

@@ -50,16 +50,18 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
                 context.reporter.task(f"extract {category}/{split}", len(samples)) as advance:
             for batch in image_batches(samples, geometry, geometry.images_per_batch(params.batch_size),
                                        on_error=context.on_error, errors=errors, advance=advance):
-                # Checked as stored: a float32 value beyond float16's range would become infinite.
-                out = extractor(batch.tensors).cpu().to(dtype)
-                finite = torch.isfinite(out).flatten(1).all(1)
-                for sample, size, ok in zip(batch.samples, batch.sizes, finite, strict=True):
-                    if not ok:
-                        record_error(ImageError(sample.path, "the backbone produced NaN or infinite features; "
-                                                "check --weights"), sample, on_error=context.on_error, errors=errors)
-                        continue
-                    records.append({**sample.to_record(), "index": len(records), "width": size[0], "height": size[1]})
-                writer.add(out[finite])
+                # Written as they come, an image's tiles a batch at a time: memory does not grow with the image.
+                current, finite = None, True
+                for index, patches in extractor.stream(batch.tensors):
+                    if index != current:
+                        if current is not None:
+                            _close_row(writer, records, errors, batch, current, finite, context.on_error)
+                        current, finite = index, True
+                    # Checked as stored: a float32 value beyond float16's range would become infinite.
+                    patches = patches.cpu().to(dtype)
+                    finite = finite and bool(torch.isfinite(patches).all())
+                    writer.add_patches(patches)
+                _close_row(writer, records, errors, batch, current, finite, context.on_error)
             if not records:
                 raise DataError(f"No usable image among the {len(samples)} listed for {category}/{split}: "
                                 f"{errors[0]['path']}: {errors[0]['error']} (and {len(errors) - 1} more).")
@@ -69,3 +71,16 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
 
     return artifacts.produce("features", context=context, category=category, params=identity, inputs=[],
                              build=build)
+
+
+def _close_row(writer: FeaturesWriter, records: list[dict], errors: list[dict], batch, index: int, finite: bool,
+               on_error: str) -> None:
+    """Keep the image just written (one more record) or drop its patches and list it as an error."""
+    sample, (width, height) = batch.samples[index], batch.sizes[index]
+    if finite:
+        writer.end_row()
+        records.append({**sample.to_record(), "index": len(records), "width": width, "height": height})
+    else:
+        writer.drop_row()
+        record_error(ImageError(sample.path, "the backbone produced NaN or infinite features; check --weights"),
+                     sample, on_error=on_error, errors=errors)

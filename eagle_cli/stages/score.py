@@ -22,7 +22,7 @@ from eagle_cli.data.source import DataSource
 from eagle_cli.errors import ArtifactError, DataError, ImageError
 from eagle_cli.expert.anomaly_map import observed_box
 from eagle_cli.expert.inputs import image_batches, record_error
-from eagle_cli.expert.model import Expert
+from eagle_cli.expert.model import Expert, Scored
 from eagle_cli.formats.features import read_errors, read_features, training_source
 from eagle_cli.formats.jsonl import ERRORS_FILE, write_jsonl
 from eagle_cli.formats.scores import ScoresWriter, stored_maps, write_metrics
@@ -59,9 +59,7 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         rows, masks = [], {}
         spans = {"seen": [np.inf, -np.inf], "original": [np.inf, -np.inf]}
         with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
-            for records, feats, grid in _feature_batches(test, samples, expert, threshold_ref, context, errors,
-                                                         advance):
-                scored = expert.score_features(feats, [(r["width"], r["height"]) for r in records], grid)
+            for records, scored in _scored_batches(test, samples, expert, threshold_ref, context, errors, advance):
                 for i, record in enumerate(records):
                     try:
                         mask = _original_mask(record)
@@ -112,10 +110,9 @@ def _test_identity(test: ScoreInputs) -> tuple[dict, list[ArtifactRef], str, lis
     return {"source": source.describe(), "images": samples_digest(samples)}, [], test.category, samples
 
 
-def _feature_batches(test: ScoreInputs, samples: list[Sample] | None, expert: Expert, threshold_ref: ArtifactRef,
-                     context: Context, errors: list[dict], advance
-                     ) -> Iterator[tuple[list[dict], torch.Tensor, tuple[int, int]]]:
-    """Yield (image records, features ``(B, P, D)``, grid) from a features artifact or from ``samples``."""
+def _scored_batches(test: ScoreInputs, samples: list[Sample] | None, expert: Expert, threshold_ref: ArtifactRef,
+                    context: Context, errors: list[dict], advance) -> Iterator[tuple[list[dict], Scored]]:
+    """Yield (image records, what the expert says of them) from a features artifact or from ``samples``."""
     size = expert.geometry.images_per_batch(expert.extract.batch_size)
     if test.features is not None:
         artifacts.check_lineage(threshold_ref, test.features, what="The bank and the test features")
@@ -123,15 +120,15 @@ def _feature_batches(test: ScoreInputs, samples: list[Sample] | None, expert: Ex
         errors += read_errors(test.features)
         for start in range(0, len(records), size):
             batch = records[start:start + size]
-            yield batch, features[start:start + len(batch)].float(), grid
+            sizes = [(r["width"], r["height"]) for r in batch]
+            yield batch, expert.score_features(features[start:start + len(batch)].float(), sizes, grid)
             advance(len(batch))
         return
-    grid = expert.extractor.grid()
     for batch in image_batches(samples, expert.geometry, size, on_error=context.on_error, errors=errors,
                                advance=advance):
         records = [{**sample.to_record(), "width": width, "height": height}
                    for sample, (width, height) in zip(batch.samples, batch.sizes, strict=True)]
-        yield records, expert.features(batch.tensors), grid
+        yield records, expert.score_frames(batch.tensors, batch.sizes)
 
 
 def _original_mask(record: dict) -> np.ndarray | None:

@@ -54,6 +54,25 @@ def test_features_written_row_by_row_are_a_valid_safetensors_file_of_the_rows_ke
     assert read.shape == (3, 6, 4) and grid == (2, 3) and [r["path"] for r in records] == ["a", "b", "d"]
 
 
+def test_an_image_streamed_in_pieces_can_be_dropped_without_a_trace(tmp_path):
+    rows = torch.randn(3, 6, 4)
+
+    def write(draft):
+        with features.FeaturesWriter(draft, capacity=3, patches=6, dim=4, dtype=torch.float32, grid=(2, 3)) as out:
+            for i, row in enumerate(rows):  # each image in two pieces, as tiles arrive
+                out.add_patches(row[:4])
+                out.add_patches(row[4:])
+                out.drop_row() if i == 1 else out.end_row()  # the middle one was unusable
+            with pytest.raises(ValueError, match="a row of 4 patches"):
+                out.add_patches(rows[0][:4])
+                out.end_row()
+            out.drop_row()
+            out.finish([{"path": "a"}, {"path": "c"}], [])
+
+    read, _, _ = features.read_features(_publish(tmp_path, "features", write))
+    assert torch.equal(read, rows[[0, 2]])
+
+
 def test_bank_round_trip_on_both_backends(tmp_path):
     rows = torch.randn(20, 8)
     source_rows = torch.arange(0, 40, 2)  # 2 images of 20 patches: rows 0..18 of the first, 20..38 of the second
