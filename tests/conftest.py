@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import struct
+import zlib
 from pathlib import Path
 
 import faiss
@@ -28,6 +30,16 @@ faiss.omp_set_num_threads(2)
 TINY = ExtractParams(backbone="mobilenet_v2", weights="none", resize=96, crop=80, batch_size=4, device="cpu")
 #: The default threshold at a target the tiny set's 8 training images can support (down to 1/9).
 TINY_THRESHOLD = FitThresholdParams(dbt=ThresholdParams(target_far=0.2))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming ``width × height`` pixels with almost no data: a decompression bomb's shape."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4))
+            + chunk(b"IEND", b""))
 
 
 def offline_mobilenet_file() -> Path:

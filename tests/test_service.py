@@ -2,12 +2,10 @@
 limits and bad uploads get their status, and the service keeps serving."""
 
 import json
-import struct
 import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from eagle_cli import Expert
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.service.app import create_app, serving_in_background
 from eagle_cli.service.batching import BatchingScorer
+from tests.conftest import bomb_png
 
 
 def serving(scorer, **limits):
@@ -89,15 +88,6 @@ def test_a_full_queue_answers_busy_at_once_and_the_waiting_requests_complete(exp
     scorer.close()
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width × height`` pixels but holds one row of data: a decompression bomb's shape."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + \
-        chunk(b"IEND", b"")
-
-
 def test_bad_uploads_get_their_status_and_the_service_keeps_serving(expert_and_rows):
     expert, rows = expert_and_rows
     scorer = BatchingScorer(expert)
@@ -105,9 +95,9 @@ def test_bad_uploads_get_their_status_and_the_service_keeps_serving(expert_and_r
     with serving(scorer, max_bytes=len(good) + 10, api_key="s3cret") as url:
         key = {"Authorization": "Bearer s3cret"}
         assert post(url, good)[0] == 401 and post(url, good, {"X-API-Key": "wrong"})[0] == 401
-        status, answer = post(url, _png_claiming(3_000, 3_000), key)
+        status, answer = post(url, bomb_png(3_000, 3_000), key)
         assert status == 413 and "9.0 megapixels" in answer["error"] and "--max-pixels" in answer["error"]
-        assert post(url, _png_claiming(30_000, 30_000), key)[0] == 413  # beyond Pillow's own bomb limit
+        assert post(url, bomb_png(30_000, 30_000), key)[0] == 413  # beyond Pillow's own bomb limit
         assert post(url, good[: len(good) // 2], key)[0] == 422  # truncated
         assert post(url, b"not an image at all", key)[0] == 415
         assert post(url, b"", key)[0] == 422

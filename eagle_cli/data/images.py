@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +10,29 @@ from PIL import Image, UnidentifiedImageError
 
 from eagle_cli.errors import ImageError
 
+#: The most pixels an image may claim, read from its header before anything is decoded: a
+#: 20-megapixel plant camera fits five times; a header claiming more is a decompression bomb (a
+#: small file that would expand to gigabytes) or a mistake, and is skipped like any bad image.
+MAX_PIXELS = 100_000_000
+
 
 def _open(path: Path) -> Image.Image:
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the explicit limit below decides
+            image = Image.open(path)
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(path, f"claims {image.width}x{image.height} pixels "
+                                       f"({image.width * image.height / 1e6:.0f} megapixels), over the "
+                                       f"{MAX_PIXELS / 1e6:.0f}-megapixel limit checked before decoding: a "
+                                       "decompression bomb or a mistake; remove or downsize it")
+            image.load()
     except FileNotFoundError:
         raise ImageError(path, "file not found; it may have been moved since the dataset was listed") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, f"claims more pixels than Pillow will decode ({exc}), over the "
+                               f"{MAX_PIXELS / 1e6:.0f}-megapixel limit checked before decoding: a decompression "
+                               "bomb or a mistake; remove or downsize it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(path, f"cannot be decoded ({exc}); the file is truncated or not an image, "
                                "replace or remove it") from None

@@ -1,4 +1,9 @@
-"""Prompt wording as editable Jinja2 templates, checked for unknown fields before any work."""
+"""Prompt wording as editable Jinja2 templates, checked for unknown fields before any work.
+
+Templates are shared like any prompt wording, so they are rendered in Jinja2's immutable sandbox:
+a template that reaches for Python internals (``__class__``, ``__globals__``, ``mro`` …) or
+modifies a value stops with one message naming its file, instead of running code.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from eagle_cli.errors import ParameterError
 
@@ -21,7 +27,7 @@ class Templates:
     """The rendered parts of a prompt; ``render(part, **fields)`` fills one."""
 
     def __init__(self, source: dict[str, str], origin: str):
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+        env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
         missing = [part for part in PARTS if part not in source]
         unknown_parts = sorted(set(source) - set(PARTS))
         if missing or unknown_parts:
@@ -55,4 +61,9 @@ class Templates:
         return cls({key: str(value) for key, value in source.items()}, origin)
 
     def render(self, part: str, **fields) -> str:
-        return self._templates[part].render(**fields).strip()
+        try:
+            return self._templates[part].render(**fields).strip()
+        except SecurityError as exc:
+            raise ParameterError(f"Template {self.origin}, part {part!r}, tried something a prompt template may "
+                                 f"not do ({exc}); templates fill in fields, they cannot reach Python "
+                                 "objects.") from None

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from PIL import Image
 
 from eagle_cli.data.images import load_rgb
@@ -91,8 +92,9 @@ def _calibration_row(name: str, category) -> dict:
 
 def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[dict], *, gallery_limit: int,
            notes: list[str]) -> str:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("eagle_cli.report", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+    # Sandboxed like the prompt templates: the page shows text from answers and paths, never runs it.
+    env = ImmutableSandboxedEnvironment(loader=jinja2.PackageLoader("eagle_cli.report", "templates"),
+                                        autoescape=True, undefined=jinja2.StrictUndefined)
     headline = [{"run": r["run"], "system": r["system"], "complete": r.get("complete", True),
                  "value": "—" if r[HEADLINE] is None else f"{100 * r[HEADLINE]:.1f} %"}
                 for run in runs for r in rows[run.name] if r["category"] == "macro"]

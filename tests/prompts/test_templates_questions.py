@@ -1,8 +1,14 @@
-import pytest
+from importlib import resources
 
+import pytest
+import yaml
+
+from eagle_cli.context import Context
 from eagle_cli.errors import DataError, ParameterError
+from eagle_cli.params import PromptParams
 from eagle_cli.prompts.questions import default_question, from_mmad, parse_answer
 from eagle_cli.prompts.templates import PARTS, Templates
+from eagle_cli.stages.prompt import run_prompt
 
 OPTIONS = {"A": "Yes", "B": "No"}
 
@@ -39,8 +45,6 @@ def test_unknown_field_in_a_template_is_named_before_any_work(tmp_path):
     source = {part: "text" for part in PARTS}
     source["verdict"] = "The part is {{ verdit }}."
     path = tmp_path / "t.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(source))
     with pytest.raises(ParameterError, match=r"part 'verdict' uses unknown field\(s\) \['verdit'\]"):
         Templates.load(path)
@@ -48,3 +52,17 @@ def test_unknown_field_in_a_template_is_named_before_any_work(tmp_path):
     path.write_text(yaml.safe_dump(source))
     with pytest.raises(ParameterError, match=r"missing \['verdict'\]"):
         Templates.load(path)
+
+
+@pytest.mark.parametrize("reach", ["{{ category.__class__.__mro__[1].__subclasses__() }}",
+                                   "{{ (category|attr('__class__')).__init__.__globals__ }}",
+                                   "{{ cycler.__init__.__globals__.os.system('id') }}"])
+def test_a_template_that_reaches_for_python_internals_stops_with_its_file_named(washer_scores, tmp_path, reach):
+    source = yaml.safe_load(resources.files("eagle_cli.prompts").joinpath("templates", "default.yaml").read_text())
+    source["query"] = f"Look at this {{{{ category }}}}. {reach}"
+    path = tmp_path / "shared.yaml"
+    path.write_text(yaml.safe_dump(source))
+    context = Context(artifacts=tmp_path / "artifacts")
+    with pytest.raises(ParameterError, match=r"Template .*shared.yaml, part 'query'.* is unsafe"):
+        run_prompt(washer_scores, PromptParams(template=path), context=context)
+    assert not list((tmp_path / "artifacts").rglob("manifest.json"))  # nothing published

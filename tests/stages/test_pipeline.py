@@ -23,7 +23,7 @@ from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
 from eagle_cli.stages.score import ScoreInputs, run_score
-from tests.conftest import TINY, TINY_THRESHOLD
+from tests.conftest import TINY, TINY_THRESHOLD, bomb_png
 
 BANK = BankParams(coreset_ratio=0.1)
 
@@ -145,7 +145,8 @@ def test_a_calibration_sample_scores_that_many_images_and_the_target_is_checked_
 
 @pytest.fixture
 def messy_root(tiny_root, tmp_path):
-    """The brick category plus a truncated image, a text file named .png, a too-small image and a bad mask."""
+    """The brick category plus a truncated image, a text file named .png, a too-small image, a bad mask and
+    decompression bombs (headers claiming 900 and 120 megapixels) in train and test."""
     root = tmp_path / "messy"
     shutil.copytree(tiny_root / "brick", root / "brick")
     good = root / "brick" / "train" / "good"
@@ -153,20 +154,28 @@ def messy_root(tiny_root, tmp_path):
     (good / "901.png").write_text("hello")
     Image.new("RGB", (40, 40)).save(good / "902.png")
     Image.new("L", (50, 50)).save(root / "brick" / "ground_truth" / "hole" / "000_mask.png")
+    (good / "903.png").write_bytes(bomb_png(30_000, 30_000))
+    (good / "904.png").write_bytes(bomb_png(12_000, 10_000))
+    (root / "brick" / "test" / "good" / "900.png").write_bytes(bomb_png(30_000, 30_000))
     return root
 
 
 def test_bad_images_are_skipped_listed_and_the_rest_completes(messy_root, context):
     features = run_extract(DataSource(root=messy_root), "brick", "train", TINY, context=context)
     errors = [json.loads(line) for line in (features.path / "errors.jsonl").read_text().splitlines()]
-    assert sorted(e["path"].rsplit("/", 1)[1] for e in errors) == ["900.png", "901.png", "902.png"]
-    assert features.summary == {**features.summary, "images": 8, "errors": 3}
+    assert sorted(e["path"].rsplit("/", 1)[1] for e in errors) == ["900.png", "901.png", "902.png", "903.png",
+                                                                    "904.png"]
+    bombs = {e["path"].rsplit("/", 1)[1]: e["error"] for e in errors}
+    assert "limit checked before decoding" in bombs["904.png"] and "120 megapixels" in bombs["904.png"]
+    assert "limit checked before decoding" in bombs["903.png"]
+    assert features.summary == {**features.summary, "images": 8, "errors": 5}
     threshold_ref = run_fit_threshold(run_fit_bank(features, BANK, context=context), TINY_THRESHOLD,
                                       context=context)
     scores = run_score(threshold_ref, ScoreInputs(source=DataSource(root=messy_root), category="brick"), ScoreParams(),
                        context=context)
     score_errors = (scores.path / "errors.jsonl").read_text()
     assert "000_mask.png" in score_errors and "mask is 50x50 but its image is 96x96" in score_errors
+    assert "test/good/900.png" in score_errors and "decompression bomb" in score_errors
     assert len(_rows(scores)) == 3 + 4 * 2 - 1
 
 
