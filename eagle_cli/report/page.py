@@ -68,7 +68,8 @@ def gallery(runs: list[RunData], limit: int) -> tuple[list[dict], int]:
             "run": run.name, "category": category.name, "name": Path(row["path"]).name, "score": row["score"],
             "verdict": "anomalous" if row["anomalous"] else "normal", "uncertain": row["uncertain"],
             "truth": {0: "good", 1: f"defective ({row['defect']})"}.get(row["label"], "unknown"),
-            "original": _jpeg(image), "overlay": _jpeg(heatmap_overlay(image, amap, vmax=category.threshold["tau"])),
+            "original": _jpeg(image), "overlay": _jpeg(heatmap_overlay(image, amap, vmax=category.threshold["tau"],
+                                                                       seen=row.get("observed_box"))),
             "boxes": _jpeg(draw_boxes(image, boxes)) if boxes else None, "answers": answers, "tags": tags,
         })
     return items, len(candidates)

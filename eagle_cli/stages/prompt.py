@@ -145,7 +145,7 @@ def _records(row, scores_ref, params, templates, knowledge, normal_paths, tau, s
                 message += [_text(text), _image(name, "boxes")]
         if params.visual in ("heatmap", "both"):
             name = f"{IMAGES_DIR}/{row['index']:06d}_heatmap.png"
-            heatmap_overlay(image, amap, vmax=tau).save(out_dir / name)
+            heatmap_overlay(image, amap, vmax=tau, seen=row.get("observed_box")).save(out_dir / name)
             message += [_text(templates.render("heatmap", **fields)), _image(name, "heatmap")]
     questions = index.questions(entry, params.task) if entry is not None else [default_question(row["label"])]
     records = []
