@@ -297,8 +297,10 @@ class _Cover:
         if rows is None:
             rows = torch.nonzero(self.owner == self.size).squeeze(1)
         members, member_sq = self.members[:self.count], self.member_sq[:self.count]
-        for lo in range(0, len(rows), self._CHUNK):
-            chunk = rows[lo:lo + self._CHUNK]
+        # Blocks of about 128 M distances: 8,192 rows against 70,000 members (2.3 GB) ran 1.4× slower.
+        step = max(512, (1 << 27) // max(self.count, 1))
+        for lo in range(0, len(rows), step):
+            chunk = rows[lo:lo + step]
             dist = torch.addmm(self.sq_norms[chunk, None], self.proj[chunk], members.T, alpha=-2)
             dist, which = dist.add_(member_sq).clamp_(min=0).min(dim=1)
             self.nearest[chunk], self.owner[chunk] = dist, which
