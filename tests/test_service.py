@@ -13,8 +13,10 @@ import pytest
 
 from eagle_cli import Expert
 from eagle_cli.formats.scores import read_scores
+from eagle_cli.params import CaasSettings, ReasonParams
 from eagle_cli.service.app import create_app, serving_in_background
 from eagle_cli.service.batching import BatchingScorer
+from eagle_cli.service.reasoning import ServiceReasoner
 from tests.conftest import bomb_png
 
 
@@ -110,3 +112,21 @@ def test_bad_uploads_get_their_status_and_the_service_keeps_serving(expert_and_r
             text = response.read().decode()
         assert 'eagle_requests_total{status="200"} 1.0' in text and 'eagle_requests_total{status="413"} 3.0' in text
     scorer.close()
+
+
+def test_with_a_model_each_reply_carries_its_answer_to_the_defect_question(expert_and_rows, tiny_qwen):
+    expert, rows = expert_and_rows
+    params = ReasonParams(model=str(tiny_qwen), device="cpu", max_new_tokens=3,
+                          caas=CaasSettings(layers=(1,)))
+    reasoner = ServiceReasoner(params, category="washer", tau=expert.tau, s_max=expert.s_max)
+    scorer = BatchingScorer(expert)
+    picked = [next(r for r in rows if r["anomalous"]), next(r for r in rows if not r["anomalous"])]
+    with serving(scorer, reasoner=reasoner) as url, ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda row: post(url, Path(row["path"]).read_bytes()), picked))
+    scorer.close()
+    for (status, answer), row in zip(answers, picked, strict=True):
+        assert status == 200 and answer["anomalous"] == row["anomalous"]
+        reply = answer["answer"]
+        assert reply["question"] == "Is there any defect in the object?" and isinstance(reply["raw"], str)
+        assert reply["valid"] == (reply["parsed"] is not None) and reply["model"] == str(tiny_qwen)
+        assert reply["caas"] == row["uncertain"]  # CAAS acts only inside the expert's window

@@ -12,6 +12,8 @@ from eagle_cli.cli.app import app, command, err
 from eagle_cli.cli.options import (
     EXPERT,
     IN,
+    MODEL,
+    REASON,
     SCORE,
     SERVER,
     ArtifactsOpt,
@@ -22,6 +24,7 @@ from eagle_cli.cli.options import (
     inputs,
 )
 from eagle_cli.errors import ParameterError
+from eagle_cli.params import CaasSettings, ModelBackend, ReasonParams, ServerSettings
 
 
 @command(app)
@@ -44,6 +47,18 @@ def serve(
                                             "decoding (413 above).", rich_help_panel=SERVER)] = 40_000_000,
     api_key_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the API key clients must "
                                                        "send; unset: no key.", rich_help_panel=SERVER)] = None,
+    model: Annotated[Optional[str], typer.Option(help="Also ask this multimodal model (folder, hub id, preset, or "
+                                                 "with --backend openai the served name) whether the part is "
+                                                 "defective; its answer joins each reply.", rich_help_panel=MODEL)
+                     ] = None,
+    backend: Annotated[ModelBackend, typer.Option(help="hf: the model in this process; openai: a server.",
+                                                  rich_help_panel=MODEL)] = REASON.backend,
+    base_url: Annotated[str, typer.Option(envvar="EAGLE_BASE_URL", help="openai: the server's /v1 URL (several: "
+                                          "comma-separated).", rich_help_panel=MODEL)] = ServerSettings().base_url,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, tokens.", rich_help_panel=MODEL)
+                              ] = REASON.max_new_tokens,
+    caas: Annotated[bool, typer.Option("--caas", help="hf: strengthen attention to the image when the expert is "
+                                       "unsure (default CAAS settings).", rich_help_panel=MODEL)] = False,
     sigma_px: Annotated[float, typer.Option("--sigma-px", min=0, help="Gaussian smoothing of the anomaly map, px.",
                                             rich_help_panel=EXPERT)] = SCORE.sigma_px,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default",
@@ -76,9 +91,17 @@ def serve(
         if not api_key:
             raise ParameterError(f"--api-key-env {api_key_env}: that environment variable is empty or unset.")
     expert = Expert.load(refs[0], device=device, knn_backend=knn_backend, sigma_px=sigma_px, batch_size=batch_size)
+    reasoner = None
+    if model:
+        from eagle_cli.service.reasoning import ServiceReasoner
+
+        params = ReasonParams(model=model, backend=backend, device=device, max_new_tokens=max_new_tokens,
+                              caas=CaasSettings() if caas else None, server=ServerSettings(base_url=base_url))
+        category = refs[0].input("bank").input("features").params["category"]
+        reasoner = ServiceReasoner(params, category=category, tau=expert.tau, s_max=expert.s_max)
     scorer = BatchingScorer(expert, batch_size=batch_size, max_wait_s=max_wait_ms / 1000, queue_size=queue_size)
     service = create_app(scorer, threshold_id=refs[0].id, max_bytes=max_bytes, max_pixels=max_pixels,
-                         api_key=api_key)
+                         api_key=api_key, reasoner=reasoner)
     err.print(f"serving threshold [bold]{refs[0].path}[/] on http://{host}:{port} (POST /inspect, GET /health, "
               "GET /metrics)")
     try:

@@ -1,7 +1,8 @@
 """The HTTP face of the inspection service: one route that inspects, plus health and metrics.
 
 ``POST /inspect`` takes the image file itself as the request body (any format Pillow reads) and
-answers JSON: score, verdict, uncertain flag (the CAAS window), boxes in the image's own pixels.
+answers JSON: score, verdict, uncertain flag (the CAAS window), boxes in the image's own pixels and,
+when a model is configured, its answer to the defect question.
 Limits are checked before decoding: the body's size (413), the pixel count from the header (413),
 the format (415); a file that stops mid-way is 422. A full queue answers 503 with Retry-After, so a
 line controller can back off instead of piling up. With an API key set, ``/inspect`` and
@@ -17,7 +18,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,7 +26,11 @@ from PIL import Image, UnidentifiedImageError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from eagle_cli.errors import EagleError
 from eagle_cli.service.batching import BatchingScorer, Busy
+
+if TYPE_CHECKING:
+    from eagle_cli.service.reasoning import ServiceReasoner
 
 
 class _Refused(Exception):
@@ -35,8 +40,9 @@ class _Refused(Exception):
 
 
 def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max_pixels: int,
-               api_key: str | None = None) -> FastAPI:
-    """The service over ``scorer``; ``threshold_id`` is reported by /health and every answer."""
+               api_key: str | None = None, reasoner: ServiceReasoner | None = None) -> FastAPI:
+    """The service over ``scorer`` (and ``reasoner``, whose answer joins each reply); ``threshold_id`` is reported
+    by /health and every answer."""
     app = FastAPI(title="eagle inspection service")
     registry = CollectorRegistry()
     answered = Counter("eagle_requests", "Inspection requests by HTTP status.", ["status"], registry=registry)
@@ -80,12 +86,18 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
             answered.labels("503").inc()
             return JSONResponse({"error": "busy: the queue is full, retry shortly"}, status_code=503,
                                 headers={"Retry-After": "1"})
+        answer = None
+        if reasoner is not None:
+            try:
+                answer = await run_in_threadpool(reasoner.ask, image, result)
+            except EagleError as exc:  # the expert's verdict stands; say why the model's word is missing
+                answer = {"error": str(exc)}
         answered.labels("200").inc()
         latency.observe(time.perf_counter() - start)
         batch_size.observe(result.batch)
         return {"score": result.score, "anomalous": result.anomalous, "uncertain": result.uncertain,
                 "tau": scorer.expert.tau, "boxes": result.boxes, "width": image.width, "height": image.height,
-                "threshold": threshold_id}
+                "threshold": threshold_id, "answer": answer}
 
     return app
 
