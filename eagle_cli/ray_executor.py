@@ -11,8 +11,10 @@ the model (or the client of the model servers) lives.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,15 +37,21 @@ def expert_chains_on_ray(config: RunConfig, categories: list[str], *, context: C
     root.mkdir(parents=True, exist_ok=True)
     marker = root / f".eagle-ray-{secrets.token_hex(8)}"
     marker.write_text("written by the eagle run driver; every Ray node must see this folder\n")
-    try:
-        _connect(ray, config.ray_address)
-        gpus = 1 if config.extract.device.startswith("cuda") else 0
-        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=TASK_RETRIES)(_expert_chain_task)
-        plain = Context(artifacts=root, run=context.run, force=context.force, on_error=context.on_error)
-        futures = {category: task.remote(config, category, str(marker), plain) for category in categories}
-        return {category: ray.get(future) for category, future in futures.items()}
-    finally:
-        marker.unlink(missing_ok=True)
+    # Ray prints its own notices (a worker lost, a task retried) on stdout, which --json keeps for the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            return _run_tasks(ray, config, categories, marker, context)
+        finally:
+            marker.unlink(missing_ok=True)
+
+
+def _run_tasks(ray, config: RunConfig, categories: list[str], marker: Path, context: Context) -> dict[str, list]:
+    _connect(ray, config.ray_address)
+    gpus = 1 if config.extract.device.startswith("cuda") else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=TASK_RETRIES)(_expert_chain_task)
+    plain = Context(artifacts=config.artifacts, run=context.run, force=context.force, on_error=context.on_error)
+    futures = {category: task.remote(config, category, str(marker), plain) for category in categories}
+    return {category: ray.get(future) for category, future in futures.items()}
 
 
 def _connect(ray, address: str | None) -> None:

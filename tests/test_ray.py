@@ -3,8 +3,11 @@ reported per category, clear messages for an unreachable cluster and an unshared
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +81,35 @@ def test_ray_writes_what_a_local_run_writes_and_reports_a_failing_category(clust
                 assert a["score"] == pytest.approx(b["score"], rel=1e-4) and a["anomalous"] == b["anomalous"]
     # Two nodes of one CPU each, and tasks that need one CPU: two categories ran at once, one per node.
     assert sum(node["Alive"] for node in ray.nodes()) == 2
+
+
+def _kill_first_task(killed: list, timeout_s: float = 120) -> None:
+    """SIGKILL the first worker seen running an expert chain (Ray names the process after the task)."""
+    deadline = time.time() + timeout_s
+    while not killed and time.time() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                running = b"ray::_expert_chain_task" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if running:
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.02)
+
+
+def test_a_worker_killed_mid_task_is_retried_by_ray_and_the_run_completes(cluster, tiny_root, tmp_path):
+    config = _config(tmp_path / "ray.yaml", tiny_root, tmp_path / "ray", categories=["washer"])
+    killed: list = []
+    killer = threading.Thread(target=_kill_first_task, args=(killed,))
+    killer.start()
+    result = runner.invoke(app, ["run", str(config), "--json", "--executor", "ray", "--ray-address", cluster])
+    killer.join()
+    assert killed, "no task was seen running"
+    assert result.exit_code == 0, result.output
+    outcomes = json.loads(result.stdout)
+    assert {o["stage"] for o in outcomes if o["category"] == "washer" and not o["error"]} >= {"extract", "score"}
 
 
 def read_scores_at(path):
