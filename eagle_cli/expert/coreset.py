@@ -209,6 +209,10 @@ def _run(state: _Cover, progress: Callable[[int], None] | None) -> Coreset:
     return Coreset(state.selected, state.owner, state.nearest)
 
 
+#: Points searched at once when covering the rest (a 32 MB copy of their projections).
+_COVER_ROWS = 65536
+
+
 class _Cover:
     """The greedy's state: each point's squared distance to the coreset, the member nearest to it, the members.
 
@@ -294,13 +298,18 @@ class _Cover:
     def cover_the_rest(self, rows: torch.Tensor | None = None) -> None:
         """Give ``rows`` (default: the points no member ever came closer to than their starting distance)
         their nearest member among those chosen so far, exactly."""
+        import faiss
+
         if rows is None:
             rows = torch.nonzero(self.owner == self.size).squeeze(1)
-        members, member_sq = self.members[:self.count], self.member_sq[:self.count]
-        # Blocks of about 128 M distances: 8,192 rows against 70,000 members (2.3 GB) ran 1.4× slower.
-        step = max(512, (1 << 27) // max(self.count, 1))
-        for lo in range(0, len(rows), step):
-            chunk = rows[lo:lo + step]
-            dist = torch.addmm(self.sq_norms[chunk, None], self.proj[chunk], members.T, alpha=-2)
-            dist, which = dist.add_(member_sq).clamp_(min=0).min(dim=1)
-            self.nearest[chunk], self.owner[chunk] = dist, which
+        if not len(rows):
+            return
+        # faiss's exhaustive search: the same exact nearest member, 2.7× faster than blocked matrix products
+        # for 78,400 points against 70,000 members on 2 cores (the bulk of a grown bank's cost).
+        index = faiss.IndexFlatL2(self.proj.shape[1])
+        index.add(self.members[:self.count].numpy())
+        for lo in range(0, len(rows), _COVER_ROWS):
+            chunk = rows[lo:lo + _COVER_ROWS]
+            dist, which = index.search(self.proj[chunk].numpy(), 1)
+            self.nearest[chunk] = torch.from_numpy(dist[:, 0]).clamp_(min=0)
+            self.owner[chunk] = torch.from_numpy(which[:, 0])
