@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -40,6 +41,20 @@ def bomb_png(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4))
             + chunk(b"IEND", b""))
+
+
+def split_good_images(root: Path, category: str, out: Path, sizes: tuple[int, ...]) -> list[Path]:
+    """Copy ``category``'s good training images, in name order, into folders ``out/0``, ``out/1`` … of ``sizes``."""
+    good = sorted((root / category / "train" / "good").glob("*.png"))
+    folders, start = [], 0
+    for number, size in enumerate(sizes):
+        folder = out / str(number)
+        folder.mkdir(parents=True)
+        for path in good[start:start + size]:
+            shutil.copy(path, folder / path.name)
+        folders.append(folder)
+        start += size
+    return folders
 
 
 def offline_mobilenet_file() -> Path:

@@ -98,6 +98,7 @@ class Expert:
         """
         per_image: list[list[np.ndarray]] = [[] for _ in range(len(frames))]
         pending: list[tuple[int, torch.Tensor]] = []
+        waiting = 0  # patches in ``pending``
 
         def search() -> None:
             dist, _ = self.index.search(torch.cat([patches for _, patches in pending]).float(), self.knn_k)
@@ -111,8 +112,10 @@ class Expert:
         for first in range(0, len(frames), step):
             for index, patches in self.extractor.stream(frames[first:first + step]):
                 pending.append((first + index, patches.cpu()))
-                if sum(len(p) for _, p in pending) >= _SEARCH_ROWS:
+                waiting += len(patches)
+                if waiting >= _SEARCH_ROWS:
                     search()
+                    waiting = 0
         if pending:
             search()
         return self._scored(np.stack([np.concatenate(parts) for parts in per_image]), sizes, self.extractor.grid())

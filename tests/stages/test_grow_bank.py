@@ -21,7 +21,7 @@ from eagle_cli.stages.fit_bank import run_fit_bank
 from eagle_cli.stages.fit_threshold import run_fit_threshold
 from eagle_cli.stages.grow_bank import run_grow_bank
 from eagle_cli.stages.score import ScoreInputs
-from tests.conftest import TINY, TINY_THRESHOLD
+from tests.conftest import TINY, TINY_THRESHOLD, split_good_images
 
 BANK = BankParams(coreset_ratio=0.1)
 
@@ -29,13 +29,7 @@ BANK = BankParams(coreset_ratio=0.1)
 @pytest.fixture
 def folders(tiny_root, tmp_path):
     """The brick category's 8 good training images split into 6 old and 2 new."""
-    good = sorted((tiny_root / "brick" / "train" / "good").glob("*.png"))
-    old, new = tmp_path / "old", tmp_path / "new"
-    for folder, files in ((old, good[:6]), (new, good[6:])):
-        folder.mkdir()
-        for path in files:
-            shutil.copy(path, folder / path.name)
-    return old, new
+    return split_good_images(tiny_root, "brick", tmp_path / "split", (6, 2))
 
 
 def _bank(folder, context, params=BANK):
@@ -103,12 +97,7 @@ def test_update_bank_on_the_command_line_writes_bank_calibration_and_threshold(f
 
 def test_grown_features_refer_to_the_extracted_ones_and_a_second_growth_flattens_the_parts(tiny_root, tmp_path,
                                                                                            context):
-    good = sorted((tiny_root / "brick" / "train" / "good").glob("*.png"))
-    folders = [tmp_path / name for name in ("a", "b", "c")]
-    for folder, files in zip(folders, (good[:4], good[4:6], good[6:]), strict=True):
-        folder.mkdir()
-        for path in files:
-            shutil.copy(path, folder / path.name)
+    folders = split_good_images(tiny_root, "brick", tmp_path / "split", (4, 2, 2))
     parent = _bank(folders[0], context)
     once = run_grow_bank(parent, DataSource(good=folders[1]).resolved(), device="cpu", context=context)
     twice = run_grow_bank(once, DataSource(good=folders[2]).resolved(), device="cpu", context=context)

@@ -1,7 +1,6 @@
 """Tiles through every stage: one bank and one threshold over all tiles, stitched maps, boxes on the image."""
 
 import json
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -23,7 +22,7 @@ from eagle_cli.params import BankParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
 from eagle_cli.stages.grow_bank import run_grow_bank
-from tests.conftest import TINY
+from tests.conftest import TINY, split_good_images
 
 #: 96 px frames cut into 3 x 3 tiles of 48 px (starting at 0, 24 and 48), each a 6 x 6 patch grid.
 TILED = replace(TINY, crop=0, tile=48, overlap=0.5)
@@ -96,12 +95,7 @@ def test_boxes_are_drawn_on_the_original_image(tiled_run):
 
 
 def test_a_tiled_bank_grows_with_tiled_features_of_the_new_images(tiny_root, tmp_path, context):
-    good = sorted((tiny_root / "brick" / "train" / "good").glob("*.png"))
-    old, new = tmp_path / "old", tmp_path / "new"
-    for folder, files in ((old, good[:6]), (new, good[6:])):
-        folder.mkdir()
-        for path in files:
-            shutil.copy(path, folder / path.name)
+    old, new = split_good_images(tiny_root, "brick", tmp_path / "split", (6, 2))
     parent = run_fit_bank(run_extract(DataSource(good=old).resolved(), "brick", "train", TILED, context=context),
                           BANK, context=context)
     grown = run_grow_bank(parent, DataSource(good=new).resolved(), device="cpu", context=context)
