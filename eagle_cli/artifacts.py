@@ -3,14 +3,20 @@
 An artifact is a directory ``<root>/<run>/<category>/<kind>/<id>/`` holding ``manifest.json`` and
 data files. The id hashes kind, schema, parameters and input ids, so the same work maps to the same
 directory and is reused, and any changed parameter maps to a new one. A directory is published by
-renaming a fully written, fsynced sibling; one without a valid manifest is never accepted.
+renaming a fully written, fsynced sibling; one without a valid manifest is never accepted. One
+process at a time writes an id (a lock beside the directory); a second waits, then reuses its work.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field, replace
@@ -18,8 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from safetensors import SafetensorError
+
 from eagle_cli import __version__
 from eagle_cli.errors import ArtifactError
+from eagle_cli.progress import Reporter, Silent
 
 if TYPE_CHECKING:
     from eagle_cli.context import Context
@@ -109,6 +118,7 @@ class Draft:
     lineage: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     resumable: bool = False
+    lock: _Lock | None = None
 
     def __enter__(self) -> Draft:
         return self
@@ -118,6 +128,12 @@ class Draft:
         # a resumable draft keeps its hidden directory so the next run carries on from it.
         if exc_type is not None and not self.resumable:
             self.discard()
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def file(self, name: str) -> Path:
         return self.tmp / name
@@ -145,18 +161,69 @@ class Draft:
         _fsync(manifest_path)
         _fsync(self.tmp)
         if self.final.exists():
-            # --force: move the old copy aside first so no reader ever sees a half-replaced directory.
-            trash = self.final.with_name(f"{_TMP_PREFIX}old-{uuid.uuid4().hex[:8]}")
-            os.rename(self.final, trash)
-            os.rename(self.tmp, self.final)
-            shutil.rmtree(trash, ignore_errors=True)
+            _replace_directory(self.tmp, self.final)
         else:
             os.rename(self.tmp, self.final)
         _fsync(self.final.parent)
+        self._release()
         return ArtifactRef(self.final, manifest)
 
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@functools.cache
+def _renameat2() -> Callable | None:
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _replace_directory(new: Path, old: Path) -> None:
+    """Put ``new`` where ``old`` is (--force) so that a reader always finds one complete copy.
+
+    Linux swaps the two directories in one step (renameat2 with RENAME_EXCHANGE); elsewhere the old
+    copy is moved aside first, leaving a moment in which the path does not exist.
+    """
+    at_cwd, exchange = -100, 2
+    swap = _renameat2()
+    if swap is not None and swap(at_cwd, os.fsencode(new), at_cwd, os.fsencode(old), exchange) == 0:
+        shutil.rmtree(new, ignore_errors=True)  # now holds the old copy
+        return
+    trash = old.with_name(f"{_TMP_PREFIX}old-{uuid.uuid4().hex[:8]}")
+    os.rename(old, trash)
+    os.rename(new, old)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+class _Lock:
+    """The right to write one artifact id, held by one process until it publishes or gives up.
+
+    ``flock`` is dropped by the kernel when its holder dies, so a killed run never blocks the next.
+    The holder unlinks the file as it releases, so the folder keeps no lock files; a waiter that then
+    holds a lock on an unlinked file has locked nothing and tries again.
+    """
+
+    def __init__(self, path: Path, reporter: Reporter):
+        self.path = path
+        while True:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                with reporter.task(f"waiting: another eagle process is writing {path.parent}", total=1):
+                    fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(path).st_ino == os.fstat(self.fd).st_ino:
+                    return
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+
+    def release(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
 
 
 def _fsync(path: Path) -> None:
@@ -181,30 +248,46 @@ def start(
     inputs: list[ArtifactRef],
     force: bool = False,
     resumable: bool = False,
+    reporter: Reporter | None = None,
 ) -> ArtifactRef | Draft:
     """Return the existing artifact for this work, or a fresh :class:`Draft` to fill and publish.
 
     Params must be JSON-serialisable; the id depends on params and input ids only. Set the
-    draft's ``lineage`` (what later stages check for compatibility) before publishing.
+    draft's ``lineage`` (what later stages check for compatibility) before publishing. While
+    another process holds this id's draft, wait for it (and reuse what it published).
     """
     aid = artifact_id(kind, params, inputs)
     final = kind_dir(root, run, category, kind) / aid
-    if final.exists() and not force:
-        try:
-            return replace(open_artifact(final, kind), reused=True)
-        except ArtifactError:
-            pass  # an edited or broken copy is rebuilt, and replaced at publish
+    if not force and (existing := _reusable(final, kind)):
+        return existing  # without a lock, so a read-only store can still be reused
     final.parent.mkdir(parents=True, exist_ok=True)
-    if resumable:
-        # One fixed hidden directory per id: an interrupted run's finished items are kept there.
-        tmp = final.with_name(f"{_TMP_PREFIX}partial-{aid}")
-        if force:
-            shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(exist_ok=True)
-    else:
-        tmp = final.with_name(f"{_TMP_PREFIX}{aid}-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
-    return Draft(kind, final, tmp, params, list(inputs), aid, resumable=resumable)
+    lock = _Lock(final.with_name(f"{_TMP_PREFIX}lock-{aid}"), reporter or Silent())
+    try:
+        if not force and (existing := _reusable(final, kind)):  # published while this process waited
+            lock.release()
+            return existing
+        if resumable:
+            # One fixed hidden directory per id: an interrupted run's finished items are kept there.
+            tmp = final.with_name(f"{_TMP_PREFIX}partial-{aid}")
+            if force:
+                shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(exist_ok=True)
+        else:
+            tmp = final.with_name(f"{_TMP_PREFIX}{aid}-{uuid.uuid4().hex[:8]}")
+            tmp.mkdir()
+    except BaseException:
+        lock.release()
+        raise
+    return Draft(kind, final, tmp, params, list(inputs), aid, resumable=resumable, lock=lock)
+
+
+def _reusable(final: Path, kind: str) -> ArtifactRef | None:
+    if not final.exists():
+        return None
+    try:
+        return replace(open_artifact(final, kind), reused=True)
+    except ArtifactError:
+        return None  # an edited or broken copy is rebuilt, and replaced at publish
 
 
 def produce(
@@ -220,15 +303,40 @@ def produce(
     """The artifact for this work: the existing one (unless ``context.force``), or a new one.
 
     ``build(draft)`` writes the files and sets the draft's lineage and summary; then the draft is
-    published. Anything ``build`` raises discards the draft (a resumable one keeps its files).
+    published. Anything ``build`` raises discards the draft (a resumable one keeps its files); a
+    full disk or a read-only folder becomes an :class:`ArtifactError` naming where and what to do.
     """
-    draft = start(kind, root=context.artifacts, run=context.run, category=category, params=params, inputs=inputs,
-                  force=context.force, resumable=resumable)
-    if isinstance(draft, ArtifactRef):
-        return draft
-    with draft:
-        build(draft)
-        return draft.publish()
+    target = kind_dir(context.artifacts, context.run, category, kind)
+    try:
+        draft = start(kind, root=context.artifacts, run=context.run, category=category, params=params,
+                      inputs=inputs, force=context.force, resumable=resumable, reporter=context.reporter)
+        if isinstance(draft, ArtifactRef):
+            return draft
+        with draft:
+            build(draft)
+            return draft.publish()
+    except (OSError, SafetensorError) as exc:
+        raise ArtifactError(_storage_failure(exc, kind, target)) from None
+
+
+def _storage_failure(exc: Exception, kind: str, target: Path) -> str:
+    """One message for a failed read or write while producing an artifact: what, where, what to do."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:  # safetensors reports the OS error inside its text
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else str(exc)
+    filename = getattr(exc, "filename", None)
+    # The folder is what the user acts on, not the lock or draft inside it.
+    where = filename if filename and Path(filename).parent != target else target
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        advice = "free space there, or point --artifacts at a larger disk, and rerun"
+    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "make the folder writable, or point --artifacts at one that is, and rerun"
+    else:
+        advice = "check that path and rerun"
+    return (f"the {kind} artifact was not written ({where}: {reason}); {advice}. Nothing was published "
+            "and earlier artifacts are unchanged.")
 
 
 def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = True) -> ArtifactRef:

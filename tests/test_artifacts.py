@@ -101,3 +101,46 @@ def test_a_file_edited_after_it_was_verified_is_still_caught(tmp_path):
     (ref.path / "x.bin").write_bytes(b"DATA")  # same size, new content
     with pytest.raises(ArtifactError, match="changed after it was written"):
         artifacts.open_artifact(ref.path)
+
+
+def test_a_reader_always_finds_an_artifact_while_it_is_republished_with_force(tmp_path):
+    import threading
+
+    ref = _publish(tmp_path, {"a": 1})
+    stop, misses, reads = threading.Event(), [], [0]
+
+    def read():
+        while not stop.is_set():
+            try:
+                artifacts.open_artifact(ref.path, verify=False)
+                reads[0] += 1
+            except ArtifactError as exc:
+                misses.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for number in range(300):
+        _publish(tmp_path, {"a": 1}, force=True, content=str(number).encode())
+    stop.set()
+    reader.join()
+    assert reads[0] > 0 and misses == []
+    assert (ref.path / "x.bin").read_bytes() == b"299"
+    assert [p.name for p in ref.path.parent.iterdir()] == [ref.id]
+
+
+def test_a_second_writer_of_the_same_id_waits_and_then_reuses_the_first_ones_artifact(tmp_path):
+    import threading
+
+    draft = artifacts.start("threshold", root=tmp_path, run="r", category="c", params={"a": 1}, inputs=[])
+    second: list = []
+    waiter = threading.Thread(target=lambda: second.append(_publish(tmp_path, {"a": 1}, content=b"second")))
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()  # blocked on the first draft's lock
+    with draft:
+        draft.file("x.bin").write_bytes(b"first")
+        first = draft.publish()
+    waiter.join(timeout=10)
+    assert second[0].reused and second[0].path == first.path
+    assert (first.path / "x.bin").read_bytes() == b"first"
+    assert [p.name for p in first.path.parent.iterdir()] == [first.id]

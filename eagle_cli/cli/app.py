@@ -17,6 +17,7 @@ from typing import Annotated, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from eagle_cli import __version__
@@ -62,7 +63,7 @@ def command(typer_app: typer.Typer, name: str | None = None):
             except EagleError as exc:
                 if _debug["on"]:
                     raise
-                err.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+                err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
                 raise typer.Exit(1) from None
 
         return typer_app.command(name)(wrapper)
@@ -95,7 +96,7 @@ class Session:
             return
         for ref in refs:
             verb = "reused" if ref.reused else "wrote"
-            err.print(f"[green]{verb}[/] {ref.kind} [bold]{ref.path}[/]")
+            err.print(f"[green]{verb}[/] {ref.kind} [bold]{escape(str(ref.path))}[/]")
             if not self.quiet:
                 _print_summary(ref)
 
@@ -107,7 +108,7 @@ def _print_summary(ref: ArtifactRef) -> None:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         elif value is not None:
             flat[key] = value
-    err.print("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in flat.items()))
+    err.print("  " + "  ".join(f"{k}={escape(_fmt(v))}" for k, v in flat.items()))
     if ref.lineage.get("weights") == "none":
         err.print("  [yellow]warning:[/] random backbone weights (--weights none): scores are not meaningful.")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
+from rich.markup import escape
 
 from eagle_cli.cli.app import Session, app, command, err
 from eagle_cli.cli.options import (
@@ -54,7 +55,7 @@ def report(
         print(markdown(ref))
     session.report([ref])
     if not as_json:
-        err.print(f"open [bold]{ref.path / 'report.html'}[/] in a browser")
+        err.print(f"open [bold]{escape(str(ref.path / 'report.html'))}[/] in a browser")
 
 
 @command(app, "run")
@@ -93,7 +94,7 @@ def run_chain(
     context = session.context(settings.artifacts, settings.run, force, settings.on_error)
     outcomes, messages = run_pipeline(settings, context=context)
     for message in messages:
-        err.print(f"[yellow]note:[/] {message}")
+        err.print(f"[yellow]note:[/] {escape(message)}")
     _print_outcomes(session, outcomes)
     if any(o.error for o in outcomes):
         raise typer.Exit(1)
@@ -106,12 +107,12 @@ def _print_outcomes(session: Session, outcomes) -> None:
         return
     for o in outcomes:
         if o.error:
-            err.print(f"[red]failed[/] {o.category} {o.stage}: {o.error}", highlight=False)
+            err.print(f"[red]failed[/] {o.category} {o.stage}: {escape(str(o.error))}", highlight=False)
         elif not session.quiet or o.stage == "report":
-            err.print(f"{'reused' if o.reused else '[green]wrote[/]'} {o.category} {o.stage} {o.ref.path}")
+            err.print(f"{'reused' if o.reused else '[green]wrote[/]'} {o.category} {o.stage} {escape(str(o.ref.path))}")
     report_ref = next((o.ref for o in outcomes if o.stage == "report" and o.ref), None)
     if report_ref is not None:
-        err.print(f"open [bold]{report_ref.path / 'report.html'}[/] in a browser")
+        err.print(f"open [bold]{escape(str(report_ref.path / 'report.html'))}[/] in a browser")
     failed = sorted({f"{o.category}/{o.stage}" for o in outcomes if o.error})
     if failed:
         err.print(f"[red]{len(failed)} stage(s) failed:[/] {', '.join(failed)}; the other categories completed.")

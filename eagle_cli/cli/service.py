@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from eagle_cli.cli.app import app, command, err
 from eagle_cli.cli.options import (
@@ -102,8 +103,8 @@ def serve(
     scorer = BatchingScorer(expert, batch_size=batch_size, max_wait_s=max_wait_ms / 1000, queue_size=queue_size)
     service = create_app(scorer, threshold_id=refs[0].id, max_bytes=max_bytes, max_pixels=max_pixels,
                          api_key=api_key, reasoner=reasoner)
-    err.print(f"serving threshold [bold]{refs[0].path}[/] on http://{host}:{port} (POST /inspect, GET /health, "
-              "GET /metrics)")
+    err.print(f"serving threshold [bold]{escape(str(refs[0].path))}[/] on http://{host}:{port} "
+              "(POST /inspect, GET /health, GET /metrics)")
     try:
         uvicorn.run(service, host=host, port=port, log_level="warning")
     finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
+from rich.markup import escape
 
 from eagle_cli import artifacts
 from eagle_cli.cli.app import Session, artifacts_app, backbones_app, command, data_app, err, out
@@ -45,7 +46,7 @@ def data_synth(
     with Session(quiet, False).task("synthesise", len(names)) as advance:
         folders = generate(out_dir, categories=names, variation=variation, n_train=train, n_test_good=test_good,
                            n_test_per_defect=test_per_defect, size=size, seed=seed, progress=advance)
-    err.print(f"[green]wrote[/] {len(folders)} categories under [bold]{out_dir}[/]")
+    err.print(f"[green]wrote[/] {len(folders)} categories under [bold]{escape(str(out_dir))}[/]")
 
 
 @command(backbones_app, "ls")
@@ -60,7 +61,7 @@ def backbones_ls():
         cached = (cache_dir() / spec.weights_file).is_file()
         out.print(f"{spec.name:18} layers={','.join(spec.layers):24} {spec.weights_file:36} "
                   f"{'[green]cached[/]' if cached else '[yellow]not cached[/]'}")
-    out.print(f"cache: {cache_dir()}")
+    out.print(f"cache: {escape(str(cache_dir()))}")
 
 
 @command(backbones_app, "import-weights")
@@ -75,7 +76,7 @@ def backbones_import(
     from eagle_cli.expert.backbones import get_spec, import_weights
 
     target = import_weights(get_spec(name), file)
-    err.print(f"[green]wrote[/] {target}")
+    err.print(f"[green]wrote[/] {escape(str(target))}")
 
 
 @command(artifacts_app, "ls")
@@ -95,7 +96,7 @@ def artifacts_ls(
                           for r in refs], indent=2))
         return
     for ref in refs:
-        out.print(f"{ref.manifest.get('created', '')[:19]}  {ref.kind:11} {ref.id}  {ref.path}")
+        out.print(f"{ref.manifest.get('created', '')[:19]}  {ref.kind:11} {ref.id}  {escape(str(ref.path))}")
 
 
 @command(artifacts_app, "show")
@@ -120,4 +121,4 @@ def artifacts_show(
     while current.manifest["inputs"]:
         item = current.manifest["inputs"][0]
         current = artifacts.open_artifact(item["path"], item["kind"], verify=False)
-        err.print(f"  ← {current.kind} {current.id} {current.path}")
+        err.print(f"  ← {current.kind} {current.id} {escape(str(current.path))}")

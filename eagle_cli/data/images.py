@@ -68,7 +68,7 @@ def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
         raise ImageError(
             path,
             f"mask is {mask.width}x{mask.height} but its image is {size[0]}x{size[1]}; "
-            "masks must have the image's size (fix or remove the mask)",
+            "masks must have the image's size; the image is scored but left out of pixel metrics (fix the mask)",
         )
     # Any non-zero pixel is defect: MVTec-AD masks are 0/255, other datasets store 0/1 or class ids.
     return np.asarray(mask.convert("L")) > 0

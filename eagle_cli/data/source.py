@@ -75,7 +75,11 @@ class DataSource:
             return self.mmad_index().categories(self.mmad_dataset)
         found = visa.categories(self.root, self.split_csv) if self.layout == "visa" else mvtec.categories(self.root)
         if not found:
-            raise DataError(f"No categories found under {self.root} for the {self.layout} layout.")
+            expected = ("ROOT/split_csv/1cls.csv and the images it lists" if self.layout == "visa"
+                        else "ROOT/<category>/train/good/ with images")
+            raise DataError(f"No categories found under {self.root} for the {self.layout} layout (it needs "
+                            f"{expected}). Point --data at a dataset root, or give plain folders with "
+                            "--good and --test.")
         return found
 
     def check_category(self, category: str) -> None:

@@ -62,17 +62,18 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
             for records, scored in _scored_batches(test, samples, expert, threshold_ref, context, errors, advance):
                 for i, record in enumerate(records):
                     try:
-                        mask = _original_mask(record)
+                        masked = _original_mask(record) is not None
                     except ImageError as exc:
+                        # The image is still judged; only its pixel metrics need the mask.
                         record_error(exc, Sample.from_record(record), on_error=context.on_error, errors=errors)
-                        continue
+                        masked = False
                     rows.append(writer.add({
                         "path": record["path"], "label": record["label"], "defect": record["defect"],
                         "score": float(scored.scores[i]), "anomalous": bool(scored.anomalous[i]),
                         "uncertain": bool(scored.uncertain[i]), "width": record["width"], "height": record["height"],
                         "observed_box": observed_box(expert.geometry, record["width"], record["height"]),
                     }, scored.crop_maps[i], scored.maps[i]))
-                    if record["label"] is not None and (record["label"] == 0 or mask is not None):
+                    if record["label"] is not None and (record["label"] == 0 or masked):
                         # Pixel metrics are read back from the shards; only the ranges are kept meanwhile.
                         masks[rows[-1]["index"]] = record["mask"]
                         for span, amap in zip(spans.values(), (scored.crop_maps[i], scored.maps[i]), strict=True):

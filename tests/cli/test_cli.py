@@ -64,6 +64,12 @@ def test_user_error_exits_1_with_one_message_and_no_traceback(tmp_path):
     assert "does not exist" in result.output and "Traceback" not in result.output
 
 
+def test_a_path_with_brackets_is_printed_as_typed(tmp_path):
+    missing = tmp_path / "line[bold]3[/]"
+    result = runner.invoke(app, ["extract", "--data", str(missing), *TINY_ARGS])
+    assert result.exit_code == 1 and str(missing) in result.output
+
+
 def test_unknown_category_is_a_user_error(tiny_root, tmp_path):
     result = runner.invoke(app, ["extract", "--data", str(tiny_root), "--category", "bricks", *TINY_ARGS,
                                  "--artifacts", str(tmp_path)])
