@@ -36,13 +36,15 @@ if TYPE_CHECKING:
 KINDS = ("features", "bank", "calibration", "threshold", "scores", "prompts", "answers", "report")
 
 #: Current schema major version per kind; a reader refuses a newer major.
-SCHEMAS = {"features": 1, "bank": 2, "calibration": 1, "threshold": 2, "scores": 1, "prompts": 1, "answers": 1,
+SCHEMAS = {"features": 1, "bank": 3, "calibration": 1, "threshold": 2, "scores": 2, "prompts": 1, "answers": 1,
            "report": 1}
 
 #: Lineage keys that must agree between a bank and the features scored against it.
-LINEAGE_KEYS = ("backbone", "layers", "resize", "crop", "weights", "feature_dim")
+LINEAGE_KEYS = ("backbone", "layers", "resize", "crop", "weights", "feature_dim", "pooling", "layer_weights")
 
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _TMP_PREFIX = ".tmp-"
 
 
@@ -125,10 +127,13 @@ class Draft:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         # Anything that escapes (an error, Ctrl-C) leaves no directory a reader would accept;
-        # a resumable draft keeps its hidden directory so the next run carries on from it.
-        if exc_type is not None and not self.resumable:
+        # a resumable draft keeps its hidden directory, if it holds any work, for the next run.
+        if exc_type is not None and not (self.resumable and self._holds_work()):
             self.discard()
         self._release()
+
+    def _holds_work(self) -> bool:
+        return any(path.is_file() and path.stat().st_size for path in self.tmp.rglob("*"))
 
     def _release(self) -> None:
         if self.lock is not None:
@@ -142,6 +147,8 @@ class Draft:
         """Hash every file, write the manifest, fsync, and rename into place (replacing an old copy)."""
         files = {}
         for path in sorted(p for p in self.tmp.rglob("*") if p.is_file()):
+            # Writers that go through a private temporary file (safetensors) leave 0600 behind.
+            os.chmod(path, 0o666 & ~_UMASK)
             _fsync(path)
             files[str(path.relative_to(self.tmp))] = sha256_file(path)
         manifest = {

@@ -35,6 +35,7 @@ from eagle_cli.params import (
     ThresholdParams,
     check_choice,
     parse_layers,
+    parse_weights,
 )
 
 #: The settings classes of the stages, by section name.
@@ -158,7 +159,7 @@ def _stage_setting(staged: dict, settings: dict, section: str | None, key: str, 
         return
     for name, path, hint in places:
         try:
-            staged[name][path] = _convert(value, hint, base)
+            staged[name][path] = _convert(parse_weights(value) if key == "layer_weights" else value, hint, base)
         except (TypeError, ValueError, ParameterError) as exc:
             problems.append(f"{key}: {exc}")
             return
@@ -206,7 +207,7 @@ def _convert(value, hint, base: Path):
     if hint is Path:
         return _path(value, base)
     if origin is tuple:
-        return parse_layers(value)
+        return value if isinstance(value, tuple) else parse_layers(value)
     if not isinstance(value, str):
         raise ValueError(f"expected text, got {value!r}")
     return value

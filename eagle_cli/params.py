@@ -74,6 +74,7 @@ class ExtractParams:
     overlap: float = 0.25
     pretrain_dim: int = 1024
     target_dim: int = 1024
+    layer_weights: tuple[float, ...] = ()
     feature_dtype: FeatureDtype = "float32"
     batch_size: int = 8
     device: str = "auto"
@@ -93,6 +94,10 @@ class ExtractParams:
             raise ParameterError(f"--overlap is the share of a tile its neighbour covers again, in [0, 1); got "
                                  f"{self.overlap}.")
         _at_least("batch_size", self.batch_size, 1)
+        _at_least("pretrain_dim", self.pretrain_dim, 0)
+        _at_least("target_dim", self.target_dim, 0)
+        if any(weight <= 0 for weight in self.layer_weights):
+            raise ParameterError(f"--layer-weights must be positive, got {list(self.layer_weights)}.")
 
     def identity(self) -> dict:
         """Parameters that change the features (device and batch size do not)."""
@@ -101,6 +106,10 @@ class ExtractParams:
         if not self.tile:
             # Untiled features keep the ids they had before tiling existed.
             del values["tile"], values["overlap"]
+        if not self.layer_weights:
+            del values["layer_weights"]  # likewise for unweighted layers
+        else:
+            values["layer_weights"] = list(self.layer_weights)
         # Stored under its name before the rename, so features extracted earlier keep their ids.
         values["dtype"] = values.pop("feature_dtype")
         return values
@@ -111,6 +120,7 @@ class ExtractParams:
         return cls(backbone=identity["backbone"], weights=identity["weights"], resize=identity["resize"],
                    crop=identity["crop"], tile=identity.get("tile", 0), overlap=identity.get("overlap", 0.25),
                    pretrain_dim=identity["pretrain_dim"], target_dim=identity["target_dim"],
+                   layer_weights=tuple(identity.get("layer_weights", ())),
                    feature_dtype=identity.get("dtype", "float32"), batch_size=batch_size, device=device)
 
 
@@ -232,7 +242,9 @@ class PromptParams:
     domain_knowledge: Path | None = None
     template: Path | None = None
     box: BoxParams = field(default_factory=BoxParams, metadata={"prefix": "box_"})
-    task: str = "all"
+    # The headline (MMAD's balanced accuracy) needs only the detection question; "all" asks MMAD's
+    # other four types too, about five times the calls.
+    task: str = "Anomaly Detection"
     template_source: TemplateSource = "seeded"
 
     def __post_init__(self):
@@ -241,12 +253,21 @@ class PromptParams:
         _at_least("shots", self.shots, 0)
 
 
+#: The reference's CAAS layers 9–14 of Qwen2.5-VL-7B's 28, as a band of the depth: the same layers
+#: there, and the same middle stretch of a 36-layer 3B (12–18) or a 64-layer 32B (20–34).
+CAAS_DEPTH = (0.32, 0.54)
+
+
 @dataclass(frozen=True)
 class CaasSettings:
-    """α, the 0-based decoder layers it acts in, the mode, and which images' tokens count."""
+    """α, the decoder layers it acts in, the mode, and which images' tokens count.
+
+    ``layers`` is either 0-based layer indices (integers) or a band of the depth (two fractions:
+    the layers whose middle lies in [lo, hi) of the model's depth), resolved per model.
+    """
 
     alpha: float = 0.6
-    layers: tuple[int, ...] = tuple(range(9, 15))
+    layers: tuple[float, ...] = CAAS_DEPTH
     mode: CaasMode = "renorm"
     images: CaasImages = "query"
 
@@ -255,28 +276,65 @@ class CaasSettings:
         check_choice("caas_mode", self.mode, CaasMode)
         check_choice("caas_images", self.images, CaasImages)
 
-    def check_layers(self, n_layers: int) -> None:
+    @property
+    def is_band(self) -> bool:
+        return any(isinstance(layer, float) for layer in self.layers)
+
+    def indices(self, n_layers: int) -> tuple[int, ...]:
+        """The 0-based layers CAAS acts in for a model of ``n_layers`` decoder layers; refused if none or outside."""
+        if self.is_band:
+            lo, hi = self.layers
+            chosen = tuple(i for i in range(n_layers) if lo <= (i + 0.5) / n_layers < hi)
+            if not chosen:
+                raise ParameterError(f"--caas-layers {lo}-{hi} (a band of the depth) holds no layer of this "
+                                     f"{n_layers}-layer model; widen the band.")
+            return chosen
         bad = [layer for layer in self.layers if not 0 <= layer < n_layers]
         if bad:
             raise ParameterError(f"--caas-layers {bad} are outside this model's decoder layers 0–{n_layers - 1}.")
+        return tuple(int(layer) for layer in self.layers)
 
 
-def parse_layers(spec: str | list | tuple) -> tuple[int, ...]:
-    """'9-14', '9,10,12' or a list of ints → a sorted tuple of layer indices."""
+def parse_layers(spec: str | list | tuple) -> tuple[float, ...]:
+    """'9-14', '9,10,12' or a list of ints → sorted layer indices; '0.32-0.54' → a band of the depth."""
     if isinstance(spec, (list, tuple)):
-        spec = ",".join(str(item) for item in spec)
+        spec = ",".join(str(item) for item in spec) if not any(isinstance(i, float) for i in spec) \
+            else "-".join(str(item) for item in spec)
+    text = str(spec).strip()
+    if "." in text:
+        lo, _, hi = text.partition("-")
+        try:
+            band = (float(lo), float(hi))
+        except ValueError:
+            band = (-1.0, -1.0)
+        if not 0 <= band[0] < band[1] <= 1:
+            raise ParameterError(f"--caas-layers as a band of the depth takes two fractions lo-hi with "
+                                 f"0 <= lo < hi <= 1 (e.g. 0.32-0.54), got {spec!r}.")
+        return band
     layers: set[int] = set()
     try:
-        for part in str(spec).split(","):
+        for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
             layers.update(range(int(lo), int(hi or lo) + 1))
     except ValueError:
-        raise ParameterError(f"--caas-layers takes ranges like 9-14 or lists like 9,10,12, got {spec!r}.") from None
+        raise ParameterError(f"--caas-layers takes ranges like 9-14, lists like 9,10,12 or a band of the depth like "
+                             f"0.32-0.54, got {spec!r}.") from None
     return tuple(sorted(layers))
 
 
-def layers_text(layers: tuple[int, ...]) -> str:
-    """The inverse of :func:`parse_layers`: runs of consecutive layers as ``a-b``, others as they are."""
+def parse_weights(spec: str | list | tuple) -> tuple[float, ...]:
+    """'3,1' or a list of numbers → per-layer weights; '' → none (every layer 1)."""
+    items = spec if isinstance(spec, (list, tuple)) else [part for part in str(spec).split(",") if part.strip()]
+    try:
+        return tuple(float(item) for item in items)
+    except (TypeError, ValueError):
+        raise ParameterError(f"--layer-weights takes one number per layer, like 3,1; got {spec!r}.") from None
+
+
+def layers_text(layers: tuple[float, ...]) -> str:
+    """The inverse of :func:`parse_layers`: a band as ``lo-hi``; runs of consecutive layers as ``a-b``."""
+    if any(isinstance(layer, float) for layer in layers):
+        return "-".join(f"{layer:g}" for layer in layers)
     runs: list[list[int]] = []
     for layer in sorted(layers):
         if runs and layer == runs[-1][-1] + 1:
@@ -312,6 +370,10 @@ class ServerSettings:
         return [url.strip() for url in self.base_url.split(",") if url.strip()]
 
 
+#: Pixels per image the reference gives Qwen2.5-VL (min = max = 512·28²: about 512 visual tokens).
+QWEN_IMAGE_PIXELS = 512 * 28 * 28
+
+
 @dataclass(frozen=True)
 class ReasonParams:
     model: str = "qwen2.5-vl-7b"
@@ -319,6 +381,8 @@ class ReasonParams:
     dtype: ModelDtype = "auto"
     device: str = "auto"
     max_new_tokens: int = 128
+    min_pixels: int = QWEN_IMAGE_PIXELS
+    max_pixels: int = QWEN_IMAGE_PIXELS
     prompt_batch: int = 1
     trust_remote_code: bool = False
     caas: CaasSettings | None = field(default=None, metadata={"prefix": "caas_"})
@@ -329,6 +393,9 @@ class ReasonParams:
         check_choice("dtype", self.dtype, ModelDtype)
         _at_least("max_new_tokens", self.max_new_tokens, 1)
         _at_least("prompt_batch", self.prompt_batch, 1)
+        _at_least("min_pixels", self.min_pixels, 28 * 28)
+        if self.max_pixels < self.min_pixels:
+            raise ParameterError(f"--max-pixels ({self.max_pixels}) is below --min-pixels ({self.min_pixels}).")
         if self.caas is not None and self.backend != "hf":
             raise ParameterError("--caas edits attention inside the model, so it needs --backend hf; "
                                  "a server only returns text.")
@@ -340,8 +407,10 @@ class ReasonParams:
 
     def identity(self) -> dict:
         # Batching, device, address and concurrency change speed, not the greedy answers.
+        # The image budget is applied in this process only (a server resizes images its own way).
+        budget = {"image_pixels": [self.min_pixels, self.max_pixels]} if self.backend == "hf" else {}
         return {"backend": self.backend, "model": self.model, "dtype": self.dtype,
-                "max_new_tokens": self.max_new_tokens, "caas": asdict(self.caas) if self.caas else None}
+                "max_new_tokens": self.max_new_tokens, **budget, "caas": asdict(self.caas) if self.caas else None}
 
 
 @dataclass(frozen=True)

@@ -137,13 +137,19 @@ def build_mmad(tiny: Path, out: Path) -> Path:
         (out / key).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(image, out / key)
         good = image.parent.name == "good"
+        # As in MMAD, image_path and mask_path are relative to DS-MVTec/<category>/.
+        mask = "" if good else f"rbg_mask/{image.parent.name}/{image.stem}_rbg_mask.png"
+        if mask:
+            (out / "DS-MVTec/brick" / mask).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(tiny / "brick" / "ground_truth" / image.parent.name / f"{image.stem}_mask.png",
+                        out / "DS-MVTec/brick" / mask)
         conversation = [{"Question": "Is there any defect in the object?", "Answer": "B" if good else "A",
                          "Options": {"A": "Yes", "B": "No"}, "type": "Anomaly Detection", "annotation": True}]
         if not good:
             kinds = ["hole", "patch", "scratch", "stain"]
             conversation.append({"Question": "What is the defect?", "Options": dict(zip("ABCD", kinds, strict=True)),
                                  "Answer": "ABCD"[kinds.index(image.parent.name)], "type": "Defect Classification"})
-        entries[key] = {"image_path": key, "mask_path": "", "conversation": conversation,
+        entries[key] = {"image_path": key.split("/", 2)[2], "mask_path": mask, "conversation": conversation,
                         "similar_templates": [f"MVTec-AD/brick/train/good/{n}" for n in train[:2]],
                         "random_templates": [f"MVTec-AD/brick/train/good/{n}" for n in train[-2:]]}
     (out / "mmad.json").write_text(json.dumps(entries))

@@ -144,3 +144,30 @@ def test_a_second_writer_of_the_same_id_waits_and_then_reuses_the_first_ones_art
     assert second[0].reused and second[0].path == first.path
     assert (first.path / "x.bin").read_bytes() == b"first"
     assert [p.name for p in first.path.parent.iterdir()] == [first.id]
+
+
+def test_every_published_file_has_the_same_permissions(tmp_path):
+    import os
+
+    from safetensors.numpy import save_file
+
+    draft = artifacts.start("threshold", root=tmp_path, run="r", category="c", params={}, inputs=[])
+    with draft:
+        save_file({"x": __import__("numpy").zeros(3)}, str(draft.file("x.safetensors")))
+        draft.file("y.json").write_text("{}")
+        ref = draft.publish()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in ref.path.iterdir()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_a_failed_resumable_draft_keeps_its_folder_only_if_it_holds_work(tmp_path):
+    for content, kept in ((b"", False), (b'{"id": "0"}\n', True)):
+        with pytest.raises(RuntimeError):
+            draft = artifacts.start("answers", root=tmp_path, run="r", category=str(kept), params={}, inputs=[],
+                                    resumable=True)
+            with draft:
+                draft.file("answers.jsonl").write_bytes(content)
+                raise RuntimeError("the model failed to load")
+        assert draft.tmp.exists() is kept

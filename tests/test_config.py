@@ -12,8 +12,11 @@ from eagle_cli.params import CaasSettings
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 #: Values for settings whose type alone does not say what a valid other value is.
-OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "Anomaly Detection",
-         "base_url": "http://h:1/v1", "api_key_env": "KEY", "caas_layers": "1-2"}
+OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "all",
+         "base_url": "http://h:1/v1", "api_key_env": "KEY", "caas_layers": "1-2", "layer_weights": "3,1",
+         "min_pixels": 64 * 28 * 28}
+#: What the text values of tuple settings become.
+PARSED = {"caas_layers": (1, 2), "layer_weights": (3.0, 1.0)}
 #: Which stage settings each command takes.
 COMMAND_SECTIONS = {"extract": ("extract",), "fit-bank": ("extract", "bank"),
                     "fit-threshold": ("calibration", "threshold"),
@@ -55,7 +58,7 @@ def test_every_stage_setting_is_reachable_from_a_config_file(key):
     config = RunConfig.from_dict({"data": "d", key: value, **extra})
     for section, path, _ in places:  # a name several stages share reaches all of them
         got = _get(getattr(config, section), path)
-        expected = Path(value).resolve() if isinstance(got, Path) else (1, 2) if key == "caas_layers" else value
+        expected = Path(value).resolve() if isinstance(got, Path) else PARSED.get(key, value)
         assert got == expected and got != default, (section, path)
 
 
@@ -69,7 +72,7 @@ def test_each_command_takes_its_stage_settings_under_the_config_names_with_the_s
             option = options.get("--" + key.replace("_", "-"))
             assert option is not None, f"eagle {command} has no --{key.replace('_', '-')}"
             default = _get(SECTIONS[section](), path) if path[0] != "caas" else _get(CaasSettings(), path[1:])
-            if key == "caas_layers":
+            if key in PARSED:
                 continue  # a text option ("9-14") for a tuple
             assert option.default == default or (default is None and option.default is None), key
 

@@ -175,7 +175,8 @@ def test_an_image_broken_after_scoring_is_listed_and_the_stage_completes(case, s
         assert list(errors_of(case.root, "prompts")) == [broken.name]
     else:
         ref = artifacts.latest(case.root, "default", "_all", "report")
-        assert broken.name in (ref.path / "report.html").read_text()  # named in the gallery, not fatal
+        page = (ref.path / "report.html").read_text()
+        assert f"image unreadable now: <span class=\"path\">{broken}</span>" in page  # named, not fatal
     assert_only_written_changed(case.root, result, before)
 
 

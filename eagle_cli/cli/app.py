@@ -39,17 +39,21 @@ out = Console(soft_wrap=True)
 _debug = {"on": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"eagle {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option(
         "--debug", envvar="EAGLE_DEBUG", help="Show tracebacks on errors (before the command: eagle --debug score …).")
     ] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True, callback=_print_version)] = False,
 ):
     _debug["on"] = debug
-    if version:
-        out.print(f"eagle {__version__}")
-        raise typer.Exit()
 
 
 def command(typer_app: typer.Typer, name: str | None = None):
@@ -99,18 +103,27 @@ class Session:
             err.print(f"[green]{verb}[/] {ref.kind} [bold]{escape(str(ref.path))}[/]")
             if not self.quiet:
                 _print_summary(ref)
+            _print_warnings(ref)  # even with --quiet: they say the numbers may not mean what they seem
 
 
 def _print_summary(ref: ArtifactRef) -> None:
     flat = {}
     for key, value in ref.summary.items():
+        if key == "warnings":
+            continue
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         elif value is not None:
             flat[key] = value
     err.print("  " + "  ".join(f"{k}={escape(_fmt(v))}" for k, v in flat.items()))
+
+
+def _print_warnings(ref: ArtifactRef) -> None:
+    warnings = list(ref.summary.get("warnings", []))
     if ref.lineage.get("weights") == "none":
-        err.print("  [yellow]warning:[/] random backbone weights (--weights none): scores are not meaningful.")
+        warnings.append("random backbone weights (--weights none): scores are not meaningful.")
+    for warning in warnings:
+        err.print(f"  [yellow]warning:[/] {escape(warning)}")
 
 
 def _fmt(value) -> str:

@@ -15,6 +15,7 @@ from eagle_cli.cli.options import (
     EXPERT,
     EXTRACT,
     IN,
+    LAYER_WEIGHTS,
     RUNTIME,
     SCORE,
     THRESHOLD,
@@ -30,6 +31,7 @@ from eagle_cli.cli.options import (
     GoodOpt,
     JsonOpt,
     KnnBackendOpt,
+    LayerWeightsOpt,
     LayoutOpt,
     MmadDatasetOpt,
     MmadJsonOpt,
@@ -70,7 +72,9 @@ def extract(
     backbone: BackboneOpt = EXTRACT.backbone, weights: WeightsOpt = EXTRACT.weights, resize: ResizeOpt = EXTRACT.resize,
     crop: CropOpt = EXTRACT.crop, tile: TileOpt = EXTRACT.tile, overlap: OverlapOpt = EXTRACT.overlap,
     pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
-    target_dim: TargetDimOpt = EXTRACT.target_dim, feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
+    target_dim: TargetDimOpt = EXTRACT.target_dim,
+    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS,
+    feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
     device: DeviceOpt = EXTRACT.device, batch_size: BatchOpt = EXTRACT.batch_size, on_error: OnErrorOpt = "skip",
@@ -83,8 +87,8 @@ def extract(
 
     session = Session(quiet, as_json)
     images = source(data, layout, good, test, split_csv, mmad_json, mmad_dataset)
-    params = extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, feature_dtype,
-                            batch_size, device)
+    params = extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights,
+                            feature_dtype, batch_size, device)
     ctx = session.context(artifacts_root, run, force, on_error)
     names = categories(category, images.categories())
     session.report([run_extract(images, name, split, params, context=ctx) for name in names])
@@ -100,7 +104,9 @@ def fit_bank(
     backbone: BackboneOpt = EXTRACT.backbone, weights: WeightsOpt = EXTRACT.weights, resize: ResizeOpt = EXTRACT.resize,
     crop: CropOpt = EXTRACT.crop, tile: TileOpt = EXTRACT.tile, overlap: OverlapOpt = EXTRACT.overlap,
     pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
-    target_dim: TargetDimOpt = EXTRACT.target_dim, feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
+    target_dim: TargetDimOpt = EXTRACT.target_dim,
+    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS,
+    feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
     coreset_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of patches kept in the bank.",
                                                  rich_help_panel=EXPERT)] = BANK.coreset_ratio,
     proj_dim: Annotated[int, typer.Option(min=1, help="Random-projection size for coreset distances.",
@@ -136,7 +142,7 @@ def fit_bank(
     if data or good:
         images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
         extracting = extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim,
-                                    feature_dtype, batch_size, device)
+                                    layer_weights, feature_dtype, batch_size, device)
         names = categories(category, images.categories())
         refs = [run_extract(images, name, "train", extracting, context=ctx) for name in names]
     else:

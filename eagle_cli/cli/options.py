@@ -27,6 +27,7 @@ from eagle_cli.params import (
     ReportParams,
     ScoreParams,
     ThresholdParams,
+    parse_weights,
 )
 
 IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
@@ -82,10 +83,16 @@ TileOpt = Annotated[int, typer.Option(
 OverlapOpt = Annotated[float, typer.Option(
     min=0, help="Share of a tile its neighbour covers again (with --tile), in [0, 1): a defect on a seam is then "
     "seen whole by one tile.", rich_help_panel=EXPERT)]
-PretrainDimOpt = Annotated[int, typer.Option(min=1, help="Each layer's neighbourhoods are pooled to this many values.",
-                                             rich_help_panel=EXPERT)]
-TargetDimOpt = Annotated[int, typer.Option(min=1, help="Patch feature size after pooling the layers together.",
-                                           rich_help_panel=EXPERT)]
+PretrainDimOpt = Annotated[int, typer.Option(
+    min=0, help="Each layer's 3x3 neighbourhoods are pooled to this many values; 0 keeps the layer's own width "
+                "(the mean of each channel).", rich_help_panel=EXPERT)]
+TargetDimOpt = Annotated[int, typer.Option(
+    min=0, help="Patch feature size after pooling the layers together; 0 concatenates them as they are.",
+    rich_help_panel=EXPERT)]
+LAYER_WEIGHTS = ",".join(f"{weight:g}" for weight in EXTRACT.layer_weights)
+LayerWeightsOpt = Annotated[str, typer.Option(
+    help="One weight per backbone layer (e.g. 3,1), multiplying its values before they are stacked: a layer's "
+         "share of a distance grows with its weight squared. Empty: all 1.", rich_help_panel=EXPERT)]
 FeatureDtypeOpt = Annotated[FeatureDtype, typer.Option(
     "--feature-dtype", "--dtype", help="Stored feature precision (--dtype: its earlier name).", rich_help_panel=OUTPUT)]
 
@@ -108,8 +115,8 @@ def inputs(spec: Optional[str], kind: str, category: Optional[str], root: Path, 
     return [artifacts.latest(root, run, name, kind, where=where) for name in names]
 
 
-def extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, feature_dtype, batch_size,
-                   device) -> ExtractParams:
+def extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights,
+                   feature_dtype, batch_size, device) -> ExtractParams:
     return ExtractParams(backbone=backbone, weights=weights, resize=resize, crop=crop, tile=tile, overlap=overlap,
-                         pretrain_dim=pretrain_dim,
-                         target_dim=target_dim, feature_dtype=feature_dtype, batch_size=batch_size, device=device)
+                         pretrain_dim=pretrain_dim, target_dim=target_dim, layer_weights=parse_weights(layer_weights),
+                         feature_dtype=feature_dtype, batch_size=batch_size, device=device)

@@ -65,7 +65,8 @@ def prompt(
         rich_help_panel=PROMPT)] = PROMPTING.template_source,
     seed: Annotated[int, typer.Option(help="Seed for choosing the reference images.",
                                       rich_help_panel=PROMPT)] = PROMPTING.seed,
-    task: Annotated[str, typer.Option(help='MMAD question type to ask, e.g. "Anomaly Detection", or all.',
+    task: Annotated[str, typer.Option(help='MMAD question type to ask: "Anomaly Detection" (the headline\'s only '
+                                           'question), another type, or all (about 5x the model calls).',
                                       rich_help_panel=PROMPT)] = PROMPTING.task,
     domain_knowledge: Annotated[Optional[Path], typer.Option(help="MMAD-format domain_knowledge.json to include.",
                                                              rich_help_panel=PROMPT)] = None,
@@ -132,6 +133,12 @@ def reason(
                                               rich_help_panel=MODEL)] = REASON.dtype,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.",
                                                 rich_help_panel=MODEL)] = REASON.max_new_tokens,
+    min_pixels: Annotated[int, typer.Option(
+        min=28 * 28, help="Qwen2-VL/2.5-VL image budget, least pixels per image (the reference: 512·28²).",
+        rich_help_panel=MODEL)] = REASON.min_pixels,
+    max_pixels: Annotated[int, typer.Option(
+        min=28 * 28, help="Qwen2-VL/2.5-VL image budget, most pixels per image (the reference: 512·28²).",
+        rich_help_panel=MODEL)] = REASON.max_pixels,
     trust_remote_code: Annotated[bool, typer.Option(
         help="Run model code from its repository (only for models you trust).", rich_help_panel=MODEL)
     ] = REASON.trust_remote_code,
@@ -139,8 +146,10 @@ def reason(
                                        rich_help_panel=CAAS)] = False,
     caas_alpha: Annotated[float, typer.Option(min=0, help="CAAS: weights on visual tokens × (1 + α).",
                                               rich_help_panel=CAAS)] = CAAS_DEFAULT.alpha,
-    caas_layers: Annotated[str, typer.Option(help="CAAS: 0-based decoder layers, e.g. 9-14 or 9,11.",
-                                             rich_help_panel=CAAS)] = layers_text(CAAS_DEFAULT.layers),
+    caas_layers: Annotated[str, typer.Option(
+        help="CAAS: 0-based decoder layers (9-14 or 9,11), or a band of the model's depth (0.32-0.54: the "
+             "reference's 9-14 on Qwen2.5-VL-7B, the same middle stretch on any size).", rich_help_panel=CAAS)
+    ] = layers_text(CAAS_DEFAULT.layers),
     caas_mode: Annotated[CaasMode, typer.Option(
         help="CAAS: renorm (SDPA-compatible) or scale (eager, no renormalising).", rich_help_panel=CAAS)
     ] = CAAS_DEFAULT.mode,
@@ -167,6 +176,7 @@ def reason(
     settings = CaasSettings(alpha=caas_alpha, layers=parse_layers(caas_layers), mode=caas_mode,
                             images=caas_images) if caas else None
     params = ReasonParams(model=model, backend=backend, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
+                          min_pixels=min_pixels, max_pixels=max_pixels,
                           prompt_batch=prompt_batch, trust_remote_code=trust_remote_code, caas=settings, server=server)
     ctx = session.context(artifacts_root, run, force, on_error)
     shared = SharedBackend(params)  # loaded once, and only if some prompt is still unanswered

@@ -1,8 +1,9 @@
 """MMAD: ``mmad.json`` questions over images under one root (eagle-method.md E.1).
 
 Keys are image paths relative to the MMAD root (``DS-MVTec/bottle/image/broken_large/000.png``,
-``VisA/candle/test/bad/000.JPG``); each entry holds a conversation of multiple-choice questions and
-lists of normal template images. The expert trains on the matching original dataset's
+``VisA/candle/test/bad/000.JPG``); each entry holds a conversation of multiple-choice questions,
+lists of normal template images, and ``image_path``/``mask_path`` relative to the category's folder
+(``DS-MVTec/bottle/``). The expert trains on the matching original dataset's
 ``train/good`` (DS-MVTec → MVTec-AD) and scores the queried images themselves. Every path in the
 file is resolved under the root and refused if it points outside it.
 """
@@ -66,9 +67,10 @@ class MmadIndex:
         for key in sorted(k for k in self.entries if k.startswith(f"{dataset}/{category}/")):
             good = "good" in key.split("/")
             mask = self.entries[key].get("mask_path")
-            mask_path = self.resolve(mask, where=f"{key} mask_path") if mask else None
+            # Kept when the file is missing, so scoring lists it in errors.jsonl instead of dropping it unseen.
+            mask_path = self.resolve(f"{dataset}/{category}/{mask}", where=f"{key} mask_path") if mask else None
             samples.append(Sample(self.resolve(key, where=key), "test", 0 if good else 1, key.split("/")[-2],
-                                  mask_path if mask_path and mask_path.is_file() else None))
+                                  mask_path))
         if not samples:
             raise DataError(f"{self.json_path} has no {dataset}/{category}/ questions.")
         return samples

@@ -27,6 +27,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from eagle_cli.devices import resolve_device
+from eagle_cli.errors import ParameterError
 from eagle_cli.expert.backbones import feature_extractor, get_spec
 from eagle_cli.params import ExtractParams
 
@@ -108,8 +109,17 @@ class Geometry:
         return TF.center_crop(resized, self.frame)[0].bool()
 
 
-def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, target_dim: int = 1024) -> torch.Tensor:
-    """Turn per-layer maps ``(B, C_l, h_l, w_l)`` into patch embeddings ``(B, H*W, target_dim)``.
+def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, target_dim: int = 1024,
+              layer_weights: tuple[float, ...] = ()) -> torch.Tensor:
+    """Turn per-layer maps ``(B, C_l, h_l, w_l)`` into patch embeddings ``(B, H*W, D)``.
+
+    Each layer's 3x3 neighbourhoods are pooled to ``pretrain_dim`` values, the layers are stacked
+    and pooled together to ``D = target_dim`` (the reference). ``pretrain_dim = 0`` keeps each
+    layer's own width (the 3x3 mean of every channel) and ``target_dim = 0`` keeps the stacked
+    layers as they are: native widths, as the PatchCore paper describes, where the reference pools a
+    small backbone's few channels up to 1024 and weighs every layer equally whatever its width.
+    ``layer_weights`` multiply each layer's values before they are stacked: a layer's share of a
+    squared distance grows with the square of its weight.
 
     The grid (H, W) is the first layer's. Pooling runs before the grid alignment: both are linear
     maps acting on different axes, so the order does not change the result (beyond float rounding),
@@ -119,7 +129,7 @@ def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, tar
     per_layer = []
     for fmap in feature_maps:
         channels, h, w = fmap.shape[1:]
-        if channels == pretrain_dim:
+        if pretrain_dim in (0, channels):
             # Each pooling bin is then exactly one channel's 3x3 neighbourhood (zeros included at
             # the border, as unfold pads): a 3x3 average pool, without materialising 9x the data.
             pooled = F.avg_pool2d(fmap, PATCH_SIZE, stride=1, padding=PATCH_SIZE // 2, count_include_pad=True)
@@ -131,9 +141,13 @@ def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, tar
         if (h, w) != (height, width):
             grid = F.interpolate(pooled.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
             pooled = grid.permute(0, 2, 3, 1)
-        per_layer.append(pooled.reshape(batch * height * width, 1, pretrain_dim))
-    stacked = torch.cat(per_layer, dim=1).reshape(batch * height * width, 1, -1)
-    return F.adaptive_avg_pool1d(stacked, target_dim).reshape(batch, height * width, target_dim)
+        per_layer.append(pooled.reshape(batch * height * width, -1))
+    if layer_weights:
+        per_layer = [block * weight for block, weight in zip(per_layer, layer_weights, strict=True)]
+    stacked = torch.cat(per_layer, dim=1)
+    if not target_dim:
+        return stacked.reshape(batch, height * width, -1)
+    return F.adaptive_avg_pool1d(stacked[:, None], target_dim).reshape(batch, height * width, target_dim)
 
 
 class PatchFeatureExtractor:
@@ -149,8 +163,13 @@ class PatchFeatureExtractor:
         batch_size: int = 8,
         pretrain_dim: int = 1024,
         target_dim: int = 1024,
+        layer_weights: tuple[float, ...] = (),
     ):
         self.spec = get_spec(backbone)
+        if layer_weights and len(layer_weights) != len(self.spec.layers):
+            raise ParameterError(f"--layer-weights gives {len(layer_weights)} weights, but {backbone} has "
+                                 f"{len(self.spec.layers)} layers ({', '.join(self.spec.layers)}).")
+        self.layer_weights = tuple(layer_weights)
         self.geometry = geometry
         self.batch_size = batch_size
         self.device = device
@@ -160,14 +179,21 @@ class PatchFeatureExtractor:
         # channels_last lets oneDNN pick faster convolutions (WideResNet to layer3 + aggregation:
         # 0.52 s vs 0.64 s per 8 images on 2 CPU cores); same arithmetic, rounding differs ~1e-6.
         self.model = model.to(device, memory_format=torch.channels_last)
-        self._grid: tuple[int, int] | None = None
+        self._shapes: tuple[tuple[int, int], list[int]] | None = None
 
     @classmethod
     def from_params(cls, params: ExtractParams) -> PatchFeatureExtractor:
         """The extractor ``params`` describe, on the device they name."""
         return cls(params.backbone, weights=params.weights, geometry=Geometry.of(params),
                    device=resolve_device(params.device), batch_size=params.batch_size, pretrain_dim=params.pretrain_dim,
-                   target_dim=params.target_dim)
+                   target_dim=params.target_dim, layer_weights=params.layer_weights)
+
+    @property
+    def feature_dim(self) -> int:
+        """The size of one patch feature."""
+        if self.target_dim:
+            return self.target_dim
+        return sum(self.pretrain_dim or channels for channels in self._probe()[1])
 
     @property
     def lineage(self) -> dict:
@@ -179,7 +205,11 @@ class PatchFeatureExtractor:
             "crop": self.geometry.crop,
             **tiling,
             "weights": self.weights_tag,
-            "feature_dim": self.target_dim,
+            "feature_dim": self.feature_dim,
+            # Only where they differ from the reference, so features extracted earlier keep their lineage.
+            **({"pooling": [self.pretrain_dim, self.target_dim]} if (self.pretrain_dim, self.target_dim) != (1024, 1024)
+               else {}),
+            **({"layer_weights": list(self.layer_weights)} if self.layer_weights else {}),
         }
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -203,7 +233,7 @@ class PatchFeatureExtractor:
         for start in range(0, len(tiles), step):
             outputs = self.model(tiles[start:start + step].to(self.device, memory_format=torch.channels_last))
             features = aggregate([outputs[layer] for layer in self.spec.layers], pretrain_dim=self.pretrain_dim,
-                                 target_dim=self.target_dim)
+                                 target_dim=self.target_dim, layer_weights=self.layer_weights)
             tile = start
             while tile < start + len(features):
                 image = tile // per_image
@@ -213,9 +243,14 @@ class PatchFeatureExtractor:
 
     def grid(self) -> tuple[int, int]:
         """The patch grid (H, W) of one tile (the frame without tiling), read off one dummy forward."""
-        if self._grid is None:
+        return self._probe()[0]
+
+    def _probe(self) -> tuple[tuple[int, int], list[int]]:
+        """(the first layer's grid, every layer's channels), from one dummy forward."""
+        if self._shapes is None:
             side = self.geometry.tile_side
             with torch.inference_mode():
                 outputs = self.model(torch.zeros(1, 3, side, side, device=self.device))
-            self._grid = tuple(outputs[self.spec.layers[0]].shape[-2:])
-        return self._grid
+            self._shapes = (tuple(outputs[self.spec.layers[0]].shape[-2:]),
+                            [outputs[layer].shape[1] for layer in self.spec.layers])
+        return self._shapes

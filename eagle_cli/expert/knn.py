@@ -8,8 +8,6 @@ exactly, with the image's entries excluded.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import faiss
 import numpy as np
 import torch
@@ -50,10 +48,6 @@ class BankIndex:
             self.bank = bank.to(device, torch.float32)
             self.bank_sq = (self.bank * self.bank).sum(1)
             self.size = bank.shape[0]
-
-    def save(self, path: Path) -> None:
-        """Write the faiss index (banks are built with the faiss backend)."""
-        faiss.write_index(self.index, str(path))
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Return squared distances and bank rows ``(Q, k)`` of the k nearest bank entries."""

@@ -1,15 +1,17 @@
-"""``bank`` artifacts: the coreset memory bank and its exact squared-L2 faiss index.
+"""``bank`` artifacts: the coreset memory bank.
 
 ``bank.safetensors`` holds ``bank`` ``(M, D) float32``, ``image_ids`` (the training image of each
 row), ``source_rows`` (its row in the flattened training features), ``selected_per_image``, and,
 from schema 2, for every training patch the bank row that covers it in the coreset's projected space
 (``cover``) and the squared distance to it (``cover_sq_dist``); metadata carries kind, schema,
-artifact id and ``knn_k``. ``index.faiss`` is faiss's own format.
+artifact id and ``knn_k``. Schema 2 also stored the rows a second time as a faiss index
+(``index.faiss``); from schema 3 the exact index is built from the rows when the bank is opened.
 """
 
 from __future__ import annotations
 
 import faiss
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -21,31 +23,42 @@ from eagle_cli.expert.coreset import Coreset
 from eagle_cli.expert.knn import BankIndex, pick_backend
 
 BANK_FILE = "bank.safetensors"
-INDEX_FILE = "index.faiss"
+#: Rows copied into a faiss index at a time: the bank is never held twice in memory.
+_ADD_ROWS = 65536
 
 
 def write_bank(draft: Draft, bank: torch.Tensor, coreset: Coreset, patches_per_image: int, n_images: int,
                knn_k: int) -> None:
-    """Write the bank rows, where each came from, what each covers, and a faiss index over them."""
+    """Write the bank rows, where each came from and what each covers."""
     image_ids = coreset.selected // patches_per_image
     save_file({"bank": bank.contiguous(), "image_ids": image_ids, "source_rows": coreset.selected,
                "selected_per_image": torch.bincount(image_ids, minlength=n_images),
                "cover": coreset.cover.int(), "cover_sq_dist": coreset.cover_sq_dist.contiguous()},
               str(draft.file(BANK_FILE)),
               metadata={"kind": "bank", "schema": str(SCHEMAS["bank"]), "artifact_id": draft.id, "knn_k": str(knn_k)})
-    BankIndex(bank, image_ids, backend="faiss", device=torch.device("cpu")).save(draft.file(INDEX_FILE))
 
 
 def read_bank(ref: ArtifactRef, *, backend: str, device: str) -> BankIndex:
     """Open a bank artifact's index on the backend that fits ``device``.
 
-    The faiss backend reads only faiss's index (the rows are not loaded twice); torch reads the rows.
+    The faiss backend copies the rows into an exact index a block at a time (the rows are never held
+    twice); torch reads them whole.
     """
     device = resolve_device(device)
     backend = pick_backend(backend, device)
     tensors = read_bank_tensors(ref, keys=("image_ids", "bank") if backend == "torch" else ("image_ids",))
-    index = faiss.read_index(str(ref.path / INDEX_FILE)) if backend == "faiss" else None
+    index = _exact_index(ref) if backend == "faiss" else None
     return BankIndex(tensors.get("bank"), tensors["image_ids"], backend=backend, device=device, faiss_index=index)
+
+
+def _exact_index(ref: ArtifactRef) -> faiss.Index:
+    with safe_open(str(ref.path / BANK_FILE), framework="numpy") as fh:
+        rows = fh.get_slice("bank")
+        count, dim = rows.get_shape()
+        index = faiss.IndexFlatL2(dim)
+        for start in range(0, count, _ADD_ROWS):
+            index.add(np.ascontiguousarray(rows[start:min(start + _ADD_ROWS, count)], dtype=np.float32))
+    return index
 
 
 def read_bank_tensors(ref: ArtifactRef, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:

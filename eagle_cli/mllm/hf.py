@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -11,9 +13,26 @@ from eagle_cli.devices import resolve_device
 from eagle_cli.errors import EagleError, ParameterError
 from eagle_cli.mllm.caas import caas, visual_columns
 from eagle_cli.mllm.prompt import Prompt, Reply
-from eagle_cli.params import PRESETS, CaasSettings
+from eagle_cli.params import PRESETS, QWEN_IMAGE_PIXELS, CaasSettings
 
 DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def _load_advice(name: str) -> str:
+    if Path(name).exists():
+        return "Check that the folder holds a vision-language model saved with save_pretrained."
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return (f"HF_HUB_OFFLINE=1 is set, so only the local cache is read: download {name!r} on a machine with "
+                "network (huggingface-cli download) and copy the cache, or pass a local folder.")
+    return "Pass a local folder, or a hub id that is cached (offline: set HF_HUB_OFFLINE=1)."
+
+
+def _set_image_budget(processor, min_pixels: int, max_pixels: int) -> None:
+    """Resize images to between ``min_pixels`` and ``max_pixels`` where the processor sizes them that way."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if hasattr(image_processor, "merge_size") and size is not None and "longest_edge" in size:
+        image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
 
 
 class HFBackend:
@@ -34,9 +53,14 @@ class HFBackend:
 
     @classmethod
     def load(cls, model: str, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
-             max_new_tokens: int = 128) -> HFBackend:
-        """Load a folder, a cached hub id or a preset (bf16 on a GPU, fp32 on the CPU unless ``dtype`` says)."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+             max_new_tokens: int = 128, caas_settings: CaasSettings | None = None,
+             image_pixels: tuple[int, int] = (QWEN_IMAGE_PIXELS, QWEN_IMAGE_PIXELS)) -> HFBackend:
+        """Load a folder, a cached hub id or a preset (bf16 on a GPU, fp32 on the CPU unless ``dtype`` says).
+
+        CAAS layers are checked against the model's config before any weight is read. Processors that
+        size images by a pixel budget (Qwen2-VL and Qwen2.5-VL) get ``image_pixels`` (min, max).
+        """
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         if dtype not in DTYPES:
             raise ParameterError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
@@ -46,16 +70,16 @@ class HFBackend:
         if chosen == "auto":
             chosen = torch.bfloat16 if target.type == "cuda" else torch.float32
         try:
+            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+            if caas_settings is not None:
+                caas_settings.indices(config.get_text_config().num_hidden_layers)
             processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
             loaded = AutoModelForImageTextToText.from_pretrained(name, dtype=chosen,
                                                                  trust_remote_code=trust_remote_code).to(target)
         except (OSError, ValueError, KeyError) as exc:
-            local = Path(name).exists()
-            raise EagleError(
-                f"Cannot load {name!r} as an image-text-to-text model ({str(exc).splitlines()[0]}). "
-                + ("Check that the folder holds a vision-language model saved with save_pretrained."
-                   if local else "Pass a local folder, or a hub id that is cached (offline: HF_HUB_OFFLINE=1).")
-            ) from None
+            raise EagleError(f"Cannot load {name!r} as an image-text-to-text model ({str(exc).splitlines()[0]}). "
+                             + _load_advice(name)) from None
+        _set_image_budget(processor, *image_pixels)
         return cls(loaded, processor, name=name, max_new_tokens=max_new_tokens)
 
     def _inputs(self, prompts: list[Prompt]):
@@ -82,7 +106,7 @@ class HFBackend:
     def _groups(self, prompts: list[Prompt], caas_settings: CaasSettings | None):
         """(indices, settings) per call: prompts outside the CAAS window never see it, bit for bit."""
         if caas_settings is not None:
-            caas_settings.check_layers(self.n_layers)
+            caas_settings = replace(caas_settings, layers=caas_settings.indices(self.n_layers))
         plain = [i for i, p in enumerate(prompts) if not (caas_settings and p.uncertain)]
         windowed = [i for i, p in enumerate(prompts) if caas_settings and p.uncertain]
         return [(indices, settings) for indices, settings in ((plain, None), (windowed, caas_settings)) if indices]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,14 +19,26 @@ from eagle_cli.formats.threshold import read_threshold
 
 @dataclass
 class AnswerSet:
-    """One model's answers to one prompts artifact, and how complete they are."""
+    """One model's answers to one prompts artifact, and how complete they are.
 
-    system: str  # "EAGLE", "EAGLE + CAAS", "MLLM alone", ...
+    ``identity`` is everything that changes the answers (the prompt settings, the model, backend,
+    generation and CAAS settings); ``system`` is its label in the tables, set by :func:`name_systems`
+    so that one identity has one label in every category and run of a report, and two never share one.
+    """
+
+    kind: str  # "EAGLE", "EAGLE + CAAS", "MLLM alone", ...
     model: str
+    identity: dict
     rows: list[dict]
     prompts: int
     complete: bool
     ref: ArtifactRef | None
+    system: str = ""
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.identity, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
 @dataclass
@@ -67,15 +81,47 @@ def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRe
                      if any(i["id"] == prompts.id for i in a.manifest["inputs"])]
         for answers in published:
             ref = artifacts.open_artifact(answers.path, "answers")
-            sets.append(AnswerSet(system_name(prompts.params, ref.params), ref.params["model"], read_answers(ref),
-                                  len(records), True, ref))
+            sets.append(AnswerSet(system_name(prompts.params, ref.params), ref.params["model"],
+                                  {"prompt": prompts.params, "reason": ref.params}, read_answers(ref), len(records),
+                                  True, ref))
         # An interrupted `eagle reason` leaves a hidden partial directory: report it as incomplete.
         for partial in (Path(root) / run / category / "answers").glob(".tmp-partial-*"):
             rows, _ = read_partial_answers(partial)
             if rows and rows[0].get("prompts") == prompts.id:
-                sets.append(AnswerSet(f"{system_name(prompts.params, {})} (incomplete)", rows[0]["model"], rows,
-                                      len(records), False, None))
+                identity = {"prompt": prompts.params, "reason": {"model": rows[0]["model"]}, "incomplete": True}
+                sets.append(AnswerSet(f"{system_name(prompts.params, {})} (incomplete)", rows[0]["model"], identity,
+                                      rows, len(records), False, None))
     return sets, boxes
+
+
+def name_systems(runs: list[RunData]) -> dict[str, dict]:
+    """Label every answer set of ``runs`` by its identity, and return label → identity (the legend).
+
+    A label is the kind ("EAGLE + CAAS"), then the model's name if two identities share the kind,
+    then the identity's hash if they still collide: short where nothing is ambiguous, and decided
+    over the whole report so that a category never labels a system differently from another.
+    """
+    identities: dict[str, AnswerSet] = {}
+    for run in runs:
+        for category in run.categories.values():
+            for answer_set in category.answers:
+                identities.setdefault(answer_set.key, answer_set)
+
+    def label(answer_set: AnswerSet, detail: int) -> str:
+        parts = [answer_set.kind, Path(answer_set.model).name, answer_set.key][:detail + 1]
+        return " · ".join(parts)
+
+    labels = {}
+    for key, answer_set in identities.items():
+        for detail in range(3):
+            labels[key] = label(answer_set, detail)
+            if all(label(other, detail) != labels[key] for k, other in identities.items() if k != key):
+                break
+    for run in runs:
+        for category in run.categories.values():
+            for answer_set in category.answers:
+                answer_set.system = labels[answer_set.key]
+    return {labels[key]: {"id": key, **answer_set.identity} for key, answer_set in identities.items()}
 
 
 def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData:
@@ -90,10 +136,6 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
         category = CategoryRun(name, scores, read_threshold(threshold_ref), read_scores(scores),
                                calibration_scores(threshold_ref.input("calibration")).tolist())
         category.answers, category.boxes = _prompts_and_answers(root, run, name, scores)
-        systems = [a.system for a in category.answers]
-        for answer_set in category.answers:
-            if systems.count(answer_set.system) > 1:  # two models on the same prompts: tell them apart
-                answer_set.system += f" · {Path(answer_set.model).name}"
         found[name] = category
         inputs += [scores] + [a.ref for a in category.answers if a.ref is not None]
         source = source_of(scores)
@@ -101,4 +143,6 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
     if len(datasets) > 1:
         raise ArtifactError(f"Run {run!r} mixes datasets {sorted(datasets)}; report them as separate runs.")
     layout, where = datasets.pop()
-    return RunData(run, {"layout": layout, "root": where}, found, inputs)
+    data = RunData(run, {"layout": layout, "root": where}, found, inputs)
+    name_systems([data])
+    return data

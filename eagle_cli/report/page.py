@@ -58,20 +58,25 @@ def gallery(runs: list[RunData], limit: int) -> tuple[list[dict], int]:
     candidates.sort(key=lambda c: (not c[4], c[1].name, c[2]["index"]))
     items = []
     for run, category, row, answers, tags in candidates[:limit]:
+        item = {
+            "run": run.name, "category": category.name, "name": Path(row["path"]).name, "path": row["path"],
+            "score": row["score"], "verdict": "anomalous" if row["anomalous"] else "normal",
+            "uncertain": row["uncertain"], "answers": answers, "tags": tags, "unreadable": None,
+            "truth": {0: "good", 1: f"defective ({row['defect']})"}.get(row["label"], "unknown"),
+            "original": None, "overlay": None, "boxes": None,
+        }
         try:
             image = load_rgb(Path(row["path"]))
-        except ImageError:
-            continue  # the image moved since scoring; the tables still count it
+        except ImageError as exc:
+            item["unreadable"] = exc.reason  # changed or moved since scoring; its figures still count
+            items.append(item)
+            continue
         _, amap = read_maps(category.scores, row)
         boxes = category.boxes.get(row["path"], [])  # as the model was shown them
-        items.append({
-            "run": run.name, "category": category.name, "name": Path(row["path"]).name, "score": row["score"],
-            "verdict": "anomalous" if row["anomalous"] else "normal", "uncertain": row["uncertain"],
-            "truth": {0: "good", 1: f"defective ({row['defect']})"}.get(row["label"], "unknown"),
-            "original": _jpeg(image), "overlay": _jpeg(heatmap_overlay(image, amap, vmax=category.threshold["tau"],
-                                                                       seen=row.get("observed_box"))),
-            "boxes": _jpeg(draw_boxes(image, boxes)) if boxes else None, "answers": answers, "tags": tags,
-        })
+        item.update(original=_jpeg(image), overlay=_jpeg(heatmap_overlay(image, amap, vmax=category.threshold["tau"],
+                                                                         seen=row.get("observed_box"))),
+                    boxes=_jpeg(draw_boxes(image, boxes)) if boxes else None)
+        items.append(item)
     return items, len(candidates)
 
 
@@ -92,7 +97,7 @@ def _calibration_row(name: str, category) -> dict:
 
 
 def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[dict], *, gallery_limit: int,
-           notes: list[str]) -> str:
+           notes: list[str], systems: dict[str, dict]) -> str:
     # Sandboxed like the prompt templates: the page shows text from answers and paths, never runs it.
     env = ImmutableSandboxedEnvironment(loader=jinja2.PackageLoader("eagle_cli.report", "templates"),
                                         autoescape=True, undefined=jinja2.StrictUndefined)
@@ -113,4 +118,16 @@ def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[di
     items, total = gallery(runs, gallery_limit)
     return env.get_template("report.html.j2").render(
         runs=run_views, headline=headline, columns=ALL_KEYS, comparison=comparison, gallery=items,
-        gallery_cut=total if total > len(items) else 0, notes=notes, titles=TITLES)
+        gallery_cut=total if total > len(items) else 0, notes=notes, titles=TITLES,
+        systems=[{"label": label, "id": identity["id"], "details": _details(identity)}
+                 for label, identity in sorted(systems.items())])
+
+
+def _details(identity: dict) -> str:
+    """One line of what makes a system's answers what they are, for the legend."""
+    flat = {}
+    for part in ("reason", "prompt"):
+        for key, value in (identity.get(part) or {}).items():
+            if value not in (None, {}, []):
+                flat[key] = value
+    return "; ".join(f"{key}={value}" for key, value in flat.items())

@@ -45,7 +45,7 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
         dtype = DTYPES[params.feature_dtype]
         patches = len(geometry.tile_offsets()) * grid[0] * grid[1]
         records, errors = [], []
-        with FeaturesWriter(draft, capacity=len(samples), patches=patches, dim=params.target_dim, dtype=dtype,
+        with FeaturesWriter(draft, capacity=len(samples), patches=patches, dim=extractor.feature_dim, dtype=dtype,
                             grid=grid) as writer, \
                 context.reporter.task(f"extract {category}/{split}", len(samples)) as advance:
             for batch in image_batches(samples, geometry, geometry.images_per_batch(params.batch_size),

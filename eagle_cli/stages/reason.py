@@ -29,7 +29,8 @@ def load_backend(params: ReasonParams):
     from eagle_cli.mllm.hf import HFBackend  # transformers loads only when a model is asked for
 
     return HFBackend.load(params.model, dtype=params.dtype, device=params.device,
-                     trust_remote_code=params.trust_remote_code, max_new_tokens=params.max_new_tokens)
+                          trust_remote_code=params.trust_remote_code, max_new_tokens=params.max_new_tokens,
+                          caas_settings=params.caas, image_pixels=(params.min_pixels, params.max_pixels))
 
 
 class SharedBackend:
@@ -66,6 +67,18 @@ def _prompt(record: dict, prompts_ref: ArtifactRef) -> Prompt:
             raise ImageError(path, "vanished since `eagle prompt` wrote this prompt; restore it or rerun eagle prompt")
         items.append({"type": "image", "image": load_rgb(path), "role": item["role"]})
     return Prompt(items, uncertain=bool(record["uncertain"]))
+
+
+def _warnings(rows: list[dict], invalid: int, params: ReasonParams) -> list[str]:
+    """What a user should know about answers that were written but may not mean what they seem."""
+    warnings = []
+    if rows and invalid == len(rows):
+        warnings.append(f"none of the {len(rows)} answers names an option: the model may not follow the answer "
+                        "format (raise --max-new-tokens, or check the model and the template)")
+    if params.caas is not None and not any(r["uncertain"] for r in rows):
+        warnings.append("--caas was on but no image fell in the CAAS window (τ < score < S_max), so it changed "
+                        "nothing; the threshold's window is empty (see fit-threshold)")
+    return warnings
 
 
 def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Context, backend=None) -> ArtifactRef:
@@ -113,8 +126,10 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                     advance(1)
         rows, errors = read_partial_answers(draft.tmp)
         draft.lineage = prompts_ref.lineage
-        draft.summary = {"answers": len(rows), "errors": len(errors), "invalid": sum(not r["valid"] for r in rows),
-                         "caas": sum(r["caas"] for r in rows), "model": params.model}
+        invalid = sum(not r["valid"] for r in rows)
+        draft.summary = {"answers": len(rows), "errors": len(errors), "invalid": invalid,
+                         "caas": sum(r["caas"] for r in rows), "model": params.model,
+                         "warnings": _warnings(rows, invalid, params)}
 
     return artifacts.produce("answers", context=context, category=category, params=params.identity(),
                              inputs=[prompts_ref], build=build, resumable=True)

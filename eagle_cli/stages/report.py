@@ -11,7 +11,7 @@ from eagle_cli.context import Context
 from eagle_cli.errors import ArtifactError
 from eagle_cli.formats.report import read_metrics, write_report
 from eagle_cli.params import ReportParams
-from eagle_cli.report.gather import RunData, gather
+from eagle_cli.report.gather import RunData, gather, name_systems
 from eagle_cli.report.page import render
 from eagle_cli.report.tables import ALL_KEYS, HEADLINE, compare, metric_rows, question_type_rows
 
@@ -45,6 +45,7 @@ def _slug(text: str) -> str:
 def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
     """Gather the runs, compute the tables, draw the page; refuse to compare runs of different datasets."""
     runs = [gather(context.artifacts, name, list(params.categories) or None) for name in params.runs]
+    systems = name_systems(runs)  # again over both runs, so a system compared across them has one label
     if len(runs) == 2 and runs[0].dataset != runs[1].dataset:
         raise ArtifactError(f"Runs {runs[0].name!r} ({runs[0].dataset['root']}) and {runs[1].name!r} "
                             f"({runs[1].dataset['root']}) scored different datasets; report them separately.")
@@ -60,10 +61,10 @@ def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
                      f"({100 * (r['coverage'] or 0):.0f} % answered); its figures cover only those."
                      for run in runs for r in rows[run.name]
                      if r.get("complete") is False and r["category"] not in ("macro", "micro")]
-            html = render(runs, rows, comparison, gallery_limit=params.gallery, notes=notes)
+            html = render(runs, rows, comparison, gallery_limit=params.gallery, notes=notes, systems=systems)
             advance(1)
         all_rows = [r for run in runs for r in rows[run.name]]
-        metrics = {"headline": HEADLINE_TEXT, "rows": all_rows,
+        metrics = {"headline": HEADLINE_TEXT, "rows": all_rows, "systems": systems,
                    "question_types": [row for run in runs for row in question_type_rows(run)],
                    "comparison": comparison, "notes": notes}
         mmad = {f"{_slug(run.name)}_{_slug(system)}": answers

@@ -6,6 +6,8 @@ maps to disk as they come, and computes the metrics where the images are labelle
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,9 +25,11 @@ from eagle_cli.errors import ArtifactError, DataError, ImageError
 from eagle_cli.expert.anomaly_map import observed_box
 from eagle_cli.expert.inputs import image_batches, record_error
 from eagle_cli.expert.model import Expert, Scored
+from eagle_cli.expert.scoring import verdicts
 from eagle_cli.formats.features import read_errors, read_features, training_source
 from eagle_cli.formats.jsonl import ERRORS_FILE, write_jsonl
-from eagle_cli.formats.scores import ScoresWriter, stored_maps, write_metrics
+from eagle_cli.formats.scores import SCORES_FILE, ScoresWriter, read_metrics, read_scores, stored_maps, write_metrics
+from eagle_cli.formats.threshold import read_threshold
 from eagle_cli.metrics import PixelMetrics
 from eagle_cli.params import ScoreParams
 
@@ -48,56 +52,126 @@ class ScoreInputs:
 
 
 def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams, *, context: Context) -> ArtifactRef:
-    """Score every test image; write one JSON line per image, maps in safetensors shards, and metrics."""
+    """Score every test image; write one JSON line per image, maps in safetensors shards, and metrics.
+
+    When only the threshold differs from a published scores artifact (same bank, images and
+    smoothing), its image scores, maps and pixel metrics are reused and only the verdicts change.
+    """
     identity, extra_inputs, category, samples = _test_identity(test)
     n_images = len(samples) if samples is not None else test.features.summary["images"]
+    score_params = {**identity, "sigma_px": params.sigma_px}
 
     def build(draft):
-        expert = Expert.load(threshold_ref, device=params.device, knn_backend=params.knn_backend,
-                             sigma_px=params.sigma_px, batch_size=params.batch_size)
-        errors: list[dict] = []
-        rows, masks = [], {}
-        spans = {"seen": [np.inf, -np.inf], "original": [np.inf, -np.inf]}
-        with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
-            for records, scored in _scored_batches(test, samples, expert, threshold_ref, context, errors, advance):
-                for i, record in enumerate(records):
-                    try:
-                        masked = _original_mask(record) is not None
-                    except ImageError as exc:
-                        # The image is still judged; only its pixel metrics need the mask.
-                        record_error(exc, Sample.from_record(record), on_error=context.on_error, errors=errors)
-                        masked = False
-                    rows.append(writer.add({
-                        "path": record["path"], "label": record["label"], "defect": record["defect"],
-                        "score": float(scored.scores[i]), "anomalous": bool(scored.anomalous[i]),
-                        "uncertain": bool(scored.uncertain[i]), "width": record["width"], "height": record["height"],
-                        "observed_box": observed_box(expert.geometry, record["width"], record["height"]),
-                    }, scored.crop_maps[i], scored.maps[i]))
-                    if record["label"] is not None and (record["label"] == 0 or masked):
-                        # Pixel metrics are read back from the shards; only the ranges are kept meanwhile.
-                        masks[rows[-1]["index"]] = record["mask"]
-                        for span, amap in zip(spans.values(), (scored.crop_maps[i], scored.maps[i]), strict=True):
-                            span[:] = min(span[0], float(amap.min())), max(span[1], float(amap.max()))
+        sibling = _same_scores(threshold_ref, score_params, extra_inputs, category, context)
+        if sibling is not None:
+            rows, errors, result = _rejudged(sibling, threshold_ref, draft)
+        else:
+            rows, errors, result = _scored_anew(threshold_ref, test, samples, n_images, params, category, context,
+                                                draft)
         write_jsonl(draft.file(ERRORS_FILE), errors)
-        result = _metrics(rows, tau=expert.tau)
-        if masks:
-            seen, whole = PixelMetrics(*spans["seen"]), PixelMetrics(*spans["original"])
-            for row, amap, original in stored_maps(draft.tmp, [r for r in rows if r["index"] in masks]):
-                full = _original_mask({**row, "mask": masks[row["index"]]})
-                full = full if full is not None else np.zeros(original.shape, dtype=bool)
-                seen.add(amap, expert.geometry.crop_mask(torch.from_numpy(full)).numpy())
-                whole.add(original, full)
-            result.update(pixel_auroc=seen.pixel_auroc(), pro=seen.pro(), pixel_auroc_original=whole.pixel_auroc(),
-                          pro_original=whole.pro())
         write_metrics(draft, result)
+        tau, s_max = _tau_and_s_max(threshold_ref)
         draft.lineage = threshold_ref.lineage
-        draft.summary = {"images": len(rows), "errors": len(errors), "tau": expert.tau, "s_max": expert.s_max,
+        draft.summary = {"images": len(rows), "errors": len(errors), "tau": tau, "s_max": s_max,
                          "anomalous": sum(r["anomalous"] for r in rows),
                          "uncertain": sum(r["uncertain"] for r in rows), **result}
 
-    return artifacts.produce("scores", context=context, category=category,
-                             params={**identity, "sigma_px": params.sigma_px}, inputs=[threshold_ref, *extra_inputs],
-                             build=build)
+    return artifacts.produce("scores", context=context, category=category, params=score_params,
+                             inputs=[threshold_ref, *extra_inputs], build=build)
+
+
+def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sample] | None, n_images: int,
+                 params: ScoreParams, category: str, context: Context, draft) -> tuple[list[dict], list[dict], dict]:
+    """Run the expert over the test images: (rows, errors, metrics)."""
+    expert = Expert.load(threshold_ref, device=params.device, knn_backend=params.knn_backend,
+                         sigma_px=params.sigma_px, batch_size=params.batch_size)
+    errors: list[dict] = []
+    rows, masks = [], {}
+    span = [np.inf, -np.inf]
+    with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
+        for records, scored in _scored_batches(test, samples, expert, threshold_ref, context, errors, advance):
+            for i, record in enumerate(records):
+                try:
+                    masked = _original_mask(record) is not None
+                except ImageError as exc:
+                    # The image is still judged; only its pixel metrics need the mask.
+                    record_error(exc, Sample.from_record(record), on_error=context.on_error, errors=errors)
+                    masked = False
+                rows.append(writer.add({
+                    "path": record["path"], "label": record["label"], "defect": record["defect"],
+                    "score": float(scored.scores[i]), "anomalous": bool(scored.anomalous[i]),
+                    "uncertain": bool(scored.uncertain[i]), "width": record["width"], "height": record["height"],
+                    "observed_box": observed_box(expert.geometry, record["width"], record["height"]),
+                }, scored.crop_maps[i]))
+                if record["label"] is not None and (record["label"] == 0 or masked):
+                    # Pixel metrics are read back from the shards; only the range is kept meanwhile.
+                    masks[rows[-1]["index"]] = record["mask"]
+                    span[:] = min(span[0], float(scored.crop_maps[i].min())), max(span[1],
+                                                                                  float(scored.crop_maps[i].max()))
+    result = _metrics(rows, tau=expert.tau)
+    if masks:
+        # The original frame's map is the expert's resampled, with 0 where it never looked.
+        seen, whole = PixelMetrics(*span), PixelMetrics(min(span[0], 0.0), span[1])
+        for row, amap, original in stored_maps(draft.tmp, [r for r in rows if r["index"] in masks], expert.geometry):
+            full = _original_mask({**row, "mask": masks[row["index"]]})
+            full = full if full is not None else np.zeros(original.shape, dtype=bool)
+            seen.add(amap, expert.geometry.crop_mask(torch.from_numpy(full)).numpy())
+            whole.add(original, full)
+        result.update(pixel_auroc=seen.pixel_auroc(), pro=seen.pro(), pixel_auroc_original=whole.pixel_auroc(),
+                      pro_original=whole.pro())
+    return rows, errors, result
+
+
+def _same_scores(threshold_ref: ArtifactRef, score_params: dict, extra_inputs: list[ArtifactRef], category: str,
+                 context: Context) -> ArtifactRef | None:
+    """The newest published scores of the same bank, test images and smoothing under another threshold."""
+    bank_id = _bank_id(threshold_ref.manifest)
+    extra_ids = sorted(ref.id for ref in extra_inputs)
+    for ref in reversed(artifacts.list_artifacts(context.artifacts, run=context.run, category=category,
+                                                 kind="scores")):
+        inputs = ref.manifest.get("inputs", [])
+        thresholds = [i for i in inputs if i["kind"] == "threshold"]
+        if (ref.manifest.get("schema") != artifacts.SCHEMAS["scores"] or ref.params != score_params
+                or sorted(i["id"] for i in inputs if i["kind"] != "threshold") != extra_ids or len(thresholds) != 1):
+            continue
+        try:
+            other = artifacts.open_artifact(thresholds[0]["path"], "threshold", verify=False)
+            if _bank_id(other.manifest) == bank_id:
+                return artifacts.open_artifact(ref.path, "scores")
+        except ArtifactError:
+            continue  # a broken candidate is simply not reused
+    return None
+
+
+def _tau_and_s_max(threshold_ref: ArtifactRef) -> tuple[float, float]:
+    values = read_threshold(threshold_ref)
+    return values["tau"], values["s_max"]
+
+
+def _bank_id(threshold_manifest: dict) -> str | None:
+    return next((i["id"] for i in threshold_manifest["inputs"] if i["kind"] == "bank"), None)
+
+
+def _rejudged(sibling: ArtifactRef, threshold_ref: ArtifactRef, draft) -> tuple[list[dict], list[dict], dict]:
+    """The sibling's rows and maps with verdicts under this threshold: (rows, errors, metrics)."""
+    tau, s_max = _tau_and_s_max(threshold_ref)
+    rows = read_scores(sibling)
+    anomalous, uncertain = verdicts(np.array([r["score"] for r in rows]), tau, s_max)
+    rows = [{**row, "anomalous": bool(a), "uncertain": bool(u)} for row, a, u in zip(rows, anomalous, uncertain,
+                                                                                      strict=True)]
+    write_jsonl(draft.file(SCORES_FILE), rows)
+    for shard in sorted({row["maps_file"] for row in rows}):
+        _link_or_copy(sibling.path / shard, draft.file(shard))
+    pixel = {key: value for key, value in read_metrics(sibling).items() if key.startswith(("pixel_", "pro"))}
+    return rows, read_errors(sibling), {**_metrics(rows, tau=tau), **pixel}
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (the maps are then stored once on disk), or a copy across file systems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _test_identity(test: ScoreInputs) -> tuple[dict, list[ArtifactRef], str, list[Sample] | None]:

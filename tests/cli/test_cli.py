@@ -64,6 +64,13 @@ def test_user_error_exits_1_with_one_message_and_no_traceback(tmp_path):
     assert "does not exist" in result.output and "Traceback" not in result.output
 
 
+def test_version_prints_and_exits_0():
+    from eagle_cli import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"eagle {__version__}"
+
+
 def test_a_path_with_brackets_is_printed_as_typed(tmp_path):
     missing = tmp_path / "line[bold]3[/]"
     result = runner.invoke(app, ["extract", "--data", str(missing), *TINY_ARGS])
@@ -98,10 +105,10 @@ def test_edited_artifact_is_a_clear_error_on_the_command_line(tiny_root, tmp_pat
     common = ["--artifacts", str(tmp_path), "--category", "brick", "-q"]
     assert runner.invoke(app, ["fit-bank", "--data", str(tiny_root), *TINY_ARGS, *common]).exit_code == 0
     bank = artifacts.latest(tmp_path, "default", "brick", "bank")
-    with open(bank.path / "index.faiss", "ab") as fh:
+    with open(bank.path / "bank.safetensors", "ab") as fh:
         fh.write(b"!")
     result = runner.invoke(app, ["fit-threshold", *common])
-    assert result.exit_code == 1 and "index.faiss was changed after it was written" in result.output
+    assert result.exit_code == 1 and "bank.safetensors was changed after it was written" in result.output
 
 
 def test_kill_during_extract_leaves_nothing_accepted_and_the_rerun_completes(tmp_path):

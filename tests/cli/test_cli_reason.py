@@ -25,6 +25,9 @@ def test_prompt_then_reason_with_caas_on_the_command_line(tiny_root, tiny_qwen, 
     missing = runner.invoke(app, ["reason", "--model", str(tmp_path / "no-such-model"), "--device", "cpu", *common],
                             env={"HF_HUB_OFFLINE": "1"})
     assert missing.exit_code == 1 and "Cannot load" in missing.output and "Traceback" not in missing.output
+    hub = runner.invoke(app, ["reason", "--model", "some-org/not-cached", "--device", "cpu", *common],
+                        env={"HF_HUB_OFFLINE": "1"})
+    assert "HF_HUB_OFFLINE=1 is set" in hub.output and "set HF_HUB_OFFLINE" not in hub.output
 
 
 def test_reason_refuses_caas_layers_the_model_does_not_have(tiny_root, tiny_qwen, tmp_path):
@@ -33,8 +36,10 @@ def test_reason_refuses_caas_layers_the_model_does_not_have(tiny_root, tiny_qwen
                  ["fit-threshold", "--method", "quantile", "--q", "5"],
                  ["score", "--device", "cpu"], ["prompt"]):
         assert runner.invoke(app, [*args, *common]).exit_code == 0
-    result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--caas", *common])
+    result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--caas", "--caas-layers",
+                                 "9-14", *common])
     assert result.exit_code == 1 and "outside this model's decoder layers 0–3" in result.output
+    assert "Loading weights" not in result.output  # refused from the config, before any weight is read
 
 
 def test_reason_through_a_server_from_the_command_line(tiny_root, tmp_path):
@@ -55,4 +60,8 @@ def test_reason_through_a_server_from_the_command_line(tiny_root, tmp_path):
                                      "--concurrency", "3", "--json", *common])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)[0]["summary"]
-    assert summary["answers"] == 11 and summary["invalid"] == 0 and len(served) == 11
+    assert summary["answers"] == 11 and summary["invalid"] == 0 and len(served) == 11 and summary["warnings"] == []
+    with scripted_server([(200, completion("zzz"))]) as (url, served):
+        garbled = runner.invoke(app, ["reason", "--backend", "openai", "--base-url", url, "--model", "other-model",
+                                      *common])
+    assert garbled.exit_code == 0 and "warning: none of the 11 answers names an option" in garbled.output

@@ -19,6 +19,30 @@ def test_mmad_is_detected_and_trains_on_mvtec_ad_while_scoring_the_queried_image
     assert {(s.defect == "good", s.label) for s in test} == {(True, 0), (False, 1)}
 
 
+def test_mask_paths_are_relative_to_the_category_folder_and_a_missing_one_is_listed_not_dropped(
+        mmad_root, tmp_path, context):
+    from eagle_cli.params import BankParams, ScoreParams
+    from eagle_cli.stages.extract import run_extract
+    from eagle_cli.stages.fit_bank import run_fit_bank
+    from eagle_cli.stages.fit_threshold import run_fit_threshold
+    from eagle_cli.stages.score import ScoreInputs, run_score
+    from tests.conftest import TINY, TINY_THRESHOLD
+
+    root = tmp_path / "MMAD"
+    shutil.copytree(mmad_root, root)
+    test = DataSource(root=root).resolved().scan("brick", "test")
+    masks = [s.mask for s in test if s.label == 1]
+    assert len(masks) == 8 and all(m.is_file() and "/DS-MVTec/brick/rbg_mask/" in str(m) for m in masks)
+    masks[0].unlink()
+    source = DataSource(root=root)
+    threshold = run_fit_threshold(run_fit_bank(run_extract(source, "brick", "train", TINY, context=context),
+                                               BankParams(), context=context), TINY_THRESHOLD, context=context)
+    scores = run_score(threshold, ScoreInputs(source=source, category="brick"), ScoreParams(), context=context)
+    assert scores.summary["images"] == 11 and scores.summary["pixel_auroc"] is not None
+    errors = (scores.path / "errors.jsonl").read_text()
+    assert masks[0].name in errors and "file not found" in errors
+
+
 def test_questions_reletter_and_filter_by_task(mmad_root):
     index = DataSource(root=mmad_root).resolved().mmad_index()
     entry = index.entries["DS-MVTec/brick/image/hole/000.png"]

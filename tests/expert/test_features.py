@@ -39,6 +39,42 @@ def test_aggregation_matches_the_reference_order(channels):
     torch.testing.assert_close(ours, reference_aggregate(maps), atol=1e-5, rtol=1e-5)
 
 
+def test_native_widths_are_each_channels_3x3_mean_on_the_first_layers_grid():
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(2, 32, 8, 8, generator=g), torch.randn(2, 96, 4, 4, generator=g)]
+    native = aggregate(maps, pretrain_dim=0, target_dim=0)
+    assert native.shape == (2, 64, 32 + 96)
+    local = [F.avg_pool2d(m, 3, stride=1, padding=1) for m in maps]  # zero padding counted, as unfold pads
+    expected = torch.cat([local[0], F.interpolate(local[1], size=(8, 8), mode="bilinear", align_corners=False)], 1)
+    torch.testing.assert_close(native, expected.flatten(2).transpose(1, 2))
+    assert aggregate(maps, pretrain_dim=0, target_dim=64).shape == (2, 64, 64)
+
+
+def test_layer_weights_multiply_each_layers_values_and_enter_the_lineage():
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(1, 32, 8, 8, generator=g), torch.randn(1, 96, 4, 4, generator=g)]
+    plain = aggregate(maps, pretrain_dim=0, target_dim=0)
+    weighted = aggregate(maps, pretrain_dim=0, target_dim=0, layer_weights=(3.0, 0.5))
+    torch.testing.assert_close(weighted[..., :32], 3 * plain[..., :32])
+    torch.testing.assert_close(weighted[..., 32:], 0.5 * plain[..., 32:])
+    extractor = PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80),
+                                      device=torch.device("cpu"), pretrain_dim=0, target_dim=0, layer_weights=(3, 1))
+    assert extractor.lineage["layer_weights"] == [3, 1] and extractor.lineage["pooling"] == [0, 0]
+    reference = PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80),
+                                      device=torch.device("cpu"))
+    assert "layer_weights" not in reference.lineage and "pooling" not in reference.lineage  # as before they existed
+    with pytest.raises(ParameterError, match="2 layers"):
+        PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80), device=torch.device("cpu"),
+                              layer_weights=(1.0,))
+
+
+def test_the_extractor_reports_the_native_feature_size_it_writes():
+    extractor = PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80),
+                                      device=torch.device("cpu"), pretrain_dim=0, target_dim=0)
+    features = extractor(torch.zeros(1, 3, 80, 80))
+    assert features.shape[-1] == extractor.feature_dim == extractor.lineage["feature_dim"] == 32 + 96
+
+
 @pytest.mark.parametrize("size", [(300, 200), (200, 300), (256, 256), (1024, 777)])
 def test_geometry_matches_torchvision_resize_and_centre_crop(size):
     geometry = Geometry(256, 224)

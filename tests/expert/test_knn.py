@@ -45,15 +45,3 @@ def test_leave_own_out_never_returns_the_own_image_and_matches_an_exact_search(e
         assert fallback == 60
     if extra == 50:
         assert fallback == 0
-
-
-def test_saved_index_searches_like_the_original(tmp_path):
-    import faiss
-
-    bank, ids = _bank()
-    index = BankIndex(bank, ids, backend="faiss", device=CPU)
-    index.save(tmp_path / "i.faiss")
-    saved = faiss.read_index(str(tmp_path / "i.faiss"))
-    reloaded = BankIndex(bank, ids, backend="faiss", device=CPU, faiss_index=saved)
-    queries = torch.randn(20, 32)
-    assert np.array_equal(index.search(queries, 2)[1], reloaded.search(queries, 2)[1])

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from eagle_cli import artifacts
@@ -125,24 +126,27 @@ def test_calibration_threshold_and_prompts_round_trip(tmp_path):
 
 
 def test_scores_round_trip_across_map_shards(tmp_path):
-    # 70 images cross two shard boundaries (32 and 64): every row finds its own maps.
+    # 70 images cross two shard boundaries (32 and 64): every row finds its own map.
     made = []
 
     def write(draft):
         with scores.ScoresWriter(draft) as writer:
             for i in range(70):
-                crop, orig = np.full((4, 4), i, np.float32), np.full((6, 5), -i, np.float32)
-                made.append(writer.add({"path": f"{i}.png", "score": float(i)}, crop, orig))
+                row = {"path": f"{i}.png", "score": float(i), "width": 5, "height": 6}
+                made.append(writer.add(row, np.full((4, 4), i, np.float32)))
         scores.write_metrics(draft, {"image_auroc": 0.5})
 
-    ref = _publish(tmp_path, "scores", write)
+    # The whole image resized to 4x4 is the expert's frame: the original map is the frame map resampled.
+    ref = _publish(tmp_path, "scores", write, lineage={"resize": 4, "crop": 0})
     rows = scores.read_scores(ref)
     assert rows == made and [r["index"] for r in rows] == list(range(70))
     assert len({r["maps_file"] for r in rows}) == 3
     for i in (0, 31, 32, 63, 64, 69):
         crop, orig = scores.read_maps(ref, rows[i])
-        assert (crop == i).all() and (orig == -i).all() and orig.shape == (6, 5)
-    assert json.loads((ref.path / scores.METRICS_FILE).read_text()) == {"image_auroc": 0.5}
+        assert (crop == i).all() and orig.shape == (6, 5) and np.allclose(orig, i)
+    with safe_open(str(ref.path / rows[0]["maps_file"]), framework="np") as fh:
+        assert set(fh.keys()) == {f"crop/{i}" for i in range(32)}  # each map stored once
+    assert scores.read_metrics(ref) == {"image_auroc": 0.5}
 
 
 def test_partial_answers_drop_a_line_cut_off_by_a_kill(tmp_path):

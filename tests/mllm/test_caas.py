@@ -1,6 +1,7 @@
 """CAAS on a real (tiny) Qwen2.5-VL: a no-op at α = 0, local to the window, the promised factor, cache-safe."""
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -118,13 +119,35 @@ def test_generation_with_the_kv_cache_matches_a_forward_without_it(qwen_backend)
 
 def test_layers_outside_the_model_are_refused(qwen_backend):
     with pytest.raises(ParameterError, match=r"\[9, 10, 11, 12, 13, 14\] are outside this model's decoder layers 0–3"):
-        qwen_backend.generate([_prompt(True)], CaasSettings())
+        qwen_backend.generate([_prompt(True)], CaasSettings(layers=tuple(range(9, 15))))
 
 
 def test_layer_specs_parse():
     assert parse_layers("9-14") == tuple(range(9, 15)) and parse_layers("1,3-4") == (1, 3, 4)
-    with pytest.raises(ParameterError):
-        parse_layers("nine")
+    assert parse_layers("0.32-0.54") == (0.32, 0.54) == parse_layers((0.32, 0.54))
+    for bad in ("nine", "0.6-0.2", "0.5-1.5", "0.x-0.4"):
+        with pytest.raises(ParameterError):
+            parse_layers(bad)
+
+
+@pytest.mark.parametrize("depth,layers", [(28, range(9, 15)), (36, range(12, 19)), (64, range(20, 35))])
+def test_the_default_band_is_the_references_layers_on_7b_and_the_same_stretch_on_other_sizes(depth, layers):
+    assert CaasSettings().indices(depth) == tuple(layers)
+
+
+def test_a_band_too_narrow_for_the_model_is_refused():
+    with pytest.raises(ParameterError, match="holds no layer of this 4-layer model"):
+        CaasSettings(layers=(0.3, 0.35)).indices(4)
+
+
+def test_caas_layers_are_checked_before_the_weights_load(tiny_qwen, tmp_path):
+    from eagle_cli.mllm.hf import HFBackend
+
+    shutil.copytree(tiny_qwen, tmp_path / "m")
+    for weights in (tmp_path / "m").glob("*.safetensors"):
+        weights.write_bytes(b"not weights")  # reading them would fail differently
+    with pytest.raises(ParameterError, match="outside this model's decoder layers 0–3"):
+        HFBackend.load(str(tmp_path / "m"), device="cpu", caas_settings=CaasSettings(layers=(9,)))
 
 
 def test_visual_columns_mark_only_the_query_run():
@@ -140,3 +163,22 @@ def test_a_folder_that_is_not_a_vision_language_model_is_refused(tmp_path):
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)).save_pretrained(tmp_path)
     with pytest.raises(EagleError, match="image-text-to-text"):
         HFBackend.load(str(tmp_path), device="cpu")
+
+
+def test_the_image_budget_sets_how_many_visual_tokens_an_image_becomes(tiny_qwen):
+    from eagle_cli.mllm.hf import HFBackend
+    from eagle_cli.params import QWEN_IMAGE_PIXELS, ReasonParams
+
+    def visual_tokens(backend):
+        inputs = backend._inputs([_prompt(False)])
+        return int((inputs["input_ids"] == backend.image_token_id).sum()) // 2  # two images per prompt
+
+    small = HFBackend.load(str(tiny_qwen), device="cpu", image_pixels=(64 * 28 * 28, 64 * 28 * 28))
+    default = HFBackend.load(str(tiny_qwen), device="cpu")
+    assert abs(visual_tokens(small) - 64) <= 8  # one token per 28x28 pixels, sides rounded to 28
+    assert abs(visual_tokens(default) - QWEN_IMAGE_PIXELS / 28 ** 2) < 0.05 * 512  # the reference's ~512
+    assert ReasonParams(max_pixels=2 * QWEN_IMAGE_PIXELS).identity()["image_pixels"] == [QWEN_IMAGE_PIXELS,
+                                                                                       2 * QWEN_IMAGE_PIXELS]
+    assert "image_pixels" not in ReasonParams(backend="openai").identity()
+    with pytest.raises(ParameterError, match="below --min-pixels"):
+        ReasonParams(max_pixels=1000)

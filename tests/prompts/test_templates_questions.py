@@ -36,8 +36,9 @@ def test_default_question_knows_the_answer_from_the_label():
 
 def test_shipped_template_renders_every_part():
     templates = Templates.load()
-    text = templates.render("question", question="Is it broken?", options=[{"letter": "A", "text": "Yes"}])
-    assert "Is it broken?" in text and "A. Yes" in text
+    text = templates.render("question", question="Is it broken?", options=[{"letter": "A", "text": "Yes"},
+                                                                            {"letter": "B", "text": "No"}])
+    assert text == "Is it broken?\nA. Yes\nB. No"  # one line each, as MMAD shows them
     assert "anomalous" in templates.render("verdict", verdict="anomalous")
 
 

@@ -200,7 +200,8 @@ def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(ti
 
 
 def test_mmad_runs_report_accuracy_per_question_type(mmad_root, tiny_qwen, tmp_path):
-    config = _config(tmp_path / "c.yaml", mmad_root, tmp_path / "a", model=str(tiny_qwen), max_new_tokens=2)
+    config = _config(tmp_path / "c.yaml", mmad_root, tmp_path / "a", model=str(tiny_qwen), max_new_tokens=2,
+                     task="all")
     result, outcomes = _run(config)
     assert result.exit_code == 0, result.output
     report = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report")).path
@@ -238,3 +239,32 @@ def test_the_gallery_shows_the_boxes_the_model_was_shown(tiny_root, tmp_path):
     run_prompt(scores, PromptParams(box=BoxParams(level=1e9)), context=context)
     assert run_report(ReportParams(runs=("r1",)), context=context).path.joinpath("report.html").read_text().count(
         'alt="boxes"') == 0
+
+
+def test_each_system_identity_gets_one_label_everywhere_and_is_never_merged(tiny_root, tiny_qwen, tmp_path):
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer", "brick"])
+    assert _run(config)[0].exit_code == 0
+    context = Context(artifacts=tmp_path / "a", run="r1")
+    # One model over 0-shot and 1-shot prompts, and with two answer lengths: four systems.
+    for category in ("washer", "brick"):
+        scores = artifacts.latest(tmp_path / "a", "r1", category, "scores")
+        for shots in (0, 1):
+            prompts = run_prompt(scores, PromptParams(shots=shots), context=context)
+            for tokens in (2, 3):
+                run_reason(prompts, ReasonParams(model=str(tiny_qwen), device="cpu", max_new_tokens=tokens),
+                           context=context)
+    report = run_report(ReportParams(runs=("r1",)), context=context)
+    metrics = json.loads((report.path / "metrics.json").read_text())
+    labels = set(metrics["systems"])
+    assert len(labels) == 4 and all(label.startswith(f"EAGLE · {tiny_qwen.name} · ") for label in labels)
+    rows = [r for r in metrics["rows"] if r["system"] != "Expert"]
+    for label in labels:
+        assert sorted(r["category"] for r in rows if r["system"] == label) == ["brick", "macro", "micro", "washer"]
+    assert {(metrics["systems"][label]["prompt"]["shots"], metrics["systems"][label]["reason"]["max_new_tokens"])
+            for label in labels} == {(0, 2), (0, 3), (1, 2), (1, 3)}
+    exports = sorted(report.path.glob("mmad_*.json"))
+    assert len(exports) == 4
+    for export in exports:  # each question once per system: 11 + 11 Anomaly Detection questions
+        questions = [(a["image"], a["question"]["text"]) for a in json.loads(export.read_text())]
+        assert len(questions) == len(set(questions)) == 22
+    assert all(label in (report.path / "report.html").read_text() for label in labels)

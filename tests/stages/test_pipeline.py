@@ -53,6 +53,26 @@ def test_the_full_frame_runs_through_every_expert_stage_and_leaves_no_blind_stri
     assert {"image_auroc", "pixel_auroc", "pro"} <= set(whole.summary)
 
 
+def test_a_new_threshold_rejudges_published_scores_and_shares_their_maps(tiny_root, context):
+    first_threshold = _expert(tiny_root, "washer", context, threshold=FitThresholdParams(
+        dbt=ThresholdParams("quantile", q=50)))
+    test_set = ScoreInputs(source=DataSource(root=tiny_root), category="washer")
+    first = run_score(first_threshold, test_set, ScoreParams(), context=context)
+    second_threshold = run_fit_threshold(first_threshold.input("bank"), TINY_THRESHOLD, context=context)
+    second = run_score(second_threshold, test_set, ScoreParams(), context=context)
+    tau = read_threshold(second_threshold)["tau"]
+    assert second.path != first.path and tau != read_threshold(first_threshold)["tau"]
+    assert [r["score"] for r in _rows(second)] == [r["score"] for r in _rows(first)]
+    assert [r["anomalous"] for r in _rows(second)] == [r["score"] >= tau for r in _rows(first)]
+    assert second.summary["anomalous"] != first.summary["anomalous"]
+    assert all(second.summary[k] == first.summary[k] for k in ("pixel_auroc", "pro", "image_auroc"))
+    shard = _rows(first)[0]["maps_file"]
+    # Same maps, not recomputed: one file on disk for both artifacts.
+    assert (second.path / shard).stat().st_ino == (first.path / shard).stat().st_ino
+    smoother = run_score(second_threshold, test_set, ScoreParams(sigma_px=2.0), context=context)
+    assert (smoother.path / shard).stat().st_ino != (first.path / shard).stat().st_ino
+
+
 def test_chain_writes_scores_maps_verdicts_and_metrics(tiny_root, context):
     threshold_ref = _expert(tiny_root, "washer", context)
     test_set = ScoreInputs(source=DataSource(root=tiny_root), category="washer")
