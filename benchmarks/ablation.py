@@ -12,6 +12,7 @@ for each expert:
 - ``native``: each channel's 3x3 mean, the layers concatenated at their own widths (128 values);
 - ``native k-center``: the same features, the coreset started from one random point (plain
   k-center greedy, as the PatchCore paper and anomalib select);
+- ``default``: eagle's defaults, native widths weighted widest / width (3 : 1 on MobileNetV2, as w3);
 - ``native w1.7``, ``native w3``: native widths with the shallow layer's values weighted 1.73 or 3
   (``--layer-weights``): 1.73 gives both layers the same share of a squared distance (1.73² × 32
   channels = 96), roughly as the reference's pooling does; 3 gives the shallow layer three times
@@ -56,10 +57,11 @@ from eagle_cli.stages.score import ScoreInputs, run_score
 #: Feature layout (pretrain_dim, target_dim) and coreset settings of each expert compared.
 EXPERTS = {
     "reference": ((1024, 1024, ()), BankParams()),
-    "native": ((0, 0, ()), BankParams()),
-    "native k-center": ((0, 0, ()), BankParams(n_starts=1, init="random")),
+    "native": ((0, 0, (1.0, 1.0)), BankParams()),
+    "native k-center": ((0, 0, (1.0, 1.0)), BankParams(n_starts=1, init="random")),
     "native w1.7": ((0, 0, (1.73, 1.0)), BankParams()),
     "native w3": ((0, 0, (3.0, 1.0)), BankParams()),
+    "default": ((0, 0, ()), BankParams()),
 }
 SCORES = ("max", "k3", "k9", "top1%", "reweight")
 

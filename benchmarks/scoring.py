@@ -44,10 +44,11 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, float]:
     return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _fit(root: Path, artifacts: Path, backbone: str, env: dict) -> None:
+def _fit(root: Path, artifacts: Path, backbone: str, env: dict, preset: str | None = None) -> None:
     common = ["--artifacts", str(artifacts), "-q"]
     subprocess.run([sys.executable, "-m", "eagle_cli", "fit-bank", "--data", str(root), "--backbone", backbone,
-                    "--weights", "none", "--device", "cpu", *common], check=True, env=env, capture_output=True)
+                    "--weights", "none", "--device", "cpu", *(["--preset", preset] if preset else []), *common],
+                   check=True, env=env, capture_output=True)
     subprocess.run([sys.executable, "-m", "eagle_cli", "fit-threshold", "--method", "k-sigma", *common], check=True,
                    env=env, capture_output=True)
 
@@ -68,7 +69,7 @@ def one_image(tmp: Path, backbone: str, threads: int, env: dict, repeats: int = 
     return {"eagle score, one image (s)": eagle, "import + build + one forward (s)": bare, "ratio": eagle / bare}
 
 
-def per_image(tmp: Path, backbone: str, images: int) -> dict:
+def per_image(tmp: Path, backbone: str, images: int, preset: str | None = None) -> dict:
     import torch
     import torchvision
 
@@ -86,7 +87,7 @@ def per_image(tmp: Path, backbone: str, images: int) -> dict:
     one = tmp / "one" / "good"
     one.mkdir(parents=True)
     shutil.copy(root / "gravel" / "test" / "good" / "000.png", one)
-    _fit(root, tmp / "artifacts", backbone, dict(os.environ))
+    _fit(root, tmp / "artifacts", backbone, dict(os.environ), preset)
     threshold = artifacts.latest(tmp / "artifacts", "default", "gravel", "threshold")
     context = Context(artifacts=tmp / "artifacts", force=True)
     params = ScoreParams(device="cpu")
@@ -107,7 +108,7 @@ def per_image(tmp: Path, backbone: str, images: int) -> dict:
             model(batch)
         forward = (time.perf_counter() - start) / (8 * len(range(0, n, 8)))
     index = read_bank(threshold.input("bank"), backend="faiss", device="cpu")
-    queries = torch.randn(8 * 784, 1024)
+    queries = torch.randn(8 * 784, index.index.d)
     start = time.perf_counter()
     for _ in range(0, n, 8):
         index.search(queries, 1)
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--memory-images", default="50,2000")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", default="", help="Comma-separated parts to skip: one, per-image, memory.")
+    parser.add_argument("--preset", help="Expert preset for the per-image part (e.g. reference).")
     args = parser.parse_args()
     import torch
 
@@ -151,7 +153,7 @@ def main() -> None:
         if "one" not in skip:
             parts["one image"] = one_image(tmp / "one", args.backbone, args.threads, env)
         if "per-image" not in skip:
-            parts["per further image"] = per_image(tmp / "throughput", args.backbone, args.images)
+            parts["per further image"] = per_image(tmp / "throughput", args.backbone, args.images, args.preset)
         if "memory" not in skip:
             parts["memory"] = memory(tmp / "memory", [int(s) for s in args.memory_images.split(",")], env)
     for part, figures in parts.items():

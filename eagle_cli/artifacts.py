@@ -77,23 +77,45 @@ class ArtifactRef:
         return self.manifest.get("summary", {})
 
     def input(self, kind: str) -> ArtifactRef:
-        """Open this artifact's input of ``kind`` (validated)."""
+        """Open this artifact's input of ``kind`` (validated, and the very artifact the manifest names)."""
         for item in self.manifest["inputs"]:
             if item["kind"] == kind:
-                return open_artifact(item["path"], kind)
+                ref = open_artifact(self.locate(item), kind)
+                if ref.id != item["id"]:
+                    raise ArtifactError(f"{self.path} was made from {kind} {item['id']}, but {ref.path} is {ref.id}; "
+                                        "the store was edited. Re-run the stage with --force.")
+                return ref
         raise ArtifactError(f"{self.path} records no input of kind {kind!r}; it was not written by this eagle.")
+
+    def locate(self, item: dict) -> Path:
+        """Where an input lives: in this artifact's own store (so a moved or copied store reads its own
+        inputs), else where it was when this artifact was written."""
+        recorded = Path(item["path"])
+        here = self.path.parents[3] / Path(*recorded.parts[-4:]) if len(recorded.parts) >= 4 else recorded
+        return here if here.is_dir() else recorded
 
     def as_input(self) -> dict[str, str]:
         return {"kind": self.kind, "id": self.id, "path": str(self.path)}
 
 
-def artifact_id(kind: str, params: dict[str, Any], inputs: list[ArtifactRef]) -> str:
+#: Files every artifact of a kind holds, whatever its settings (a joined features artifact refers to
+#: its parts' tensors instead of holding one).
+REQUIRED_FILES = {"features": ("images.jsonl",), "bank": ("bank.safetensors",), "calibration": ("calibration.jsonl",),
+                  "threshold": ("threshold.json",), "scores": ("scores.jsonl", "metrics.json"),
+                  "prompts": ("prompts.jsonl",), "answers": ("answers.jsonl",), "report": ("report.html",)}
+
+
+def artifact_id(kind: str, params: dict[str, Any], inputs: list[ArtifactRef], *, schema: int | None = None) -> str:
     """Hash kind, schema, parameters and input ids into a 16-hex-digit id."""
+    return _hash_id(kind, SCHEMAS[kind] if schema is None else schema, params, [ref.id for ref in inputs])
+
+
+def _hash_id(kind: str, schema: int, params: dict[str, Any], input_ids: list[str]) -> str:
     payload = {
         "kind": kind,
-        "schema": SCHEMAS[kind],
+        "schema": schema,
         "params": params,
-        "inputs": sorted(ref.id for ref in inputs),
+        "inputs": sorted(input_ids),
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -242,6 +264,10 @@ def _fsync(path: Path) -> None:
 
 
 def kind_dir(root: Path, run: str, category: str, kind: str) -> Path:
+    for what, name in (("run", run), ("category", category)):
+        if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\")) or name.startswith(_TMP_PREFIX):
+            raise ArtifactError(f"The {what} name {name!r} is not a plain folder name; artifacts stay inside "
+                                f"{root}. Choose a name without path separators or '..'.")
     return Path(root) / run / category / kind
 
 
@@ -273,6 +299,9 @@ def start(
         if not force and (existing := _reusable(final, kind)):  # published while this process waited
             lock.release()
             return existing
+        # Holding the lock, any other draft of this id is a killed run's leftover.
+        for stale in final.parent.glob(f"{_TMP_PREFIX}{aid}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if resumable:
             # One fixed hidden directory per id: an interrupted run's finished items are kept there.
             tmp = final.with_name(f"{_TMP_PREFIX}partial-{aid}")
@@ -359,21 +388,48 @@ def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = T
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{manifest_path} is not valid JSON ({exc}); re-run the stage that produces it.") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{manifest_path} is not an eagle manifest (not a JSON object); re-run the stage.")
     found = manifest.get("kind")
     if kind is not None and found != kind:
         raise ArtifactError(f"{path} is a {found!r} artifact, but a {kind!r} artifact is needed here.")
     supported = SCHEMAS.get(found)
     if supported is None:
         raise ArtifactError(f"{path} has unknown kind {found!r}.")
-    if int(manifest.get("schema", 0)) > supported:
+    schema = manifest.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise ArtifactError(f"{manifest_path} gives schema {schema!r}, not a whole number: the manifest was edited "
+                            "or damaged; re-run the stage with --force.")
+    if schema > supported:
         raise ArtifactError(
-            f"{path} is a {found} artifact of schema {manifest['schema']}, newer than this eagle "
+            f"{path} is a {found} artifact of schema {schema}, newer than this eagle "
             f"{__version__} reads (schema {supported}). Upgrade eagle, or re-run the stage with this version."
         )
     if verify:
-        for name, digest in manifest.get("files", {}).items():
+        _check_manifest(path, manifest)
+        for name, digest in manifest["files"].items():
             _verify_file(path / name, digest)
     return ArtifactRef(path, manifest)
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    """The manifest is covered by the id: re-derive it, and check the files the kind needs are listed."""
+    try:
+        derived = _hash_id(manifest["kind"], manifest["schema"], manifest["params"],
+                           [item["id"] for item in manifest["inputs"]])
+        files = manifest["files"]
+    except (KeyError, TypeError):
+        derived, files = None, {}
+    if derived != manifest.get("id") or derived != path.name:
+        raise ArtifactError(f"{path / MANIFEST} does not match its id (its kind, parameters or inputs were edited "
+                            "after it was written); re-run the stage with --force to rebuild it.")
+    needed = REQUIRED_FILES[manifest["kind"]]
+    if manifest["kind"] == "features" and "parts" not in manifest["params"]:
+        needed = (*needed, "features.safetensors")
+    missing = [name for name in needed if name not in files]
+    if missing:
+        raise ArtifactError(f"{path / MANIFEST} does not list {', '.join(missing)}, which every {manifest['kind']} "
+                            "artifact holds: the manifest was edited; re-run the stage with --force.")
 
 
 #: Files whose hash matched in this process, keyed with their size and mtime: lineage lookups

@@ -22,6 +22,7 @@ import yaml
 
 from eagle_cli.errors import ParameterError
 from eagle_cli.params import (
+    EXPERT_PRESETS,
     BankParams,
     CaasSettings,
     CalibrationParams,
@@ -88,6 +89,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, origin: str = "config", base: Path = Path(".")) -> RunConfig:
         values, ignored = _translate(raw, origin)
+        values = _with_preset(values)
         run_fields = {f.name for f in fields(cls) if f.name not in SECTIONS and f.name != "ignored"}
         settings = setting_table()
         run_values, staged, problems = {}, {name: {} for name in SECTIONS}, []
@@ -230,6 +232,13 @@ _METHODS = {"conformal": "conformal", "k-sigma": "k-sigma", "ksigma": "k-sigma",
             "quantile": "quantile", "mad": "mad", "EVT": "evt", "evt": "evt"}
 
 
+def _boolean(key: str, value) -> bool:
+    # bool("false") is True: a quoted word must not silently switch a setting on.
+    if not isinstance(value, bool):
+        raise ParameterError(f"{key}: expected true or false, got {value!r}.")
+    return value
+
+
 def _backbone(value) -> dict:
     names = value if isinstance(value, list) else [value]
     if len(names) != 1:
@@ -266,7 +275,7 @@ REFERENCE_KEYS = {
     "anomaly_scorer_num_nn": lambda v: {"knn_k": int(v)},
     "threshold_method": _method,
     "model_path": lambda v: {"model": v},
-    "status": lambda v: {"verdict": bool(v)},
+    "status": lambda v: {"verdict": _boolean("status", v)},
     "few_shot_model": lambda v: {"shots": int(v)},
     "task_type": lambda v: {"task": v},
     "faiss_on_gpu": None,
@@ -279,6 +288,16 @@ _SAME_NAME = {"domain_knowledge": _domain_knowledge}
 #: Reference keys eagle accepts only at the reference's value (the aggregation is fixed to it).
 REFERENCE_FIXED = {"patchsize": 3, "pretrain_embed_dimension": 1024, "target_embed_dimension": 1024,
                    "layers_to_extract_from": ["layer2", "layer3"]}
+
+
+def _with_preset(values: dict[str, Any]) -> dict[str, Any]:
+    """``preset: NAME`` expanded into its settings, which the file's own keys then override."""
+    name = values.pop("preset", None)
+    if name is None:
+        return values
+    if name not in EXPERT_PRESETS:
+        raise ParameterError(f"preset: {name!r} is not one of {', '.join(EXPERT_PRESETS)}.")
+    return {**EXPERT_PRESETS[name], **values}
 
 
 def _translate(raw: dict[str, Any], origin: str) -> tuple[dict[str, Any], list[str]]:
@@ -299,4 +318,6 @@ def _translate(raw: dict[str, Any], origin: str) -> tuple[dict[str, Any], list[s
             values.update(_SAME_NAME[key](value))
         else:
             values[ALIASES.get(key, key)] = value
+    if any(key in REFERENCE_KEYS or key in REFERENCE_FIXED for key in raw):
+        values.setdefault("preset", "reference")  # the reference's own config means the reference's expert
     return values, ignored

@@ -12,6 +12,7 @@ def _publish(root, params, *, force=False, content=b"data"):
         return draft
     with draft:
         draft.file("x.bin").write_bytes(content)
+        draft.file("threshold.json").write_text("{}")  # what every threshold artifact holds
         draft.lineage = {"backbone": "b"}
         return draft.publish()
 
@@ -139,6 +140,7 @@ def test_a_second_writer_of_the_same_id_waits_and_then_reuses_the_first_ones_art
     assert waiter.is_alive()  # blocked on the first draft's lock
     with draft:
         draft.file("x.bin").write_bytes(b"first")
+        draft.file("threshold.json").write_text("{}")
         first = draft.publish()
     waiter.join(timeout=10)
     assert second[0].reused and second[0].path == first.path
@@ -171,3 +173,50 @@ def test_a_failed_resumable_draft_keeps_its_folder_only_if_it_holds_work(tmp_pat
                 draft.file("answers.jsonl").write_bytes(content)
                 raise RuntimeError("the model failed to load")
         assert draft.tmp.exists() is kept
+
+
+def test_an_edited_manifest_is_refused(tmp_path):
+    ref = _publish(tmp_path, {"knn_k": 1})
+    manifest_path = ref.path / "manifest.json"
+    original = json.loads(manifest_path.read_text())
+    edits = {"params": lambda m: m["params"].update(knn_k=3), "id": lambda m: m.update(id="0" * 16),
+             "files": lambda m: m["files"].pop("threshold.json"), "schema": lambda m: m.update(schema="2")}
+    for name, edit in edits.items():
+        manifest = json.loads(json.dumps(original))
+        edit(manifest)
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match="edited|whole number"):
+            artifacts.open_artifact(ref.path)
+        assert not _publish(tmp_path, {"knn_k": 1}).reused, name  # and the next run rebuilds it
+        manifest_path.write_text(json.dumps(original))
+
+
+def test_a_copied_store_reads_its_own_inputs_and_refuses_a_damaged_one(tmp_path):
+    import shutil
+
+    first = _publish(tmp_path / "a", {"a": 1})
+    draft = artifacts.start("scores", root=tmp_path / "a", run="r", category="c", params={}, inputs=[first])
+    with draft:
+        draft.file("scores.jsonl").write_text("")
+        draft.file("metrics.json").write_text("{}")
+        second = draft.publish()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    copied = artifacts.open_artifact(tmp_path / "b" / second.path.relative_to(tmp_path / "a"))
+    assert copied.input("threshold").path == tmp_path / "b" / first.path.relative_to(tmp_path / "a")
+    (copied.input("threshold").path / "x.bin").write_bytes(b"damaged")
+    with pytest.raises(ArtifactError, match="changed after it was written"):
+        copied.input("threshold")
+    assert second.input("threshold").path == first.path  # the original is untouched
+    shutil.rmtree(tmp_path / "a")
+    shutil.move(tmp_path / "b", tmp_path / "moved")
+    moved = artifacts.open_artifact(tmp_path / "moved" / second.path.relative_to(tmp_path / "a"))
+    with pytest.raises(ArtifactError, match="changed after it was written"):
+        moved.input("threshold")  # found in the moved store, damage and all
+
+
+def test_a_killed_runs_draft_is_cleaned_by_the_next_writer_of_that_id(tmp_path):
+    aid = artifacts.artifact_id("threshold", {"a": 1}, [])
+    leftover = tmp_path / "r" / "c" / "threshold" / f".tmp-{aid}-deadbeef"
+    leftover.mkdir(parents=True)
+    _publish(tmp_path, {"a": 1})
+    assert not leftover.exists()

@@ -152,3 +152,23 @@ def test_settings_classes_are_torch_free():
             "print(sorted(m for m in ('torch', 'faiss', 'transformers') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
     assert all(is_dataclass(cls) and fields(cls) for cls in SECTIONS.values())
+
+
+def test_a_quoted_false_in_a_reference_key_is_refused_not_read_as_true():
+    with pytest.raises(ParameterError, match="status: expected true or false, got 'false'"):
+        RunConfig.from_dict({"data": "d", "status": "false"})
+    assert RunConfig.from_dict({"data": "d", "status": False}).prompt.verdict is False
+
+
+def test_the_reference_preset_and_the_references_own_config_give_the_references_expert():
+    reference = RunConfig.from_dict({"data": "d", "preset": "reference"})
+    assert (reference.extract.pretrain_dim, reference.extract.target_dim) == (1024, 1024)
+    assert (reference.calibration.calibration, reference.threshold.method) == ("reference", "k-sigma")
+    mixed = RunConfig.from_dict({"data": "d", "preset": "reference", "method": "conformal"})
+    assert mixed.threshold.method == "conformal" and mixed.extract.pretrain_dim == 1024  # the file's keys win
+    ours = RunConfig.from_dict({"data": "d"})
+    assert (ours.extract.pretrain_dim, ours.extract.target_dim) == (0, 0)
+    theirs = RunConfig.load(Path(__file__).parents[1] / "examples" / "reference_qwen.yaml")
+    assert (theirs.extract.pretrain_dim, theirs.extract.target_dim) == (1024, 1024)
+    with pytest.raises(ParameterError, match="not one of reference"):
+        RunConfig.from_dict({"data": "d", "preset": "fast"})

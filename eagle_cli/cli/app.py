@@ -120,6 +120,9 @@ def _print_summary(ref: ArtifactRef) -> None:
 
 def _print_warnings(ref: ArtifactRef) -> None:
     warnings = list(ref.summary.get("warnings", []))
+    if ref.summary.get("errors") and not ref.reused:
+        warnings.append(f"{ref.summary['errors']} file(s) could not be used and were left out; each is named with "
+                        f"the reason in {ref.path / 'errors.jsonl'}")
     if ref.lineage.get("weights") == "none":
         warnings.append("random backbone weights (--weights none): scores are not meaningful.")
     for warning in warnings:

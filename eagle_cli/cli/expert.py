@@ -37,6 +37,7 @@ from eagle_cli.cli.options import (
     MmadJsonOpt,
     OnErrorOpt,
     OverlapOpt,
+    PresetOpt,
     PretrainDimOpt,
     QuietOpt,
     ResizeOpt,
@@ -50,6 +51,7 @@ from eagle_cli.cli.options import (
     extract_params,
     inputs,
     source,
+    with_preset,
 )
 from eagle_cli.params import (
     BankParams,
@@ -65,6 +67,7 @@ from eagle_cli.params import (
 
 @command(app)
 def extract(
+    context: typer.Context,
     split: Annotated[Split, typer.Option(help="train (good images) or test.", rich_help_panel=IN)] = "train",
     data: DataOpt = None, layout: LayoutOpt = "auto", category: CategoryOpt = None, good: GoodOpt = None,
     test: TestOpt = None, split_csv: SplitCsvOpt = None, mmad_json: MmadJsonOpt = None,
@@ -73,7 +76,7 @@ def extract(
     crop: CropOpt = EXTRACT.crop, tile: TileOpt = EXTRACT.tile, overlap: OverlapOpt = EXTRACT.overlap,
     pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
     target_dim: TargetDimOpt = EXTRACT.target_dim,
-    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS,
+    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS, preset: PresetOpt = None,
     feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
@@ -87,8 +90,9 @@ def extract(
 
     session = Session(quiet, as_json)
     images = source(data, layout, good, test, split_csv, mmad_json, mmad_dataset)
-    params = extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights,
-                            feature_dtype, batch_size, device)
+    params = with_preset(context, preset, extract_params(
+        backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights, feature_dtype,
+        batch_size, device))
     ctx = session.context(artifacts_root, run, force, on_error)
     names = categories(category, images.categories())
     session.report([run_extract(images, name, split, params, context=ctx) for name in names])
@@ -96,6 +100,7 @@ def extract(
 
 @command(app, "fit-bank")
 def fit_bank(
+    context: typer.Context,
     features: Annotated[Optional[str], typer.Option(
         help="A train features artifact (path or id); default: extract from --data/--good, or the latest.",
         rich_help_panel=IN)] = None,
@@ -105,7 +110,7 @@ def fit_bank(
     crop: CropOpt = EXTRACT.crop, tile: TileOpt = EXTRACT.tile, overlap: OverlapOpt = EXTRACT.overlap,
     pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
     target_dim: TargetDimOpt = EXTRACT.target_dim,
-    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS,
+    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS, preset: PresetOpt = None,
     feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
     coreset_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of patches kept in the bank.",
                                                  rich_help_panel=EXPERT)] = BANK.coreset_ratio,
@@ -141,8 +146,9 @@ def fit_bank(
                         knn_k=knn_k, coreset_shard_images=coreset_shard_images)
     if data or good:
         images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
-        extracting = extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim,
-                                    layer_weights, feature_dtype, batch_size, device)
+        extracting = with_preset(context, preset, extract_params(
+            backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights, feature_dtype,
+            batch_size, device))
         names = categories(category, images.categories())
         refs = [run_extract(images, name, "train", extracting, context=ctx) for name in names]
     else:
@@ -190,9 +196,10 @@ def update_bank(
 
 @command(app, "fit-threshold")
 def fit_threshold(
+    context: typer.Context,
     bank: Annotated[Optional[str], typer.Option(help="Bank artifact (path or id); default: the latest.",
                                                 rich_help_panel=IN)] = None,
-    category: CategoryOpt = None,
+    category: CategoryOpt = None, preset: PresetOpt = None,
     calibration: Annotated[Estimator, typer.Option(
         help="How each training image is scored as if the bank had not seen it: refill (the bank without the "
              "image's entries, refilled as a coreset of the other images would be; the least biased on realistic "
@@ -248,11 +255,12 @@ def fit_threshold(
 
     session = Session(quiet, as_json)
     params = FitThresholdParams(
-        dbt=ThresholdParams(method=method, target_far=target_far, kappa=kappa, q=q, mad_factor=mad_factor,
-                            mad_consistency=mad_consistency, evt_p=evt_p),
-        calibration=CalibrationParams(calibration=calibration, folds=folds, min_unselected=min_unselected,
-                                      calibration_images=calibration_images,
-                                      extra_neighbours=extra_neighbours, knn_backend=knn_backend, device=device))
+        dbt=with_preset(context, preset, ThresholdParams(method=method, target_far=target_far, kappa=kappa, q=q,
+                                                mad_factor=mad_factor, mad_consistency=mad_consistency, evt_p=evt_p)),
+        calibration=with_preset(context, preset, CalibrationParams(
+            calibration=calibration, folds=folds, min_unselected=min_unselected,
+            calibration_images=calibration_images, extra_neighbours=extra_neighbours, knn_backend=knn_backend,
+            device=device)))
     ctx = session.context(artifacts_root, run, force)
     given = artifacts.resolve(calibration_artifact, root=artifacts_root, run=run, category="",
                               kind="calibration") if calibration_artifact else None

@@ -5,6 +5,7 @@ Defaults come from the settings classes (``params.py``), so a default is written
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +14,9 @@ import typer
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.data.source import FOLDER_CATEGORY, DataSource
+from eagle_cli.errors import ParameterError
 from eagle_cli.params import (
+    EXPERT_PRESETS,
     Backbone,
     BankParams,
     CalibrationParams,
@@ -89,10 +92,29 @@ PretrainDimOpt = Annotated[int, typer.Option(
 TargetDimOpt = Annotated[int, typer.Option(
     min=0, help="Patch feature size after pooling the layers together; 0 concatenates them as they are.",
     rich_help_panel=EXPERT)]
+PresetOpt = Annotated[Optional[str], typer.Option(
+    help="reference: the reference code's expert (layers pooled to 1024 values; k-sigma on its calibration). "
+         "Options given on the command line still win.", rich_help_panel=EXPERT)]
+
+
+def with_preset(context: typer.Context, preset: str | None, settings):
+    """``settings`` (a params dataclass) with ``preset``'s values for the options left at their defaults."""
+    if preset is None:
+        return settings
+    if preset not in EXPERT_PRESETS:
+        raise ParameterError(f"--preset must be one of {', '.join(EXPERT_PRESETS)}, got {preset!r}.")
+    names = {f.name for f in dataclasses.fields(settings)}
+    chosen = {name: value for name, value in EXPERT_PRESETS[preset].items()
+              # By name: typer carries its own copy of click, whose enum is not click's.
+              if name in names and getattr(context.get_parameter_source(name), "name", None) == "DEFAULT"}
+    return dataclasses.replace(settings, **chosen)
+
+
 LAYER_WEIGHTS = ",".join(f"{weight:g}" for weight in EXTRACT.layer_weights)
 LayerWeightsOpt = Annotated[str, typer.Option(
     help="One weight per backbone layer (e.g. 3,1), multiplying its values before they are stacked: a layer's "
-         "share of a distance grows with its weight squared. Empty: all 1.", rich_help_panel=EXPERT)]
+         "share of a distance grows with its weight squared. Empty: widest layer / each layer's width "
+         "(1 for layers pooled to one width).", rich_help_panel=EXPERT)]
 FeatureDtypeOpt = Annotated[FeatureDtype, typer.Option(
     "--feature-dtype", "--dtype", help="Stored feature precision (--dtype: its earlier name).", rich_help_panel=OUTPUT)]
 

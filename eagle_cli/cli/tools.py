@@ -120,5 +120,5 @@ def artifacts_show(
     current = opened
     while current.manifest["inputs"]:
         item = current.manifest["inputs"][0]
-        current = artifacts.open_artifact(item["path"], item["kind"], verify=False)
+        current = artifacts.open_artifact(current.locate(item), item["kind"], verify=False)
         err.print(f"  ← {current.kind} {current.id} {escape(str(current.path))}")

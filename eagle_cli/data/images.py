@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from eagle_cli.errors import ImageError
 
@@ -27,6 +27,8 @@ def _open(path: Path) -> Image.Image:
                                        f"{MAX_PIXELS / 1e6:.0f}-megapixel limit checked before decoding: a "
                                        "decompression bomb or a mistake; remove or downsize it")
             image.load()
+            # A camera's orientation tag says how the picture is meant to be seen; masks get the same turn.
+            image = ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise ImageError(path, "file not found; it may have been moved since the dataset was listed") from None
     except Image.DecompressionBombError as exc:

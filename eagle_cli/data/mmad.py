@@ -39,7 +39,14 @@ class MmadIndex:
             raise DataError(f"{self.json_path} must map image paths to entries, as MMAD's mmad.json does.")
         self.entries = data
         for key, entry in data.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("conversation", []), list):
+                raise DataError(f"{self.json_path}: entry {key!r} must be an object with a \"conversation\" list, "
+                                "as in MMAD's mmad.json. Fix or remove the entry.")
             self.resolve(key, where=key)
+            parts = key.split("/")
+            if len(parts) < 3 or any(part in ("", ".", "..") for part in parts[:2]):
+                raise DataError(f"{self.json_path}: key {key!r} must be DATASET/CATEGORY/... (no empty, '.' or '..' "
+                                "parts there); fix the entry.")
             for name in ("similar_templates", "random_templates"):
                 for path in entry.get(name, []):
                     self.resolve(path, where=f"{key} {name}")

@@ -134,7 +134,7 @@ def feature_parts(ref: ArtifactRef) -> list[ArtifactRef]:
     """The artifacts holding ``ref``'s rows: ``ref`` itself, or a joined artifact's parts in order."""
     if "parts" not in ref.params:
         return [ref]
-    return [artifacts.open_artifact(item["path"], "features") for item in ref.manifest["inputs"]]
+    return [artifacts.open_artifact(ref.locate(item), "features") for item in ref.manifest["inputs"]]
 
 
 def read_features(ref: ArtifactRef, *, check_finite: bool = True) -> tuple[torch.Tensor, list[dict], tuple[int, int]]:

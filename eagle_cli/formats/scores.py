@@ -116,6 +116,6 @@ def source_of(ref: ArtifactRef) -> DataSource | None:
     described = ref.params.get("source")
     if described is None:
         features = next((i for i in ref.manifest["inputs"] if i["kind"] == "features"), None)
-        described = artifacts.open_artifact(features["path"], "features", verify=False).params.get("source") \
+        described = artifacts.open_artifact(ref.locate(features), "features", verify=False).params.get("source") \
             if features else None
     return DataSource.from_description(described) if described else None

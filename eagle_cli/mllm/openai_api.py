@@ -26,10 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from eagle_cli.errors import EagleError
-from eagle_cli.mllm.prompt import Prompt, Reply
+from eagle_cli.mllm.prompt import Interrupted, Prompt, Reply
 from eagle_cli.params import ServerSettings
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+#: Refusals that concern the whole run (wrong key, model or address): asking again cannot help.
+FATAL_STATUS = {401, 403, 404}
+
+
+class _Refused(Exception):
+    """The server refused this one request (too large, malformed): recorded, and the others go on."""
 
 
 def _data_url(image) -> str:
@@ -102,9 +108,11 @@ class OpenAIBackend:
                     return response.read()
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code} from {server.url}: {exc.read()[:200]!r}"
+                if exc.code in FATAL_STATUS:
+                    raise EagleError(f"The server refused the request ({last}); it is not retried. Fix the model "
+                                     "name, API key or address and rerun: answers so far are kept.") from None
                 if exc.code not in RETRY_STATUS:
-                    raise EagleError(f"The server refused the request ({last}); it is not retried. Fix the request "
-                                     "(model name, API key, limits) and rerun: answers so far are kept.") from None
+                    raise _Refused(last) from None
             except TimeoutError:
                 last = f"no answer from {server.url} within {self.settings.timeout_s} s"
             except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
@@ -136,7 +144,21 @@ class OpenAIBackend:
         return Reply(text, seconds, False)
 
     def generate(self, prompts: list[Prompt], caas_settings=None) -> list[Reply]:
+        """Replies in input order; a prompt the server refuses gets a reply with ``error``; if the servers
+        stop answering, :class:`Interrupted` carries the replies that did arrive."""
         if caas_settings is not None:
             raise EagleError("CAAS edits attention inside the model; it needs --backend hf, not a server.")
+        replies: list[Reply | None] = []
+        stop: EagleError | None = None
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            return list(pool.map(self._ask, prompts))
+            for future in [pool.submit(self._ask, prompt) for prompt in prompts]:
+                try:
+                    replies.append(future.result())
+                except _Refused as exc:
+                    replies.append(Reply("", 0.0, False, error=f"the server refused this prompt ({exc})"))
+                except EagleError as exc:
+                    stop = stop or exc
+                    replies.append(None)
+        if stop is not None:
+            raise Interrupted(stop, replies)
+        return replies

@@ -29,7 +29,13 @@ def default_question(label: int | None) -> Question:
 
 def from_mmad(item: dict, where: str) -> Question:
     """One MMAD conversation item: options keep their order and are re-lettered from A."""
+    if not isinstance(item, dict) or not isinstance(item.get("Question"), str):
+        raise DataError(f"{where}: a conversation item must be an object with a \"Question\" text, as in MMAD's "
+                        f"mmad.json; got {str(item)[:80]!r}. Fix or remove the entry.")
     options = item.get("Options") or {}
+    if not isinstance(options, dict):
+        raise DataError(f"{where}: \"Options\" must map letters to option texts (e.g. {{\"A\": \"Yes\"}}); got "
+                        f"{type(options).__name__}. Fix or remove the entry.")
     letters = string.ascii_uppercase[: len(options)]
     relettered = dict(zip(letters, options.values(), strict=True))
     original = dict(zip(options.keys(), letters, strict=True))

@@ -107,6 +107,7 @@ def _estimate(params: CalibrationParams, bank_ref: ArtifactRef, features: torch.
 def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, context: Context,
                       calibration: ArtifactRef | None = None) -> ArtifactRef:
     """Fit τ by ``params.dbt`` on the bank's calibration scores (``calibration``, or computed now)."""
+    artifacts.check_lineage(bank_ref, bank_ref.input("features"), what="The bank and its training features")
     check_target(bank_ref, params)
     if calibration is None:
         calibration = run_calibrate(bank_ref, params.calibration, context=context)

@@ -17,7 +17,7 @@ from eagle_cli.formats.answers import ANSWERS_FILE, read_partial_answers
 from eagle_cli.formats.jsonl import ERRORS_FILE, append_line, write_jsonl
 from eagle_cli.formats.prompts import read_prompts, resolve_image
 from eagle_cli.mllm.openai_api import OpenAIBackend
-from eagle_cli.mllm.prompt import Prompt
+from eagle_cli.mllm.prompt import Interrupted, Prompt
 from eagle_cli.params import ReasonParams
 from eagle_cli.prompts.questions import parse_answer
 
@@ -113,7 +113,18 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                         append_line(error_log, {"id": record["id"], "path": record["path"], "file": exc.path,
                                                 "error": exc.reason})
                         advance(1)
-                for record, reply in zip(batch, model.generate(prompts, params.caas) if prompts else [], strict=True):
+                try:
+                    replies = model.generate(prompts, params.caas) if prompts else []
+                    stop = None
+                except Interrupted as exc:
+                    replies, stop = exc.replies, exc
+                for record, reply in zip(batch, replies, strict=True):
+                    if reply is None:
+                        continue
+                    if reply.error is not None:
+                        append_line(error_log, {"id": record["id"], "path": record["path"], "error": reply.error})
+                        advance(1)
+                        continue
                     parsed = parse_answer(reply.text, record["options"])
                     append_line(answers, {
                         "id": record["id"], "prompts": prompts_ref.id, "path": record["path"], "label": record["label"],
@@ -124,6 +135,8 @@ def run_reason(prompts_ref: ArtifactRef, params: ReasonParams, *, context: Conte
                         "revision": model.revision,
                     })
                     advance(1)
+                if stop is not None:
+                    raise EagleError(str(stop))  # after keeping every answer that arrived
         rows, errors = read_partial_answers(draft.tmp)
         draft.lineage = prompts_ref.lineage
         invalid = sum(not r["valid"] for r in rows)

@@ -75,6 +75,9 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         draft.summary = {"images": len(rows), "errors": len(errors), "tau": tau, "s_max": s_max,
                          "anomalous": sum(r["anomalous"] for r in rows),
                          "uncertain": sum(r["uncertain"] for r in rows), **result}
+        if result.get("unmasked_defects"):
+            draft.summary["warnings"] = [f"{result['unmasked_defects']} defective image(s) have no mask, so pixel "
+                                         "AUROC and PRO leave them out"]
 
     return artifacts.produce("scores", context=context, category=category, params=score_params,
                              inputs=[threshold_ref, *extra_inputs], build=build)
@@ -88,6 +91,7 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
     errors: list[dict] = []
     rows, masks = [], {}
     span = [np.inf, -np.inf]
+    unmasked = 0
     with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
         for records, scored in _scored_batches(test, samples, expert, threshold_ref, context, errors, advance):
             for i, record in enumerate(records):
@@ -103,6 +107,7 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
                     "uncertain": bool(scored.uncertain[i]), "width": record["width"], "height": record["height"],
                     "observed_box": observed_box(expert.geometry, record["width"], record["height"]),
                 }, scored.crop_maps[i]))
+                unmasked += record["label"] == 1 and not masked
                 if record["label"] is not None and (record["label"] == 0 or masked):
                     # Pixel metrics are read back from the shards; only the range is kept meanwhile.
                     masks[rows[-1]["index"]] = record["mask"]
@@ -119,6 +124,8 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
             whole.add(original, full)
         result.update(pixel_auroc=seen.pixel_auroc(), pro=seen.pro(), pixel_auroc_original=whole.pixel_auroc(),
                       pro_original=whole.pro())
+    if result:
+        result["unmasked_defects"] = unmasked
     return rows, errors, result
 
 
@@ -135,7 +142,7 @@ def _same_scores(threshold_ref: ArtifactRef, score_params: dict, extra_inputs: l
                 or sorted(i["id"] for i in inputs if i["kind"] != "threshold") != extra_ids or len(thresholds) != 1):
             continue
         try:
-            other = artifacts.open_artifact(thresholds[0]["path"], "threshold", verify=False)
+            other = artifacts.open_artifact(ref.locate(thresholds[0]), "threshold", verify=False)
             if _bank_id(other.manifest) == bank_id:
                 return artifacts.open_artifact(ref.path, "scores")
         except ArtifactError:
@@ -162,7 +169,8 @@ def _rejudged(sibling: ArtifactRef, threshold_ref: ArtifactRef, draft) -> tuple[
     write_jsonl(draft.file(SCORES_FILE), rows)
     for shard in sorted({row["maps_file"] for row in rows}):
         _link_or_copy(sibling.path / shard, draft.file(shard))
-    pixel = {key: value for key, value in read_metrics(sibling).items() if key.startswith(("pixel_", "pro"))}
+    pixel = {key: value for key, value in read_metrics(sibling).items()
+             if key.startswith(("pixel_", "pro", "unmasked"))}
     return rows, read_errors(sibling), {**_metrics(rows, tau=tau), **pixel}
 
 

@@ -77,6 +77,26 @@ def test_a_path_with_brackets_is_printed_as_typed(tmp_path):
     assert result.exit_code == 1 and str(missing) in result.output
 
 
+def test_a_run_name_that_leaves_the_artifacts_folder_is_refused(tiny_root, tmp_path):
+    result = runner.invoke(app, ["extract", "--data", str(tiny_root), "--category", "brick", *TINY_ARGS,
+                                 "--artifacts", str(tmp_path / "a"), "--run", "../.."])
+    assert result.exit_code == 1 and "not a plain folder name" in result.output
+    assert not (tmp_path / "brick").exists() and not list(tmp_path.parent.glob("brick"))
+
+
+def test_the_reference_preset_fills_only_the_options_left_at_their_defaults(tiny_root, tmp_path):
+    def extracted(*args):
+        result = runner.invoke(app, ["extract", "--data", str(tiny_root), "--category", "brick", *TINY_ARGS,
+                                     "--artifacts", str(tmp_path), "--json", "-q", *args])
+        assert result.exit_code == 0, result.output
+        return artifacts.open_artifact(json.loads(result.stdout)[0]["path"])
+
+    ours, reference = extracted(), extracted("--preset", "reference")
+    assert ours.lineage["feature_dim"] == 32 + 96 and ours.lineage["layer_weights"] == [3, 1]
+    assert reference.lineage["feature_dim"] == 1024 and "layer_weights" not in reference.lineage
+    assert extracted("--preset", "reference", "--target-dim", "512").lineage["feature_dim"] == 512
+
+
 def test_unknown_category_is_a_user_error(tiny_root, tmp_path):
     result = runner.invoke(app, ["extract", "--data", str(tiny_root), "--category", "bricks", *TINY_ARGS,
                                  "--artifacts", str(tmp_path)])

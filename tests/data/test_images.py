@@ -62,3 +62,24 @@ def test_masks_stored_as_zero_and_one_are_read(tmp_path):
     array[2:4, 2:4] = 1
     Image.fromarray(array).save(path)
     assert load_mask(path, (8, 8)).sum() == 4
+
+
+def test_the_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path):
+    from PIL import Image
+
+    from eagle_cli.data.images import load_mask, load_rgb
+
+    picture = Image.new("RGB", (60, 40), "white")
+    picture.putpixel((0, 0), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: show the picture rotated 90° clockwise
+    picture.save(tmp_path / "turned.jpg", exif=exif, quality=100)
+    mask = Image.new("L", (60, 40))
+    mask.putpixel((0, 0), 255)
+    mask.save(tmp_path / "turned_mask.png", exif=exif)
+    loaded = load_rgb(tmp_path / "turned.jpg")
+    assert loaded.size == (40, 60)
+    pixels = [(x, y) for x in range(40) for y in range(60)]
+    red = max(pixels, key=lambda p: loaded.getpixel(p)[0] - loaded.getpixel(p)[2])
+    assert red == (39, 0)  # the top-left corner, turned clockwise, is the top-right
+    assert load_mask(tmp_path / "turned_mask.png", loaded.size)[0, 39]

@@ -71,3 +71,23 @@ def test_template_paths_are_checked_too(mmad_root, tmp_path):
     (root / "mmad.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match="similar_templates"):
         DataSource(root=root).resolved()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda data, key: data.update({key: ["not", "an", "object"]}), "must be an object"),
+    (lambda data, key: data[key]["conversation"].__setitem__(0, {"Answer": "A"}), 'with a "Question" text'),
+    (lambda data, key: data[key]["conversation"][0].update(Options=["Yes", "No"]), '"Options" must map letters'),
+    (lambda data, key: data.update({"DS-MVTec/../image/x.png": data[key]}), "no empty, '.' or '..'"),
+])
+def test_malformed_entries_are_named_not_a_traceback(mmad_root, tmp_path, edit, message):
+    root = tmp_path / "MMAD"
+    shutil.copytree(mmad_root, root)
+    data = json.loads((root / "mmad.json").read_text())
+    key = next(iter(data))
+    edit(data, key)
+    (root / "mmad.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=message):
+        source = DataSource(root=root).resolved()
+        index = source.mmad_index()
+        for entry in index.entries.values():
+            index.questions(entry, "all")

@@ -52,7 +52,7 @@ def test_each_tile_goes_through_the_backbone_alone():
     plain.model = tiled.model  # random weights: the same ones
     frames = torch.randn(2, 3, 96, 96)
     features = tiled(frames)  # 18 tiles in forwards of 4
-    assert tiled.grid() == (6, 6) and features.shape == (2, 9 * 36, 1024)
+    assert tiled.grid() == (6, 6) and features.shape == (2, 9 * 36, 32 + 96)
     alone = plain(frames[1:, :, 24:72, 48:96])  # image 1, tile row 1, column 2
     torch.testing.assert_close(features[1, 5 * 36:6 * 36], alone[0], atol=1e-5, rtol=1e-5)
     assert tiled.lineage["tile"] == 48 and tiled.lineage["overlap"] == 0.5 and "tile" not in plain.lineage

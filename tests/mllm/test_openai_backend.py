@@ -97,6 +97,34 @@ def test_a_client_error_is_not_retried_and_is_named(prompts, tmp_path):
     assert not [r for r in artifacts.list_artifacts(tmp_path) if r.kind == "answers"]
 
 
+def test_a_prompt_the_server_refuses_is_listed_and_the_others_are_answered(prompts, tmp_path):
+    with scripted_server([(400, '{"error": "too many image tokens"}'), (200, completion("A"))]) as (url, served):
+        ref = run_reason(prompts, _params("any", url, concurrency=1), context=Context(artifacts=tmp_path))
+    errors = _records(ref, "errors.jsonl")
+    assert [status for status, _ in served].count(400) == 1 and len(served) == 11  # refused once, not retried
+    assert ref.summary["answers"] == 10 and len(errors) == 1 and "too many image tokens" in errors[0]["error"]
+    again = run_reason(prompts, _params("any", url, concurrency=1), context=Context(artifacts=tmp_path))
+    assert again.reused
+
+
+def test_a_stop_mid_batch_keeps_every_answer_that_arrived(prompts, tmp_path):
+    context = Context(artifacts=tmp_path)
+    with scripted_server([(200, completion("A"))] * 7 + [(401, '{"error": "key revoked"}')]) as (url, served):
+        with pytest.raises(EagleError, match="HTTP 401"):
+            run_reason(prompts, _params("any", url, concurrency=4), context=context)
+    partial = next(tmp_path.rglob(".tmp-partial-*"))
+    assert len(_records_in(partial / "answers.jsonl")) == 7  # the stopped batch's three answers too
+    with scripted_server([(200, completion("B"))]) as (url, served):
+        ref = run_reason(prompts, _params("any", url, concurrency=4), context=context)
+    assert len(served) == 4 and ref.summary["answers"] == 11
+
+
+def _records_in(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_caas_with_a_server_is_a_clear_error():
     with pytest.raises(ParameterError, match="needs --backend hf"):
         ReasonParams(model="m", backend="openai", caas=CaasSettings())

@@ -197,6 +197,15 @@ def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(ti
     assert partial["system"] == "EAGLE (incomplete)" and partial["complete"] is False and partial["coverage"] < 1
     assert data["notes"] and "incomplete" in data["notes"][0]
     assert "(incomplete)" in (report.path / "report.html").read_text()
+    # More answers arrive: the next report is a new one, not the one made from fewer.
+    with pytest.raises(KeyboardInterrupt):
+        run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), backend=lambda: qwen_backend,
+                   context=replace(context, reporter=Interrupting(after=2)))
+    later = run_report(ReportParams(runs=("r1",)), context=context)
+    assert not later.reused and later.path != report.path
+    rows = json.loads((later.path / "metrics.json").read_text())["rows"]
+    assert next(r for r in rows if r["category"] == "washer" and r["system"] != "Expert")["coverage"] > \
+        partial["coverage"]
 
 
 def test_mmad_runs_report_accuracy_per_question_type(mmad_root, tiny_qwen, tmp_path):

@@ -49,7 +49,7 @@ def test_every_stage_runs_on_tiles(tiled_run):
     assert not any(o["error"] for o in outcomes)
     assert {"extract", "fit-bank", "fit-threshold", "score", "prompt", "report"} <= set(refs)
     features, records, grid = read_features(refs["extract"])
-    assert grid == (6, 6) and features.shape == (8, 9 * 36, 1024)
+    assert grid == (6, 6) and features.shape == (8, 9 * 36, 32 + 96)
     assert refs["extract"].lineage["tile"] == 48 and refs["score"].lineage["tile"] == 48
 
 
@@ -100,7 +100,7 @@ def test_a_tiled_bank_grows_with_tiled_features_of_the_new_images(tiny_root, tmp
                           BANK, context=context)
     grown = run_grow_bank(parent, DataSource(good=new).resolved(), device="cpu", context=context)
     features, _, grid = read_features(grown.input("features"))
-    assert features.shape == (8, 9 * 36, 1024) and grid == (6, 6) and grown.lineage["tile"] == 48
+    assert features.shape == (8, 9 * 36, 32 + 96) and grid == (6, 6) and grown.lineage["tile"] == 48
     untiled = run_fit_bank(run_extract(DataSource(good=old).resolved(), "brick", "train", TINY, context=context),
                            BANK, context=context)
     with pytest.raises(ArtifactError):
