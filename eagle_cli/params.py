@@ -57,6 +57,11 @@ def _at_least(name: str, value, low) -> None:
         raise ParameterError(f"--{name.replace('_', '-')} must be at least {low}, got {value}.")
 
 
+def _at_most(name: str, value, high, why: str) -> None:
+    if value > high:
+        raise ParameterError(f"--{name.replace('_', '-')} must be at most {high} ({why}), got {value}.")
+
+
 def _fraction(name: str, value, *, closed_top: bool = False) -> None:
     if not (0 < value <= 1 if closed_top else 0 < value < 1):
         raise ParameterError(f"--{name.replace('_', '-')} must be in (0, 1{']' if closed_top else ')'}, got {value}.")
@@ -97,6 +102,8 @@ class ExtractParams:
             raise ParameterError(f"--overlap is the share of a tile its neighbour covers again, in [0, 1); got "
                                  f"{self.overlap}.")
         _at_least("batch_size", self.batch_size, 1)
+        # A mistyped size would otherwise ask for gigabytes per image before anything says why.
+        _at_most("resize", self.resize, 16384, "a side in pixels; tile larger images with --tile")
         _at_least("pretrain_dim", self.pretrain_dim, 0)
         _at_least("target_dim", self.target_dim, 0)
         if any(weight <= 0 for weight in self.layer_weights):
@@ -144,6 +151,7 @@ class BankParams:
         _fraction("coreset_ratio", self.coreset_ratio, closed_top=True)
         for name in ("proj_dim", "n_starts", "knn_k"):
             _at_least(name, getattr(self, name), 1)
+        _at_most("proj_dim", self.proj_dim, 4096, "the projection only needs to keep distances, 128 does")
         _at_least("coreset_shard_images", self.coreset_shard_images, 0)
 
 

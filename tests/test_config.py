@@ -172,3 +172,11 @@ def test_the_reference_preset_and_the_references_own_config_give_the_references_
     assert (theirs.extract.pretrain_dim, theirs.extract.target_dim) == (1024, 1024)
     with pytest.raises(ParameterError, match="not one of reference"):
         RunConfig.from_dict({"data": "d", "preset": "fast"})
+
+
+@pytest.mark.parametrize("key,value,message", [("resize", 100000000, "resize must be at most 16384"),
+                                               ("proj_dim", 1000000000, "proj-dim must be at most 4096"),
+                                               ("proj_dim", "1e9", "expected an integer")])
+def test_absurd_sizes_in_a_config_are_one_message(key, value, message):
+    with pytest.raises(ParameterError, match=message):
+        RunConfig.from_dict({"data": "d", key: value})
