@@ -88,14 +88,15 @@ class ArtifactRef:
         raise ArtifactError(f"{self.path} records no input of kind {kind!r}; it was not written by this eagle.")
 
     def locate(self, item: dict) -> Path:
-        """Where an input lives: in this artifact's own store (so a moved or copied store reads its own
-        inputs), else where it was when this artifact was written."""
+        """Where an input lives: in this artifact's own store (paths are recorded relative to it; stores
+        written before that recorded absolute paths, whose last four parts are the same)."""
         recorded = Path(item["path"])
         here = self.path.parents[3] / Path(*recorded.parts[-4:]) if len(recorded.parts) >= 4 else recorded
-        return here if here.is_dir() else recorded
+        return here if here.is_dir() or not recorded.is_absolute() else recorded
 
     def as_input(self) -> dict[str, str]:
-        return {"kind": self.kind, "id": self.id, "path": str(self.path)}
+        # Relative to the store's root (run/category/kind/id): the store can be moved, copied or archived.
+        return {"kind": self.kind, "id": self.id, "path": str(Path(*self.path.parts[-4:]))}
 
 
 #: Files every artifact of a kind holds, whatever its settings (a joined features artifact refers to

@@ -220,3 +220,14 @@ def test_a_killed_runs_draft_is_cleaned_by_the_next_writer_of_that_id(tmp_path):
     leftover.mkdir(parents=True)
     _publish(tmp_path, {"a": 1})
     assert not leftover.exists()
+
+
+def test_inputs_are_recorded_relative_to_the_store(tmp_path):
+    first = _publish(tmp_path, {"a": 1})
+    draft = artifacts.start("scores", root=tmp_path, run="r", category="c", params={}, inputs=[first])
+    with draft:
+        draft.file("scores.jsonl").write_text("")
+        draft.file("metrics.json").write_text("{}")
+        second = draft.publish()
+    assert second.manifest["inputs"][0]["path"] == f"r/c/threshold/{first.id}"
+    assert second.input("threshold").path == first.path

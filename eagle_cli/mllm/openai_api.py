@@ -30,8 +30,9 @@ from eagle_cli.mllm.prompt import Interrupted, Prompt, Reply
 from eagle_cli.params import ServerSettings
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
-#: Refusals that concern the whole run (wrong key, model or address): asking again cannot help.
-FATAL_STATUS = {401, 403, 404}
+#: Refusals of one request (malformed, too large, unprocessable): that prompt is listed, the others go on.
+#: Every other 4xx (wrong key, model, address or method) concerns the whole run: asking again cannot help.
+PROMPT_STATUS = {400, 413, 422}
 
 
 class _Refused(Exception):
@@ -108,11 +109,11 @@ class OpenAIBackend:
                     return response.read()
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code} from {server.url}: {exc.read()[:200]!r}"
-                if exc.code in FATAL_STATUS:
+                if exc.code in PROMPT_STATUS:
+                    raise _Refused(last) from None
+                if exc.code not in RETRY_STATUS:
                     raise EagleError(f"The server refused the request ({last}); it is not retried. Fix the model "
                                      "name, API key or address and rerun: answers so far are kept.") from None
-                if exc.code not in RETRY_STATUS:
-                    raise _Refused(last) from None
             except TimeoutError:
                 last = f"no answer from {server.url} within {self.settings.timeout_s} s"
             except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:

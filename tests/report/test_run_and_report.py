@@ -102,7 +102,8 @@ def test_report_opens_in_a_browser_with_tables_plots_and_a_gallery(chain, tmp_pa
     assert dom.count('class="item"') == 22
     # The calibration table sets the threshold's promise beside what the good test images show.
     assert dom.count('class="calibration"') == 1
-    for scores in [artifacts.open_artifact(i["path"]) for i in report.manifest["inputs"] if i["kind"] == "scores"]:
+    inputs = report.manifest["inputs"]
+    for scores in [artifacts.open_artifact(report.locate(i)) for i in inputs if i["kind"] == "scores"]:
         good = [json.loads(line) for line in (scores.path / "scores.jsonl").read_text().splitlines()]
         good = [r for r in good if r["label"] == 0]
         row = dom.split(f'<tr data-category="{scores.path.parent.parent.name}">')[1].split("</tr>")[0]

@@ -103,8 +103,8 @@ def test_grown_features_refer_to_the_extracted_ones_and_a_second_growth_flattens
     twice = run_grow_bank(once, DataSource(good=folders[2]).resolved(), device="cpu", context=context)
     joined = twice.input("features")
     assert not (joined.path / "features.safetensors").exists()  # no copy of anyone's rows
-    parts = [item["path"] for item in joined.manifest["inputs"]]
-    assert parts[0] == str(parent.input("features").path) and len(parts) == 3
+    parts = [joined.locate(item) for item in joined.manifest["inputs"]]
+    assert parts[0] == parent.input("features").path and len(parts) == 3
     features, records, _ = read_features(joined)
     assert features.shape[0] == 8 and [r["index"] for r in records] == list(range(8))
     direct = torch.cat([read_features(artifacts.open_artifact(p))[0] for p in parts])
