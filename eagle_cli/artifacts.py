@@ -106,9 +106,9 @@ REQUIRED_FILES = {"features": ("images.jsonl",), "bank": ("bank.safetensors",), 
                   "prompts": ("prompts.jsonl",), "answers": ("answers.jsonl",), "report": ("report.html",)}
 
 
-def artifact_id(kind: str, params: dict[str, Any], inputs: list[ArtifactRef], *, schema: int | None = None) -> str:
+def artifact_id(kind: str, params: dict[str, Any], inputs: list[ArtifactRef]) -> str:
     """Hash kind, schema, parameters and input ids into a 16-hex-digit id."""
-    return _hash_id(kind, SCHEMAS[kind] if schema is None else schema, params, [ref.id for ref in inputs])
+    return _hash_id(kind, SCHEMAS[kind], params, [ref.id for ref in inputs])
 
 
 def _hash_id(kind: str, schema: int, params: dict[str, Any], input_ids: list[str]) -> str:

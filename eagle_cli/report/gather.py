@@ -143,6 +143,4 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
     if len(datasets) > 1:
         raise ArtifactError(f"Run {run!r} mixes datasets {sorted(datasets)}; report them as separate runs.")
     layout, where = datasets.pop()
-    data = RunData(run, {"layout": layout, "root": where}, found, inputs)
-    name_systems([data])
-    return data
+    return RunData(run, {"layout": layout, "root": where}, found, inputs)

@@ -45,7 +45,7 @@ def _slug(text: str) -> str:
 def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
     """Gather the runs, compute the tables, draw the page; refuse to compare runs of different datasets."""
     runs = [gather(context.artifacts, name, list(params.categories) or None) for name in params.runs]
-    systems = name_systems(runs)  # again over both runs, so a system compared across them has one label
+    systems = name_systems(runs)  # over every run at once, so a system compared across them has one label
     if len(runs) == 2 and runs[0].dataset != runs[1].dataset:
         raise ArtifactError(f"Runs {runs[0].name!r} ({runs[0].dataset['root']}) and {runs[1].name!r} "
                             f"({runs[1].dataset['root']}) scored different datasets; report them separately.")
