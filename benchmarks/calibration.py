@@ -29,7 +29,7 @@ from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.expert import calibration as cal
 from eagle_cli.expert.coreset import Coreset
-from eagle_cli.expert.scoring import patch_scores
+from eagle_cli.expert.scoring import ScoreRule
 from eagle_cli.formats.bank import read_bank, read_bank_cover
 from eagle_cli.formats.features import read_features
 from eagle_cli.params import BankParams, ExtractParams, ThresholdParams
@@ -51,7 +51,7 @@ def oracle(good: np.ndarray, bad: np.ndarray) -> float:
 
 
 def estimate(name: str, category: str, features, index, cover: Coreset, bank_params: BankParams,
-             knn_k: int) -> tuple[np.ndarray, float]:
+             rule: ScoreRule) -> tuple[np.ndarray, float]:
     n_images, patches, _ = features.shape
     images = np.arange(n_images)
     start = time.perf_counter()
@@ -59,19 +59,19 @@ def estimate(name: str, category: str, features, index, cover: Coreset, bank_par
     if name == "reference":
         selected = torch.zeros(n_images * patches, dtype=torch.bool)
         selected[cover.selected] = True
-        result = cal.reference_scores(features, index, ~selected.reshape(n_images, patches), images, knn_k=knn_k,
+        result = cal.reference_scores(features, index, ~selected.reshape(n_images, patches), images, rule=rule,
                                       min_unselected=32, extra=32, progress=quiet)
     elif name == "leave-own-out":
-        result = cal.leave_own_out_scores(features, index, images, knn_k=knn_k, extra=32, progress=quiet)
+        result = cal.leave_own_out_scores(features, index, images, rule=rule, extra=32, progress=quiet)
     elif name == "refill":
         seed = category_seed(bank_params.seed, category)
-        result = cal.refill_scores(features, index, cover, images, knn_k=knn_k, proj_dim=bank_params.proj_dim,
+        result = cal.refill_scores(features, index, cover, images, rule=rule, proj_dim=bank_params.proj_dim,
                                    generator=torch.Generator().manual_seed(seed), extra=32, progress=quiet)
     else:
         folds = int(name.rsplit("-", 1)[1])
         settings = cal.CoresetSettings(bank_params.coreset_ratio, bank_params.proj_dim, bank_params.n_starts,
                                        bank_params.init)
-        result = cal.cross_fit_scores(features, images, folds=folds, coreset=settings, knn_k=knn_k, seed=7,
+        result = cal.cross_fit_scores(features, images, folds=folds, coreset=settings, rule=rule, seed=7,
                                       progress=quiet)
     return result.scores[np.isfinite(result.scores)], time.perf_counter() - start
 
@@ -89,16 +89,13 @@ def one_category(root: Path, category: str, context: Context, extract: ExtractPa
     cover = read_bank_cover(bank)
     index = read_bank(bank, backend="faiss", device="cpu")
     features, _, _ = read_features(train)
-    test_features, records, _ = read_features(test)
-    dist, _ = index.search(test_features.reshape(-1, test_features.shape[-1]), 1)
-    test_scores = patch_scores(dist.reshape(len(records), -1, 1)).max(1)
-    labels = np.array([r["label"] for r in records])
+    labels, test_scores = realistic.labelled_scores(bank, test, index)
     good, bad = test_scores[labels == 0], test_scores[labels == 1]
     out = {"category": category, "extract_s": extract_seconds, "good_mean": float(good.mean()),
            "good_std": float(good.std()), "oracle": oracle(good, bad), "estimators": {},
            "image_auroc": metrics.image_auroc(labels, test_scores)}
     for name in estimators:
-        scores, seconds = estimate(name, category, features, index, cover, bank_params, 1)
+        scores, seconds = estimate(name, category, features, index, cover, bank_params, ScoreRule.of_bank(bank.params))
         taus = {f"conformal {t:g}": np.sort(scores)[conformal_rank(len(scores), t) - 1] for t in targets}
         taus["k-sigma"] = fit_threshold(scores, ThresholdParams("k-sigma"))
         out["estimators"][name] = {

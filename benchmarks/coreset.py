@@ -22,7 +22,6 @@ from benchmarks import realistic
 from eagle_cli import metrics
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
-from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.formats.bank import read_bank
 from eagle_cli.formats.features import read_features
 from eagle_cli.params import BankParams, ExtractParams
@@ -39,8 +38,6 @@ def one_category(root: Path, category: str, context: Context, shard_images: int)
     test = run_extract(source, category, "test", extract, context=context)
     features, _, _ = read_features(train)
     flat = features.reshape(-1, features.shape[-1])
-    test_features, records, _ = read_features(test)
-    labels = np.array([r["label"] for r in records])
     row = {"category": category}
     for name, shards in (("greedy", 0), ("sharded", shard_images)):
         start = time.perf_counter()
@@ -50,9 +47,8 @@ def one_category(root: Path, category: str, context: Context, shard_images: int)
         index = read_bank(bank, backend="faiss", device="cpu")
         radius = max(float(index.search(flat[lo:lo + _SEARCH_ROWS], 1)[0].max())
                      for lo in range(0, len(flat), _SEARCH_ROWS)) ** 0.5
-        dist, _ = index.search(test_features.reshape(-1, test_features.shape[-1]), 1)
-        scores = patch_scores(dist.reshape(len(records), -1, 1)).max(1)
-        row[name] = {"seconds": seconds, "radius": radius, "image_auroc": metrics.image_auroc(labels, scores)}
+        row[name] = {"seconds": seconds, "radius": radius,
+                     "image_auroc": metrics.image_auroc(*realistic.labelled_scores(bank, test, index))}
     return row
 
 

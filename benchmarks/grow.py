@@ -18,15 +18,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import realistic
 from eagle_cli import metrics
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
-from eagle_cli.expert.scoring import patch_scores
-from eagle_cli.formats.bank import read_bank
-from eagle_cli.formats.features import read_features
 from eagle_cli.params import BankParams, ExtractParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
@@ -36,10 +31,7 @@ EXTRACT = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu
 
 
 def _auroc(bank, test) -> float:
-    features, records, _ = read_features(test)
-    dist, _ = read_bank(bank, backend="faiss", device="cpu").search(features.reshape(-1, features.shape[-1]), 1)
-    scores = patch_scores(dist.reshape(len(records), -1, 1)).max(1)
-    return metrics.image_auroc(np.array([r["label"] for r in records]), scores)
+    return metrics.image_auroc(*realistic.labelled_scores(bank, test))
 
 
 def one_category(root: Path, category: str, context: Context, added: int) -> dict:

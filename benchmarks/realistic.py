@@ -10,10 +10,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
+import numpy as np
 import torch
 
+from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.data.synthetic import VARIATION_CATEGORIES, generate
+from eagle_cli.expert.knn import BankIndex
+from eagle_cli.expert.scoring import ScoreRule
+from eagle_cli.formats.bank import read_bank
+from eagle_cli.formats.features import read_features
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, seeds: str, train: int, test_good: int,
@@ -27,6 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser, *, seeds: str, train: int, te
     parser.add_argument("--test-per-defect", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, help="Keep data and artifacts here (reused by the next run).")
+
+
+def labelled_scores(bank: ArtifactRef, test: ArtifactRef, index: BankIndex | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and image scores of the test ``features`` artifact ``test`` under ``bank``'s own rule."""
+    rule = ScoreRule.of_bank(bank.params)
+    features, records, _ = read_features(test)
+    index = index or read_bank(bank, backend="faiss", device="cpu")
+    dist, _ = index.search(features.reshape(-1, features.shape[-1]), rule.knn_k)
+    return np.array([r["label"] for r in records]), rule.images(dist.reshape(len(records), -1, rule.knn_k))
 
 
 def measure_all(args: argparse.Namespace, measure: Callable[[Path, str, Context], dict]) -> list[dict]:

@@ -164,12 +164,13 @@ def test_the_reference_preset_and_the_references_own_config_give_the_references_
     reference = RunConfig.from_dict({"data": "d", "preset": "reference"})
     assert (reference.extract.pretrain_dim, reference.extract.target_dim) == (1024, 1024)
     assert (reference.calibration.calibration, reference.threshold.method) == ("reference", "k-sigma")
+    assert reference.bank.image_top == 1  # an image scores its highest patch
     mixed = RunConfig.from_dict({"data": "d", "preset": "reference", "method": "conformal"})
     assert mixed.threshold.method == "conformal" and mixed.extract.pretrain_dim == 1024  # the file's keys win
     ours = RunConfig.from_dict({"data": "d"})
-    assert (ours.extract.pretrain_dim, ours.extract.target_dim) == (0, 0)
+    assert (ours.extract.pretrain_dim, ours.extract.target_dim, ours.bank.image_top) == (0, 0, 8)
     theirs = RunConfig.load(Path(__file__).parents[1] / "examples" / "reference_qwen.yaml")
-    assert (theirs.extract.pretrain_dim, theirs.extract.target_dim) == (1024, 1024)
+    assert (theirs.extract.pretrain_dim, theirs.extract.target_dim, theirs.bank.image_top) == (1024, 1024, 1)
     with pytest.raises(ParameterError, match="not one of reference"):
         RunConfig.from_dict({"data": "d", "preset": "fast"})
 

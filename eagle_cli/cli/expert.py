@@ -124,6 +124,10 @@ def fit_bank(
                                       rich_help_panel=EXPERT)] = BANK.seed,
     knn_k: Annotated[int, typer.Option("--knn-k", "--knn", min=1, help="Neighbours averaged per patch score (k).",
                                        rich_help_panel=EXPERT)] = BANK.knn_k,
+    image_top: Annotated[int, typer.Option(
+        min=1, max=4096, help="An image scores the mean of its this many highest patch scores (1: the highest alone, "
+        "as the reference; the default 8 is 1 % of a 28 × 28 grid — a count, so small defects in large frames "
+        "keep their score).", rich_help_panel=EXPERT)] = BANK.image_top,
     coreset_shard_images: Annotated[int, typer.Option(
         min=0, help="Run the greedy coreset separately on groups of this many training images and join the results: "
         "time grows linearly with the images instead of quadratically, at a slightly larger covering radius (see "
@@ -142,8 +146,9 @@ def fit_bank(
 
     session = Session(quiet, as_json)
     ctx = session.context(artifacts_root, run, force, on_error)
-    params = BankParams(coreset_ratio=coreset_ratio, proj_dim=proj_dim, n_starts=n_starts, init=init, seed=seed,
-                        knn_k=knn_k, coreset_shard_images=coreset_shard_images)
+    params = with_preset(context, preset, BankParams(
+        coreset_ratio=coreset_ratio, proj_dim=proj_dim, n_starts=n_starts, init=init, seed=seed, knn_k=knn_k,
+        image_top=image_top, coreset_shard_images=coreset_shard_images))
     if data or good:
         images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
         extracting = with_preset(context, preset, extract_params(

@@ -81,7 +81,8 @@ CropOpt = Annotated[int, typer.Option(
 TileOpt = Annotated[int, typer.Option(
     min=0, help="Cut the frame (--crop, or with --crop 0 the whole image at --resize) into TILE-px squares that each "
     "go through the backbone: a large image is seen at its own resolution, so small defects keep their pixels. "
-    "Maps are stitched (overlaps averaged); the image score is the highest patch score of any tile. 0: no tiles.",
+    "Maps are stitched (overlaps averaged); the image score is taken over all tiles' patches (--image-top). "
+    "0: no tiles.",
     rich_help_panel=EXPERT)]
 OverlapOpt = Annotated[float, typer.Option(
     min=0, help="Share of a tile its neighbour covers again (with --tile), in [0, 1): a defect on a seam is then "
@@ -93,7 +94,8 @@ TargetDimOpt = Annotated[int, typer.Option(
     min=0, help="Patch feature size after pooling the layers together; 0 concatenates them as they are.",
     rich_help_panel=EXPERT)]
 PresetOpt = Annotated[Optional[str], typer.Option(
-    help="reference: the reference code's expert (layers pooled to 1024 values; k-sigma on its calibration). "
+    help="reference: the reference code's expert (layers pooled to 1024 values, an image scored by its highest "
+         "patch, k-sigma on its calibration). "
          "Options given on the command line still win.", rich_help_panel=EXPERT)]
 
 

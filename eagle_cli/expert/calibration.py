@@ -35,7 +35,7 @@ import torch
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.coreset import Coreset, coreset_size, project, projection, select_coreset
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import image_score, patch_scores
+from eagle_cli.expert.scoring import ScoreRule
 from eagle_cli.progress import Advance
 
 CALIBRATIONS = ("reference", "leave-own-out", "refill", "cross-fit")
@@ -81,7 +81,7 @@ def sample_images(n_images: int, count: int, *, seed: int) -> np.ndarray:
 
 
 def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch.Tensor, images: np.ndarray, *,
-                     knn_k: int, min_unselected: int, extra: int, progress: Advance) -> Calibration:
+                     rule: ScoreRule, min_unselected: int, extra: int, progress: Advance) -> Calibration:
     """Score the unselected patches ``unselected (n, P) bool`` of ``images``; leave out images with fewer than
     ``min_unselected``."""
     n_images = features.shape[0]
@@ -93,11 +93,11 @@ def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch
     for group in _groups(usable):
         queries = torch.cat([features[i][unselected[i]] for i in group])
         owners = np.repeat(group, [int(counts[i]) for i in group])
-        dist, _, fallback = index.search_leave_own_out(queries, knn_k, owners, extra=extra)
+        dist, _, fallback = index.search_leave_own_out(queries, rule.knn_k, owners, extra=extra)
         fallback_rows += fallback
         bounds = np.cumsum([0] + [int(counts[i]) for i in group])
         for i, lo, hi in zip(group, bounds[:-1], bounds[1:], strict=True):
-            scores[i] = image_score(dist[lo:hi])
+            scores[i] = rule.images(dist[lo:hi])
         progress(len(group))
     return Calibration(scores, np.full(n_images, -1), fallback_rows)
 
@@ -119,16 +119,16 @@ def _own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray
     return dists, fallback_rows
 
 
-def leave_own_out_scores(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
+def leave_own_out_scores(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, rule: ScoreRule, extra: int,
                          progress: Advance) -> Calibration:
     """Score all patches of each of ``images`` against the bank without that image's entries."""
-    dists, fallback_rows = _own_out_search(features, index, images, knn_k=knn_k, extra=extra, progress=progress)
+    dists, fallback_rows = _own_out_search(features, index, images, knn_k=rule.knn_k, extra=extra, progress=progress)
     scores = np.full(features.shape[0], np.nan)
-    scores[images] = patch_scores(dists).max(1)
+    scores[images] = rule.images(dists)
     return Calibration(scores, np.full(features.shape[0], -1), fallback_rows)
 
 
-def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, knn_k: int,
+def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, rule: ScoreRule,
                   proj_dim: int, generator: torch.Generator, extra: int, progress: Advance) -> Calibration:
     """Leave-own-out with the removed entries' orphans refilled (see the module docstring).
 
@@ -142,7 +142,7 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     """
     n_images, patches, dim = features.shape
     # Two passes over the images, each half of the work: progress advances by halves.
-    dists, fallback_rows = _own_out_search(features, index, images, knn_k=knn_k, extra=extra,
+    dists, fallback_rows = _own_out_search(features, index, images, knn_k=rule.knn_k, extra=extra,
                                            progress=lambda n: progress(n / 2))
     flat = features.reshape(-1, dim)
     weight = projection(dim, proj_dim, generator=generator)
@@ -173,8 +173,8 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
             if chosen:
                 refill = flat[torch.as_tensor(orphans[members[chosen]])].float()
                 extra_dists = torch.cdist(features[i].float(), refill).square_().numpy()
-                patch_dists = np.sort(np.concatenate([patch_dists, extra_dists], axis=1), axis=1)[:, :knn_k]
-        scores[i] = image_score(patch_dists)
+                patch_dists = np.sort(np.concatenate([patch_dists, extra_dists], axis=1), axis=1)[:, :rule.knn_k]
+        scores[i] = rule.images(patch_dists)
         progress(0.5)
     return Calibration(scores, np.full(n_images, -1), fallback_rows)
 
@@ -202,15 +202,15 @@ def fold_assignment(n_images: int, folds: int, *, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, coreset: CoresetSettings, knn_k: int,
-                     seed: int, progress: Advance) -> Calibration:
+def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, coreset: CoresetSettings,
+                     rule: ScoreRule, seed: int, progress: Advance) -> Calibration:
     """Score the ``images`` of each fold with all patches against a bank refitted on the other folds."""
     n_images, patches, dim = features.shape
     fold = fold_assignment(n_images, folds, seed=seed)
     smallest = n_images - int(np.bincount(fold).max())
-    if coreset_size(smallest * patches, coreset.ratio) < knn_k:
+    if coreset_size(smallest * patches, coreset.ratio) < rule.knn_k:
         raise ParameterError(f"With --folds {folds}, a fold's bank is fitted on {smallest} images and would hold "
-                             f"fewer than k = {knn_k} entries; use fewer folds.")
+                             f"fewer than k = {rule.knn_k} entries; use fewer folds.")
     scores = np.full(n_images, np.nan)
     scoring = np.zeros(n_images, dtype=bool)
     scoring[images] = True
@@ -224,7 +224,7 @@ def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, 
                          device=torch.device("cpu"))
         del train
         for group in _groups(held):
-            dist, _ = bank.search(features[torch.as_tensor(group)].reshape(-1, dim), knn_k)
-            scores[group] = patch_scores(dist.reshape(len(group), patches, knn_k)).max(1)
+            dist, _ = bank.search(features[torch.as_tensor(group)].reshape(-1, dim), rule.knn_k)
+            scores[group] = rule.images(dist.reshape(len(group), patches, rule.knn_k))
             progress(len(group))
     return Calibration(scores, fold)

@@ -26,7 +26,7 @@ from eagle_cli.errors import ParameterError
 from eagle_cli.expert.anomaly_map import frame_map, to_original_frame
 from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import patch_scores, verdicts
+from eagle_cli.expert.scoring import ScoreRule, image_scores, patch_scores, verdicts
 from eagle_cli.formats.bank import read_bank
 from eagle_cli.formats.threshold import read_threshold
 from eagle_cli.params import ExtractParams
@@ -39,7 +39,7 @@ _SEARCH_ROWS = 8192
 class Scored:
     """What the expert says about a batch of images, in input order."""
 
-    scores: np.ndarray  # (B,) float64, max patch score
+    scores: np.ndarray  # (B,) float64, the image scores (the bank's ScoreRule)
     anomalous: np.ndarray  # (B,) bool, score ≥ τ
     uncertain: np.ndarray  # (B,) bool, τ < score < S_max (the CAAS window)
     crop_maps: list[np.ndarray]  # (frame, frame) float32 each, the frame the expert saw
@@ -52,12 +52,12 @@ class Expert:
     The backbone is built on first use, so scoring ready-made features never loads it.
     """
 
-    def __init__(self, index: BankIndex, *, tau: float, s_max: float, knn_k: int, extract: ExtractParams,
+    def __init__(self, index: BankIndex, *, tau: float, s_max: float, rule: ScoreRule, extract: ExtractParams,
                  lineage: dict | None = None, sigma_px: float = 4.0):
-        if knn_k > index.size:
-            raise ParameterError(f"k = {knn_k} neighbours but the bank has only {index.size} entries.")
+        if rule.knn_k > index.size:
+            raise ParameterError(f"k = {rule.knn_k} neighbours but the bank has only {index.size} entries.")
         self.index = index
-        self.tau, self.s_max, self.knn_k = tau, s_max, knn_k
+        self.tau, self.s_max, self.rule = tau, s_max, rule
         self.extract = extract
         self.geometry = Geometry.of(extract)
         self.lineage = lineage
@@ -74,7 +74,7 @@ class Expert:
         extract = ExtractParams.of_features(train, batch_size=batch_size, device=device)
         values = read_threshold(ref)
         return cls(read_bank(bank_ref, backend=knn_backend, device=device), tau=values["tau"], s_max=values["s_max"],
-                   knn_k=values["knn_k"], extract=extract, lineage=ref.lineage, sigma_px=sigma_px)
+                   rule=ScoreRule.of_bank(bank_ref.params), extract=extract, lineage=ref.lineage, sigma_px=sigma_px)
 
     @property
     def extractor(self) -> PatchFeatureExtractor:
@@ -101,7 +101,7 @@ class Expert:
         waiting = 0  # patches in ``pending``
 
         def search() -> None:
-            dist, _ = self.index.search(torch.cat([patches for _, patches in pending]).float(), self.knn_k)
+            dist, _ = self.index.search(torch.cat([patches for _, patches in pending]).float(), self.rule.knn_k)
             scores, offset = patch_scores(dist), 0
             for index, patches in pending:
                 per_image[index].append(scores[offset:offset + len(patches)])
@@ -126,12 +126,12 @@ class Expert:
         one tile's patch grid (square if not given)."""
         batch, patches, dim = features.shape
         grid = grid or _square_grid(patches // len(self.geometry.tile_offsets()))
-        dist, _ = self.index.search(features.reshape(-1, dim), self.knn_k)
+        dist, _ = self.index.search(features.reshape(-1, dim), self.rule.knn_k)
         return self._scored(patch_scores(dist).reshape(batch, patches), sizes, grid)
 
     def _scored(self, per_patch: np.ndarray, sizes: list[tuple[int, int]], grid: tuple[int, int]) -> Scored:
         """Image scores, verdicts and maps from patch scores ``(B, P)``."""
-        scores = per_patch.max(1).astype(np.float64)
+        scores = image_scores(per_patch, self.rule.image_top).astype(np.float64)
         anomalous, uncertain = verdicts(scores, self.tau, self.s_max)
         crop_maps = [frame_map(p, grid, self.geometry, sigma_px=self.sigma_px) for p in per_patch]
         maps = [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(crop_maps, sizes, strict=True)]

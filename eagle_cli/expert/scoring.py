@@ -1,11 +1,15 @@
 """The expert's scoring and decision rule, in one place.
 
 Reference parity (eagle-method.md A.5–A.6): a patch scores the mean of the squared L2 distances to
-its k nearest bank entries; an image scores the max over its patches; the verdict is anomalous at
-score ≥ τ, and the expert is unsure (CAAS acts) strictly between τ and S_max.
+its k nearest bank entries; the verdict is anomalous at score ≥ τ, and the expert is unsure (CAAS
+acts) strictly between τ and S_max. The reference scores an image by its highest patch (``top`` =
+1); eagle's default averages its ``top`` highest patches (the bank's ``image_top``): one stray
+patch moves the score less, while a defect that covers that many patches keeps its full score.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,9 +19,29 @@ def patch_scores(sq_dists: np.ndarray) -> np.ndarray:
     return sq_dists.mean(-1)
 
 
-def image_score(sq_dists: np.ndarray) -> float:
-    """The score of one image from its patches' squared distances ``(P, k)``."""
-    return float(patch_scores(sq_dists).max())
+def image_scores(per_patch: np.ndarray, top: int) -> np.ndarray:
+    """Image scores from patch scores ``(..., P)``: the mean of the ``top`` highest (all, if fewer)."""
+    top = min(top, per_patch.shape[-1])
+    if top == 1:
+        return per_patch.max(-1)
+    return np.partition(per_patch, -top, axis=-1)[..., -top:].mean(-1)
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """How a bank scores: ``knn_k`` neighbours per patch, the ``image_top`` highest patches per image."""
+
+    knn_k: int = 1
+    image_top: int = 1
+
+    @classmethod
+    def of_bank(cls, params: dict) -> ScoreRule:
+        """The rule of a bank with parameters ``params`` (banks from before ``image_top`` used the max)."""
+        return cls(int(params["knn_k"]), int(params.get("image_top", 1)))
+
+    def images(self, sq_dists: np.ndarray) -> np.ndarray:
+        """Image scores from squared distances ``(..., P, k)`` of each image's patches."""
+        return image_scores(patch_scores(sq_dists), self.image_top)
 
 
 def verdicts(scores: np.ndarray, tau: float, s_max: float) -> tuple[np.ndarray, np.ndarray]:

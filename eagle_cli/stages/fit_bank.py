@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 
 from eagle_cli import artifacts
@@ -42,5 +40,5 @@ def run_fit_bank(features_ref: ArtifactRef, params: BankParams, *, context: Cont
                          "cover_radius": float(coreset.cover_sq_dist.max().sqrt()),
                          "category_seed": seed, "weights": features_ref.lineage["weights"]}
 
-    return artifacts.produce("bank", context=context, category=category, params=asdict(params),
+    return artifacts.produce("bank", context=context, category=category, params=params.identity(),
                              inputs=[features_ref], build=build)

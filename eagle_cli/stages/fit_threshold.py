@@ -12,7 +12,7 @@ S_max into NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.expert import calibration as estimators
+from eagle_cli.expert.scoring import ScoreRule
 from eagle_cli.formats.bank import read_bank, read_bank_cover, read_bank_tensors
 from eagle_cli.formats.calibration import calibration_scores, write_calibration
 from eagle_cli.formats.features import read_features
@@ -83,23 +84,23 @@ def run_calibrate(bank_ref: ArtifactRef, params: CalibrationParams, *, context: 
 def _estimate(params: CalibrationParams, bank_ref: ArtifactRef, features: torch.Tensor, unselected: torch.Tensor,
               images: np.ndarray, seed: int, advance) -> estimators.Calibration:
     bank = bank_ref.params
-    knn_k = int(bank["knn_k"])
+    rule = ScoreRule.of_bank(bank)
     if params.calibration == "cross-fit":
         settings = estimators.CoresetSettings(bank["coreset_ratio"], bank["proj_dim"], bank["n_starts"], bank["init"],
                                               bank.get("coreset_shard_images", 0))
-        return estimators.cross_fit_scores(features, images, folds=params.folds, coreset=settings, knn_k=knn_k,
+        return estimators.cross_fit_scores(features, images, folds=params.folds, coreset=settings, rule=rule,
                                            seed=seed, progress=advance)
     cover = read_bank_cover(bank_ref) if params.calibration == "refill" else None
     index = read_bank(bank_ref, backend=params.knn_backend, device=params.device)
     if params.calibration == "reference":
-        return estimators.reference_scores(features, index, unselected, images, knn_k=knn_k,
+        return estimators.reference_scores(features, index, unselected, images, rule=rule,
                                            min_unselected=params.min_unselected, extra=params.extra_neighbours,
                                            progress=advance)
     if params.calibration == "leave-own-out":
-        return estimators.leave_own_out_scores(features, index, images, knn_k=knn_k, extra=params.extra_neighbours,
+        return estimators.leave_own_out_scores(features, index, images, rule=rule, extra=params.extra_neighbours,
                                                progress=advance)
     # The bank's own projection: the same generator, seeded as fit-bank seeded it.
-    return estimators.refill_scores(features, index, cover, images, knn_k=knn_k, proj_dim=bank["proj_dim"],
+    return estimators.refill_scores(features, index, cover, images, rule=rule, proj_dim=bank["proj_dim"],
                                     generator=torch.Generator().manual_seed(seed), extra=params.extra_neighbours,
                                     progress=advance)
 
@@ -118,7 +119,7 @@ def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, cont
         scores = calibration_scores(calibration)
         tau = fit_threshold(scores, params.dbt)
         result = {"tau": tau, "s_max": float(scores.max()), **params.dbt.effective(),
-                  "knn_k": int(bank_ref.params["knn_k"]), "calibration": calibration.params["estimator"],
+                  **asdict(ScoreRule.of_bank(bank_ref.params)), "calibration": calibration.params["estimator"],
                   "calibration_images": int(scores.size), "images": calibration.summary["images"],
                   "excluded": calibration.summary.get("sampled", calibration.summary["images"]) - int(scores.size),
                   "calibration_mean": float(scores.mean()), "calibration_std": float(scores.std()),

@@ -10,8 +10,6 @@ lists the old bank among its inputs.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 
 from eagle_cli import artifacts
@@ -30,7 +28,7 @@ from eagle_cli.stages.extract import run_extract
 def run_grow_bank(bank_ref: ArtifactRef, source: DataSource, *, category: str | None = None, batch_size: int = 8,
                   device: str = "auto", context: Context) -> ArtifactRef:
     """Extract the train images of ``source`` (its ``category``, default the bank's) and grow the bank with them."""
-    params = BankParams(**bank_ref.params)
+    params = BankParams.of_bank(bank_ref.params)
     if params.coreset_shard_images:
         raise ParameterError(f"Bank {bank_ref.id} was selected in shards (--coreset-shard-images "
                              f"{params.coreset_shard_images}); growing continues one greedy over all patches, which "
@@ -68,7 +66,7 @@ def run_grow_bank(bank_ref: ArtifactRef, source: DataSource, *, category: str | 
                          "grown_from": bank_ref.id, "cover_radius": float(coreset.cover_sq_dist.max().sqrt()),
                          "category_seed": seed, "weights": joined.lineage["weights"]}
 
-    return artifacts.produce("bank", context=context, category=bank_category, params=asdict(params),
+    return artifacts.produce("bank", context=context, category=bank_category, params=params.identity(),
                              inputs=[joined, bank_ref], build=build)
 
 

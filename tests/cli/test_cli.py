@@ -97,6 +97,17 @@ def test_the_reference_preset_fills_only_the_options_left_at_their_defaults(tiny
     assert extracted("--preset", "reference", "--target-dim", "512").lineage["feature_dim"] == 512
 
 
+def test_the_reference_preset_scores_an_image_by_its_highest_patch_unless_told_otherwise(tiny_root, tmp_path):
+    def bank(*args):
+        result = runner.invoke(app, ["fit-bank", "--data", str(tiny_root), "--category", "brick", *TINY_ARGS,
+                                     "--artifacts", str(tmp_path), "--json", "-q", *args])
+        assert result.exit_code == 0, result.output
+        return artifacts.open_artifact(json.loads(result.stdout)[0]["path"]).params
+
+    assert bank()["image_top"] == 8 and "image_top" not in bank("--preset", "reference")
+    assert bank("--preset", "reference", "--image-top", "4")["image_top"] == 4
+
+
 def test_unknown_category_is_a_user_error(tiny_root, tmp_path):
     result = runner.invoke(app, ["extract", "--data", str(tiny_root), "--category", "bricks", *TINY_ARGS,
                                  "--artifacts", str(tmp_path)])

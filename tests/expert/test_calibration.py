@@ -8,7 +8,7 @@ from eagle_cli.errors import ParameterError
 from eagle_cli.expert import calibration as cal
 from eagle_cli.expert.coreset import select_coreset
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import patch_scores
+from eagle_cli.expert.scoring import ScoreRule, patch_scores
 
 CPU = torch.device("cpu")
 N_IMAGES, PATCHES, DIM = 12, 25, 16
@@ -38,16 +38,16 @@ def setup():
 ALL = np.arange(N_IMAGES)
 
 
-def refill(features, index, cover, images=ALL, knn_k=1, progress=quiet):
-    return cal.refill_scores(features, index, cover, images, knn_k=knn_k, proj_dim=8,
+def refill(features, index, cover, knn_k=1, progress=quiet):
+    return cal.refill_scores(features, index, cover, ALL, rule=ScoreRule(knn_k), proj_dim=8,
                              generator=torch.Generator().manual_seed(11), extra=8, progress=progress)
 
 
 def test_all_patches_never_score_below_the_unselected_ones(setup):
     features, index, _, unselected = setup
-    reference = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=1, extra=8,
+    reference = cal.reference_scores(features, index, unselected, ALL, rule=ScoreRule(), min_unselected=1, extra=8,
                                      progress=quiet)
-    own_out = cal.leave_own_out_scores(features, index, ALL, knn_k=1, extra=8, progress=quiet)
+    own_out = cal.leave_own_out_scores(features, index, ALL, rule=ScoreRule(), extra=8, progress=quiet)
     assert np.isfinite(reference.scores).all()
     assert (own_out.scores >= reference.scores - 1e-4).all()
     assert (own_out.scores > reference.scores + 1e-3).any()
@@ -57,7 +57,7 @@ def test_reference_leaves_out_images_with_too_few_unselected_patches(setup):
     features, index, _, unselected = setup
     counts = unselected.sum(1).numpy()
     cut = int(np.median(counts)) + 1
-    result = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=cut, extra=8,
+    result = cal.reference_scores(features, index, unselected, ALL, rule=ScoreRule(), min_unselected=cut, extra=8,
                                   progress=quiet)
     assert np.array_equal(np.isnan(result.scores), counts < cut)
 
@@ -65,7 +65,7 @@ def test_reference_leaves_out_images_with_too_few_unselected_patches(setup):
 @pytest.mark.parametrize("knn_k", [1, 3])
 def test_refill_only_adds_entries_back_so_it_never_scores_above_leave_own_out(setup, knn_k):
     features, index, cover, _ = setup
-    own_out = cal.leave_own_out_scores(features, index, ALL, knn_k=knn_k, extra=8, progress=quiet)
+    own_out = cal.leave_own_out_scores(features, index, ALL, rule=ScoreRule(knn_k), extra=8, progress=quiet)
     refilled = refill(features, index, cover, knn_k=knn_k)
     assert (refilled.scores <= own_out.scores + 1e-4).all()
     assert (refilled.scores < own_out.scores - 1e-3).any()  # some removed entry left orphans to refill
@@ -88,33 +88,48 @@ def test_the_recorded_cover_is_the_nearest_entry_a_search_finds(setup):
     assert np.allclose(cover.cover_sq_dist.numpy(), dist[:, 0], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("estimator", ["reference", "leave-own-out", "refill", "cross-fit"])
-def test_a_sample_scores_its_images_as_the_whole_calibration_does_and_no_other(setup, estimator):
+MAX = ScoreRule()  # the reference's: k = 1, the highest patch
+
+
+def estimate(estimator, setup, images=ALL, rule=MAX):
     features, index, cover, unselected = setup
+    if estimator == "reference":
+        return cal.reference_scores(features, index, unselected, images, rule=rule, min_unselected=1, extra=8,
+                                    progress=quiet).scores
+    if estimator == "leave-own-out":
+        return cal.leave_own_out_scores(features, index, images, rule=rule, extra=8, progress=quiet).scores
+    if estimator == "refill":
+        return cal.refill_scores(features, index, cover, images, rule=rule, proj_dim=8,
+                                 generator=torch.Generator().manual_seed(11), extra=8, progress=quiet).scores
+    settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
+    return cal.cross_fit_scores(features, images, folds=3, coreset=settings, rule=rule, seed=5, progress=quiet).scores
+
+
+ESTIMATORS = ["reference", "leave-own-out", "refill", "cross-fit"]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_a_sample_scores_its_images_as_the_whole_calibration_does_and_no_other(setup, estimator):
     sample = cal.sample_images(N_IMAGES, 5, seed=3)
     assert len(set(sample.tolist())) == 5 and np.array_equal(sample, cal.sample_images(N_IMAGES, 5, seed=3))
-
-    def run(images):
-        if estimator == "reference":
-            return cal.reference_scores(features, index, unselected, images, knn_k=1, min_unselected=1, extra=8,
-                                        progress=quiet).scores
-        if estimator == "leave-own-out":
-            return cal.leave_own_out_scores(features, index, images, knn_k=1, extra=8, progress=quiet).scores
-        if estimator == "refill":
-            return refill(features, index, cover, images).scores
-        settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
-        return cal.cross_fit_scores(features, images, folds=3, coreset=settings, knn_k=1, seed=5,
-                                    progress=quiet).scores
-
-    whole, part = run(ALL), run(sample)
+    whole, part = estimate(estimator, setup), estimate(estimator, setup, sample)
     assert np.isfinite(part).sum() == 5 and np.isnan(np.delete(part, sample)).all()
     assert np.allclose(part[sample], whole[sample], rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_every_estimator_scores_an_image_by_the_banks_rule(setup, estimator):
+    highest, top4, every = (estimate(estimator, setup, rule=ScoreRule(1, top)) for top in (1, 4, PATCHES))
+    # The mean of the 4 highest lies between the highest and the mean of all; it is not either of them.
+    assert (top4 <= highest + 1e-6).all() and (top4 >= every - 1e-6).all()
+    assert (top4 < highest - 1e-6).any() and (top4 > every + 1e-6).any()
 
 
 def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
     features = setup[0]
     settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
-    result = cal.cross_fit_scores(features, ALL, folds=N_IMAGES, coreset=settings, knn_k=1, seed=5, progress=quiet)
+    result = cal.cross_fit_scores(features, ALL, folds=N_IMAGES, coreset=settings, rule=ScoreRule(), seed=5,
+                                  progress=quiet)
     for image in (0, 7):
         fold = int(result.fold[image])
         others = [i for i in range(N_IMAGES) if i != image]
@@ -128,7 +143,7 @@ def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
 def test_cross_fit_scores_every_image_once_from_a_bank_without_it(setup):
     features = setup[0]
     settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
-    result = cal.cross_fit_scores(features, ALL, folds=3, coreset=settings, knn_k=1, seed=5, progress=quiet)
+    result = cal.cross_fit_scores(features, ALL, folds=3, coreset=settings, rule=ScoreRule(), seed=5, progress=quiet)
     assert np.isfinite(result.scores).all() and sorted(np.bincount(result.fold)) == [4, 4, 4]
     # A bank that holds the image itself scores it lower: every image was scored without its own patches.
     flat = features.reshape(-1, DIM)
@@ -148,4 +163,4 @@ def test_folds_are_balanced_seeded_and_bounded():
 def test_a_fold_bank_smaller_than_k_is_refused(setup):
     settings = cal.CoresetSettings(0.01, proj_dim=8, n_starts=3, init="center_farthest")
     with pytest.raises(ParameterError, match="fewer than k = 3 entries; use fewer folds"):
-        cal.cross_fit_scores(setup[0], ALL, folds=2, coreset=settings, knn_k=3, seed=0, progress=quiet)
+        cal.cross_fit_scores(setup[0], ALL, folds=2, coreset=settings, rule=ScoreRule(3), seed=0, progress=quiet)

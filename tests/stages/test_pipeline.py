@@ -131,6 +131,20 @@ def test_knn_k_is_stored_in_the_bank_and_honoured_downstream(tiny_root, context)
     assert k3["calibration_mean"] > k1["calibration_mean"]  # the mean over 3 neighbours is never below the nearest
 
 
+def test_the_image_score_rule_is_the_banks_and_calibration_and_scoring_both_follow_it(tiny_root, context):
+    test_set = ScoreInputs(source=DataSource(root=tiny_root), category="brick")
+    highest, top8 = (_expert(tiny_root, "brick", context, bank=replace(BANK, image_top=top)) for top in (1, 8))
+    banks = highest.input("bank"), top8.input("bank")
+    # A bank scored by its highest patch keeps the id it had before the setting existed.
+    assert "image_top" not in banks[0].params and banks[1].params["image_top"] == 8
+    assert (read_threshold(highest)["image_top"], read_threshold(top8)["image_top"]) == (1, 8)
+    assert read_threshold(top8)["calibration_mean"] < read_threshold(highest)["calibration_mean"]
+    by_max, by_top8 = (_rows(run_score(t, test_set, ScoreParams(), context=context)) for t in (highest, top8))
+    assert all(b["score"] < a["score"] for a, b in zip(by_max, by_top8, strict=True))  # a mean of 8 below the max
+    with pytest.raises(ParameterError, match="--image-top must be at least 1"):
+        BankParams(image_top=0)
+
+
 def test_too_few_unselected_patches_are_counted_not_nan(tiny_root, context):
     # 10x10 = 100 patches per image and 10 % selected: about 90 unselected each.
     reference = FitThresholdParams(dbt=ThresholdParams("k-sigma"),
