@@ -241,12 +241,31 @@ class _Lock:
             except BlockingIOError:
                 with reporter.task(f"waiting: another eagle process is writing {path.parent}", total=1):
                     fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:
-                if os.stat(path).st_ino == os.fstat(self.fd).st_ino:
-                    return
-            except FileNotFoundError:
-                pass
+            if self._still_linked():
+                return
             os.close(self.fd)
+
+    @classmethod
+    def attempt(cls, path: Path) -> _Lock | None:
+        """The lock, if no process holds it now (without waiting); None if one does."""
+        lock = cls.__new__(cls)
+        lock.path, lock.fd = path, os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock.fd)
+            return None
+        if lock._still_linked():
+            return lock
+        os.close(lock.fd)  # its holder released it as this process took it: treat it as held
+        return None
+
+    def _still_linked(self) -> bool:
+        """Whether the locked file is still the one at ``path`` (its holder unlinks it on release)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self.fd).st_ino
+        except FileNotFoundError:
+            return False
 
     def release(self) -> None:
         try:
@@ -300,9 +319,7 @@ def start(
         if not force and (existing := _reusable(final, kind)):  # published while this process waited
             lock.release()
             return existing
-        # Holding the lock, any other draft of this id is a killed run's leftover.
-        for stale in final.parent.glob(f"{_TMP_PREFIX}{aid}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        _sweep_leftovers(final.parent, aid)
         if resumable:
             # One fixed hidden directory per id: an interrupted run's finished items are kept there.
             tmp = final.with_name(f"{_TMP_PREFIX}partial-{aid}")
@@ -316,6 +333,29 @@ def start(
         lock.release()
         raise
     return Draft(kind, final, tmp, params, list(inputs), aid, resumable=resumable, lock=lock)
+
+
+def _sweep_leftovers(folder: Path, own_id: str) -> None:
+    """Remove what killed runs left in ``folder``: drafts and lock files of ids no process is writing (this
+    process holds ``own_id``'s lock, so any draft of it is a leftover) and old copies a republish without an
+    atomic swap set aside. A resumable draft (``partial-``) is kept: it holds finished answers for the next run."""
+    for path in sorted(folder.glob(f"{_TMP_PREFIX}*")):
+        aid, dash, _ = path.name[len(_TMP_PREFIX):].partition("-")
+        if aid == "old":
+            shutil.rmtree(path, ignore_errors=True)
+        elif aid == "lock" and (lock := _Lock.attempt(path)) is not None:
+            lock.release()  # a killed holder's file: the kernel dropped its lock, the file stayed
+        if not dash or aid in ("old", "lock", "partial") or not path.exists():
+            continue
+        lock = None
+        if aid != own_id and (lock := _Lock.attempt(folder / f"{_TMP_PREFIX}lock-{aid}")) is None:
+            continue  # another process is writing that id
+        try:
+            for stale in folder.glob(f"{_TMP_PREFIX}{aid}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        finally:
+            if lock is not None:
+                lock.release()
 
 
 def _reusable(final: Path, kind: str) -> ArtifactRef | None:

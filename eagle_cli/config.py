@@ -71,6 +71,7 @@ class RunConfig:
     score: ScoreParams = field(default_factory=ScoreParams)
     prompt: PromptParams = field(default_factory=PromptParams)
     reason: ReasonParams | None = None  # None: no model set, reasoning is skipped
+    reasoning: ReasonParams = field(default_factory=ReasonParams)  # the file's reasoning settings, model or not
     report: ReportParams = field(default_factory=ReportParams)
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
@@ -90,7 +91,7 @@ class RunConfig:
     def from_dict(cls, raw: dict[str, Any], *, origin: str = "config", base: Path = Path(".")) -> RunConfig:
         values, ignored = _translate(raw, origin)
         values = _with_preset(values)
-        run_fields = {f.name for f in fields(cls) if f.name not in SECTIONS and f.name != "ignored"}
+        run_fields = {f.name for f in fields(cls) if f.name not in SECTIONS and f.name not in ("ignored", "reasoning")}
         settings = setting_table()
         run_values, staged, problems = {}, {name: {} for name in SECTIONS}, []
         for key, value in values.items():
@@ -118,12 +119,14 @@ class RunConfig:
         check_choice("on_error", run_values.get("on_error", "skip"), OnError)
         check_choice("executor", run_values.get("executor", "local"), Executor)
         sections = {name: _build(cls_, staged[name]) for name, cls_ in SECTIONS.items() if name != "reason"}
-        reason = _build(ReasonParams, staged["reason"]) if ("model",) in staged["reason"] else None
-        return cls(**run_values, **sections, reason=reason, ignored=tuple(ignored))
+        # Built (so checked) even without a model: `--model` on the command line may name one later.
+        reasoning = _build(ReasonParams, staged["reason"])
+        reason = reasoning if ("model",) in staged["reason"] else None
+        return cls(**run_values, **sections, reason=reason, reasoning=reasoning, ignored=tuple(ignored))
 
     def with_model(self, model: str) -> RunConfig:
-        """The same config with reasoning by ``model`` (other reasoning settings kept or defaulted)."""
-        return replace(self, reason=replace(self.reason or ReasonParams(), model=model))
+        """The same config with reasoning by ``model`` (the file's other reasoning settings kept)."""
+        return replace(self, reason=replace(self.reason or self.reasoning, model=model))
 
 
 def setting_table() -> dict[str, list[tuple[str, tuple[str, ...], Any]]]:

@@ -10,7 +10,9 @@ the same messages as the command line.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -62,6 +64,22 @@ def _at_most(name: str, value, high, why: str) -> None:
         raise ParameterError(f"--{name.replace('_', '-')} must be at most {high} ({why}), got {value}.")
 
 
+def _device(name: str) -> None:
+    """Refuse a device that is none of auto, cpu, cuda[:N] before any work (torch checks that it exists)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ParameterError(f"Unknown device {name!r}; use auto, cpu or cuda[:N].")
+
+
+def _finite(settings, prefix: str = "") -> None:
+    """Refuse NaN and infinity in any number of ``settings`` (they pass every comparison unnoticed); the
+    option names of a nested settings object carry its ``prefix``."""
+    for item in fields(settings):
+        value = getattr(settings, item.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
+            raise ParameterError(f"--{(prefix + item.name).replace('_', '-')} must be a finite number, got {value}.")
+
+
 def _fraction(name: str, value, *, closed_top: bool = False) -> None:
     if not (0 < value <= 1 if closed_top else 0 < value < 1):
         raise ParameterError(f"--{name.replace('_', '-')} must be in (0, 1{']' if closed_top else ')'}, got {value}.")
@@ -88,6 +106,8 @@ class ExtractParams:
     device: str = "auto"
 
     def __post_init__(self):
+        _finite(self)
+        _device(self.device)
         check_choice("backbone", self.backbone, Backbone)
         check_choice("feature_dtype", self.feature_dtype, FeatureDtype)
         if not 0 <= self.crop <= self.resize:
@@ -104,8 +124,9 @@ class ExtractParams:
         _at_least("batch_size", self.batch_size, 1)
         # A mistyped size would otherwise ask for gigabytes per image before anything says why.
         _at_most("resize", self.resize, 16384, "a side in pixels; tile larger images with --tile")
-        _at_least("pretrain_dim", self.pretrain_dim, 0)
-        _at_least("target_dim", self.target_dim, 0)
+        for name in ("pretrain_dim", "target_dim"):
+            _at_least(name, getattr(self, name), 0)
+            _at_most(name, getattr(self, name), 16384, "values per patch; 0 keeps each layer's own width")
         if any(weight <= 0 for weight in self.layer_weights):
             raise ParameterError(f"--layer-weights must be positive, got {list(self.layer_weights)}.")
 
@@ -152,6 +173,7 @@ class BankParams:
     coreset_shard_images: int = 0
 
     def __post_init__(self):
+        _finite(self)
         check_choice("init", self.init, CoresetInit)
         _fraction("coreset_ratio", self.coreset_ratio, closed_top=True)
         for name in ("proj_dim", "n_starts", "knn_k", "image_top"):
@@ -185,6 +207,7 @@ class CalibrationParams:
     device: str = "auto"
 
     def __post_init__(self):
+        _device(self.device)
         check_choice("calibration", self.calibration, Estimator)
         check_choice("knn_backend", self.knn_backend, KnnBackend)
         _at_least("folds", self.folds, 2)
@@ -216,7 +239,10 @@ class ThresholdParams:
     evt_p: float = 0.99
 
     def __post_init__(self):
+        _finite(self)
         check_choice("method", self.method, Method)
+        _at_least("kappa", self.kappa, 0)
+        _at_least("mad_factor", self.mad_factor, 0)
         _fraction("target_far", self.target_far)
         _fraction("evt_p", self.evt_p)
         if not 0 < self.q <= 100:
@@ -238,6 +264,8 @@ class ScoreParams:
     device: str = "auto"
 
     def __post_init__(self):
+        _finite(self)
+        _device(self.device)
         check_choice("knn_backend", self.knn_backend, KnnBackend)
         _at_least("sigma_px", self.sigma_px, 0)
         _at_least("batch_size", self.batch_size, 1)
@@ -254,8 +282,14 @@ class BoxParams:
     top_k: int = 3
 
     def __post_init__(self):
+        _finite(self, "box_")
         _at_least("box_level", self.level, 0)
         _at_least("box_top_k", self.top_k, 1)
+        _at_least("box_merge_centre_px", self.merge_centre_px, 0)
+        for name in ("min_area", "merge_iou"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ParameterError(f"--box-{name.replace('_', '-')} is a share, in [0, 1]; got "
+                                     f"{getattr(self, name)}.")
 
 
 @dataclass(frozen=True)
@@ -300,6 +334,7 @@ class CaasSettings:
     images: CaasImages = "query"
 
     def __post_init__(self):
+        _finite(self, "caas_")
         _at_least("caas_alpha", self.alpha, 0)
         check_choice("caas_mode", self.mode, CaasMode)
         check_choice("caas_images", self.images, CaasImages)
@@ -384,8 +419,12 @@ class ServerSettings:
     backoff_s: float = 1.0
 
     def __post_init__(self):
+        _finite(self)
         _at_least("concurrency", self.concurrency, 1)
         _at_least("retries", self.retries, 0)
+        _at_least("backoff_s", self.backoff_s, 0)
+        if not self.base_urls:
+            raise ParameterError("--base-url is empty; give the server's address (http://HOST:PORT/v1).")
         if self.timeout_s <= 0:
             raise ParameterError(f"--timeout-s must be positive, got {self.timeout_s}.")
         for url in self.base_urls:
@@ -426,6 +465,10 @@ class ReasonParams:
     server: ServerSettings = field(default_factory=ServerSettings, metadata={"prefix": ""})
 
     def __post_init__(self):
+        _device(self.device)
+        if not self.model.strip():
+            raise ParameterError("--model is empty; name a model folder, a hub id or a preset "
+                                 f"({', '.join(PRESETS)}).")
         check_choice("backend", self.backend, ModelBackend)
         check_choice("dtype", self.dtype, ModelDtype)
         _at_least("max_new_tokens", self.max_new_tokens, 1)

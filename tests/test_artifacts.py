@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -214,12 +217,33 @@ def test_a_copied_store_reads_its_own_inputs_and_refuses_a_damaged_one(tmp_path)
         moved.input("threshold")  # found in the moved store, damage and all
 
 
-def test_a_killed_runs_draft_is_cleaned_by_the_next_writer_of_that_id(tmp_path):
-    aid = artifacts.artifact_id("threshold", {"a": 1}, [])
-    leftover = tmp_path / "r" / "c" / "threshold" / f".tmp-{aid}-deadbeef"
-    leftover.mkdir(parents=True)
-    _publish(tmp_path, {"a": 1})
-    assert not leftover.exists()
+def test_killed_runs_leftovers_are_cleaned_by_the_next_writer_but_no_live_or_resumable_draft(tmp_path):
+    folder = tmp_path / "r" / "c" / "threshold"
+    own, dead = (artifacts.artifact_id("threshold", {"a": a}, []) for a in (1, 2))
+    leftovers = [folder / f".tmp-{own}-deadbeef", folder / f".tmp-{dead}-0badcafe", folder / ".tmp-old-12345678"]
+    kept = folder / f".tmp-partial-{dead}"
+    for path in (*leftovers, kept):
+        path.mkdir(parents=True)
+        (path / "x.bin").write_bytes(b"work")
+    # Another process is writing a third id right now: its draft must survive.
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from eagle_cli import artifacts\n"
+        f"draft = artifacts.start('threshold', root=Path({str(tmp_path)!r}), run='r', category='c', "
+        "params={'a': 3}, inputs=[])\n"
+        "print(draft.tmp, flush=True); sys.stdin.readline()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        live = Path(writer.stdout.readline().strip())
+        assert live.is_dir()
+        _publish(tmp_path, {"a": 1})
+        assert not any(path.exists() for path in leftovers)
+        assert live.is_dir() and kept.is_dir()
+    finally:
+        writer.communicate("\n", timeout=60)
+    # The writer ended without publishing or releasing, as a killed one does: the next writer cleans up after it.
+    _publish(tmp_path, {"a": 4})
+    assert not live.exists() and kept.is_dir()
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".tmp-")) == [kept.name]
 
 
 def test_inputs_are_recorded_relative_to_the_store(tmp_path):

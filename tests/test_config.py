@@ -175,9 +175,42 @@ def test_the_reference_preset_and_the_references_own_config_give_the_references_
         RunConfig.from_dict({"data": "d", "preset": "fast"})
 
 
-@pytest.mark.parametrize("key,value,message", [("resize", 100000000, "resize must be at most 16384"),
-                                               ("proj_dim", 1000000000, "proj-dim must be at most 4096"),
-                                               ("proj_dim", "1e9", "expected an integer")])
-def test_absurd_sizes_in_a_config_are_one_message(key, value, message):
+@pytest.mark.parametrize("key,value,message", [
+    ("resize", 100000000, "resize must be at most 16384"),
+    ("proj_dim", 1000000000, "proj-dim must be at most 4096"),
+    ("proj_dim", "1e9", "expected an integer"),
+    ("target_dim", 10**9, "target-dim must be at most 16384"),
+    ("image_top", 0, "image-top must be at least 1"),
+    ("device", "gpu", "Unknown device 'gpu'; use auto, cpu or cuda"),
+    ("kappa", -1, "kappa must be at least 0"),
+    ("box_min_area", 2, "box-min-area is a share, in \\[0, 1\\]"),
+    ("box_merge_iou", -0.5, "box-merge-iou is a share"),
+    ("layer_weights", [3, float("nan")], "layer-weights must be a finite number"),
+    ("model", " ", "--model is empty"),
+    ("base_url", "", "--base-url is empty"),
+    # Reasoning settings are checked even when the file names no model (--model may name one later).
+    ("max_new_tokens", 0, "max-new-tokens must be at least 1"),
+    ("caas_alpha", -1, "caas-alpha must be at least 0"),
+])
+def test_absurd_values_in_a_config_are_one_message(key, value, message):
     with pytest.raises(ParameterError, match=message):
         RunConfig.from_dict({"data": "d", key: value})
+
+
+FLOAT_SETTINGS = sorted(key for key, places in setting_table().items() if places[0][2] is float)
+
+
+@pytest.mark.parametrize("key", FLOAT_SETTINGS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_no_number_setting_takes_nan_or_infinity(key, value):
+    # NaN passes every range comparison, so each would reach the stages unnoticed.
+    with pytest.raises(ParameterError, match=f"{key.replace('_', '-')} must be a finite number"):
+        RunConfig.from_dict({"data": "d", key: value})
+
+
+def test_a_model_named_on_the_command_line_keeps_the_files_reasoning_settings(tmp_path):
+    config = RunConfig.from_dict({"data": "d", "max_new_tokens": 7, "caas": True})
+    assert config.reason is None  # no model: reasoning is skipped
+    chosen = config.with_model("some/model")
+    assert (chosen.reason.model, chosen.reason.max_new_tokens, chosen.reason.caas is not None) == \
+        ("some/model", 7, True)

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from eagle_cli.data.sample import Sample
-from eagle_cli.errors import DataError
+from eagle_cli.errors import DataError, ParameterError
 from eagle_cli.prompts.questions import Question, from_mmad
 
 DEFAULT_JSON = "mmad.json"
@@ -89,6 +89,15 @@ class MmadIndex:
     def entry_for(self, image: Path) -> dict | None:
         key = self._by_path.get(Path(image).resolve())
         return None if key is None else self.entries[key]
+
+    def check_task(self, task: str) -> None:
+        """Refuse a ``task`` no question of this mmad.json has (a typo would leave every image unasked)."""
+        types = {item.get("type") for entry in self.entries.values() for item in entry.get("conversation", [])
+                 if isinstance(item, dict)}
+        if task != "all" and task not in types:
+            listed = ", ".join(sorted(t for t in types if isinstance(t, str)))
+            raise ParameterError(f"--task {task!r} is not a question type of {self.json_path} (it has: {listed}); "
+                                 "or use --task all.")
 
     def questions(self, entry: dict, task: str) -> list[Question]:
         """The entry's questions, all of them or of one type (e.g. "Anomaly Detection")."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,14 +131,29 @@ def load_backbone(name: str, weights: str) -> tuple[torch.nn.Module, str]:
             raise WeightsError(f"Weights file {path} does not exist; pass imagenet, none, or a .pth state dict.")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-            raise WeightsError(f"{path} is not a loadable state dict ({exc}).") from None
+        except Exception as exc:  # any file at all: the safe unpickler fails in many ways
+            raise WeightsError(f"{path} is not a loadable state dict ({type(exc).__name__}: {exc}); pass a "
+                               f".pth file saved from torchvision's {name} with torch.save(model.state_dict(), …)."
+                               ) from None
+        if not isinstance(state, dict):
+            raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict (names → tensors).")
         tag = f"file:{sha256_file(path)[:16]}"
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise WeightsError(f"The weights do not fit {name}: {str(exc).splitlines()[0]}") from None
+    _load_matching(model, state, name)
     return model.eval(), tag
+
+
+def _load_matching(model: torch.nn.Module, state: dict, name: str) -> None:
+    """Load ``state`` into ``model``, or say which tensors do not fit."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape; torch lists each on its own line
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise WeightsError(f"The weights do not fit {name}: {lines[-1] if len(lines) > 1 else lines[0]}") from None
+    missing, unexpected = result.missing_keys, result.unexpected_keys
+    if missing or unexpected:
+        raise WeightsError(f"The weights do not fit {name}: {len(missing)} of its tensors are missing (e.g. "
+                           f"{missing[:1]}) and {len(unexpected)} are not its own (e.g. {unexpected[:1]}); pass a "
+                           f"state dict saved from torchvision's {name}.")
 
 
 def feature_extractor(name: str, weights: str) -> tuple[torch.nn.Module, str]:

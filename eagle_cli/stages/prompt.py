@@ -71,6 +71,8 @@ def run_prompt(scores_ref: ArtifactRef, params: PromptParams, *, context: Contex
     category = train.params["category"]
     source = source_of(scores_ref)
     index = source.mmad_index() if source is not None and source.layout == "mmad" else None
+    if index is not None:
+        index.check_task(params.task)
     if params.template_source != "seeded" and index is None:
         raise ParameterError(f"--template-source {params.template_source} reads MMAD's template lists; "
                              "these scores are not of an MMAD dataset. Use --template-source seeded.")

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from eagle_cli.data import DataSource
-from eagle_cli.errors import DataError
+from eagle_cli.errors import DataError, ParameterError
 
 
 def test_mmad_is_detected_and_trains_on_mvtec_ad_while_scoring_the_queried_images(mmad_root):
@@ -49,6 +49,12 @@ def test_questions_reletter_and_filter_by_task(mmad_root):
     assert [q.type for q in index.questions(entry, "all")] == ["Anomaly Detection", "Defect Classification"]
     only = index.questions(entry, "Anomaly Detection")
     assert len(only) == 1 and only[0].answer == "A"
+    index.check_task("all")
+    index.check_task("Defect Classification")
+    # A misspelt type would leave every image without a question: refused, with the types there are.
+    with pytest.raises(ParameterError, match="'Anomaly detection' is not a question type .* Anomaly Detection, "
+                                             "Defect Classification"):
+        index.check_task("Anomaly detection")
 
 
 @pytest.mark.parametrize("bad", ["../outside.png", "DS-MVTec/../../etc/passwd"])

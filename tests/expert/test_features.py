@@ -115,6 +115,21 @@ def test_weights_file_of_another_architecture_is_refused(tmp_path):
         load_backbone("mobilenet_v2", str(path))
 
 
+@pytest.mark.parametrize("content,message", [
+    (b"hello", "is not a loadable state dict \\(KeyError"),
+    (torch.zeros(3), "holds a Tensor, not a state dict"),
+    ({"a": torch.zeros(1)}, "262 of its tensors are missing .* and 1 are not its own \\(e.g. \\['a'\\]\\)"),
+])
+def test_a_weights_file_that_is_no_mobilenet_state_dict_is_one_message(tmp_path, content, message):
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(WeightsError, match=message):
+        load_backbone("mobilenet_v2", str(path))
+
+
 def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(ParameterError, match="wide_resnet50_2, resnet18, mobilenet_v2"):
         get_spec("vit")
