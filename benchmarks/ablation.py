@@ -17,6 +17,9 @@ for each expert:
   (``--layer-weights``): 1.73 gives both layers the same share of a squared distance (1.73² × 32
   channels = 96), roughly as the reference's pooling does; 3 gives the shallow layer three times
   the deep one's;
+- ``layers 6+10``, ``layers 6+13+16``: the default's layout on other blocks (``--layers``): the
+  default's shallow block with a less deep one (64 channels, stride 16), or with a third, deeper one
+  (160 channels, stride 32), each weighted widest / width;
 and, from one search of the 9 nearest bank entries of every test patch, each image score:
 - ``max``: the largest patch distance (k = 1; the reference);
 - ``k3``, ``k9``: a patch scores the mean of its 3 or 9 nearest squared distances;
@@ -54,14 +57,16 @@ from eagle_cli.stages.fit_bank import run_fit_bank
 from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
 from eagle_cli.stages.score import ScoreInputs, run_score
 
-#: Feature layout (pretrain_dim, target_dim) and coreset settings of each expert compared.
+#: The extraction settings (beyond MobileNetV2, ImageNet, CPU) and coreset settings of each expert compared.
 EXPERTS = {
-    "reference": ((1024, 1024, ()), BankParams()),
-    "native": ((0, 0, (1.0, 1.0)), BankParams()),
-    "native k-center": ((0, 0, (1.0, 1.0)), BankParams(n_starts=1, init="random")),
-    "native w1.7": ((0, 0, (1.73, 1.0)), BankParams()),
-    "native w3": ((0, 0, (3.0, 1.0)), BankParams()),
-    "default": ((0, 0, ()), BankParams()),
+    "reference": ({"pretrain_dim": 1024, "target_dim": 1024}, BankParams()),
+    "native": ({"layer_weights": (1.0, 1.0)}, BankParams()),
+    "native k-center": ({"layer_weights": (1.0, 1.0)}, BankParams(n_starts=1, init="random")),
+    "native w1.7": ({"layer_weights": (1.73, 1.0)}, BankParams()),
+    "native w3": ({"layer_weights": (3.0, 1.0)}, BankParams()),
+    "default": ({}, BankParams()),
+    "layers 6+10": ({"layers": ("features.6", "features.10")}, BankParams()),
+    "layers 6+13+16": ({"layers": ("features.6", "features.13", "features.16")}, BankParams()),
 }
 SCORES = ("max", "k3", "k9", "top1%", "reweight")
 
@@ -90,11 +95,10 @@ def one_category(root: Path, category: str, context: Context, *, experts: tuple[
                  anomalib_python: str | None = None, threads: int = 2) -> dict:
     source = DataSource(root=root)
     row: dict = {"category": category, "image_auroc": {}, "pixel_auroc": {}, "seconds": {}}
-    for layout, ((pretrain_dim, target_dim, layer_weights), bank_params) in EXPERTS.items():
+    for layout, (extraction, bank_params) in EXPERTS.items():
         if layout not in experts:
             continue
-        extract = ExtractParams(backbone="mobilenet_v2", weights="imagenet", pretrain_dim=pretrain_dim,
-                                target_dim=target_dim, layer_weights=layer_weights, device="cpu")
+        extract = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu", **extraction)
         start = time.perf_counter()
         bank_ref = run_fit_bank(run_extract(source, category, "train", extract, context=context), bank_params,
                                 context=context)

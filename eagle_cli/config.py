@@ -36,6 +36,7 @@ from eagle_cli.params import (
     ThresholdParams,
     check_choice,
     parse_layers,
+    parse_names,
     parse_weights,
 )
 
@@ -212,7 +213,9 @@ def _convert(value, hint, base: Path):
     if hint is Path:
         return _path(value, base)
     if origin is tuple:
-        return value if isinstance(value, tuple) else parse_layers(value)
+        if isinstance(value, tuple):
+            return value
+        return parse_names(value) if args[0] is str else parse_layers(value)
     if not isinstance(value, str):
         raise ValueError(f"expected text, got {value!r}")
     return value

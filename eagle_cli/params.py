@@ -101,6 +101,7 @@ class ExtractParams:
     pretrain_dim: int = 0
     target_dim: int = 0
     layer_weights: tuple[float, ...] = ()
+    layers: tuple[str, ...] = ()  # the backbone blocks used; empty: its two defaults (layer2/layer3's place)
     feature_dtype: FeatureDtype = "float32"
     batch_size: int = 8
     device: str = "auto"
@@ -127,6 +128,9 @@ class ExtractParams:
         for name in ("pretrain_dim", "target_dim"):
             _at_least(name, getattr(self, name), 0)
             _at_most(name, getattr(self, name), 16384, "values per patch; 0 keeps each layer's own width")
+        if len(set(self.layers)) != len(self.layers) or any(not name for name in self.layers):
+            raise ParameterError(f"--layers names each block once, like features.6,features.13; got "
+                                 f"{list(self.layers)}.")
         if any(weight <= 0 for weight in self.layer_weights):
             raise ParameterError(f"--layer-weights must be positive, got {list(self.layer_weights)}.")
 
@@ -141,6 +145,10 @@ class ExtractParams:
             del values["layer_weights"]  # likewise for unweighted layers
         else:
             values["layer_weights"] = list(self.layer_weights)
+        if not self.layers:
+            del values["layers"]  # and for the backbone's default layers
+        else:
+            values["layers"] = list(self.layers)
         # Stored under its name before the rename, so features extracted earlier keep their ids.
         values["dtype"] = values.pop("feature_dtype")
         return values
@@ -151,7 +159,7 @@ class ExtractParams:
         return cls(backbone=identity["backbone"], weights=identity["weights"], resize=identity["resize"],
                    crop=identity["crop"], tile=identity.get("tile", 0), overlap=identity.get("overlap", 0.25),
                    pretrain_dim=identity["pretrain_dim"], target_dim=identity["target_dim"],
-                   layer_weights=tuple(identity.get("layer_weights", ())),
+                   layer_weights=tuple(identity.get("layer_weights", ())), layers=tuple(identity.get("layers", ())),
                    feature_dtype=identity.get("dtype", "float32"), batch_size=batch_size, device=device)
 
 
@@ -383,6 +391,12 @@ def parse_layers(spec: str | list | tuple) -> tuple[float, ...]:
         raise ParameterError(f"--caas-layers takes ranges like 9-14, lists like 9,10,12 or a band of the depth like "
                              f"0.32-0.54, got {spec!r}.") from None
     return tuple(sorted(layers))
+
+
+def parse_names(spec: str | list | tuple) -> tuple[str, ...]:
+    """'features.6,features.13' or a list of names → names; '' → none (the backbone's defaults)."""
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
 
 
 def parse_weights(spec: str | list | tuple) -> tuple[float, ...]:

@@ -48,5 +48,5 @@ def test_ablation_benchmark_tabulates_every_feature_layout_and_image_score():
     table = _run("benchmarks.ablation", "--train", "8", "--seeds", "0", "--categories", "brick", "--test-good", "4",
                  "--test-per-defect", "1", "--size", "224")
     for label in ("| reference max |", "| native k9 |", "| native reweight |", "| reference top1% |", "| native |",
-                  "| native k-center max |", "| native w3 top1% |"):
+                  "| native k-center max |", "| native w3 top1% |", "| layers 6+13+16 max |"):
         assert label in table

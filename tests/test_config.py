@@ -14,9 +14,9 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 #: Values for settings whose type alone does not say what a valid other value is.
 OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "all",
          "base_url": "http://h:1/v1", "api_key_env": "KEY", "caas_layers": "1-2", "layer_weights": "3,1",
-         "min_pixels": 64 * 28 * 28}
+         "min_pixels": 64 * 28 * 28, "layers": "layer1,layer2"}
 #: What the text values of tuple settings become.
-PARSED = {"caas_layers": (1, 2), "layer_weights": (3.0, 1.0)}
+PARSED = {"caas_layers": (1, 2), "layer_weights": (3.0, 1.0), "layers": ("layer1", "layer2")}
 #: Which stage settings each command takes.
 COMMAND_SECTIONS = {"extract": ("extract",), "fit-bank": ("extract", "bank"),
                     "fit-threshold": ("calibration", "threshold"),
@@ -206,6 +206,16 @@ def test_no_number_setting_takes_nan_or_infinity(key, value):
     # NaN passes every range comparison, so each would reach the stages unnoticed.
     with pytest.raises(ParameterError, match=f"{key.replace('_', '-')} must be a finite number"):
         RunConfig.from_dict({"data": "d", key: value})
+
+
+@pytest.mark.parametrize("value", ["features.6, features.10", ["features.6", "features.10"]])
+def test_layers_are_names_as_text_or_a_list(value):
+    config = RunConfig.from_dict({"data": "d", "layers": value})
+    assert config.extract.layers == ("features.6", "features.10")
+    assert config.extract.identity()["layers"] == ["features.6", "features.10"]
+    assert "layers" not in RunConfig.from_dict({"data": "d"}).extract.identity()  # default ids unchanged
+    with pytest.raises(ParameterError, match="names each block once"):
+        RunConfig.from_dict({"data": "d", "layers": "features.6,features.6"})
 
 
 def test_a_model_named_on_the_command_line_keeps_the_files_reasoning_settings(tmp_path):

@@ -31,6 +31,7 @@ from eagle_cli.cli.options import (
     GoodOpt,
     JsonOpt,
     KnnBackendOpt,
+    LayersOpt,
     LayerWeightsOpt,
     LayoutOpt,
     MmadDatasetOpt,
@@ -76,7 +77,7 @@ def extract(
     crop: CropOpt = EXTRACT.crop, tile: TileOpt = EXTRACT.tile, overlap: OverlapOpt = EXTRACT.overlap,
     pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
     target_dim: TargetDimOpt = EXTRACT.target_dim,
-    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS, preset: PresetOpt = None,
+    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS, layers: LayersOpt = "", preset: PresetOpt = None,
     feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
@@ -91,7 +92,7 @@ def extract(
     session = Session(quiet, as_json)
     images = source(data, layout, good, test, split_csv, mmad_json, mmad_dataset)
     params = with_preset(context, preset, extract_params(
-        backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights, feature_dtype,
+        backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights, layers, feature_dtype,
         batch_size, device))
     ctx = session.context(artifacts_root, run, force, on_error)
     names = categories(category, images.categories())
@@ -110,7 +111,7 @@ def fit_bank(
     crop: CropOpt = EXTRACT.crop, tile: TileOpt = EXTRACT.tile, overlap: OverlapOpt = EXTRACT.overlap,
     pretrain_dim: PretrainDimOpt = EXTRACT.pretrain_dim,
     target_dim: TargetDimOpt = EXTRACT.target_dim,
-    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS, preset: PresetOpt = None,
+    layer_weights: LayerWeightsOpt = LAYER_WEIGHTS, layers: LayersOpt = "", preset: PresetOpt = None,
     feature_dtype: FeatureDtypeOpt = EXTRACT.feature_dtype,
     coreset_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of patches kept in the bank.",
                                                  rich_help_panel=EXPERT)] = BANK.coreset_ratio,
@@ -152,8 +153,8 @@ def fit_bank(
     if data or good:
         images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
         extracting = with_preset(context, preset, extract_params(
-            backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights, feature_dtype,
-            batch_size, device))
+            backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights, layers,
+            feature_dtype, batch_size, device))
         names = categories(category, images.categories())
         refs = [run_extract(images, name, "train", extracting, context=ctx) for name in names]
     else:

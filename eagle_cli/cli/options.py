@@ -30,6 +30,7 @@ from eagle_cli.params import (
     ReportParams,
     ScoreParams,
     ThresholdParams,
+    parse_names,
     parse_weights,
 )
 
@@ -117,6 +118,10 @@ LayerWeightsOpt = Annotated[str, typer.Option(
     help="One weight per backbone layer (e.g. 3,1), multiplying its values before they are stacked: a layer's "
          "share of a distance grows with its weight squared. Empty: widest layer / each layer's width "
          "(1 for layers pooled to one width).", rich_help_panel=EXPERT)]
+LayersOpt = Annotated[str, typer.Option(
+    help="The backbone blocks whose outputs describe a patch, shallow first (the first sets the patch grid), e.g. "
+         "features.6,features.10 on mobilenet_v2 or layer1,layer2 on a ResNet. Empty: layer2,layer3 on ResNets, "
+         "features.6,features.13 on mobilenet_v2. A wrong name lists the blocks there are.", rich_help_panel=EXPERT)]
 FeatureDtypeOpt = Annotated[FeatureDtype, typer.Option(
     "--feature-dtype", "--dtype", help="Stored feature precision (--dtype: its earlier name).", rich_help_panel=OUTPUT)]
 
@@ -139,8 +144,9 @@ def inputs(spec: Optional[str], kind: str, category: Optional[str], root: Path, 
     return [artifacts.latest(root, run, name, kind, where=where) for name in names]
 
 
-def extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights,
+def extract_params(backbone, weights, resize, crop, tile, overlap, pretrain_dim, target_dim, layer_weights, layers,
                    feature_dtype, batch_size, device) -> ExtractParams:
     return ExtractParams(backbone=backbone, weights=weights, resize=resize, crop=crop, tile=tile, overlap=overlap,
                          pretrain_dim=pretrain_dim, target_dim=target_dim, layer_weights=parse_weights(layer_weights),
-                         feature_dtype=feature_dtype, batch_size=batch_size, device=device)
+                         layers=parse_names(layers), feature_dtype=feature_dtype, batch_size=batch_size,
+                         device=device)

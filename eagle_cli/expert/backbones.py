@@ -55,6 +55,20 @@ BACKBONES = {
 }
 
 
+def block_names(model: torch.nn.Module) -> list[str]:
+    """The blocks whose outputs can serve as feature layers: the backbone's stages (ResNet's ``layer1``…
+    ``layer4``) or, where the stages are one sequence, its members (MobileNetV2's ``features.0``…)."""
+    names = []
+    for name, child in model.named_children():
+        if name in ("fc", "classifier", "avgpool"):
+            continue
+        if isinstance(child, torch.nn.Sequential) and name == "features":
+            names += [f"{name}.{index}" for index in range(len(child))]
+        else:
+            names.append(name)
+    return names
+
+
 def get_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
         raise ParameterError(f"Unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}.")
@@ -156,11 +170,18 @@ def _load_matching(model: torch.nn.Module, state: dict, name: str) -> None:
                            f"state dict saved from torchvision's {name}.")
 
 
-def feature_extractor(name: str, weights: str) -> tuple[torch.nn.Module, str]:
-    """Return a module mapping images to ``{layer: feature map}`` that stops after the last layer."""
+def feature_extractor(name: str, weights: str, layers: tuple[str, ...] = ()) -> tuple[torch.nn.Module, str]:
+    """Return a module mapping images to ``{layer: feature map}`` (``layers``, default the backbone's two)
+    that stops after the last layer."""
     spec = get_spec(name)
+    layers = tuple(layers) or spec.layers
     model, tag = load_backbone(name, weights)
-    extractor = feature_extraction.create_feature_extractor(model, return_nodes=list(spec.layers))
+    blocks = block_names(model)
+    unknown = [layer for layer in layers if layer not in blocks]
+    if unknown:
+        raise ParameterError(f"--layers {', '.join(unknown)}: not a block of {name}; its blocks are "
+                             f"{', '.join(blocks)} (default {', '.join(spec.layers)}).")
+    extractor = feature_extraction.create_feature_extractor(model, return_nodes=list(layers))
     for param in extractor.parameters():
         param.requires_grad_(False)
     return extractor.eval(), tag

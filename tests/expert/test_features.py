@@ -130,6 +130,29 @@ def test_a_weights_file_that_is_no_mobilenet_state_dict_is_one_message(tmp_path,
         load_backbone("mobilenet_v2", str(path))
 
 
+@pytest.mark.parametrize("backbone,layers,grid,dim,weights", [
+    ("mobilenet_v2", ("features.6", "features.10"), (10, 10), 32 + 64, (2.0, 1.0)),
+    ("mobilenet_v2", ("features.6", "features.13", "features.16"), (10, 10), 32 + 96 + 160, (5.0, 160 / 96, 1.0)),
+    ("resnet18", ("layer1", "layer2"), (20, 20), 64 + 128, (2.0, 1.0)),
+])
+def test_other_blocks_give_their_grid_widths_and_weights(backbone, layers, grid, dim, weights):
+    extractor = PatchFeatureExtractor(backbone, weights="none", geometry=Geometry(96, 80), device=torch.device("cpu"),
+                                      pretrain_dim=0, target_dim=0, layers=layers)
+    features = extractor(torch.zeros(1, 3, 80, 80))
+    assert extractor.grid() == grid and features.shape == (1, grid[0] * grid[1], dim)
+    assert extractor.layer_weights == pytest.approx(weights) and extractor.lineage["layers"] == list(layers)
+
+
+def test_a_block_the_backbone_does_not_have_lists_the_ones_it_has():
+    with pytest.raises(ParameterError, match="features.19: not a block of mobilenet_v2; its blocks are "
+                                             "features.0, .* features.18 \\(default features.6, features.13\\)"):
+        PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80), device=torch.device("cpu"),
+                              layers=("features.6", "features.19"))
+    with pytest.raises(ParameterError, match="3 weights, but 2 layers are used \\(layer1, layer3\\)"):
+        PatchFeatureExtractor("resnet18", weights="none", geometry=Geometry(96, 80), device=torch.device("cpu"),
+                              layers=("layer1", "layer3"), layer_weights=(1.0, 1.0, 1.0))
+
+
 def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(ParameterError, match="wide_resnet50_2, resnet18, mobilenet_v2"):
         get_spec("vit")
