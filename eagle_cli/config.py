@@ -284,6 +284,10 @@ REFERENCE_KEYS = {
     "status": lambda v: {"verdict": _boolean("status", v)},
     "few_shot_model": lambda v: {"shots": int(v)},
     "task_type": lambda v: {"task": v},
+    "pretrain_embed_dimension": lambda v: {"pretrain_dim": int(v)},
+    "target_embed_dimension": lambda v: {"target_dim": int(v)},
+    # The reference's own layers are eagle's defaults: left unnamed, so the ids stay those of the default.
+    "layers_to_extract_from": lambda v: {} if list(v) == ["layer2", "layer3"] else {"layers": tuple(v)},
     "faiss_on_gpu": None,
     "faiss_num_workers": None,
     "dataset_name": None,
@@ -291,9 +295,8 @@ REFERENCE_KEYS = {
 #: Reference keys whose eagle name is the same but whose values need translating.
 _SAME_NAME = {"domain_knowledge": _domain_knowledge}
 
-#: Reference keys eagle accepts only at the reference's value (the aggregation is fixed to it).
-REFERENCE_FIXED = {"patchsize": 3, "pretrain_embed_dimension": 1024, "target_embed_dimension": 1024,
-                   "layers_to_extract_from": ["layer2", "layer3"]}
+#: Reference keys eagle accepts only at the reference's value (the 3×3 neighbourhood is fixed).
+REFERENCE_FIXED = {"patchsize": 3}
 
 
 def _with_preset(values: dict[str, Any]) -> dict[str, Any]:

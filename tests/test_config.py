@@ -134,6 +134,16 @@ def test_reference_settings_eagle_does_differently_are_refused_with_the_reason()
         RunConfig.from_dict({"data": "d", "backbone_names": ["wideresnet50", "resnet18"]})
 
 
+def test_the_references_layer_and_width_keys_choose_eagles_options():
+    same = RunConfig.from_dict({"data": "d", "layers_to_extract_from": ["layer2", "layer3"],
+                                "pretrain_embed_dimension": 1024, "target_embed_dimension": 1024})
+    assert same.extract == RunConfig.from_dict({"data": "d", "preset": "reference"}).extract  # same ids
+    other = RunConfig.from_dict({"data": "d", "layers_to_extract_from": ["layer1", "layer2"],
+                                 "target_embed_dimension": 512})
+    assert (other.extract.layers, other.extract.pretrain_dim, other.extract.target_dim) == \
+        (("layer1", "layer2"), 1024, 512)
+
+
 def test_data_is_required_and_paths_are_relative_to_the_file(tmp_path):
     with pytest.raises(ParameterError, match="needs `data:`"):
         RunConfig.from_dict({"run": "x"})
