@@ -340,22 +340,17 @@ def _sweep_leftovers(folder: Path, own_id: str) -> None:
     process holds ``own_id``'s lock, so any draft of it is a leftover) and old copies a republish without an
     atomic swap set aside. A resumable draft (``partial-``) is kept: it holds finished answers for the next run."""
     for path in sorted(folder.glob(f"{_TMP_PREFIX}*")):
-        aid, dash, _ = path.name[len(_TMP_PREFIX):].partition("-")
+        aid = path.name[len(_TMP_PREFIX):].partition("-")[0]
         if aid == "old":
             shutil.rmtree(path, ignore_errors=True)
-        elif aid == "lock" and (lock := _Lock.attempt(path)) is not None:
-            lock.release()  # a killed holder's file: the kernel dropped its lock, the file stayed
-        if not dash or aid in ("old", "lock", "partial") or not path.exists():
-            continue
-        lock = None
-        if aid != own_id and (lock := _Lock.attempt(folder / f"{_TMP_PREFIX}lock-{aid}")) is None:
-            continue  # another process is writing that id
-        try:
-            for stale in folder.glob(f"{_TMP_PREFIX}{aid}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        finally:
-            if lock is not None:
-                lock.release()
+        elif aid == "lock":
+            if (lock := _Lock.attempt(path)) is not None:
+                lock.release()  # a killed holder's file: the kernel dropped its lock, the file stayed
+        elif aid == own_id:
+            shutil.rmtree(path, ignore_errors=True)
+        elif aid != "partial" and (lock := _Lock.attempt(folder / f"{_TMP_PREFIX}lock-{aid}")) is not None:
+            shutil.rmtree(path, ignore_errors=True)  # no process is writing that id
+            lock.release()
 
 
 def _reusable(final: Path, kind: str) -> ArtifactRef | None:

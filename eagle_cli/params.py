@@ -11,11 +11,11 @@ the same messages as the command line.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_args
 
+from eagle_cli.devices import check_device
 from eagle_cli.errors import ParameterError
 
 Backbone = Literal["wide_resnet50_2", "resnet18", "mobilenet_v2"]
@@ -64,12 +64,6 @@ def _at_most(name: str, value, high, why: str) -> None:
         raise ParameterError(f"--{name.replace('_', '-')} must be at most {high} ({why}), got {value}.")
 
 
-def _device(name: str) -> None:
-    """Refuse a device that is none of auto, cpu, cuda[:N] before any work (torch checks that it exists)."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise ParameterError(f"Unknown device {name!r}; use auto, cpu or cuda[:N].")
-
-
 def _finite(settings, prefix: str = "") -> None:
     """Refuse NaN and infinity in any number of ``settings`` (they pass every comparison unnoticed); the
     option names of a nested settings object carry its ``prefix``."""
@@ -108,7 +102,7 @@ class ExtractParams:
 
     def __post_init__(self):
         _finite(self)
-        _device(self.device)
+        check_device(self.device)
         check_choice("backbone", self.backbone, Backbone)
         check_choice("feature_dtype", self.feature_dtype, FeatureDtype)
         if not 0 <= self.crop <= self.resize:
@@ -215,7 +209,7 @@ class CalibrationParams:
     device: str = "auto"
 
     def __post_init__(self):
-        _device(self.device)
+        check_device(self.device)
         check_choice("calibration", self.calibration, Estimator)
         check_choice("knn_backend", self.knn_backend, KnnBackend)
         _at_least("folds", self.folds, 2)
@@ -273,7 +267,7 @@ class ScoreParams:
 
     def __post_init__(self):
         _finite(self)
-        _device(self.device)
+        check_device(self.device)
         check_choice("knn_backend", self.knn_backend, KnnBackend)
         _at_least("sigma_px", self.sigma_px, 0)
         _at_least("batch_size", self.batch_size, 1)
@@ -479,7 +473,7 @@ class ReasonParams:
     server: ServerSettings = field(default_factory=ServerSettings, metadata={"prefix": ""})
 
     def __post_init__(self):
-        _device(self.device)
+        check_device(self.device)
         if not self.model.strip():
             raise ParameterError("--model is empty; name a model folder, a hub id or a preset "
                                  f"({', '.join(PRESETS)}).")

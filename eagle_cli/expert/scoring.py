@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eagle_cli.params import BankParams
+
 
 def patch_scores(sq_dists: np.ndarray) -> np.ndarray:
     """Mean over the last axis (the k neighbours) of squared distances ``(..., k)``."""
@@ -36,8 +38,9 @@ class ScoreRule:
 
     @classmethod
     def of_bank(cls, params: dict) -> ScoreRule:
-        """The rule of a bank with parameters ``params`` (banks from before ``image_top`` used the max)."""
-        return cls(int(params["knn_k"]), int(params.get("image_top", 1)))
+        """The rule of a bank with parameters ``params``."""
+        settings = BankParams.of_bank(params)
+        return cls(settings.knn_k, settings.image_top)
 
     def images(self, sq_dists: np.ndarray) -> np.ndarray:
         """Image scores from squared distances ``(..., P, k)`` of each image's patches."""
