@@ -69,9 +69,7 @@ def estimate(name: str, category: str, features, index, cover: Coreset, bank_par
                                    generator=torch.Generator().manual_seed(seed), extra=32, progress=quiet)
     else:
         folds = int(name.rsplit("-", 1)[1])
-        settings = cal.CoresetSettings(bank_params.coreset_ratio, bank_params.proj_dim, bank_params.n_starts,
-                                       bank_params.init)
-        result = cal.cross_fit_scores(features, images, folds=folds, coreset=settings, rule=rule, seed=7,
+        result = cal.cross_fit_scores(features, images, folds=folds, coreset=bank_params, rule=rule, seed=7,
                                       progress=quiet)
     return result.scores[np.isfinite(result.scores)], time.perf_counter() - start
 

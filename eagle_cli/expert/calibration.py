@@ -36,23 +36,13 @@ from eagle_cli.errors import ParameterError
 from eagle_cli.expert.coreset import Coreset, coreset_size, project, projection, select_coreset
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.scoring import ScoreRule
+from eagle_cli.params import BankParams
 from eagle_cli.progress import Advance
 
 CALIBRATIONS = ("reference", "leave-own-out", "refill", "cross-fit")
 #: Images whose patches go to faiss in one search: large enough to keep BLAS busy, small enough
 #: that the float32 copy of the queries (8 × 784 × 1024 × 4 B = 26 MB) stays small next to the bank.
 _IMAGES_PER_SEARCH = 8
-
-
-@dataclass(frozen=True)
-class CoresetSettings:
-    """How the real bank's coreset was selected; cross-fitting refits each fold's bank with exactly these."""
-
-    ratio: float
-    proj_dim: int
-    n_starts: int
-    init: str
-    shard_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,13 +192,14 @@ def fold_assignment(n_images: int, folds: int, *, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, coreset: CoresetSettings,
+def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, coreset: BankParams,
                      rule: ScoreRule, seed: int, progress: Advance) -> Calibration:
-    """Score the ``images`` of each fold with all patches against a bank refitted on the other folds."""
+    """Score the ``images`` of each fold with all patches against a bank refitted on the other folds with the
+    real bank's coreset settings ``coreset``."""
     n_images, patches, dim = features.shape
     fold = fold_assignment(n_images, folds, seed=seed)
     smallest = n_images - int(np.bincount(fold).max())
-    if coreset_size(smallest * patches, coreset.ratio) < rule.knn_k:
+    if coreset_size(smallest * patches, coreset.coreset_ratio) < rule.knn_k:
         raise ParameterError(f"With --folds {folds}, a fold's bank is fitted on {smallest} images and would hold "
                              f"fewer than k = {rule.knn_k} entries; use fewer folds.")
     scores = np.full(n_images, np.nan)
@@ -217,9 +208,10 @@ def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, 
     for f in range(folds):
         kept, held = np.flatnonzero(fold != f), np.flatnonzero((fold == f) & scoring)
         train = features[torch.as_tensor(kept)].reshape(-1, dim).float()
-        selected = select_coreset(train, coreset.ratio, proj_dim=coreset.proj_dim, n_starts=coreset.n_starts,
+        selected = select_coreset(train, coreset.coreset_ratio, proj_dim=coreset.proj_dim, n_starts=coreset.n_starts,
                                   init=coreset.init, generator=torch.Generator().manual_seed(seed + f + 1),
-                                  shard_rows=coreset.shard_images * patches).selected
+                                  shard_rows=coreset.coreset_shard_images * patches,
+                                  oversample=coreset.coreset_oversample).selected
         bank = BankIndex(train[selected], torch.as_tensor(kept)[selected // patches], backend="faiss",
                          device=torch.device("cpu"))
         del train

@@ -27,7 +27,7 @@ from eagle_cli.formats.bank import read_bank, read_bank_cover, read_bank_tensors
 from eagle_cli.formats.calibration import calibration_scores, write_calibration
 from eagle_cli.formats.features import read_features
 from eagle_cli.formats.threshold import write_threshold
-from eagle_cli.params import CalibrationParams, ThresholdParams
+from eagle_cli.params import BankParams, CalibrationParams, ThresholdParams
 from eagle_cli.seeds import category_seed
 from eagle_cli.threshold import conformal_rank, far_interval, fit_threshold, smallest_target
 
@@ -86,10 +86,8 @@ def _estimate(params: CalibrationParams, bank_ref: ArtifactRef, features: torch.
     bank = bank_ref.params
     rule = ScoreRule.of_bank(bank)
     if params.calibration == "cross-fit":
-        settings = estimators.CoresetSettings(bank["coreset_ratio"], bank["proj_dim"], bank["n_starts"], bank["init"],
-                                              bank.get("coreset_shard_images", 0))
-        return estimators.cross_fit_scores(features, images, folds=params.folds, coreset=settings, rule=rule,
-                                           seed=seed, progress=advance)
+        return estimators.cross_fit_scores(features, images, folds=params.folds, coreset=BankParams.of_bank(bank),
+                                           rule=rule, seed=seed, progress=advance)
     cover = read_bank_cover(bank_ref) if params.calibration == "refill" else None
     index = read_bank(bank_ref, backend=params.knn_backend, device=params.device)
     if params.calibration == "reference":

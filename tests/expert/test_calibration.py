@@ -9,6 +9,7 @@ from eagle_cli.expert import calibration as cal
 from eagle_cli.expert.coreset import select_coreset
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.scoring import ScoreRule, patch_scores
+from eagle_cli.params import BankParams
 
 CPU = torch.device("cpu")
 N_IMAGES, PATCHES, DIM = 12, 25, 16
@@ -101,7 +102,7 @@ def estimate(estimator, setup, images=ALL, rule=MAX):
     if estimator == "refill":
         return cal.refill_scores(features, index, cover, images, rule=rule, proj_dim=8,
                                  generator=torch.Generator().manual_seed(11), extra=8, progress=quiet).scores
-    settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
+    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3)
     return cal.cross_fit_scores(features, images, folds=3, coreset=settings, rule=rule, seed=5, progress=quiet).scores
 
 
@@ -127,7 +128,7 @@ def test_every_estimator_scores_an_image_by_the_banks_rule(setup, estimator):
 
 def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
     features = setup[0]
-    settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
+    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3)
     result = cal.cross_fit_scores(features, ALL, folds=N_IMAGES, coreset=settings, rule=ScoreRule(), seed=5,
                                   progress=quiet)
     for image in (0, 7):
@@ -142,7 +143,7 @@ def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
 
 def test_cross_fit_scores_every_image_once_from_a_bank_without_it(setup):
     features = setup[0]
-    settings = cal.CoresetSettings(RATIO, proj_dim=8, n_starts=3, init="center_farthest")
+    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3)
     result = cal.cross_fit_scores(features, ALL, folds=3, coreset=settings, rule=ScoreRule(), seed=5, progress=quiet)
     assert np.isfinite(result.scores).all() and sorted(np.bincount(result.fold)) == [4, 4, 4]
     # A bank that holds the image itself scores it lower: every image was scored without its own patches.
@@ -161,6 +162,6 @@ def test_folds_are_balanced_seeded_and_bounded():
 
 
 def test_a_fold_bank_smaller_than_k_is_refused(setup):
-    settings = cal.CoresetSettings(0.01, proj_dim=8, n_starts=3, init="center_farthest")
+    settings = BankParams(coreset_ratio=0.01, proj_dim=8, n_starts=3)
     with pytest.raises(ParameterError, match="fewer than k = 3 entries; use fewer folds"):
         cal.cross_fit_scores(setup[0], ALL, folds=2, coreset=settings, rule=ScoreRule(3), seed=0, progress=quiet)
