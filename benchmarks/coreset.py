@@ -1,15 +1,14 @@
-"""What the faster coreset selections cost in quality next to the published greedy, and what they save in time.
+"""What a sharded coreset costs in quality next to the published greedy, and what it saves in time.
 
-    python -m benchmarks.coreset [--train 240] [--shard-images 30] [--oversample 2] [--bank-seeds 0,1,2]
-                                 [--seeds 0] [--categories ...] [--json rows.jsonl] [--summarise rows.jsonl ...]
+    python -m benchmarks.coreset [--train 240] [--shard-images 30] [--bank-seeds 0,1,2] [--seeds 0]
+                                 [--categories ...] [--json rows.jsonl] [--summarise rows.jsonl ...]
 
 On the ``realistic`` synthetic set (MobileNetV2, ImageNet weights), per category, data seed and bank
-seed, fit the bank three ways and compare the fit-bank time, the covering radius (the largest distance
+seed, fit the bank two ways and compare the fit-bank time, the covering radius (the largest distance
 from any training patch to its nearest bank entry, in the full feature space) and the image AUROC:
 
 ``greedy``   one greedy over all training images (``--coreset-shard-images 0``, the published selection);
-``sharded``  the greedy per group of ``--shard-images`` images, the groups' members joined;
-``merged``   each group picks ``--oversample`` times its share, a greedy over all picks selects the bank.
+``sharded``  the greedy per group of ``--shard-images`` images, the groups' members joined.
 
 Each bank seed is another projection and other starting points: an equally valid greedy. How far the
 greedy's own AUROC moves between bank seeds is the scale a difference between selections is read against,
@@ -37,12 +36,7 @@ from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
 
 _SEARCH_ROWS = 1 << 16
-SELECTIONS = ("greedy", "sharded", "merged")
-
-
-def selections(shard_images: int, oversample: float) -> dict[str, BankParams]:
-    return {"greedy": BankParams(), "sharded": BankParams(coreset_shard_images=shard_images),
-            "merged": BankParams(coreset_shard_images=shard_images, coreset_oversample=oversample)}
+SELECTIONS = ("greedy", "sharded")
 
 
 def one_category(root: Path, category: str, context: Context, settings: dict[str, BankParams],
@@ -77,7 +71,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     realistic.add_arguments(parser, seeds="0", train=240, test_good=40)
     parser.add_argument("--shard-images", type=int, default=30)
-    parser.add_argument("--oversample", type=float, default=2.0)
     parser.add_argument("--bank-seeds", default="0,1,2")
     parser.add_argument("--json", type=Path, help="Append every row to this JSON-lines file.")
     parser.add_argument("--summarise", type=Path, nargs="+",
@@ -86,15 +79,14 @@ def main() -> None:
     if args.summarise:
         summarise([json.loads(line) for path in args.summarise for line in path.read_text().splitlines()])
         return
-    settings = selections(args.shard_images, args.oversample)
+    settings = {"greedy": BankParams(), "sharded": BankParams(coreset_shard_images=args.shard_images)}
     bank_seeds = [int(s) for s in args.bank_seeds.split(",")]
     rows = realistic.measure_all(
         args, lambda root, category, context: one_category(root, category, context, settings, bank_seeds))
     if args.json:
         with open(args.json, "a") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in rows)
-    print(f"\n{args.train} training images; groups of {args.shard_images} images, merged from {args.oversample:g}× "
-          "their share")
+    print(f"\n{args.train} training images; groups of {args.shard_images} images")
     summarise(rows)
 
 

@@ -173,9 +173,6 @@ class BankParams:
     # patches, not a share, so a small defect in a large or tiled frame is not averaged away.
     image_top: int = 8
     coreset_shard_images: int = 0
-    # With groups, merge their picks: the covering radius of the one greedy, where joining them as they are
-    # leaves it 6–12 % larger (benchmarks/coreset.py).
-    coreset_oversample: float = 2.0
 
     def __post_init__(self):
         _finite(self)
@@ -186,21 +183,17 @@ class BankParams:
         _at_most("proj_dim", self.proj_dim, 4096, "the projection only needs to keep distances, 128 does")
         _at_most("image_top", self.image_top, 4096, "it counts patches, a defect's few")
         _at_least("coreset_shard_images", self.coreset_shard_images, 0)
-        _at_least("coreset_oversample", self.coreset_oversample, 1)
-        _at_most("coreset_oversample", self.coreset_oversample, 10, "at a 10 % ratio, 10 picks every point")
 
     def identity(self) -> dict:
         values = asdict(self)
         if self.image_top == 1:
             del values["image_top"]  # banks from before the setting scored by the highest patch: same ids
-        if not self.coreset_shard_images or self.coreset_oversample == 1:
-            del values["coreset_oversample"]  # no effect without shards; sharded banks from before it: same ids
         return values
 
     @classmethod
     def of_bank(cls, identity: dict) -> BankParams:
         """The settings a bank with parameters ``identity`` was fitted with."""
-        return cls(**{"image_top": 1, "coreset_oversample": 1.0, **identity})
+        return cls(**{"image_top": 1, **identity})
 
 
 @dataclass(frozen=True)

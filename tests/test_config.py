@@ -14,7 +14,7 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 #: Values for settings whose type alone does not say what a valid other value is.
 OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "all",
          "base_url": "http://h:1/v1", "api_key_env": "KEY", "caas_layers": "1-2", "layer_weights": "3,1",
-         "min_pixels": 64 * 28 * 28, "layers": "layer1,layer2", "coreset_oversample": 3.0}
+         "min_pixels": 64 * 28 * 28, "layers": "layer1,layer2"}
 #: What the text values of tuple settings become.
 PARSED = {"caas_layers": (1, 2), "layer_weights": (3.0, 1.0), "layers": ("layer1", "layer2")}
 #: Which stage settings each command takes.
@@ -191,7 +191,6 @@ def test_the_reference_preset_and_the_references_own_config_give_the_references_
     ("proj_dim", "1e9", "expected an integer"),
     ("target_dim", 10**9, "target-dim must be at most 16384"),
     ("image_top", 0, "image-top must be at least 1"),
-    ("coreset_oversample", 0.5, "coreset-oversample must be at least 1"),
     ("device", "gpu", "Unknown device 'gpu'; use auto, cpu or cuda"),
     ("kappa", -1, "kappa must be at least 0"),
     ("box_min_area", 2, "box-min-area is a share, in \\[0, 1\\]"),

@@ -130,14 +130,10 @@ def fit_bank(
         "as the reference; the default 8 is 1 % of a 28 × 28 grid — a count, so small defects in large frames "
         "keep their score).", rich_help_panel=EXPERT)] = BANK.image_top,
     coreset_shard_images: Annotated[int, typer.Option(
-        min=0, help="Select the coreset per group of this many training images, for training sets too large for one "
-        "greedy (its time grows with the square of the images; groups of 30 work well). 0: one greedy over all "
-        "images, as published.", rich_help_panel=EXPERT)] = BANK.coreset_shard_images,
-    coreset_oversample: Annotated[float, typer.Option(
-        min=1, max=10, help="With --coreset-shard-images: each group picks this many times its share; a greedy over "
-        "all groups' picks chooses 90 % of the bank and the greedy over every patch the rest, which keeps the one "
-        "greedy's covering radius. 1: the groups' picks are joined as they are (time linear in the images, a "
-        "larger radius). See BENCHMARKS.md.", rich_help_panel=EXPERT)] = BANK.coreset_oversample,
+        min=0, help="Run the greedy coreset separately on groups of this many training images and join the results: "
+        "time grows linearly with the images instead of quadratically, at a slightly larger covering radius (see "
+        "BENCHMARKS.md). 0: one greedy over all images, as published.", rich_help_panel=EXPERT)]
+        = BANK.coreset_shard_images,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
     device: DeviceOpt = EXTRACT.device, batch_size: BatchOpt = EXTRACT.batch_size, on_error: OnErrorOpt = "skip",
@@ -153,7 +149,7 @@ def fit_bank(
     ctx = session.context(artifacts_root, run, force, on_error)
     params = with_preset(context, preset, BankParams(
         coreset_ratio=coreset_ratio, proj_dim=proj_dim, n_starts=n_starts, init=init, seed=seed, knn_k=knn_k,
-        image_top=image_top, coreset_shard_images=coreset_shard_images, coreset_oversample=coreset_oversample))
+        image_top=image_top, coreset_shard_images=coreset_shard_images))
     if data or good:
         images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
         extracting = with_preset(context, preset, extract_params(

@@ -14,13 +14,7 @@ pass over every point per member. All large buffers are allocated once. The gree
 each point's nearest member; it is returned (:class:`Coreset`) for the calibration to reuse.
 
 Opt-in, not the published selection: ``shard_rows`` runs the greedy per group of rows (time linear
-in N, a somewhat larger covering radius; BENCHMARKS.md measures what it costs). With ``oversample``
-m > 1 each shard picks m times its share, one greedy over the union of the shards' picks chooses 90 %
-of the bank (a composable coreset, as in the distributed k-center algorithms of Malkomes et al., 2015,
-and Ceccarello et al., 2019) and the greedy over every point, continued from them, the last 10 %. The
-quadratic part shrinks from N × bank to the union × bank plus N × bank / 10: 0.28 of it at m = 2 and a
-10 % ratio. Rare appearance one shard picks early is not crowded out by appearance every shard shares,
-and what no shard picked is left to the last members.
+in N, a somewhat larger covering radius; BENCHMARKS.md measures what it costs).
 """
 
 from __future__ import annotations
@@ -40,14 +34,6 @@ _CHUNK = 1 << 15
 # Relative slack on the pruning test, so rounding in the squared-distance expansion never prunes
 # a point the exact loop would update.
 _PRUNE_SLACK = 1e-4
-#: Points searched at once when covering the rest (a 32 MB copy of their projections).
-_COVER_ROWS = 65536
-#: The merged cover's inverted file: lists visited per point, and the fewest members that train a list
-#: (faiss's k-means asks for 39).
-_PROBES = 16
-_TRAIN_PER_LIST = 39
-#: The share of a merged coreset's members chosen by the greedy over every point, after the merge.
-_LAST_SHARE = 0.1
 
 
 def coreset_size(n_points: int, ratio: float) -> int:
@@ -143,88 +129,31 @@ def select_coreset(
     progress: Callable[[int], None] | None = None,
     pool: int = 1024,
     shard_rows: int = 0,
-    oversample: float = 1.0,
 ) -> Coreset:
     """Select ``floor(N * ratio)`` rows of ``(N, D)`` features.
 
-    ``shard_rows`` > 0 runs the greedy separately on consecutive groups of that many rows. With
-    ``oversample`` 1 each shard chooses its share of the members (at least one) and the shards' members
-    are joined: the work grows linearly with N instead of quadratically, and every point is covered by a
-    member of its own shard. With ``oversample`` m > 1 each shard chooses m times its share, and one
-    greedy over all the shards' choices selects the bank, and a point's cover is found by an approximate
-    search (:func:`_merged_cover`). ``progress(k)`` is told each time k members' worth of work is done
-    (``floor(N * ratio)`` in all).
+    ``shard_rows`` > 0 runs the greedy separately on consecutive groups of that many rows, each
+    choosing its share of the members (at least one), and joins them: the work grows linearly with N instead of
+    quadratically, and every point is covered by a member of its own shard. ``progress(k)`` is told
+    each time k more members are chosen.
     """
     n = features.shape[0]
     size = coreset_size(n, ratio)
-    if oversample < 1:
-        raise ParameterError(f"coreset oversampling must be at least 1, got {oversample}.")
     weight = projection(features.shape[1], proj_dim, generator=generator)
     if not 0 < shard_rows < n:
         return _greedy(project(features, weight), size, n_starts, init, generator, progress, pool)
-    bounds = list(itertools.pairwise([*range(0, n, shard_rows), n]))
-    merging = oversample > 1
-    # Merging needs every projected point at the end; plain shards need one shard's at a time.
-    proj = project(features, weight) if merging else None
-    # Each shard's share of `picks` members, rounded so the shares add up (a shard too small for one
-    # member by its share still gets one, and none gets more than its rows).
-    picks = min(n, math.ceil(size * oversample)) if merging else size
-    shares = [min(stop - start, max(1, math.floor(picks * stop / n) - math.floor(picks * start / n)))
-              for start, stop in bounds]
-    # Progress in bank members: when merging, the shards' picks count for half, the greedy after them for half.
-    scale = size / picks / 2 if merging else 1.0
-    scaled = None if progress is None else (lambda k: progress(k * scale))
-    parts = [_greedy(proj[start:stop] if merging else project(features[start:stop], weight), share, n_starts, init,
-                     generator, scaled, pool) for (start, stop), share in zip(bounds, shares, strict=True)]
-    offsets = np.cumsum([0] + [len(part.selected) for part in parts[:-1]])
-    chosen = torch.cat([part.selected + start for part, (start, _) in zip(parts, bounds, strict=True)])
-    shard_cover = torch.cat([part.cover + int(offset) for part, offset in zip(parts, offsets, strict=True)])
-    if not merging:
-        return Coreset(chosen, shard_cover, torch.cat([part.cover_sq_dist for part in parts]))
-    halved = None if progress is None else (lambda k: progress(k / 2))
-    # The greedy over the shards' picks chooses all but the last members; those are chosen by the greedy
-    # over every point, which finds the rare points no shard picked and ends near the greedy's covering radius
-    # (without them the merged radius was 2–11 % above the greedy's on the realistic set's 240 images).
-    last = int(size * _LAST_SHARE)
-    merged = _greedy(proj[chosen], size - last, n_starts, init, generator, halved, pool)
-    selected = chosen[merged.selected]
-    cover, cover_sq_dist = _merged_cover(proj, selected, merged.cover[shard_cover])
-    state = _Cover(proj, _sq_norms(proj), cover_sq_dist, size, min(pool, n))
-    state.seed(selected, cover, cover_sq_dist)
-    return _run(state, halved)
-
-
-def _merged_cover(proj: torch.Tensor, selected: torch.Tensor, two_hop: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each projected point's cover after a merge, and the squared distance to it: the nearer of ``two_hop``
-    (the member covering the shard pick that covered the point) and what an inverted-file search finds.
-
-    An exact search of every point against every member would cost what the merge saved (N × bank, 5.4 s
-    of a 10 s greedy on 240 images); the inverted file visits ``_PROBES`` of √bank lists. On gravel
-    (240 images) it finds the exact nearest member for 98 % of points and the exact covering radius.
-    """
-    import faiss
-
-    members = proj[selected].numpy()
-    lists = min(math.isqrt(len(members)), len(members) // _TRAIN_PER_LIST)
-    if lists > _PROBES:
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(members.shape[1]), members.shape[1], lists)
-        index.train(members)
-        index.nprobe = _PROBES
-    else:
-        index = faiss.IndexFlatL2(members.shape[1])
-    index.add(members)
-    cover, cover_sq_dist = two_hop.clone(), torch.empty(len(two_hop))
-    for lo in range(0, len(two_hop), _COVER_ROWS):
-        points = proj[lo:lo + _COVER_ROWS]
-        owner = cover[lo:lo + _COVER_ROWS]
-        dist = (points - torch.from_numpy(members[owner.numpy()])).square_().sum(1)
-        found_dist, found = (torch.from_numpy(a[:, 0]) for a in index.search(points.numpy(), 1))
-        # -1: the visited lists held fewer members than asked for.
-        closer = (found >= 0) & (found_dist < dist)
-        owner[closer], dist[closer] = found[closer], found_dist[closer].clamp_(min=0)
-        cover_sq_dist[lo:lo + _COVER_ROWS] = dist
-    return cover, cover_sq_dist
+    bounds = list(range(0, n, shard_rows)) + [n]
+    # Each shard's share of the members, rounded so the shares add up to `size` (a shard too small for
+    # one member by its share still gets one).
+    shares = [math.floor(size * stop / n) - math.floor(size * start / n) for start, stop in itertools.pairwise(bounds)]
+    parts = []
+    for (start, stop), share in zip(itertools.pairwise(bounds), shares, strict=True):
+        part = _greedy(project(features[start:stop], weight), max(share, 1), n_starts, init, generator, progress, pool)
+        parts.append((start, part))
+    offsets = np.cumsum([0] + [len(part.selected) for _, part in parts])
+    return Coreset(torch.cat([part.selected + start for start, part in parts]),
+                   torch.cat([part.cover + int(offset) for (_, part), offset in zip(parts, offsets[:-1], strict=True)]),
+                   torch.cat([part.cover_sq_dist for _, part in parts]))
 
 
 def continue_coreset(
@@ -278,6 +207,10 @@ def _run(state: _Cover, progress: Callable[[int], None] | None) -> Coreset:
             progress(state.count - start)
     state.cover_the_rest()
     return Coreset(state.selected, state.owner, state.nearest)
+
+
+#: Points searched at once when covering the rest (a 32 MB copy of their projections).
+_COVER_ROWS = 65536
 
 
 class _Cover:

@@ -106,63 +106,23 @@ def test_sharded_selection_covers_each_shard_with_its_own_members():
     assert whole.cover_sq_dist.max() <= sharded.cover_sq_dist.max() <= 2 * whole.cover_sq_dist.max()
 
 
-def _greedy_continued(proj, chosen, size):
-    """The plain greedy loop over every point, from the members ``chosen`` until there are ``size``."""
-    sq = (proj * proj).sum(1)
-
-    def sq_dist(j):
-        return torch.clamp(torch.mv(proj, proj[j]).mul(-2).add(sq).add(proj[j].dot(proj[j])), min=0)
-
-    chosen = list(chosen)
-    nearest = torch.stack([sq_dist(j) for j in chosen]).min(0).values
-    while len(chosen) < size:
-        j = int(nearest.argmax())
-        chosen.append(j)
-        nearest = torch.minimum(nearest, sq_dist(j))
-    return chosen
-
-
-def test_merged_selection_is_the_greedy_over_the_groups_oversampled_picks_then_over_all_points():
-    features = _patches(3000)
-    merged = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5), shard_rows=1000, oversample=2)
-    # Each group of 1,000 picks twice its share (200) by the greedy; the first draw of a generator seeded
-    # alike is the same projection, so each group's picks are a 20 % coreset of the group alone.
-    picks = torch.cat([select_coreset(features[lo:lo + 1000], 0.2, generator=torch.Generator().manual_seed(5)).selected
-                       + lo for lo in (0, 1000, 2000)])
-    # 270 members (all but the last tenth) by the greedy over the 600 picks, the last 30 by the greedy over all.
-    over_picks = select_coreset(features[picks], 0.45, generator=torch.Generator().manual_seed(5))
-    proj = project(features, projection(64, 128, generator=torch.Generator().manual_seed(5)))
-    expected = _greedy_continued(proj, picks[over_picks.selected].tolist(), 300)
-    assert merged.selected.tolist() == expected
-    assert len(set(expected)) == 300
-    assert set(expected[270:]).isdisjoint(picks.tolist())  # the last members are points no group picked
-
-
-def test_merged_cover_is_a_near_exact_search_and_never_understates_a_distance():
-    # 10,000 points and 1,000 members: enough for the inverted-file search (25 lists, 16 visited).
-    features = _patches(10000, seed=3)
-    merged = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(2), shard_rows=2500, oversample=2)
-    proj = project(features, projection(64, 128, generator=torch.Generator().manual_seed(2)))
-    exact = _nearest_member(proj, merged.selected)
-    to_cover = (proj.double() - proj[merged.selected[merged.cover]].double()).square().sum(1)
-    assert torch.allclose(merged.cover_sq_dist.double(), to_cover, rtol=1e-3, atol=1e-3)
-    assert (merged.cover_sq_dist.double() >= exact.values * (1 - 1e-3) - 1e-3).all()
-    assert (merged.cover == exact.indices).float().mean() > 0.95
-    assert merged.cover_sq_dist.max() == pytest.approx(float(exact.values.max()), rel=0.05)
-    assert (merged.cover[merged.selected] == torch.arange(len(merged.selected))).all()
-
-
-def test_oversampling_below_one_is_refused():
-    with pytest.raises(ParameterError, match="oversampling must be at least 1"):
-        select_coreset(_patches(200), 0.1, generator=torch.Generator().manual_seed(0), shard_rows=100, oversample=0.5)
-
-
 def test_a_grown_coreset_is_the_greedy_seeded_with_the_previous_selection():
     features = _patches(3000)
     previous = select_coreset(features[:2000], 0.1, generator=torch.Generator().manual_seed(5))
     grown = continue_coreset(features, previous, 0.1, generator=torch.Generator().manual_seed(5))
     proj = project(features, projection(64, 128, generator=torch.Generator().manual_seed(5)))
-    assert grown.selected.tolist() == _greedy_continued(proj, previous.selected.tolist(), 300)
+    sq = (proj * proj).sum(1)
+
+    def sq_dist(j):
+        return torch.clamp(torch.mv(proj, proj[j]).mul(-2).add(sq).add(proj[j].dot(proj[j])), min=0)
+
+    nearest = torch.stack([sq_dist(int(j)) for j in previous.selected]).min(0).values
+    chosen = previous.selected.tolist()
+    while len(chosen) < 300:
+        j = int(nearest.argmax())
+        chosen.append(j)
+        nearest = torch.minimum(nearest, sq_dist(j))
+    assert grown.selected.tolist() == chosen
     exact = _nearest_member(proj, grown.selected)
     assert torch.equal(grown.cover, exact.indices)
     assert torch.allclose(grown.cover_sq_dist.double(), exact.values, rtol=1e-3, atol=1e-3)

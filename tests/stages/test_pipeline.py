@@ -145,27 +145,6 @@ def test_the_image_score_rule_is_the_banks_and_calibration_and_scoring_both_foll
         BankParams(image_top=0)
 
 
-def test_a_merged_coreset_is_recorded_and_every_calibration_refits_with_it(tiny_root, context):
-    features = run_extract(DataSource(root=tiny_root), "brick", "train", TINY, context=context)
-    plain, merged = (run_fit_bank(features, replace(BANK, coreset_shard_images=2, coreset_oversample=m),
-                                  context=context) for m in (1.0, 2.0))
-    # Plain sharded banks keep the ids they had before oversampling existed; without groups it changes nothing.
-    assert "coreset_oversample" not in plain.params and merged.params["coreset_oversample"] == 2.0
-    assert "coreset_oversample" not in BankParams(coreset_oversample=3.0).identity()
-    assert BankParams.of_bank(plain.params).coreset_oversample == 1.0
-    assert BankParams(coreset_shard_images=2).identity()["coreset_oversample"] == 2.0  # merging is the default
-    cross_fit = FitThresholdParams(dbt=ThresholdParams(target_far=0.2),
-                                   calibration=CalibrationParams("cross-fit", folds=2))
-    plain_fit, merged_fit = (read_threshold(run_fit_threshold(bank, cross_fit, context=context))
-                             for bank in (plain, merged))
-    # Cross-fitting refits fold banks as the bank was fitted, so the oversampling changes its scores.
-    assert merged_fit["calibration_mean"] != plain_fit["calibration_mean"]
-    refill = read_threshold(run_fit_threshold(merged, TINY_THRESHOLD, context=context))
-    assert np.isfinite(refill["tau"])
-    with pytest.raises(ParameterError, match="--coreset-oversample must be at most 10"):
-        BankParams(coreset_oversample=11)
-
-
 def test_too_few_unselected_patches_are_counted_not_nan(tiny_root, context):
     # 10x10 = 100 patches per image and 10 % selected: about 90 unselected each.
     reference = FitThresholdParams(dbt=ThresholdParams("k-sigma"),
