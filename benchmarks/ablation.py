@@ -187,19 +187,11 @@ def main() -> None:
     realistic.add_arguments(parser, seeds="0,1,2", train=60, test_good=40)
     parser.add_argument("--anomalib-python", help="Interpreter of an environment with anomalib, to run it alongside.")
     parser.add_argument("--experts", default=",".join(EXPERTS), help="Which of the experts to measure.")
-    parser.add_argument("--json", type=Path, help="Append every row to this JSON-lines file.")
-    parser.add_argument("--summarise", type=Path, nargs="+", help="Only print the tables of earlier --json files.")
+    realistic.add_row_files(parser)
     args = parser.parse_args()
-    if args.summarise:
-        summarise([json.loads(line) for path in args.summarise for line in path.read_text().splitlines()])
-        return
     measure = functools.partial(one_category, experts=tuple(args.experts.split(",")),
                                 anomalib_python=args.anomalib_python, threads=args.threads)
-    rows = realistic.measure_all(args, measure)
-    if args.json:
-        with open(args.json, "a") as fh:
-            fh.writelines(json.dumps(row) + "\n" for row in rows)
-    summarise(rows)
+    realistic.measure_or_summarise(args, measure, summarise)
 
 
 if __name__ == "__main__":

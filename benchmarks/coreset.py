@@ -18,7 +18,6 @@ so selections are compared by their mean over bank seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +35,6 @@ from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
 
 _SEARCH_ROWS = 1 << 16
-SELECTIONS = ("greedy", "sharded")
 
 
 def one_category(root: Path, category: str, context: Context, settings: dict[str, BankParams],
@@ -72,49 +70,31 @@ def main() -> None:
     realistic.add_arguments(parser, seeds="0", train=240, test_good=40)
     parser.add_argument("--shard-images", type=int, default=30)
     parser.add_argument("--bank-seeds", default="0,1,2")
-    parser.add_argument("--json", type=Path, help="Append every row to this JSON-lines file.")
-    parser.add_argument("--summarise", type=Path, nargs="+",
-                        help="Only print the table of earlier --json files (runs with other bank seeds pool).")
+    realistic.add_row_files(parser)
     args = parser.parse_args()
-    if args.summarise:
-        summarise([json.loads(line) for path in args.summarise for line in path.read_text().splitlines()])
-        return
     settings = {"greedy": BankParams(), "sharded": BankParams(coreset_shard_images=args.shard_images)}
     bank_seeds = [int(s) for s in args.bank_seeds.split(",")]
-    rows = realistic.measure_all(
-        args, lambda root, category, context: one_category(root, category, context, settings, bank_seeds))
-    if args.json:
-        with open(args.json, "a") as fh:
-            fh.writelines(json.dumps(row) + "\n" for row in rows)
-    print(f"\n{args.train} training images; groups of {args.shard_images} images")
-    summarise(rows)
+    realistic.measure_or_summarise(
+        args, lambda root, category, context: one_category(root, category, context, settings, bank_seeds), summarise)
 
 
 def summarise(rows: list[dict]) -> None:
     """Per category, means over every bank seed and data seed of ``rows``."""
-    others = SELECTIONS[1:]
-    print(f"{len(rows[0]['greedy'])} bank seeds per row, data seeds {sorted({r['seed'] for r in rows})}")
-    print("| category | image AUROC greedy (SD over bank seeds) | " + " | ".join(f"Δ AUROC {n}" for n in others)
-          + " | radius greedy | " + " | ".join(f"radius {n} / greedy" for n in others)
-          + " | " + " | ".join(f"time {n} / greedy" for n in others) + " |")
-    print("|---" * (3 + 3 * len(others)) + "|")
-    deltas = {name: [] for name in others}
+    print(f"\n{len(rows[0]['greedy'])} bank seeds per row, data seeds {sorted({r['seed'] for r in rows})}")
+    print("| category | image AUROC greedy (SD over bank seeds) | Δ AUROC sharded | radius greedy "
+          "| radius sharded / greedy | time sharded / greedy |")
+    print("|---|---|---|---|---|---|")
+    deltas = []
     for category in dict.fromkeys(r["category"] for r in rows):
         mine = [r for r in rows if r["category"] == category]
         greedy = _mean(mine, "greedy", "image_auroc")
         spread = np.mean([np.std([fit["image_auroc"] for fit in r["greedy"]]) for r in mine])
-        cells = [f"{greedy:.3f} ({spread:.3f})"]
-        for name in others:
-            deltas[name].append(_mean(mine, name, "image_auroc") - greedy)
-            cells.append(f"{deltas[name][-1]:+.3f}")
-        cells.append(f"{_mean(mine, 'greedy', 'radius'):.2f}")
-        for key in ("radius", "seconds"):
-            cells += [f"{_mean(mine, name, key) / _mean(mine, 'greedy', key):.2f}" for name in others]
-        print(f"| {category} | " + " | ".join(cells) + " |")
-    print()
-    for name in others:
-        print(f"{name}: mean Δ AUROC {np.mean(deltas[name]):+.4f}, categories more than 0.005 below the greedy: "
-              f"{sum(d < -0.005 for d in deltas[name])} of {len(deltas[name])}")
+        deltas.append(_mean(mine, "sharded", "image_auroc") - greedy)
+        ratios = [_mean(mine, "sharded", key) / _mean(mine, "greedy", key) for key in ("radius", "seconds")]
+        print(f"| {category} | {greedy:.3f} ({spread:.3f}) | {deltas[-1]:+.3f} | {_mean(mine, 'greedy', 'radius'):.2f} "
+              f"| {ratios[0]:.2f} | {ratios[1]:.2f} |")
+    print(f"\nsharded: mean Δ AUROC {np.mean(deltas):+.4f}, categories more than 0.005 below the greedy: "
+          f"{sum(d < -0.005 for d in deltas)} of {len(deltas)}")
 
 
 if __name__ == "__main__":

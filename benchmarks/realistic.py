@@ -45,6 +45,25 @@ def labelled_scores(bank: ArtifactRef, test: ArtifactRef, index: BankIndex | Non
     return np.array([r["label"] for r in records]), rule.images(dist.reshape(len(records), -1, rule.knn_k))
 
 
+def add_row_files(parser: argparse.ArgumentParser) -> None:
+    """``--json`` to keep a run's rows, ``--summarise`` to print the tables of kept rows (runs pool)."""
+    parser.add_argument("--json", type=Path, help="Append every row to this JSON-lines file.")
+    parser.add_argument("--summarise", type=Path, nargs="+", help="Only print the tables of earlier --json files.")
+
+
+def measure_or_summarise(args: argparse.Namespace, measure: Callable[[Path, str, Context], dict],
+                         summarise: Callable[[list[dict]], None]) -> None:
+    """Summarise the rows of ``--summarise`` files, or measure them (kept in ``--json``) and summarise those."""
+    if args.summarise:
+        rows = [json.loads(line) for path in args.summarise for line in path.read_text().splitlines()]
+    else:
+        rows = measure_all(args, measure)
+        if args.json:
+            with open(args.json, "a") as fh:
+                fh.writelines(json.dumps(row) + "\n" for row in rows)
+    summarise(rows)
+
+
 def measure_all(args: argparse.Namespace, measure: Callable[[Path, str, Context], dict]) -> list[dict]:
     """Run ``measure(root, category, context)`` on every category of every seed, in ``--workdir`` or a
     temporary folder; each row comes back with its seed."""

@@ -32,7 +32,7 @@ def test_fit_scale_benchmark_measures_every_stage_and_both_selections():
     assert "baseline process" in table
 
 
-def test_coreset_benchmark_compares_the_faster_selections_with_the_greedy(tmp_path):
+def test_coreset_benchmark_compares_the_sharded_selection_with_the_greedy(tmp_path):
     rows = tmp_path / "rows.jsonl"
     table = _run("benchmarks.coreset", "--train", "8", "--shard-images", "4", "--seeds", "0", "--categories", "brick",
                  "--test-good", "4", "--test-per-defect", "1", "--bank-seeds", "0,1", "--json", str(rows))
