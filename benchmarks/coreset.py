@@ -1,14 +1,17 @@
-"""What a sharded coreset costs in quality next to the published greedy, and what it saves in time.
+"""What the faster coreset selections cost in quality next to the published greedy, and what they save in time.
 
-    python -m benchmarks.coreset [--train 240] [--shard-images 30] [--bank-seeds 0,1,2] [--seeds 0]
-                                 [--categories ...] [--json rows.jsonl] [--summarise rows.jsonl ...]
+    python -m benchmarks.coreset [--train 240] [--selections sharded,lists] [--shard-images 30]
+                                 [--bank-seeds 0,1,2] [--seeds 0] [--categories ...]
+                                 [--json rows.jsonl] [--summarise rows.jsonl ...]
 
 On the ``realistic`` synthetic set (MobileNetV2, ImageNet weights), per category, data seed and bank
-seed, fit the bank two ways and compare the fit-bank time, the covering radius (the largest distance
-from any training patch to its nearest bank entry, in the full feature space) and the image AUROC:
+seed, fit the bank with the greedy and each of ``--selections``, and compare the fit-bank time, the
+covering radius (the largest distance from any training patch to its nearest bank entry, in the full
+feature space) and the image AUROC:
 
-``greedy``   one greedy over all training images (``--coreset-shard-images 0``, the published selection);
-``sharded``  the greedy per group of ``--shard-images`` images, the groups' members joined.
+``greedy``   one greedy over all training images with exact updates (the published selection);
+``sharded``  the greedy per group of ``--shard-images`` images, the groups' members joined;
+``lists``    the greedy whose members update only their nearest k-means lists (``--coreset-updates lists``).
 
 Each bank seed is another projection and other starting points: an equally valid greedy. How far the
 greedy's own AUROC moves between bank seeds is the scale a difference between selections is read against,
@@ -68,33 +71,47 @@ def _mean(rows: list[dict], name: str, key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     realistic.add_arguments(parser, seeds="0", train=240, test_good=40)
+    parser.add_argument("--selections", default="sharded,lists", help="Compared with the greedy; comma-separated.")
     parser.add_argument("--shard-images", type=int, default=30)
     parser.add_argument("--bank-seeds", default="0,1,2")
     realistic.add_row_files(parser)
     args = parser.parse_args()
-    settings = {"greedy": BankParams(), "sharded": BankParams(coreset_shard_images=args.shard_images)}
+    choices = {"sharded": BankParams(coreset_shard_images=args.shard_images),
+               "lists": BankParams(coreset_updates="lists")}
+    settings = {"greedy": BankParams(), **{name: choices[name] for name in args.selections.split(",")}}
     bank_seeds = [int(s) for s in args.bank_seeds.split(",")]
     realistic.measure_or_summarise(
         args, lambda root, category, context: one_category(root, category, context, settings, bank_seeds), summarise)
 
 
 def summarise(rows: list[dict]) -> None:
-    """Per category, means over every bank seed and data seed of ``rows``."""
+    """Per category and selection, means over every bank seed and data seed of ``rows``."""
+    names = [name for name in rows[0] if name not in ("seed", "category", "greedy")]
     print(f"\n{len(rows[0]['greedy'])} bank seeds per row, data seeds {sorted({r['seed'] for r in rows})}")
-    print("| category | image AUROC greedy (SD over bank seeds) | Δ AUROC sharded | radius greedy "
-          "| radius sharded / greedy | time sharded / greedy |")
-    print("|---|---|---|---|---|---|")
-    deltas = []
+    print("| category | image AUROC greedy (SD over bank seeds) | "
+          + " | ".join(f"Δ AUROC {n} (SE) | radius {n} / greedy | time {n} / greedy" for n in names) + " |")
+    print("|---|---|" + "---|---|---|" * len(names))
+    deltas = {name: [] for name in names}
     for category in dict.fromkeys(r["category"] for r in rows):
         mine = [r for r in rows if r["category"] == category]
         greedy = _mean(mine, "greedy", "image_auroc")
         spread = np.mean([np.std([fit["image_auroc"] for fit in r["greedy"]]) for r in mine])
-        deltas.append(_mean(mine, "sharded", "image_auroc") - greedy)
-        ratios = [_mean(mine, "sharded", key) / _mean(mine, "greedy", key) for key in ("radius", "seconds")]
-        print(f"| {category} | {greedy:.3f} ({spread:.3f}) | {deltas[-1]:+.3f} | {_mean(mine, 'greedy', 'radius'):.2f} "
-              f"| {ratios[0]:.2f} | {ratios[1]:.2f} |")
-    print(f"\nsharded: mean Δ AUROC {np.mean(deltas):+.4f}, categories more than 0.005 below the greedy: "
-          f"{sum(d < -0.005 for d in deltas)} of {len(deltas)}")
+        cells = []
+        for name in names:
+            deltas[name].append(_mean(mine, name, "image_auroc") - greedy)
+            ratios = [_mean(mine, name, key) / _mean(mine, "greedy", key) for key in ("radius", "seconds")]
+            cells.append(f"{deltas[name][-1]:+.3f} ({_standard_error(mine, name):.3f}) | {ratios[0]:.2f} "
+                         f"| {ratios[1]:.2f}")
+        print(f"| {category} | {greedy:.3f} ({spread:.3f}) | " + " | ".join(cells) + " |")
+    for name in names:
+        print(f"{name}: mean Δ AUROC {np.mean(deltas[name]):+.4f}, categories more than 0.005 below the greedy: "
+              f"{sum(d < -0.005 for d in deltas[name])} of {len(deltas[name])}")
+
+
+def _standard_error(rows: list[dict], name: str) -> float:
+    """Standard error of the mean AUROC difference from the greedy, over fits paired by bank seed."""
+    differences = [a["image_auroc"] - b["image_auroc"] for r in rows for a, b in zip(r[name], r["greedy"], strict=True)]
+    return float(np.std(differences, ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else float("nan")
 
 
 if __name__ == "__main__":

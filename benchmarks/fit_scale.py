@@ -1,14 +1,15 @@
 """Fit at scale: extract, fit-bank and fit-threshold over many training images, each as its own process.
 
-    python -m benchmarks.fit_scale [--images 1000] [--backbone wide_resnet50_2] [--shard-images 0,250]
+    python -m benchmarks.fit_scale [--images 1000] [--backbone wide_resnet50_2] [--shard-images 0,250] [--lists]
 
 Random weights (timing only), clean synthetic gravel at 256 px (224 crop), 2 threads. Each stage is
 an ``eagle`` process, timed with its peak RSS (GNU time). Figures are ratios to baselines measured in
 the same run: fit time against the extraction time of the same images, peak RSS against the
 memory-mapped training features plus a process that imports torch and faiss and runs the backbone
-once. One fit-bank per ``--shard-images`` value (0 is the published greedy over all images); the
-first bank's fit-threshold (default calibration: refill on at most 200 sampled images) — the
-calibration's cost does not depend on how the bank was selected.
+once. One fit-bank per ``--shard-images`` value (0 is the published greedy over all images), and with
+``--lists`` one whose greedy updates by lists (``--coreset-updates lists``); the first bank's
+fit-threshold (default calibration: refill on at most 200 sampled images) — the calibration's cost
+does not depend on how the bank was selected.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--backbone", default="wide_resnet50_2")
     parser.add_argument("--shard-images", default="0,250", help="Comma-separated; 0 is one greedy over all images.")
+    parser.add_argument("--lists", action="store_true", help="Also fit a bank with --coreset-updates lists.")
     parser.add_argument("--feature-dtype", default="float16")
     parser.add_argument("--target-far", default="0.05", help="The threshold's target (a few images need a larger one).")
     parser.add_argument("--threads", type=int, default=2)
@@ -62,12 +64,15 @@ def main() -> None:
         rows["extract"] = (seconds, peak)
         features = Path(json.loads(out)[0]["path"])
         feature_mb = sum(f.stat().st_size for f in features.iterdir()) / 2**20
-        for shards in [int(s) for s in args.shard_images.split(",")]:
-            seconds, peak, out = measured([*eagle, "fit-bank", "--features", str(features),
-                                           "--coreset-shard-images", str(shards), *common], env)
+        selections = {f"shards {shards or 'none'}": ["--coreset-shard-images", str(shards)]
+                      for shards in [int(s) for s in args.shard_images.split(",") if s]}
+        if args.lists:
+            selections["updates by lists"] = ["--coreset-updates", "lists"]
+        for name, options in selections.items():
+            seconds, peak, out = measured([*eagle, "fit-bank", "--features", str(features), *options, *common], env)
             bank = json.loads(out)[0]
-            rows[f"fit-bank, shards {shards or 'none'}"] = (seconds, peak)
-            print(f"bank with shards {shards or 'none'}: {bank['summary']}", flush=True)
+            rows[f"fit-bank, {name}"] = (seconds, peak)
+            print(f"bank with {name}: {bank['summary']}", flush=True)
             if "fit-threshold" not in rows:
                 seconds, peak, out = measured([*eagle, "fit-threshold", "--bank", bank["path"], "--target-far",
                                                     args.target_far, *common], env)

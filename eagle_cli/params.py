@@ -21,6 +21,7 @@ from eagle_cli.errors import ParameterError
 Backbone = Literal["wide_resnet50_2", "resnet18", "mobilenet_v2"]
 FeatureDtype = Literal["float32", "float16"]
 CoresetInit = Literal["center_farthest", "pca_extremes", "random"]
+CoresetUpdates = Literal["exact", "lists"]
 KnnBackend = Literal["auto", "faiss", "torch"]
 Estimator = Literal["refill", "leave-own-out", "cross-fit", "reference"]
 Method = Literal["conformal", "k-sigma", "quantile", "mad", "evt"]
@@ -173,6 +174,7 @@ class BankParams:
     # patches, not a share, so a small defect in a large or tiled frame is not averaged away.
     image_top: int = 8
     coreset_shard_images: int = 0
+    coreset_updates: CoresetUpdates = "exact"
 
     def __post_init__(self):
         _finite(self)
@@ -183,11 +185,17 @@ class BankParams:
         _at_most("proj_dim", self.proj_dim, 4096, "the projection only needs to keep distances, 128 does")
         _at_most("image_top", self.image_top, 4096, "it counts patches, a defect's few")
         _at_least("coreset_shard_images", self.coreset_shard_images, 0)
+        check_choice("coreset_updates", self.coreset_updates, CoresetUpdates)
+        if self.coreset_updates != "exact" and self.coreset_shard_images:
+            raise ParameterError("--coreset-updates lists and --coreset-shard-images are two ways to a faster "
+                                 "selection; choose one.")
 
     def identity(self) -> dict:
         values = asdict(self)
         if self.image_top == 1:
             del values["image_top"]  # banks from before the setting scored by the highest patch: same ids
+        if self.coreset_updates == "exact":
+            del values["coreset_updates"]  # banks from before the setting updated exactly: same ids
         return values
 
     @classmethod

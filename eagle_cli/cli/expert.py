@@ -58,6 +58,7 @@ from eagle_cli.params import (
     BankParams,
     CalibrationParams,
     CoresetInit,
+    CoresetUpdates,
     Estimator,
     Method,
     ScoreParams,
@@ -134,6 +135,11 @@ def fit_bank(
         "time grows linearly with the images instead of quadratically, at a slightly larger covering radius (see "
         "BENCHMARKS.md). 0: one greedy over all images, as published.", rich_help_panel=EXPERT)]
         = BANK.coreset_shard_images,
+    coreset_updates: Annotated[CoresetUpdates, typer.Option(
+        help="How the greedy coreset lowers distances after choosing a member. exact: every patch, as published. "
+        "lists: only the patches in the member's 8 nearest k-means lists of about 3,000 patches — 2.5× faster at "
+        "1,000 images, with the exact greedy's covering radius and image AUROC on our data (see BENCHMARKS.md).",
+        rich_help_panel=EXPERT)] = BANK.coreset_updates,
     artifacts_root: ArtifactsOpt = Path("artifacts"), run: RunOpt = "default", force: ForceOpt = False,
     quiet: QuietOpt = False, as_json: JsonOpt = False,
     device: DeviceOpt = EXTRACT.device, batch_size: BatchOpt = EXTRACT.batch_size, on_error: OnErrorOpt = "skip",
@@ -149,7 +155,8 @@ def fit_bank(
     ctx = session.context(artifacts_root, run, force, on_error)
     params = with_preset(context, preset, BankParams(
         coreset_ratio=coreset_ratio, proj_dim=proj_dim, n_starts=n_starts, init=init, seed=seed, knn_k=knn_k,
-        image_top=image_top, coreset_shard_images=coreset_shard_images))
+        image_top=image_top, coreset_shard_images=coreset_shard_images,
+        coreset_updates=coreset_updates))
     if data or good:
         images = source(data, layout, good, None, split_csv, mmad_json, mmad_dataset)
         extracting = with_preset(context, preset, extract_params(

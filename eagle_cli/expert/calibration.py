@@ -210,7 +210,8 @@ def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, 
         train = features[torch.as_tensor(kept)].reshape(-1, dim).float()
         selected = select_coreset(train, coreset.coreset_ratio, proj_dim=coreset.proj_dim, n_starts=coreset.n_starts,
                                   init=coreset.init, generator=torch.Generator().manual_seed(seed + f + 1),
-                                  shard_rows=coreset.coreset_shard_images * patches).selected
+                                  shard_rows=coreset.coreset_shard_images * patches,
+                                  updates=coreset.coreset_updates).selected
         bank = BankIndex(train[selected], torch.as_tensor(kept)[selected // patches], backend="faiss",
                          device=torch.device("cpu"))
         del train

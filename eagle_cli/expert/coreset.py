@@ -13,8 +13,15 @@ step-by-step greedy's (tested against the plain loop); the work is matrix produc
 pass over every point per member. All large buffers are allocated once. The greedy already knows
 each point's nearest member; it is returned (:class:`Coreset`) for the calibration to reuse.
 
-Opt-in, not the published selection: ``shard_rows`` runs the greedy per group of rows (time linear
-in N, a somewhat larger covering radius; BENCHMARKS.md measures what it costs).
+Opt-in, not the published selection (BENCHMARKS.md measures what each costs):
+
+- ``updates="lists"`` keeps the greedy's global choice of the farthest point but lowers distances only
+  where a new member can be near: the projected points are split into k-means lists of about
+  ``ROWS_PER_LIST`` points, and each new member updates the points of its ``PROBES`` nearest lists (the
+  probing of an IVF index, applied to the greedy's update). A point whose nearer member sits in an
+  unprobed list keeps a larger distance than it has, so it may be chosen although covered; the work per
+  member is a fixed number of lists instead of every point, so the time grows with N·(bank size) / lists.
+- ``shard_rows`` runs the greedy per group of rows (time linear in N, a somewhat larger covering radius).
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ import torch
 from eagle_cli.errors import ParameterError
 
 INIT_STRATEGIES = ("center_farthest", "pca_extremes", "random")
+UPDATES = ("exact", "lists")
+#: Points per k-means list, and lists each new member updates, with ``updates="lists"``. On the realistic
+#: set these keep the covering radius and the image AUROC of exact updates (BENCHMARKS.md, "Fit at scale").
+ROWS_PER_LIST = 3000
+PROBES = 8
 _CHUNK = 1 << 15
 # Relative slack on the pruning test, so rounding in the squared-distance expansion never prunes
 # a point the exact loop would update.
@@ -109,8 +121,9 @@ class Coreset:
     """The selected rows in selection order, and each point's cover in the projected space the greedy worked in.
 
     ``cover[i]`` is the position in ``selected`` of the member nearest to point i (within its shard when
-    the selection was sharded), ``cover_sq_dist[i]`` the squared projected distance to it. The calibration
-    reads them to know which points an image's entries cover, without searching every point again.
+    the selection was sharded, among those in the lists it probed when updated by lists: then the distance is
+    an upper bound), ``cover_sq_dist[i]`` the squared projected distance to it. The calibration reads them to
+    know which points an image's entries cover, without searching every point again.
     """
 
     selected: torch.Tensor
@@ -129,9 +142,11 @@ def select_coreset(
     progress: Callable[[int], None] | None = None,
     pool: int = 1024,
     shard_rows: int = 0,
+    updates: str = "exact",
 ) -> Coreset:
     """Select ``floor(N * ratio)`` rows of ``(N, D)`` features.
 
+    ``updates="lists"`` lowers each member's distances in its nearest k-means lists only (module docstring).
     ``shard_rows`` > 0 runs the greedy separately on consecutive groups of that many rows, each
     choosing its share of the members (at least one), and joins them: the work grows linearly with N instead of
     quadratically, and every point is covered by a member of its own shard. ``progress(k)`` is told
@@ -140,6 +155,14 @@ def select_coreset(
     n = features.shape[0]
     size = coreset_size(n, ratio)
     weight = projection(features.shape[1], proj_dim, generator=generator)
+    if updates not in UPDATES:
+        raise ParameterError(f"Unknown coreset updates {updates!r}; choose one of {', '.join(UPDATES)}.")
+    if updates == "lists" and shard_rows:
+        raise ParameterError("A coreset is either sharded or updated by lists, not both.")
+    if updates == "lists" and _lists_for(n):
+        state, order = _by_lists(project(features, weight), size, pool, generator)
+        state.nearest.copy_(_starting_distances(state.proj, state.sq_norms, n_starts, init, generator))
+        return _unpermuted(_run(state, progress), order)
     if not 0 < shard_rows < n:
         return _greedy(project(features, weight), size, n_starts, init, generator, progress, pool)
     bounds = list(range(0, n, shard_rows)) + [n]
@@ -165,37 +188,85 @@ def continue_coreset(
     generator: torch.Generator,
     progress: Callable[[int], None] | None = None,
     pool: int = 1024,
+    updates: str = "exact",
 ) -> Coreset:
     """Grow ``previous``, a coreset of the first ``len(previous.cover)`` rows of ``features``, to
     ``floor(N * ratio)`` members of all N rows: the greedy run seeded with the previous selection.
 
     ``generator`` must be seeded as the previous selection's was, so the projection is the same. The
     old rows start from their recorded distance to the previous members, the new rows from an exact
-    search against them; the greedy then continues over all rows.
+    search against them; the greedy then continues over all rows, with ``updates`` as the selection had.
     """
     n, n_old = features.shape[0], len(previous.cover)
     size = max(coreset_size(n, ratio), len(previous.selected))
     proj = project(features, projection(features.shape[1], proj_dim, generator=generator))
-    state = _Cover(proj, _sq_norms(proj), torch.empty(n), size, min(pool, n))
-    state.seed(previous.selected, previous.cover, previous.cover_sq_dist)
-    state.cover_the_rest(rows=torch.arange(n_old, n))
-    return _run(state, progress)
+    if updates == "lists" and _lists_for(n):
+        state, order = _by_lists(proj, size, pool, generator)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(n)
+    else:
+        state, order = _Cover(proj, _sq_norms(proj), torch.empty(n), size, min(pool, n)), None
+        position = torch.arange(n)
+    state.seed(position[previous.selected], previous.cover, previous.cover_sq_dist, rows=position[:n_old])
+    state.cover_the_rest(rows=position[n_old:])
+    coreset = _run(state, progress)
+    return coreset if order is None else _unpermuted(coreset, order)
 
 
 def _greedy(proj: torch.Tensor, size: int, n_starts: int, init: str, generator: torch.Generator,
             progress: Callable[[int], None] | None, pool: int) -> Coreset:
     """The greedy on projected points ``proj (N, proj_dim)``: ``size`` members and every point's cover."""
-    n = proj.shape[0]
     sq_norms = _sq_norms(proj)
-    buf = torch.empty(n)
-    # Distance to the coreset starts as the mean (not squared) distance to the starting points;
-    # the loop works on squared distances, which keeps argmax and min unchanged.
-    nearest = torch.zeros(n)
+    nearest = _starting_distances(proj, sq_norms, n_starts, init, generator)
+    return _run(_Cover(proj, sq_norms, nearest, size, min(pool, proj.shape[0])), progress)
+
+
+def _starting_distances(proj: torch.Tensor, sq_norms: torch.Tensor, n_starts: int, init: str,
+                        generator: torch.Generator) -> torch.Tensor:
+    """Each point's squared *mean* distance to the starting points, where the distance to the coreset starts.
+
+    The mean of (not squared) distances, as the reference; the loop works on squared distances, which keeps
+    argmax and min unchanged.
+    """
+    buf, nearest = torch.empty(proj.shape[0]), torch.zeros(proj.shape[0])
     seeds = starting_points(proj, n_starts, init, generator=generator)
     for seed in seeds:
         nearest.add_(_sq_dist_to(proj, sq_norms, proj[seed], buf).sqrt_())
-    nearest.div_(len(seeds)).square_()
-    return _run(_Cover(proj, sq_norms, nearest, size, min(pool, n)), progress)
+    return nearest.div_(len(seeds)).square_()
+
+
+def _lists_for(n: int) -> int:
+    """How many k-means lists ``n`` points are split into; 0 where a member would probe them all anyway
+    (then updating by lists saves nothing, and the exact greedy runs)."""
+    lists = round(n / ROWS_PER_LIST)
+    return lists if lists > PROBES else 0
+
+
+def _by_lists(proj: torch.Tensor, size: int, pool: int, generator: torch.Generator
+              ) -> tuple[_CoverByLists, torch.Tensor]:
+    """A greedy state updated by lists over ``proj``, its points reordered list by list, and that order
+    (``proj[order]`` is the state's); distances are left to the caller."""
+    import faiss
+
+    n, dim = proj.shape
+    lists = _lists_for(n)
+    kmeans = faiss.Kmeans(dim, lists, niter=10, max_points_per_centroid=64,
+                          seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    kmeans.train(proj.numpy())
+    # Each point's PROBES nearest lists, its own first: the lists it would update were it chosen.
+    probes = torch.cat([torch.from_numpy(kmeans.index.search(proj[lo:lo + _COVER_ROWS].numpy(), PROBES)[1])
+                        for lo in range(0, n, _COVER_ROWS)]).int()
+    order = torch.argsort(probes[:, 0], stable=True)
+    proj, probes = proj[order], probes[order]  # each list's points contiguous: an update reads slices
+    bounds = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(probes[:, 0], minlength=lists).cumsum(0)])
+    return _CoverByLists(proj, _sq_norms(proj), torch.empty(n), size, min(pool, n), probes, bounds), order
+
+
+def _unpermuted(coreset: Coreset, order: torch.Tensor) -> Coreset:
+    """``coreset`` of the points ``proj[order]``, told in the original points' indices."""
+    cover, cover_sq_dist = torch.empty_like(coreset.cover), torch.empty_like(coreset.cover_sq_dist)
+    cover[order], cover_sq_dist[order] = coreset.cover, coreset.cover_sq_dist
+    return Coreset(order[coreset.selected], cover, cover_sq_dist)
 
 
 def _run(state: _Cover, progress: Callable[[int], None] | None) -> Coreset:
@@ -250,6 +321,7 @@ class _Cover:
         outside = float(top.values[self.pool]) if len(top.values) > self.pool else -1.0
         points = self.proj[members]
         points_sq = self.sq_norms[members]
+        reached = self._reached(members)
         while self.count < self.size:
             i = int(values.argmax())
             if values[i] < outside:
@@ -259,7 +331,14 @@ class _Cover:
             self.members[self.count] = self.proj[j]
             self.member_sq[self.count] = self.sq_norms[j]
             self.count += 1
-            torch.minimum(values, _sq_dist_to(points, points_sq, self.proj[j], torch.empty_like(values)), out=values)
+            dist = _sq_dist_to(points, points_sq, self.proj[j], torch.empty_like(values))
+            if reached is not None:
+                dist.masked_fill_(~reached(j), math.inf)
+            torch.minimum(values, dist, out=values)
+
+    def _reached(self, pool: torch.Tensor) -> Callable[[int], torch.Tensor] | None:
+        """Which of the ``pool`` points a new member j lowers the distance of, as a mask; None: all of them."""
+        return None
 
     def update(self, start: int) -> None:
         """Lower every point's distance to the members ``start:count`` chosen this round."""
@@ -286,13 +365,14 @@ class _Cover:
             self.nearest[moved] = dist[closer]
             self.owner[moved] = which[closer] + start
 
-    def seed(self, selected: torch.Tensor, cover: torch.Tensor, cover_sq_dist: torch.Tensor) -> None:
-        """Start from an earlier selection: its members, and the first rows' covers and distances."""
-        count, rows = len(selected), len(cover)
+    def seed(self, selected: torch.Tensor, cover: torch.Tensor, cover_sq_dist: torch.Tensor, rows: torch.Tensor
+             ) -> None:
+        """Start from an earlier selection: its members, and the covers and distances of the points ``rows``."""
+        count = len(selected)
         self.selected[:count] = selected
         self.members[:count] = self.proj[selected]
         self.member_sq[:count] = self.sq_norms[selected]
-        self.owner[:rows], self.nearest[:rows] = cover, cover_sq_dist
+        self.owner[rows], self.nearest[rows] = cover, cover_sq_dist
         self.count = count
 
     def cover_the_rest(self, rows: torch.Tensor | None = None) -> None:
@@ -313,3 +393,34 @@ class _Cover:
             dist, which = index.search(self.proj[chunk].numpy(), 1)
             self.nearest[chunk] = torch.from_numpy(dist[:, 0]).clamp_(min=0)
             self.owner[chunk] = torch.from_numpy(which[:, 0])
+
+
+class _CoverByLists(_Cover):
+    """The greedy's state where a new member lowers the distances of the points in its ``PROBES`` nearest
+    k-means lists only (``probes[j]``, point j's own list first); the points are stored list by list, list l
+    at rows ``bounds[l]:bounds[l + 1]``. Inside a round's pool too, so the picks are exactly those of the
+    step-by-step greedy with these restricted updates."""
+
+    def __init__(self, proj: torch.Tensor, sq_norms: torch.Tensor, nearest: torch.Tensor, size: int, pool: int,
+                 probes: torch.Tensor, bounds: torch.Tensor):
+        super().__init__(proj, sq_norms, nearest, size, pool)
+        self.probes, self.bounds = probes, bounds.tolist()
+
+    def _reached(self, pool: torch.Tensor) -> Callable[[int], torch.Tensor]:
+        own = self.probes[pool, 0]
+        return lambda j: torch.isin(own, self.probes[j])
+
+    def update(self, start: int) -> None:
+        new, new_sq = self.members[start:self.count], self.member_sq[start:self.count]
+        probed = self.probes[self.selected[start:self.count]].reshape(-1)
+        by_list = torch.argsort(probed, stable=True)
+        lists, member = probed[by_list], torch.arange(len(new)).repeat_interleave(PROBES)[by_list]
+        ends = torch.searchsorted(lists, torch.unique_consecutive(lists), right=True).tolist()
+        for lo, hi in zip([0] + ends[:-1], ends, strict=True):
+            first, last = self.bounds[int(lists[lo])], self.bounds[int(lists[lo]) + 1]
+            mine = member[lo:hi]
+            block = torch.addmm(self.sq_norms[first:last, None], self.proj[first:last], new[mine].T, alpha=-2)
+            dist, which = block.add_(new_sq[mine]).min(dim=1)
+            closer = torch.nonzero(dist < self.nearest[first:last]).squeeze(1)
+            self.nearest[closer + first] = dist[closer].clamp_(min=0)
+            self.owner[closer + first] = mine[which[closer]] + start

@@ -33,7 +33,8 @@ def run_fit_bank(features_ref: ArtifactRef, params: BankParams, *, context: Cont
         with context.reporter.task(f"coreset {category}", size) as advance:
             coreset = select_coreset(flat, params.coreset_ratio, proj_dim=params.proj_dim, n_starts=params.n_starts,
                                      init=params.init, generator=torch.Generator().manual_seed(seed),
-                                     progress=advance, shard_rows=params.coreset_shard_images * patches)
+                                     progress=advance, shard_rows=params.coreset_shard_images * patches,
+                                     updates=params.coreset_updates)
         write_bank(draft, flat[coreset.selected].float(), coreset, patches, n_images, params.knn_k)
         draft.lineage = features_ref.lineage
         draft.summary = {"images": n_images, "patches": int(flat.shape[0]), "bank_size": len(coreset.selected),

@@ -58,7 +58,7 @@ def run_grow_bank(bank_ref: ArtifactRef, source: DataSource, *, category: str | 
         with context.reporter.task(f"grow bank {bank_category}", max(more, 0)) as advance:
             coreset = continue_coreset(flat, previous, params.coreset_ratio,
                                        proj_dim=params.proj_dim, generator=torch.Generator().manual_seed(seed),
-                                       progress=advance)
+                                       progress=advance, updates=params.coreset_updates)
         write_bank(draft, flat[coreset.selected].float(), coreset, patches, n_images, params.knn_k)
         draft.lineage = joined.lineage
         draft.summary = {"images": n_images, "added_images": new.summary["images"], "patches": n_images * patches,

@@ -45,7 +45,8 @@ def test_stage_help_shows_defaults():
 
 @pytest.mark.parametrize("args", [["fit-bank", "--coreset-ratio", "lots"], ["fit-threshold", "--method", "foo"],
                                   ["fit-threshold", "--target-far", "2"], ["prompt", "--visual", "arrows"],
-                                  ["reason", "--caas-mode", "loud"], ["extract", "--backbone", "vgg"]])
+                                  ["reason", "--caas-mode", "loud"], ["extract", "--backbone", "vgg"],
+                                  ["fit-bank", "--coreset-updates", "fast"]])
 def test_a_bad_choice_or_number_is_a_usage_error_that_names_the_choices(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and args[1] in result.output
@@ -106,6 +107,8 @@ def test_the_reference_preset_scores_an_image_by_its_highest_patch_unless_told_o
 
     assert bank()["image_top"] == 8 and "image_top" not in bank("--preset", "reference")
     assert bank("--preset", "reference", "--image-top", "4")["image_top"] == 4
+    # A bank updated by lists says so; an exact one keeps the id it had before the setting existed.
+    assert "coreset_updates" not in bank() and bank("--coreset-updates", "lists")["coreset_updates"] == "lists"
 
 
 def test_unknown_category_is_a_user_error(tiny_root, tmp_path):

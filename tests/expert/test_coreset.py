@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from eagle_cli.errors import ParameterError
+from eagle_cli.expert import coreset as coresets
 from eagle_cli.expert.coreset import continue_coreset, project, projection, select_coreset, starting_points
+from eagle_cli.params import BankParams
 
 
 def _patches(n=3000, seed=0):
@@ -126,3 +128,79 @@ def test_a_grown_coreset_is_the_greedy_seeded_with_the_previous_selection():
     exact = _nearest_member(proj, grown.selected)
     assert torch.equal(grown.cover, exact.indices)
     assert torch.allclose(grown.cover_sq_dist.double(), exact.values, rtol=1e-3, atol=1e-3)
+
+
+@pytest.fixture
+def small_lists(monkeypatch):
+    """Lists of about 100 points, so 3,000 test points make 30 lists, more than a member probes."""
+    monkeypatch.setattr(coresets, "ROWS_PER_LIST", 100)
+
+
+def test_list_updates_pick_as_the_plain_loop_with_the_same_restricted_updates(small_lists):
+    features = _patches()
+    ours = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5), updates="lists")
+    # The plain loop on the same lists: each chosen point lowers the distances in its probed lists only.
+    g = torch.Generator().manual_seed(5)
+    state, order = coresets._by_lists(project(features, projection(64, 128, generator=g)), 300, 1024, g)
+    proj, probes = state.proj, state.probes
+    sq = (proj * proj).sum(1)
+
+    def sq_dist(j):
+        return torch.clamp(torch.mv(proj, proj[j]).mul(-2).add(sq).add(proj[j].dot(proj[j])), min=0)
+
+    nearest = torch.stack([sq_dist(int(s)).sqrt() for s in starting_points(proj, 10, "center_farthest", generator=g)])
+    nearest = nearest.mean(0).square()
+    chosen = []
+    for _ in range(300):
+        j = int(nearest.argmax())
+        chosen.append(j)
+        reached = torch.isin(probes[:, 0], probes[j])
+        nearest = torch.where(reached, torch.minimum(nearest, sq_dist(j)), nearest)
+    assert len(torch.unique(probes[:, 0])) == 30 and probes.shape[1] == coresets.PROBES
+    assert ours.selected.tolist() == order[chosen].tolist()
+
+
+def test_list_updates_keep_the_covering_radius_and_record_each_points_cover_as_an_upper_bound(small_lists):
+    features = _patches()
+    exact = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5))
+    lists = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5), updates="lists")
+    assert len(set(lists.selected.tolist())) == len(lists.selected) == 300
+    proj = project(features, projection(64, 128, generator=torch.Generator().manual_seed(5)))
+    truly = _nearest_member(proj, lists.selected).values
+    # A point's recorded member is a real member at the recorded distance, never nearer than the nearest one.
+    to_recorded = (proj - proj[lists.selected[lists.cover]]).double().square().sum(1)
+    assert torch.allclose(lists.cover_sq_dist.double(), to_recorded, rtol=1e-3, atol=1e-3)
+    assert (lists.cover_sq_dist.double() >= truly - 1e-3).all()
+    assert (lists.cover[lists.selected] == torch.arange(300)).all()
+    radius_exact = _nearest_member(proj, exact.selected).values.max().sqrt()
+    assert truly.max().sqrt() <= 1.1 * radius_exact
+
+
+def test_list_updates_on_too_few_points_for_lists_are_the_exact_greedy():
+    features = _patches()  # 3,000 points: one list of the default size
+    exact = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5))
+    lists = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5), updates="lists")
+    assert torch.equal(exact.selected, lists.selected)
+
+
+def test_a_coreset_is_not_both_sharded_and_updated_by_lists():
+    with pytest.raises(ParameterError, match="not both"):
+        select_coreset(_patches(100), 0.1, generator=torch.Generator(), shard_rows=50, updates="lists")
+    with pytest.raises(ParameterError, match="updates 'fast'"):
+        select_coreset(_patches(100), 0.1, generator=torch.Generator(), updates="fast")
+    with pytest.raises(ParameterError, match="choose one"):
+        BankParams(coreset_updates="lists", coreset_shard_images=3)
+
+
+def test_a_coreset_updated_by_lists_grows_by_lists_from_its_selection(small_lists):
+    features = _patches(3000)
+    previous = select_coreset(features[:2000], 0.1, generator=torch.Generator().manual_seed(5), updates="lists")
+    grown = continue_coreset(features, previous, 0.1, generator=torch.Generator().manual_seed(5), updates="lists")
+    assert grown.selected[:200].tolist() == previous.selected.tolist()
+    assert len(set(grown.selected.tolist())) == len(grown.selected) == 300
+    proj = project(features, projection(64, 128, generator=torch.Generator().manual_seed(5)))
+    to_recorded = (proj - proj[grown.selected[grown.cover]]).double().square().sum(1)
+    assert torch.allclose(grown.cover_sq_dist.double(), to_recorded, rtol=1e-3, atol=1e-3)
+    assert (grown.cover_sq_dist.double() >= _nearest_member(proj, grown.selected).values - 1e-3).all()
+    # The new points are what needed members most: most new members cover them.
+    assert (grown.selected[200:] >= 2000).float().mean() > 0.5

@@ -63,13 +63,15 @@ def test_a_grown_bank_continues_the_old_selection_over_old_and_new_patches(folde
     assert _tree(parent.path) == before  # the old bank is untouched
 
 
-@pytest.mark.parametrize("image_top", [1, 8])
-def test_a_grown_bank_keeps_the_parents_scoring_rule(folders, context, image_top):
+@pytest.mark.parametrize(("image_top", "updates"), [(1, "exact"), (8, "lists")])
+def test_a_grown_bank_keeps_the_parents_scoring_rule_and_selection(folders, context, image_top, updates):
     old, new = folders
-    parent = _bank(old, context, BankParams(coreset_ratio=0.1, image_top=image_top))
+    parent = _bank(old, context, BankParams(coreset_ratio=0.1, image_top=image_top, coreset_updates=updates))
     grown = run_grow_bank(parent, DataSource(good=new).resolved(), device="cpu", context=context)
     # A parent from before the setting (no key) scored by its highest patch; so does its grown bank.
     assert grown.params.get("image_top") == parent.params.get("image_top") == (None if image_top == 1 else 8)
+    assert grown.params.get("coreset_updates") == parent.params.get("coreset_updates") == (
+        None if updates == "exact" else "lists")
 
 
 def test_growing_refuses_what_it_cannot_do_and_writes_nothing(folders, context):
