@@ -19,8 +19,9 @@ Opt-in, not the published selection (BENCHMARKS.md measures what each costs):
   where a new member can be near: the projected points are split into k-means lists of about
   ``ROWS_PER_LIST`` points, and each new member updates the points of its ``PROBES`` nearest lists (the
   probing of an IVF index, applied to the greedy's update). A point whose nearer member sits in an
-  unprobed list keeps a larger distance than it has, so it may be chosen although covered; the work per
-  member is a fixed number of lists instead of every point, so the time grows with N·(bank size) / lists.
+  unprobed list keeps a larger distance than it has, so it may be chosen although covered. The arithmetic
+  per member is a fixed number of lists instead of every point; a round still reads each list its
+  members probe once, which at millions of points is most of them.
 - ``shard_rows`` runs the greedy per group of rows (time linear in N, a somewhat larger covering radius).
 """
 
