@@ -87,7 +87,8 @@ def main() -> None:
 def summarise(rows: list[dict]) -> None:
     """Per category and selection, means over every bank seed and data seed of ``rows``."""
     names = [name for name in rows[0] if name not in ("seed", "category", "greedy")]
-    print(f"\n{len(rows[0]['greedy'])} bank seeds per row, data seeds {sorted({r['seed'] for r in rows})}")
+    counts = sorted({len(r["greedy"]) for r in rows})
+    print(f"\n{'–'.join(map(str, counts))} bank seeds per row, data seeds {sorted({r['seed'] for r in rows})}")
     print("| category | image AUROC greedy (SD over bank seeds) | "
           + " | ".join(f"Δ AUROC {n} (SE) | radius {n} / greedy | time {n} / greedy" for n in names) + " |")
     print("|---|---|" + "---|---|---|" * len(names))
