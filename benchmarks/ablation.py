@@ -49,12 +49,12 @@ from benchmarks import realistic
 from eagle_cli import metrics
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
-from eagle_cli.formats.bank import read_bank, read_bank_tensors
+from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.features import read_features
-from eagle_cli.params import BankParams, ExtractParams, ScoreParams, ThresholdParams
+from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.fit_threshold import run_threshold
 from eagle_cli.stages.score import ScoreInputs, run_score
 
 #: The extraction settings (beyond MobileNetV2, ImageNet, CPU) and coreset settings of each expert compared.
@@ -105,13 +105,13 @@ def one_category(root: Path, category: str, context: Context, *, experts: tuple[
         fit_seconds = time.perf_counter() - start
         test_ref = run_extract(source, category, "test", extract, context=context)
         test, records, _ = read_features(test_ref)
-        labels = np.array([r["label"] for r in records])
-        index = read_bank(bank_ref, backend="faiss", device="cpu")
-        bank = read_bank_tensors(bank_ref, keys=("bank",))["bank"]
+        labels = np.array([r.label for r in records])
+        index = open_bank(bank_ref).index(backend="faiss", device="cpu")
+        bank = open_bank(bank_ref).tensors(("bank",))["bank"]
         for name, scores in image_scores(test.float(), index, bank).items():
             row["image_auroc"][f"{layout} {name}"] = metrics.image_auroc(labels, scores)
         # Pixel AUROC does not depend on τ; k-sigma fits on any number of training images.
-        threshold = run_fit_threshold(bank_ref, FitThresholdParams(dbt=ThresholdParams("k-sigma")), context=context)
+        threshold = run_threshold(bank_ref, CalibrationParams(), ThresholdParams("k-sigma"), context=context)
         start = time.perf_counter()
         scored = run_score(threshold, ScoreInputs(source=source, category=category), ScoreParams(device="cpu"),
                            context=context)

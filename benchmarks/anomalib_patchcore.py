@@ -26,7 +26,7 @@ def one_category(root: Path, category: str, resize: int, crop: int, batch_size: 
 
     from eagle_cli import metrics
     from eagle_cli.data import DataSource
-    from eagle_cli.data.images import load_mask, load_rgb
+    from eagle_cli.data.images import decode, load_mask
     from eagle_cli.expert.backbones import get_spec, load_backbone
     from eagle_cli.expert.features import Geometry
 
@@ -41,7 +41,7 @@ def one_category(root: Path, category: str, resize: int, crop: int, batch_size: 
     def tensors(samples):
         for begin in range(0, len(samples), batch_size):
             chunk = samples[begin:begin + batch_size]
-            yield chunk, torch.stack([geometry.to_tensor(load_rgb(s.path)) for s in chunk])
+            yield chunk, torch.stack([geometry.to_tensor(decode(s.path)) for s in chunk])
 
     for _, batch in tensors(source.scan(category, "train")):
         model(batch)
@@ -54,7 +54,7 @@ def one_category(root: Path, category: str, resize: int, crop: int, batch_size: 
         for sample, score, amap in zip(chunk, output.pred_score, output.anomaly_map, strict=True):
             labels.append(sample.label)
             scores.append(float(score))
-            image = load_rgb(sample.path)
+            image = decode(sample.path)
             mask = load_mask(sample.mask, image.size) if sample.mask else np.zeros((image.height, image.width), bool)
             maps.append(amap.squeeze().numpy())
             masks.append(geometry.crop_mask(torch.from_numpy(mask)).numpy())

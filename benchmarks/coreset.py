@@ -1,7 +1,6 @@
-"""What the faster coreset selections cost in quality next to the published greedy, and what they save in time.
+"""What the faster coreset selection costs in quality next to the published greedy, and what it saves in time.
 
-    python -m benchmarks.coreset [--train 240] [--selections sharded,lists] [--shard-images 30]
-                                 [--bank-seeds 0,1,2] [--seeds 0] [--categories ...]
+    python -m benchmarks.coreset [--train 240] [--bank-seeds 0,1,2] [--seeds 0] [--categories ...]
                                  [--json rows.jsonl] [--summarise rows.jsonl ...]
 
 On the ``realistic`` synthetic set (MobileNetV2, ImageNet weights), per category, data seed and bank
@@ -10,8 +9,10 @@ covering radius (the largest distance from any training patch to its nearest ban
 feature space) and the image AUROC:
 
 ``greedy``   one greedy over all training images with exact updates (the published selection);
-``sharded``  the greedy per group of ``--shard-images`` images, the groups' members joined;
 ``lists``    the greedy whose members update only their nearest k-means lists (``--coreset-updates lists``).
+
+(A third selection, the greedy per group of images with the groups' members joined, lost to lists on
+every set and was removed in 0.2.0; its rows, ``sharded``, are still tabulated by ``--summarise``.)
 
 Each bank seed is another projection and other starting points: an equally valid greedy. How far the
 greedy's own AUROC moves between bank seeds is the scale a difference between selections is read against,
@@ -31,7 +32,7 @@ from benchmarks import realistic
 from eagle_cli import metrics
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
-from eagle_cli.formats.bank import read_bank
+from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.features import read_features
 from eagle_cli.params import BankParams, ExtractParams
 from eagle_cli.stages.extract import run_extract
@@ -56,7 +57,7 @@ def one_category(root: Path, category: str, context: Context, settings: dict[str
             # Forced, so the fit is timed in this run even when an earlier run left the artifact.
             bank = run_fit_bank(train, replace(params, seed=seed), context=replace(context, force=True))
             seconds = time.perf_counter() - start
-            index = read_bank(bank, backend="faiss", device="cpu")
+            index = open_bank(bank).index(backend="faiss", device="cpu")
             radius = max(float(index.search(flat[lo:lo + _SEARCH_ROWS], 1)[0].max())
                          for lo in range(0, len(flat), _SEARCH_ROWS)) ** 0.5
             row[name].append({"seconds": seconds, "radius": radius,
@@ -71,14 +72,10 @@ def _mean(rows: list[dict], name: str, key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     realistic.add_arguments(parser, seeds="0", train=240, test_good=40)
-    parser.add_argument("--selections", default="sharded,lists", help="Compared with the greedy; comma-separated.")
-    parser.add_argument("--shard-images", type=int, default=30)
     parser.add_argument("--bank-seeds", default="0,1,2")
     realistic.add_row_files(parser)
     args = parser.parse_args()
-    choices = {"sharded": BankParams(coreset_shard_images=args.shard_images),
-               "lists": BankParams(coreset_updates="lists")}
-    settings = {"greedy": BankParams(), **{name: choices[name] for name in args.selections.split(",")}}
+    settings = {"greedy": BankParams(), "lists": BankParams(coreset_updates="lists")}
     bank_seeds = [int(s) for s in args.bank_seeds.split(",")]
     realistic.measure_or_summarise(
         args, lambda root, category, context: one_category(root, category, context, settings, bank_seeds), summarise)

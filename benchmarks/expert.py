@@ -35,10 +35,10 @@ def worker(stage: str, root: Path, artifacts: Path, backbone: str, threads: int)
     from eagle_cli.context import Context
     from eagle_cli.data import DataSource
     from eagle_cli.expert.backbones import load_backbone
-    from eagle_cli.params import BankParams, ExtractParams, ScoreParams
+    from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
     from eagle_cli.stages.extract import run_extract
     from eagle_cli.stages.fit_bank import run_fit_bank
-    from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+    from eagle_cli.stages.fit_threshold import run_threshold
     from eagle_cli.stages.score import ScoreInputs, run_score
 
     torch.set_num_threads(threads)
@@ -51,9 +51,10 @@ def worker(stage: str, root: Path, artifacts: Path, backbone: str, threads: int)
     if stage == "forward":
         model = load_backbone(backbone, "none")[0]
         samples = source.resolved().scan("gravel", "test")
-        from eagle_cli.data.images import load_rgb
+        from eagle_cli.data.images import decode
+        from eagle_cli.expert.features import Geometry
 
-        batch = torch.stack([params.geometry.to_tensor(load_rgb(s.path)) for s in samples])
+        batch = torch.stack([Geometry.of(params).to_tensor(decode(s.path)) for s in samples])
         start = time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(batch), params.batch_size):
@@ -67,7 +68,8 @@ def worker(stage: str, root: Path, artifacts: Path, backbone: str, threads: int)
         run_fit_bank(features, BankParams(), context=context)
         images = features.summary["images"]
     elif stage == "fit-threshold":
-        run_fit_threshold(store.latest(artifacts, "default", "gravel", "bank"), FitThresholdParams(), context=context)
+        run_threshold(store.latest(artifacts, "default", "gravel", "bank"), CalibrationParams(), ThresholdParams(),
+                      context=context)
         images = 0
     else:
         threshold = store.latest(artifacts, "default", "gravel", "threshold")

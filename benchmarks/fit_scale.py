@@ -1,13 +1,13 @@
 """Fit at scale: extract, fit-bank and fit-threshold over many training images, each as its own process.
 
-    python -m benchmarks.fit_scale [--images 1000] [--backbone wide_resnet50_2] [--shard-images 0,250] [--lists]
+    python -m benchmarks.fit_scale [--images 1000] [--backbone wide_resnet50_2] [--lists]
 
 Random weights (timing only), clean synthetic gravel at 256 px (224 crop), 2 threads. Each stage is
 an ``eagle`` process, timed with its peak RSS (GNU time). Figures are ratios to baselines measured in
 the same run: fit time against the extraction time of the same images, peak RSS against the
 memory-mapped training features plus a process that imports torch and faiss and runs the backbone
-once. One fit-bank per ``--shard-images`` value (0 is the published greedy over all images), and with
-``--lists`` one whose greedy updates by lists (``--coreset-updates lists``); the first bank's
+once. One fit-bank with the published greedy over all images, and with ``--lists`` one whose greedy
+updates by lists (``--coreset-updates lists``); the first bank's
 fit-threshold (default calibration: refill on at most 200 sampled images) — the calibration's cost
 does not depend on how the bank was selected.
 """
@@ -37,7 +37,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--backbone", default="wide_resnet50_2")
-    parser.add_argument("--shard-images", default="0,250", help="Comma-separated; 0 is one greedy over all images.")
     parser.add_argument("--lists", action="store_true", help="Also fit a bank with --coreset-updates lists.")
     parser.add_argument("--feature-dtype", default="float16")
     parser.add_argument("--target-far", default="0.05", help="The threshold's target (a few images need a larger one).")
@@ -62,22 +61,21 @@ def main() -> None:
                                        args.backbone, "--weights", "none", "--device", "cpu", "--feature-dtype",
                                        args.feature_dtype, *common], env)
         rows["extract"] = (seconds, peak)
-        features = Path(json.loads(out)[0]["path"])
+        features = Path(json.loads(out)["artifacts"][0]["path"])
         feature_mb = sum(f.stat().st_size for f in features.iterdir()) / 2**20
-        selections = {f"shards {shards or 'none'}": ["--coreset-shard-images", str(shards)]
-                      for shards in [int(s) for s in args.shard_images.split(",") if s]}
+        selections = {"greedy": []}
         if args.lists:
             selections["updates by lists"] = ["--coreset-updates", "lists"]
         for name, options in selections.items():
             seconds, peak, out = measured([*eagle, "fit-bank", "--features", str(features), *options, *common], env)
-            bank = json.loads(out)[0]
+            bank = json.loads(out)["artifacts"][0]
             rows[f"fit-bank, {name}"] = (seconds, peak)
             print(f"bank with {name}: {bank['summary']}", flush=True)
             if "fit-threshold" not in rows:
                 seconds, peak, out = measured([*eagle, "fit-threshold", "--bank", bank["path"], "--target-far",
                                                     args.target_far, *common], env)
                 rows["fit-threshold"] = (seconds, peak)
-                print(f"threshold: {json.loads(out)[-1]['summary']}", flush=True)
+                print(f"threshold: {json.loads(out)['artifacts'][-1]['summary']}", flush=True)
     extract_s = rows["extract"][0]
     memory_bound = 1.5 * feature_mb + rows["baseline"][1]
     print(f"\n{args.images} images, {args.backbone}, features {feature_mb:.0f} MB on disk ({args.feature_dtype}); "

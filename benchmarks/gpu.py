@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 # tests/ (the tiny model builder) and benchmarks/ are not installed: run from a checkout.
@@ -44,12 +45,11 @@ def expert(tmp: Path, *, tiny: bool, device: str) -> list[tuple[str, str]]:
     from eagle_cli.context import Context
     from eagle_cli.data import DataSource
     from eagle_cli.data.synthetic import generate
-    from eagle_cli.params import BankParams, ExtractParams, ScoreParams
+    from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
     from eagle_cli.stages.extract import run_extract
     from eagle_cli.stages.fit_bank import run_fit_bank
-    from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+    from eagle_cli.stages.fit_threshold import run_threshold
     from eagle_cli.stages.score import ScoreInputs, run_score
-    from eagle_cli.threshold import ThresholdParams
 
     n_train, n_test = (8, 8) if tiny else (200, 200)
     size, resize, crop = (96, 96, 80) if tiny else (256, 256, 224)
@@ -61,7 +61,7 @@ def expert(tmp: Path, *, tiny: bool, device: str) -> list[tuple[str, str]]:
     rows = []
     for feature_dtype in ("float32", "float16"):
         context = Context(artifacts=tmp / f"artifacts-{feature_dtype}")
-        params = ExtractParams(**{**base.__dict__, "feature_dtype": feature_dtype})
+        params = replace(base, feature_dtype=feature_dtype)
         start = time.perf_counter()
         features = run_extract(source, "gravel", "train", params, context=context)
         _synchronise(device)
@@ -69,7 +69,7 @@ def expert(tmp: Path, *, tiny: bool, device: str) -> list[tuple[str, str]]:
         start = time.perf_counter()
         bank = run_fit_bank(features, BankParams(), context=context)
         rows.append((f"fit-bank ({feature_dtype})", f"{time.perf_counter() - start:.2f} s"))
-        threshold = run_fit_threshold(bank, FitThresholdParams(dbt=ThresholdParams("k-sigma")), context=context)
+        threshold = run_threshold(bank, CalibrationParams(device=device), ThresholdParams("k-sigma"), context=context)
         for knn_backend in ("torch", "faiss"):
             start = time.perf_counter()
             scored = run_score(threshold, ScoreInputs(source=source, category="gravel"),

@@ -25,7 +25,7 @@ from eagle_cli.data import DataSource
 from eagle_cli.params import BankParams, ExtractParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.grow_bank import run_grow_bank
+from eagle_cli.stages.grow_bank import extraction_of, run_grow_bank
 
 EXTRACT = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu")
 
@@ -46,7 +46,9 @@ def one_category(root: Path, category: str, context: Context, added: int) -> dic
     parent = run_fit_bank(run_extract(DataSource(good=old).resolved(), category, "train", EXTRACT, context=forced),
                           BankParams(), context=forced)
     start = time.perf_counter()
-    grown = run_grow_bank(parent, DataSource(good=new).resolved(), device="cpu", context=forced)
+    bank_category, extract = extraction_of(parent, EXTRACT)
+    added = run_extract(DataSource(good=new).resolved(), bank_category, "train", extract, context=forced)
+    grown = run_grow_bank(parent, added, context=forced)
     grow_s = time.perf_counter() - start
     start = time.perf_counter()
     everything = run_extract(DataSource(good=root / category / "train" / "good").resolved(), category, "train",

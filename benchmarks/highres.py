@@ -23,10 +23,10 @@ import numpy as np
 from benchmarks import realistic
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
-from eagle_cli.params import BankParams, ExtractParams, ScoreParams
+from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.fit_threshold import run_threshold
 from eagle_cli.stages.score import ScoreInputs, run_score
 
 BASE = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu", feature_dtype="float16")
@@ -35,9 +35,8 @@ BASE = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu", 
 def modes(size: int, tile: int) -> dict[str, ExtractParams]:
     """The three ways to look at a ``size``-px image."""
     return {"crop 256→224": BASE,
-            "full frame 256": ExtractParams(**{**BASE.__dict__, "crop": 0}),
-            f"tiles {tile} of {size // 2}": ExtractParams(**{**BASE.__dict__, "resize": size // 2, "crop": 0,
-                                                              "tile": tile, "overlap": 0.25})}
+            "full frame 256": replace(BASE, crop=0),
+            f"tiles {tile} of {size // 2}": replace(BASE, resize=size // 2, crop=0, tile=tile, overlap=0.25)}
 
 
 def one_category(root: Path, category: str, context: Context, tile: int, size: int) -> dict:
@@ -48,14 +47,14 @@ def one_category(root: Path, category: str, context: Context, tile: int, size: i
         start = time.perf_counter()
         bank = run_fit_bank(run_extract(source, category, "train", extract, context=context),
                             BankParams(coreset_ratio=0.1), context=context)
-        threshold = run_fit_threshold(bank, FitThresholdParams(), context=context)
+        threshold = run_threshold(bank, CalibrationParams(), ThresholdParams(), context=context)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
         scores = run_score(threshold, ScoreInputs(source=source, category=category), ScoreParams(device="cpu"),
                            context=context)
         seconds = time.perf_counter() - start
         rows = [json.loads(line) for line in (scores.path / "scores.jsonl").read_text().splitlines()]
-        defects = [r for r in rows if r["label"] == 1]
+        defects = [r for r in rows if r["label"] == 1]  # as a user reads scores.jsonl
         out[name] = {"image_auroc": scores.summary["image_auroc"],
                      "pixel_auroc": scores.summary["pixel_auroc_original"], "pro": scores.summary["pro_original"],
                      "found": float(np.mean([r["anomalous"] for r in defects])),

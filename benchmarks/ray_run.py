@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -43,11 +42,11 @@ def main() -> None:
         root = Path(scratch)
         generate(root / "data", categories=names, variation="realistic", n_train=args.train, n_test_good=20,
                  n_test_per_defect=5, seed=0)
-        base = RunConfig.from_dict({"data": str(root / "data"), "backbone": "mobilenet_v2", "device": "cpu",
-                                    "categories": list(names)})
         seconds = {}
         for executor in ("local", "ray"):
-            config = replace(base, artifacts=root / executor, executor=executor, ray_address="127.0.0.1:6390")
+            config = RunConfig.from_dict({"data": str(root / "data"), "backbone": "mobilenet_v2", "device": "cpu",
+                                          "category": list(names), "artifacts": str(root / executor),
+                                          "executor": executor, "ray_address": "127.0.0.1:6390"})
             if executor == "ray":
                 subprocess.run([ray, "start", "--head", "--port=6390", "--include-dashboard=false", *node], env=env,
                                check=True, capture_output=True)
@@ -55,7 +54,7 @@ def main() -> None:
                                capture_output=True)
             try:
                 start = time.perf_counter()
-                outcomes, _ = run_pipeline(config, context=Context(artifacts=config.artifacts, force=True))
+                outcomes, _ = run_pipeline(config, context=Context(artifacts=root / executor, force=True))
                 seconds[executor] = time.perf_counter() - start
                 assert not any(o.error for o in outcomes), [o.error for o in outcomes if o.error]
             finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +18,8 @@ from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.data.synthetic import VARIATION_CATEGORIES, generate
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import ScoreRule
-from eagle_cli.formats.bank import read_bank
+from eagle_cli.expert.scoring import images_from_distances
+from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.features import read_features
 
 
@@ -38,11 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser, *, seeds: str, train: int, te
 def labelled_scores(bank: ArtifactRef, test: ArtifactRef, index: BankIndex | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The labels and image scores of the test ``features`` artifact ``test`` under ``bank``'s own rule."""
-    rule = ScoreRule.of_bank(bank.params)
+    stored = open_bank(bank)
+    k = stored.params.knn_k
     features, records, _ = read_features(test)
-    index = index or read_bank(bank, backend="faiss", device="cpu")
-    dist, _ = index.search(features.reshape(-1, features.shape[-1]), rule.knn_k)
-    return np.array([r["label"] for r in records]), rule.images(dist.reshape(len(records), -1, rule.knn_k))
+    index = index or stored.index(backend="faiss", device="cpu")
+    dist, _ = index.search(features.reshape(-1, features.shape[-1]), k)
+    return np.array([r.label for r in records]), images_from_distances(dist.reshape(len(records), -1, k),
+                                                                       stored.params.image_top)
 
 
 def add_row_files(parser: argparse.ArgumentParser) -> None:
@@ -81,9 +84,13 @@ def _each_category(args: argparse.Namespace, workdir: Path, measure: Callable[[P
     for seed in [int(s) for s in args.seeds.split(",")]:
         root = workdir / f"{args.variation}-{args.size}-{seed}-{args.train}-{args.test_good}-{args.test_per_defect}"
         if not root.is_dir():
-            generate(root, categories=tuple(args.categories.split(",")), variation=args.variation,
+            # Written aside and renamed: a run stopped while generating leaves no half set the next one reuses.
+            partial = root.with_name(root.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            generate(partial, categories=tuple(args.categories.split(",")), variation=args.variation,
                      n_train=args.train, n_test_good=args.test_good, n_test_per_defect=args.test_per_defect,
                      size=args.size, seed=seed)
+            partial.rename(root)
         for category in args.categories.split(","):
             row = {"seed": seed, **measure(root, category, context)}
             print(json.dumps(row), flush=True)

@@ -77,7 +77,7 @@ def per_image(tmp: Path, backbone: str, images: int, preset: str | None = None) 
     from eagle_cli.context import Context
     from eagle_cli.data import DataSource
     from eagle_cli.data.synthetic import generate
-    from eagle_cli.formats.bank import read_bank
+    from eagle_cli.formats.bank import open_bank
     from eagle_cli.params import ScoreParams
     from eagle_cli.stages.score import ScoreInputs, run_score
 
@@ -107,7 +107,7 @@ def per_image(tmp: Path, backbone: str, images: int, preset: str | None = None) 
         for _ in range(0, n, 8):
             model(batch)
         forward = (time.perf_counter() - start) / (8 * len(range(0, n, 8)))
-    index = read_bank(threshold.input("bank"), backend="faiss", device="cpu")
+    index = open_bank(threshold.input("bank")).index(backend="faiss", device="cpu")
     queries = torch.randn(8 * 784, index.index.d)
     start = time.perf_counter()
     for _ in range(0, n, 8):

@@ -24,18 +24,19 @@ import faiss
 import numpy as np
 import torch
 
-from eagle_cli import Expert
+from eagle_cli import load_expert
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
 from eagle_cli.formats.scores import read_scores
-from eagle_cli.params import BankParams, ExtractParams, ScoreParams
-from eagle_cli.service.app import create_app, serving_in_background
+from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
+from eagle_cli.service.app import create_app
 from eagle_cli.service.batching import BatchingScorer
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.fit_threshold import run_threshold
 from eagle_cli.stages.score import ScoreInputs, run_score
+from tests.mllm.servers import serving_in_background
 
 EXTRACT = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu")
 
@@ -67,15 +68,15 @@ def main() -> None:
         context = Context(artifacts=Path(scratch) / "artifacts")
         bank = run_fit_bank(run_extract(DataSource(root=root), "brick", "train", EXTRACT, context=context),
                             BankParams(), context=context)
-        threshold = run_fit_threshold(bank, FitThresholdParams(), context=context)
+        threshold = run_threshold(bank, CalibrationParams(), ThresholdParams(), context=context)
         start = time.perf_counter()
         scores = run_score(threshold, ScoreInputs(source=DataSource(root=root), category="brick"),
                            ScoreParams(device="cpu", batch_size=args.batch_size), context=replace(context, force=True))
         stage_rate = len(read_scores(scores)) / (time.perf_counter() - start)
-        expected = {Path(row["path"]).read_bytes(): row["score"] for row in read_scores(scores)}
+        expected = {Path(row.path).read_bytes(): row.score for row in read_scores(scores)}
         images = list(expected)
         plan = [[images[(c * 7 + i) % len(images)] for i in range(args.requests)] for c in range(args.clients)]
-        expert = Expert.load(threshold, device="cpu", batch_size=args.batch_size)
+        expert = load_expert(threshold, ScoreParams(device="cpu", batch_size=args.batch_size))
         scorer = BatchingScorer(expert, batch_size=args.batch_size, max_wait_s=args.max_wait_ms / 1000)
         app = create_app(scorer, threshold_id=threshold.id, max_bytes=50_000_000, max_pixels=40_000_000)
         with serving_in_background(app) as url, ThreadPoolExecutor(args.clients) as pool:

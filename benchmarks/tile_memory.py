@@ -50,7 +50,7 @@ def main() -> None:
                      "--weights", "none", "--resize", str(size), "--crop", "0", "--tile", str(args.tile),
                      "--overlap", "0.25", "--feature-dtype", "float16", "--device", "cpu", "--artifacts",
                      str(tmp / "artifacts"), "--json", "--quiet"], env)
-                path = Path(json.loads(out)[0]["path"])
+                path = Path(json.loads(out)["artifacts"][0]["path"])
                 rows.append({"size": size, "images": count, "seconds": seconds, "rss_mb": rss,
                              "features_mb": (path / "features.safetensors").stat().st_size / 2 ** 20})
                 print(json.dumps(rows[-1]), flush=True)

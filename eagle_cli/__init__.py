@@ -1,6 +1,6 @@
 """eagle: industrial visual inspection with a PatchCore-style expert, DBT thresholds and MLLM reasoning."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):
@@ -9,4 +9,8 @@ def __getattr__(name: str):
         from eagle_cli.expert.model import Expert
 
         return Expert
+    if name == "load_expert":
+        from eagle_cli.formats.expert import load_expert
+
+        return load_expert
     raise AttributeError(f"module 'eagle_cli' has no attribute {name!r}")

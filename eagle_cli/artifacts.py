@@ -22,11 +22,12 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from safetensors import SafetensorError
 
 from eagle_cli import __version__
+from eagle_cli.digests import sha256_file
 from eagle_cli.errors import ArtifactError
 from eagle_cli.progress import Reporter, Silent
 
@@ -35,12 +36,9 @@ if TYPE_CHECKING:
 
 KINDS = ("features", "bank", "calibration", "threshold", "scores", "prompts", "answers", "report")
 
-#: Current schema major version per kind; a reader refuses a newer major.
-SCHEMAS = {"features": 1, "bank": 3, "calibration": 1, "threshold": 2, "scores": 2, "prompts": 1, "answers": 1,
-           "report": 1}
-
-#: Lineage keys that must agree between a bank and the features scored against it.
-LINEAGE_KEYS = ("backbone", "layers", "resize", "crop", "weights", "feature_dim", "pooling", "layer_weights")
+#: Current schema version per kind; a reader refuses any other (0.2.0 bumped every kind once: CHANGELOG.md).
+SCHEMAS = {"features": 2, "bank": 4, "calibration": 2, "threshold": 3, "scores": 3, "prompts": 2, "answers": 2,
+           "report": 2}
 
 MANIFEST = "manifest.json"
 _UMASK = os.umask(0o022)
@@ -76,6 +74,27 @@ class ArtifactRef:
     def summary(self) -> dict[str, Any]:
         return self.manifest.get("summary", {})
 
+    @property
+    def created(self) -> str:
+        """When it was published (ISO 8601, UTC)."""
+        return self.manifest.get("created", "")
+
+    @property
+    def category(self) -> str:
+        """The category this artifact belongs to: the folder the store keeps it in."""
+        return self.path.parent.parent.name
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a user should know before trusting this artifact's numbers."""
+        warnings = list(self.summary.get("warnings", []))
+        if self.summary.get("errors") and not self.reused:
+            warnings.append(f"{self.summary['errors']} file(s) could not be used and were left out; each is named "
+                            f"with the reason in {self.path / 'errors.jsonl'}")
+        if self.lineage.get("weights") == "none":
+            warnings.append("random backbone weights (--weights none): scores are not meaningful.")
+        return warnings
+
     def input(self, kind: str) -> ArtifactRef:
         """Open this artifact's input of ``kind`` (validated, and the very artifact the manifest names)."""
         for item in self.manifest["inputs"]:
@@ -87,12 +106,21 @@ class ArtifactRef:
                 return ref
         raise ArtifactError(f"{self.path} records no input of kind {kind!r}; it was not written by this eagle.")
 
+    def upstream(self) -> Iterator[ArtifactRef]:
+        """This artifact's first input, that one's first input, and so on (opened, not re-hashed)."""
+        current = self
+        while current.manifest["inputs"]:
+            item = current.manifest["inputs"][0]
+            current = open_artifact(current.locate(item), item["kind"], verify=False)
+            yield current
+
+    def input_ids(self, kind: str) -> list[str]:
+        """The ids of this artifact's inputs of ``kind``, as its manifest records them."""
+        return [item["id"] for item in self.manifest["inputs"] if item["kind"] == kind]
+
     def locate(self, item: dict) -> Path:
-        """Where an input lives: in this artifact's own store (paths are recorded relative to it; stores
-        written before that recorded absolute paths, whose last four parts are the same)."""
-        recorded = Path(item["path"])
-        here = self.path.parents[3] / Path(*recorded.parts[-4:]) if len(recorded.parts) >= 4 else recorded
-        return here if here.is_dir() or not recorded.is_absolute() else recorded
+        """Where an input lives: in this artifact's own store (paths are recorded relative to it)."""
+        return self.path.parents[3] / item["path"]
 
     def as_input(self) -> dict[str, str]:
         # Relative to the store's root (run/category/kind/id): the store can be moved, copied or archived.
@@ -120,14 +148,6 @@ def _hash_id(kind: str, schema: int, params: dict[str, Any], input_ids: list[str
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -436,11 +456,11 @@ def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = T
     if not isinstance(schema, int) or isinstance(schema, bool):
         raise ArtifactError(f"{manifest_path} gives schema {schema!r}, not a whole number: the manifest was edited "
                             "or damaged; re-run the stage with --force.")
-    if schema > supported:
-        raise ArtifactError(
-            f"{path} is a {found} artifact of schema {schema}, newer than this eagle "
-            f"{__version__} reads (schema {supported}). Upgrade eagle, or re-run the stage with this version."
-        )
+    if schema != supported:
+        advice = ("Upgrade eagle, or re-run the stage with this version." if schema > supported else
+                  "It was written by an earlier eagle; re-run the stage with this one (CHANGELOG.md says why).")
+        raise ArtifactError(f"{path} is a {found} artifact of schema {schema}; this eagle {__version__} reads schema "
+                            f"{supported}. {advice}")
     if verify:
         _check_manifest(path, manifest)
         for name, digest in manifest["files"].items():
@@ -544,15 +564,3 @@ def resolve(
     if not matches:
         raise ArtifactError(f"No {kind} artifact at path or with id {spec!r} (looked under {root}).")
     raise ArtifactError(f"Id prefix {spec!r} matches {len(matches)} {kind} artifacts; give more digits.")
-
-
-def check_lineage(a: ArtifactRef | dict, b: ArtifactRef | dict, *, what: str) -> None:
-    """Refuse to combine artifacts whose backbone, layers, image size or weights differ."""
-    la = a.lineage if isinstance(a, ArtifactRef) else a
-    lb = b.lineage if isinstance(b, ArtifactRef) else b
-    diffs = [f"{key}: {la.get(key)!r} vs {lb.get(key)!r}" for key in LINEAGE_KEYS if la.get(key) != lb.get(key)]
-    if diffs:
-        raise ArtifactError(
-            f"{what} were computed differently ({'; '.join(diffs)}). "
-            "Extract both with the same backbone, layers, image size and weights."
-        )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
-from eagle_cli.params import OnError, check_choice
+from eagle_cli.errors import SettingsError
+from eagle_cli.params import OnError
 from eagle_cli.progress import Reporter, Silent
 
 
@@ -20,4 +22,5 @@ class Context:
     reporter: Reporter = field(default_factory=Silent)
 
     def __post_init__(self):
-        check_choice("on_error", self.on_error, OnError)
+        if self.on_error not in get_args(OnError):
+            raise SettingsError.of("on_error", f"must be one of {', '.join(get_args(OnError))}, got {self.on_error!r}")

@@ -7,15 +7,15 @@ import re
 from eagle_cli.errors import ParameterError
 
 
-def check_device(name: str) -> None:
-    """Refuse a name that is none of auto, cpu, cuda[:N] (without torch: settings check it before any work)."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise ParameterError(f"Unknown device {name!r}; use auto, cpu or cuda[:N].")
+def device_rule(name: str) -> str | None:
+    """Why ``name`` is none of auto, cpu, cuda, cuda:N, or None (checked without torch, before any work)."""
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", name) else "must be auto, cpu, cuda or cuda:N"
 
 
 def resolve_device(name: str):
     """``auto`` picks the first GPU when there is one; ``cuda[:N]`` must exist. Returns a ``torch.device``."""
-    check_device(name)
+    if (problem := device_rule(name)) is not None:
+        raise ParameterError(f"--device {problem}, got {name!r}.")
     import torch
 
     if name == "auto":

@@ -2,7 +2,8 @@
 
 Each stage's artifact id hashes its parameters and inputs, so an unchanged stage is found and
 reused, and a changed parameter redoes that stage and those after it. A stage that fails in one
-category is recorded and the other categories go on.
+category is recorded and the other categories go on. With ``executor: ray`` each category's expert
+stages run as a Ray task (``ray_executor.py``), which writes the same artifacts.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from eagle_cli.config import RunConfig
 from eagle_cli.context import Context
 from eagle_cli.data.source import DataSource
 from eagle_cli.errors import EagleError
+from eagle_cli.mllm.backends import SharedBackend
 from eagle_cli.params import PromptParams, ReasonParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.fit_threshold import run_threshold
 from eagle_cli.stages.prompt import run_prompt
-from eagle_cli.stages.reason import SharedBackend, run_reason
+from eagle_cli.stages.reason import run_reason
 from eagle_cli.stages.report import run_report
 from eagle_cli.stages.score import ScoreInputs, run_score
 
@@ -41,44 +43,10 @@ class Outcome:
         return self.ref is not None and self.ref.reused
 
 
-def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome], list[str]]:
-    """Run the chain for every category; return each stage's outcome and messages for the user.
-
-    With ``executor: ray`` the categories' expert stages (extract … prompt) run as Ray tasks and
-    reasoning follows here, category by category; locally each category runs start to end in turn.
-    """
-    source = DataSource(layout=config.layout, root=config.data, mmad_json=config.mmad_json,
-                        mmad_dataset=config.mmad_dataset).resolved()
-    categories = list(config.categories) or source.categories()
-    messages = [f"config keys accepted but not used by eagle: {', '.join(config.ignored)}"] if config.ignored else []
-    if config.reason is None:
-        messages.append(NO_MODEL)
-    backend = SharedBackend(config.reason) if config.reason is not None else None
-    if config.executor == "ray":
-        from eagle_cli.ray_executor import expert_chains_on_ray
-
-        experts = expert_chains_on_ray(config, categories, context=context)
-    else:
-        experts = {category: None for category in categories}  # computed in turn below
-    outcomes: list[Outcome] = []
-    for category in categories:
-        expert = experts[category] or expert_chain(config, source, category, context=context)
-        outcomes += expert
-        outcomes += reason_chain(config, category, expert, backend, context=context)
-    done = tuple(sorted({o.category for o in outcomes if o.stage == "score" and o.ref is not None}))
-    if done:
-        try:
-            report = run_report(replace(config.report, runs=(config.run,), categories=done), context=context)
-            outcomes.append(Outcome("all", "report", report))
-        except EagleError as exc:
-            outcomes.append(Outcome("all", "report", None, str(exc)))
-    return outcomes, messages
-
-
 def _prompt_sets(config: RunConfig) -> list[tuple[str, str, PromptParams, ReasonParams | None]]:
     """(prompt stage, reason stage, prompt settings, reason settings) of each system asked."""
     sets = [("prompt", "reason", config.prompt, config.reason)]
-    if config.mllm_alone:
+    if config.run.mllm_alone:
         # The model alone: the same question and wording, without the expert's verdict or images.
         sets.append(("prompt-alone", "reason-alone", replace(config.prompt, visual="none", verdict=False),
                      config.reason and replace(config.reason, caas=None)))
@@ -96,8 +64,7 @@ def expert_chain(config: RunConfig, source: DataSource, category: str, *, contex
         bank = run_fit_bank(features, config.bank, context=context)
         outcomes.append(Outcome(category, stage, bank))
         stage = "fit-threshold"
-        threshold = run_fit_threshold(bank, FitThresholdParams(dbt=config.threshold, calibration=config.calibration),
-                                      context=context)
+        threshold = run_threshold(bank, config.calibration, config.threshold, context=context)
         outcomes.append(Outcome(category, stage, threshold))
         stage = "score"
         scores = run_score(threshold, ScoreInputs(source=source, category=category), config.score, context=context)
@@ -124,3 +91,40 @@ def reason_chain(config: RunConfig, category: str, expert: list[Outcome], backen
             outcomes.append(Outcome(category, stage, None, str(exc)))
             break
     return outcomes
+
+
+def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome], list[str]]:
+    """Run the chain for every category; return each stage's outcome and messages for the user.
+
+    With ``executor: ray`` the categories' expert stages (extract … prompt) run as Ray tasks and
+    reasoning follows here, category by category; locally each category runs start to end in turn.
+    """
+    source = DataSource.of(config.run.data).resolved()
+    categories = list(config.run.data.category) or source.categories()
+    messages = [f"config keys accepted but not used by eagle: {', '.join(config.ignored)}"] if config.ignored else []
+    if config.reason is None:
+        messages.append(NO_MODEL)
+    backend = SharedBackend(config.reason) if config.reason is not None else None
+    if config.run.executor == "ray":
+        from eagle_cli.ray_executor import expert_chains_on_ray
+
+        experts = expert_chains_on_ray(config, categories, expert_chain, context=context)
+    else:
+        experts = {category: None for category in categories}  # computed in turn below
+    outcomes: list[Outcome] = []
+    for category in categories:
+        expert = experts[category] or expert_chain(config, source, category, context=context)
+        if isinstance(expert, str):  # its Ray task could not start
+            expert = [Outcome(category, "extract", None, expert)]
+        outcomes += expert
+        outcomes += reason_chain(config, category, expert, backend, context=context)
+    done = tuple(sorted({o.category for o in outcomes if o.stage == "score" and o.ref is not None}))
+    if done:
+        try:
+            report = run_report((context.run,), done, config.report, context=context)
+            outcomes.append(Outcome("all", "report", report))
+        except EagleError as exc:
+            outcomes.append(Outcome("all", "report", None, str(exc)))
+    return outcomes, messages
+
+

@@ -17,6 +17,7 @@ import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from eagle_cli.config import RunConfig
 from eagle_cli.context import Context
@@ -26,31 +27,35 @@ from eagle_cli.errors import EagleError, ParameterError
 TASK_RETRIES = 2
 
 
-def expert_chains_on_ray(config: RunConfig, categories: list[str], *, context: Context) -> dict[str, list]:
-    """Run :func:`eagle_cli.pipeline.expert_chain` for every category as a Ray task; outcomes by category."""
+def expert_chains_on_ray(config: RunConfig, categories: list[str], chain: Callable, *, context: Context
+                         ) -> dict[str, list | str]:
+    """Run ``chain(config, source, category, context=…)`` (the pipeline's expert chain) for every category as a
+    Ray task: by category, the chain's outcomes, or why its task could not start."""
     try:
         import ray
     except ImportError:
         raise ParameterError("executor: ray needs the ray extra: pip install 'eagle-cli[ray]'.") from None
     config = _absolute(config)
-    root = config.artifacts
+    root = config.run.store.artifacts
     root.mkdir(parents=True, exist_ok=True)
     marker = root / f".eagle-ray-{secrets.token_hex(8)}"
     marker.write_text("written by the eagle run driver; every Ray node must see this folder\n")
     # Ray prints its own notices (a worker lost, a task retried) on stdout, which --json keeps for the result.
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            return _run_tasks(ray, config, categories, marker, context)
+            return _run_tasks(ray, config, categories, marker, chain, context)
         finally:
             marker.unlink(missing_ok=True)
 
 
-def _run_tasks(ray, config: RunConfig, categories: list[str], marker: Path, context: Context) -> dict[str, list]:
-    _connect(ray, config.ray_address)
+def _run_tasks(ray, config: RunConfig, categories: list[str], marker: Path, chain: Callable,
+               context: Context) -> dict[str, list]:
+    _connect(ray, config.run.ray_address)
     gpus = 1 if config.extract.device.startswith("cuda") else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=TASK_RETRIES)(_expert_chain_task)
-    plain = Context(artifacts=config.artifacts, run=context.run, force=context.force, on_error=context.on_error)
-    futures = {category: task.remote(config, category, str(marker), plain) for category in categories}
+    plain = Context(artifacts=config.run.store.artifacts, run=context.run, force=context.force,
+                    on_error=context.on_error)
+    futures = {category: task.remote(chain, config, category, str(marker), plain) for category in categories}
     return {category: ray.get(future) for category, future in futures.items()}
 
 
@@ -72,26 +77,28 @@ def _connect(ray, address: str | None) -> None:
 
 def _absolute(config: RunConfig) -> RunConfig:
     """Paths as every node will read them: absolute, from the driver's working directory."""
-    mmad = config.mmad_json.resolve() if config.mmad_json else None
-    return replace(config, data=config.data.resolve(), artifacts=config.artifacts.resolve(), mmad_json=mmad)
+    data, store = config.run.data, config.run.store
+    absolute = {key: getattr(data, key).resolve() for key in ("data", "good", "test", "split_csv", "mmad_json")
+                if getattr(data, key) is not None}
+    run = replace(config.run, data=replace(data, **absolute), store=replace(store, artifacts=store.artifacts.resolve()))
+    return replace(config, run=run)
 
 
-def _expert_chain_task(config: RunConfig, category: str, marker: str, context: Context) -> list:
+def _expert_chain_task(chain: Callable, config: RunConfig, category: str, marker: str, context: Context
+                       ) -> list | str:
+    # The pipeline hands its chain in (Ray sends functions by reference): this module never imports it.
     from eagle_cli.data.source import DataSource
-    from eagle_cli.pipeline import Outcome, expert_chain
 
     if not Path(marker).is_file():
-        return [Outcome(category, "extract", None,
-                        f"The artifacts folder {config.artifacts} is not shared with Ray node {socket.gethostname()}: "
-                        f"it cannot see {marker}. Put the artifacts (and data) on a filesystem every node mounts "
-                        "at the same path, and pass that path as `artifacts:`.")]
+        return (f"The artifacts folder {config.run.store.artifacts} is not shared with Ray node "
+                f"{socket.gethostname()}: it cannot see {marker}. Put the artifacts (and data) on a filesystem "
+                "every node mounts at the same path, and pass that path as `artifacts:`.")
     import ray
     import torch
 
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     try:
-        source = DataSource(layout=config.layout, root=config.data, mmad_json=config.mmad_json,
-                            mmad_dataset=config.mmad_dataset).resolved()
+        source = DataSource.of(config.run.data).resolved()
     except EagleError as exc:
-        return [Outcome(category, "extract", None, str(exc))]
-    return expert_chain(config, source, category, context=context)
+        return str(exc)
+    return chain(config, source, category, context=context)

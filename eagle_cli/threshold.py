@@ -19,20 +19,45 @@ that fed SciPy's c into a formula written for ξ.
 from __future__ import annotations
 
 import math
-from typing import get_args
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 from eagle_cli.errors import ParameterError
-from eagle_cli.params import Method, ThresholdParams
+from eagle_cli.params import ThresholdParams
 
-METHODS = get_args(Method)
 #: Scales the MAD of normal data to its standard deviation.
 MAD_CONSISTENCY = 1.4826
 
 
-def fit_threshold(scores: np.ndarray, params: ThresholdParams) -> float:
+@dataclass(frozen=True)
+class Threshold:
+    """τ and S_max fitted on ``n`` calibration scores, and what they promise."""
+
+    tau: float
+    s_max: float  # the top of the CAAS window: the highest calibration score
+    params: ThresholdParams
+    n: int  # calibration scores fitted on
+    mean: float
+    std: float
+    #: A new good score is exchangeable with the n calibration scores, so it lands at or above τ with
+    #: probability (#scores ≥ τ)/(n + 1): for conformal that is its guarantee.
+    predicted_far: float
+    smallest_target: float
+    far_interval_90: tuple[float, float] | None  # conformal only
+
+
+def fit_threshold(scores: np.ndarray, params: ThresholdParams) -> Threshold:
+    """Fit τ on finite normal ``scores`` ``(n,)`` by ``params.method``; S_max is their maximum."""
+    scores = np.asarray(scores, dtype=np.float64)
+    tau = fitted_tau(scores, params)
+    interval = far_interval(scores.size, params.target_far) if params.method == "conformal" else None
+    return Threshold(tau, float(scores.max()), params, int(scores.size), float(scores.mean()), float(scores.std()),
+                     float(np.sum(scores >= tau) / (scores.size + 1)), smallest_target(scores.size), interval)
+
+
+def fitted_tau(scores: np.ndarray, params: ThresholdParams) -> float:
     """Return τ for finite normal ``scores`` ``(n,)`` by ``params.method``."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size < 2 or not np.isfinite(scores).all():

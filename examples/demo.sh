@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 eagle data synth data/realistic --variation realistic --train 60 --test-good 20
-eagle run examples/demo.yaml ${1:+--model "$1"}
+eagle run examples/demo.yaml ${1:+--set "model=$1"}

@@ -16,10 +16,10 @@ from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.backbones import get_spec, import_weights
-from eagle_cli.params import BankParams, ExtractParams, ScoreParams, ThresholdParams
+from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.fit_threshold import run_threshold
 from eagle_cli.stages.score import ScoreInputs, run_score
 from tests.mllm.tiny import build_qwen25_vl
 
@@ -30,7 +30,13 @@ faiss.omp_set_num_threads(2)
 #: Small, fast extraction settings for tests that check behaviour rather than quality.
 TINY = ExtractParams(backbone="mobilenet_v2", weights="none", resize=96, crop=80, batch_size=4, device="cpu")
 #: The default threshold at a target the tiny set's 8 training images can support (down to 1/9).
-TINY_THRESHOLD = FitThresholdParams(dbt=ThresholdParams(target_far=0.2))
+TINY_THRESHOLD = ThresholdParams(target_far=0.2)
+
+
+def threshold_of(bank, threshold: ThresholdParams = TINY_THRESHOLD, *, context,
+                 calibration: CalibrationParams = CalibrationParams()):
+    """eagle fit-threshold on ``bank`` with the tiny set's target by default."""
+    return run_threshold(bank, calibration, threshold, context=context)
 
 
 def bomb_png(width: int, height: int) -> bytes:
@@ -93,8 +99,8 @@ def washer_scores(tiny_root, tmp_path_factory):
     features = run_extract(DataSource(root=tiny_root), "washer", "train", small, context=context)
     # A low quantile puts several test images between τ and S_max, so the CAAS window is populated (with the
     # highest patch as the image score: on these 10 × 10 grids the mean of the default 8 spreads them less).
-    threshold = run_fit_threshold(run_fit_bank(features, BankParams(image_top=1), context=context),
-                                  FitThresholdParams(dbt=ThresholdParams("quantile", q=5)), context=context)
+    threshold = threshold_of(run_fit_bank(features, BankParams(image_top=1), context=context),
+                             ThresholdParams("quantile", q=5), context=context)
     return run_score(threshold, ScoreInputs(source=DataSource(root=tiny_root), category="washer"), ScoreParams(),
                      context=context)
 

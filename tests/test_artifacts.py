@@ -1,12 +1,14 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from eagle_cli import artifacts
 from eagle_cli.errors import ArtifactError
+from eagle_cli.lineage import Lineage
 
 
 def _publish(root, params, *, force=False, content=b"data"):
@@ -87,8 +89,10 @@ def test_directory_without_manifest_is_not_an_artifact(tmp_path):
 
 
 def test_lineage_mismatch_names_the_differences():
-    with pytest.raises(ArtifactError, match="backbone: 'a' vs 'b'"):
-        artifacts.check_lineage({"backbone": "a", "crop": 224}, {"backbone": "b", "crop": 224}, what="These")
+    a = Lineage("a", ("l",), "none", 256, 224, 0, 0.0, 8, (0, 0), (1.0,))
+    with pytest.raises(ArtifactError, match="backbone: 'a' vs 'b'; crop: 224 vs 200"):
+        a.check_matches(replace(a, backbone="b", crop=200), what="These")
+    a.check_matches(Lineage.from_dict(a.as_dict()), what="The same, round-tripped")
 
 
 def test_resolve_by_id_prefix_and_latest(tmp_path):

@@ -25,20 +25,18 @@ def _run(*args):
 
 
 def test_fit_scale_benchmark_measures_every_stage_and_both_selections():
-    table = _run("benchmarks.fit_scale", "--images", "6", "--backbone", "mobilenet_v2", "--shard-images", "0,3",
-                 "--lists", "--target-far", "0.2")
-    for label in ("| extract |", "| fit-bank, shards none |", "| fit-bank, shards 3 |",
-                  "| fit-bank, updates by lists |", "| fit-threshold |"):
+    table = _run("benchmarks.fit_scale", "--images", "6", "--backbone", "mobilenet_v2", "--lists", "--target-far",
+                 "0.2")
+    for label in ("| extract |", "| fit-bank, greedy |", "| fit-bank, updates by lists |", "| fit-threshold |"):
         assert label in table
     assert "baseline process" in table
 
 
-def test_coreset_benchmark_compares_the_faster_selections_with_the_greedy(tmp_path):
+def test_coreset_benchmark_compares_the_faster_selection_with_the_greedy(tmp_path):
     rows = tmp_path / "rows.jsonl"
-    table = _run("benchmarks.coreset", "--train", "8", "--shard-images", "4", "--seeds", "0", "--categories", "brick",
+    table = _run("benchmarks.coreset", "--train", "8", "--seeds", "0", "--categories", "brick",
                  "--test-good", "4", "--test-per-defect", "1", "--bank-seeds", "0,1", "--json", str(rows))
-    assert "| brick |" in table and "radius lists / greedy" in table
-    assert "sharded: mean Δ AUROC" in table and "lists: mean Δ AUROC" in table
+    assert "| brick |" in table and "radius lists / greedy" in table and "lists: mean Δ AUROC" in table
     # A second run's rows (other bank seeds) pool with the first's in one table.
     pooled = _run("benchmarks.coreset", "--summarise", str(rows), str(rows))
     assert "2 bank seeds per row" in pooled and pooled.count("| brick |") == 1

@@ -1,43 +1,50 @@
-from dataclasses import fields, is_dataclass
+"""Settings declared once: the command line, a config file and a Python caller get the same settings, defaults,
+bounds and messages, and one rule says what enters an artifact id."""
+
+import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from eagle_cli.cli import app
-from eagle_cli.config import SECTIONS, RunConfig, setting_table
-from eagle_cli.errors import ParameterError
-from eagle_cli.params import CaasSettings
+from eagle_cli.config import SECTIONS, RunConfig
+from eagle_cli.errors import ParameterError, SettingsError
+from eagle_cli.params import CaasSettings, ExtractParams, ReasonParams, ThresholdParams
+from eagle_cli.settings import build, flag, identity, options_of
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 #: Values for settings whose type alone does not say what a valid other value is.
-OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "all",
-         "base_url": "http://h:1/v1", "api_key_env": "KEY", "caas_layers": "1-2", "layer_weights": "3,1",
-         "min_pixels": 64 * 28 * 28, "layers": "layer1,layer2"}
+OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "all", "base_url": "http://h:1/v1",
+         "api_key_env": "KEY", "caas_layers": "1-2", "layer_weights": "3,1", "min_pixels": 64 * 28 * 28,
+         "layers": "layer1,layer2"}
 #: What the text values of tuple settings become.
 PARSED = {"caas_layers": (1, 2), "layer_weights": (3.0, 1.0), "layers": ("layer1", "layer2")}
 #: Which stage settings each command takes.
 COMMAND_SECTIONS = {"extract": ("extract",), "fit-bank": ("extract", "bank"),
-                    "fit-threshold": ("calibration", "threshold"),
-                    "score": ("score",), "prompt": ("prompt",), "reason": ("reason",), "report": ("report",)}
+                    "fit-threshold": ("calibration", "threshold"), "score": ("score",), "prompt": ("prompt",),
+                    "reason": ("reason",), "report": ("report",)}
+RUNNER = CliRunner()
 
 
-def _other(key, hint, default):
-    """A valid value of ``hint`` different from ``default``."""
-    if key in OTHER:
-        return OTHER[key]
-    if get_origin(hint) is Literal:
-        return next(choice for choice in get_args(hint) if choice != default)
-    if hint is bool:
-        return not default
-    if hint is int:
-        return default + 1
-    if hint is float:
-        return default / 2 if default else 0.5
-    if default is None:  # optional paths
+def _other(option):
+    """A valid value of ``option`` other than its default."""
+    if option.name in OTHER:
+        return OTHER[option.name]
+    if get_origin(option.hint) is Literal:
+        return next(choice for choice in get_args(option.hint) if choice != option.default)
+    if option.hint is bool:
+        return not option.default
+    if option.hint is int:
+        return option.default + 1
+    if option.hint is float:
+        return option.default / 2 if option.default else 0.5
+    if option.default is None:  # optional paths
         return "some.json"
-    raise AssertionError(f"no other value for {key}")
+    raise AssertionError(f"no other value for {option.name}")
 
 
 def _get(obj, path):
@@ -46,41 +53,91 @@ def _get(obj, path):
     return obj
 
 
-@pytest.mark.parametrize("key", sorted(setting_table()))
-def test_every_stage_setting_is_reachable_from_a_config_file(key):
-    places = setting_table()[key]
-    section, path, hint = places[0]
-    default = _get(SECTIONS[section](), path) if path[0] != "caas" else _get(CaasSettings(), path[1:])
-    value = _other(key, hint, default)
-    extra = {"model": "m"} if any(place[0] == "reason" for place in places) and key != "model" else {}
-    if path[0] == "caas":
+SETTINGS = [(section, option) for section, kind in SECTIONS.items() for option in options_of(kind)
+            if option.spec is not None]
+
+
+@pytest.mark.parametrize("section, option", SETTINGS, ids=lambda v: v if isinstance(v, str) else v.name)
+def test_every_stage_setting_is_reachable_from_a_config_file(section, option):
+    value = _other(option)
+    extra = {"model": "m"} if section == "reason" and option.name != "model" else {}
+    if option.path[0] == "caas":
         extra["caas"] = True
-    config = RunConfig.from_dict({"data": "d", key: value, **extra})
-    for section, path, _ in places:  # a name several stages share reaches all of them
-        got = _get(getattr(config, section), path)
-        expected = Path(value).resolve() if isinstance(got, Path) else PARSED.get(key, value)
-        assert got == expected and got != default, (section, path)
+    config = RunConfig.from_dict({"data": "d", section: {option.name: value}, **extra})
+    got = _get(getattr(config, section), option.path)
+    expected = Path(value).resolve() if isinstance(got, Path) else PARSED.get(option.name, value)
+    assert got == expected and got != option.default
 
 
 @pytest.mark.parametrize("command, sections", COMMAND_SECTIONS.items())
 def test_each_command_takes_its_stage_settings_under_the_config_names_with_the_same_defaults(command, sections):
     options = {p.opts[0]: p for p in typer.main.get_command(app).commands[command].params if p.opts}
-    for key, places in setting_table().items():
-        for section, path, _ in places:
-            if section not in sections or key == "backoff_s" and command != "reason":
-                continue
-            option = options.get("--" + key.replace("_", "-"))
-            assert option is not None, f"eagle {command} has no --{key.replace('_', '-')}"
-            default = _get(SECTIONS[section](), path) if path[0] != "caas" else _get(CaasSettings(), path[1:])
-            if key in PARSED:
-                continue  # a text option ("9-14") for a tuple
-            assert option.default == default or (default is None and option.default is None), key
+    for section in sections:
+        for option in options_of(SECTIONS[section]):
+            given = options.get(flag(option.name))
+            assert given is not None, f"eagle {command} has no {flag(option.name)}"
+            default = option.spec.text(option.default) if option.spec and option.spec.text else option.default
+            assert given.default == default, option.name
+            if option.spec is not None:
+                assert given.help == option.help  # the declaration's help, range included
+
+
+def _owner(kind, path):
+    """The settings class that declares the field at ``path`` (a group's own class for a nested field)."""
+    for name in path[:-1]:
+        kind = next(f.metadata["group"].kind for f in fields(kind) if f.name == name)
+    return kind
+
+
+def _out_of_range(option):
+    spec = option.spec
+    if spec.low is not None:
+        return spec.low - 1 if option.hint is int else (spec.low if spec.low_open else spec.low - 0.5)
+    return spec.high + 1 if option.hint is int else (spec.high if spec.high_open else spec.high + 0.5)
+
+
+BOUNDED = [(section, option) for section, option in SETTINGS
+           if option.hint in (int, float) and (option.spec.low is not None or option.spec.high is not None)]
+
+
+@pytest.mark.parametrize("section, option", BOUNDED, ids=lambda v: v if isinstance(v, str) else v.name)
+def test_a_value_out_of_range_is_the_same_usage_error_from_the_command_line_a_config_and_python(section, option):
+    value = _out_of_range(option)
+    with pytest.raises(SettingsError) as from_python:
+        _owner(SECTIONS[section], option.path)(**{option.path[-1]: value})
+    problem = dict(from_python.value.problems)[option.name]
+    switch = {"caas": True} if option.path[0] == "caas" else {}
+    with pytest.raises(SettingsError) as from_config:
+        RunConfig.from_dict({"data": "d", section: {option.name: value, **switch}})
+    assert f"{option.name}: {problem}" in str(from_config.value)
+    command = next(c for c, sections in COMMAND_SECTIONS.items() if section in sections)
+    result = RUNNER.invoke(app, [command, flag(option.name), str(value), *map(flag, switch)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and f"Invalid value for '{flag(option.name)}': {problem}" in result.output
+
+
+def test_a_bad_config_value_exits_2_like_a_bad_option(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data: d\ncoreset_ratio: 2\n")
+    result = RUNNER.invoke(app, ["run", str(config)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "coreset_ratio: must be in (0, 1], got 2" in result.output
+
+
+def test_an_artifact_id_holds_what_changes_results_where_it_applies():
+    # Runtime settings never enter; a setting another one did not choose does not either.
+    assert identity(ExtractParams(device="cpu", batch_size=2)) == identity(ExtractParams())
+    assert "overlap" not in identity(ExtractParams()) and "overlap" in identity(ExtractParams(crop=0, tile=64))
+    assert identity(ThresholdParams("k-sigma", kappa=2)) == {"method": "k-sigma", "kappa": 2}
+    assert identity(ReasonParams(model="m"))["caas"] is False and "caas_alpha" not in identity(ReasonParams(model="m"))
+    assert identity(ReasonParams(model="m", caas=CaasSettings()))["caas_alpha"] == 0.6
+    assert "base_url" not in identity(ReasonParams(model="m"))
+    for kind in SECTIONS.values():
+        assert build(kind, identity(kind())) == kind()  # what an artifact recorded rebuilds the settings
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_shipped_example_config_loads(path):
     config = RunConfig.load(path)
-    assert config.data.is_absolute() and ".." not in config.data.parts
+    assert config.run.data.data.is_absolute() and ".." not in config.run.data.data.parts
 
 
 def test_reference_qwen_yaml_keys_are_translated_and_unused_ones_listed():
@@ -93,33 +150,31 @@ def test_reference_qwen_yaml_keys_are_translated_and_unused_ones_listed():
 
 def test_sections_set_one_stage_and_shared_names_set_all():
     config = RunConfig.from_dict({"data": "d", "seed": 4, "prompt": {"seed": 9}, "threshold": {"method": "mad"},
-                                  "calibration": {"calibration": "cross-fit", "folds": 3}, "device": "cpu"})
+                                  "calibration": {"calibration": "reference", "min_unselected": 3}, "device": "cpu"})
     assert (config.bank.seed, config.prompt.seed, config.threshold.method) == (4, 9, "mad")
-    assert (config.calibration.calibration, config.calibration.folds) == ("cross-fit", 3)
+    assert (config.calibration.calibration, config.calibration.min_unselected) == ("reference", 3)
     assert {config.extract.device, config.calibration.device, config.score.device} == {"cpu"}
     assert config.reason is None  # no model, no reasoning
-    assert RunConfig.from_dict({"data": "d", "calibration": "reference"}).calibration.calibration == "reference"
-
-
-def test_earlier_names_still_load():
-    config = RunConfig.from_dict({"data": "d", "knn": 3, "model": "m", "reason_batch_size": 4, "caas": True,
-                                  "caas_alpha": 0.2})
-    assert (config.bank.knn_k, config.reason.prompt_batch, config.reason.caas.alpha) == (3, 4, 0.2)
 
 
 def test_every_bad_setting_is_named_on_its_own_line():
-    with pytest.raises(ParameterError) as caught:
+    with pytest.raises(SettingsError) as caught:
         RunConfig.from_dict({"data": "d", "coreset_ratio": "lots", "method": "oracle", "threshhold_method": "mad",
                              "bank": {"knn": 2}})
     lines = str(caught.value).splitlines()
-    assert any("coreset_ratio: expected a number, got 'lots'" in line for line in lines)
-    assert any("method: choose one of conformal" in line for line in lines)
+    assert any("coreset_ratio: must be a number, got 'lots'" in line for line in lines)
+    assert any("method: must be one of conformal" in line for line in lines)
     assert any("threshhold_method (did you mean 'threshold_method'?)" in line for line in lines)
     assert any("bank: knn (did you mean 'knn_k'?)" in line for line in lines)
 
 
+def test_earlier_names_are_gone_and_say_what_they_are_called_now():
+    with pytest.raises(SettingsError, match=r"knn \(did you mean 'knn_k'\?\)"):
+        RunConfig.from_dict({"data": "d", "knn": 3})
+
+
 def test_values_out_of_range_get_the_settings_own_message():
-    with pytest.raises(ParameterError, match="--coreset-ratio must be in"):
+    with pytest.raises(ParameterError, match=r"coreset_ratio: must be in \(0, 1\]"):
         RunConfig.from_dict({"data": "d", "coreset_ratio": 3})
     with pytest.raises(ParameterError, match="needs --backend hf"):
         RunConfig.from_dict({"data": "d", "model": "m", "backend": "openai", "caas": True})
@@ -128,7 +183,7 @@ def test_values_out_of_range_get_the_settings_own_message():
 def test_reference_settings_eagle_does_differently_are_refused_with_the_reason():
     with pytest.raises(ParameterError, match="real_label' would use test labels"):
         RunConfig.from_dict({"data": "d", "threshold_method": "real_label"})
-    with pytest.raises(ParameterError, match="patchsize = 5"):
+    with pytest.raises(ParameterError, match="patchsize: = 5"):
         RunConfig.from_dict({"data": "d", "patchsize": 5})
     with pytest.raises(ParameterError, match="exactly one backbone"):
         RunConfig.from_dict({"data": "d", "backbone_names": ["wideresnet50", "resnet18"]})
@@ -145,12 +200,12 @@ def test_the_references_layer_and_width_keys_choose_eagles_options():
 
 
 def test_data_is_required_and_paths_are_relative_to_the_file(tmp_path):
-    with pytest.raises(ParameterError, match="needs `data:`"):
+    with pytest.raises(ParameterError, match="data: is needed"):
         RunConfig.from_dict({"run": "x"})
     path = tmp_path / "c.yaml"
-    path.write_text("data: sub/data\ncategories: a, b\ntemplate: words.yaml\n")
+    path.write_text("data: sub/data\ncategory: a, b\ntemplate: words.yaml\n")
     config = RunConfig.load(path)
-    assert config.data == (tmp_path / "sub" / "data").resolve() and config.categories == ("a", "b")
+    assert config.run.data.data == (tmp_path / "sub" / "data").resolve() and config.run.data.category == ("a", "b")
     assert config.prompt.template == (tmp_path / "words.yaml").resolve()
 
 
@@ -161,11 +216,11 @@ def test_settings_classes_are_torch_free():
     code = ("import sys, eagle_cli.config, eagle_cli.params; "
             "print(sorted(m for m in ('torch', 'faiss', 'transformers') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
-    assert all(is_dataclass(cls) and fields(cls) for cls in SECTIONS.values())
+    assert all(fields(cls) for cls in SECTIONS.values())
 
 
 def test_a_quoted_false_in_a_reference_key_is_refused_not_read_as_true():
-    with pytest.raises(ParameterError, match="status: expected true or false, got 'false'"):
+    with pytest.raises(ParameterError, match="status expected true or false, got 'false'"):
         RunConfig.from_dict({"data": "d", "status": "false"})
     assert RunConfig.from_dict({"data": "d", "status": False}).prompt.verdict is False
 
@@ -181,56 +236,47 @@ def test_the_reference_preset_and_the_references_own_config_give_the_references_
     assert (ours.extract.pretrain_dim, ours.extract.target_dim, ours.bank.image_top) == (0, 0, 8)
     theirs = RunConfig.load(Path(__file__).parents[1] / "examples" / "reference_qwen.yaml")
     assert (theirs.extract.pretrain_dim, theirs.extract.target_dim, theirs.bank.image_top) == (1024, 1024, 1)
-    with pytest.raises(ParameterError, match="not one of reference"):
+    with pytest.raises(ParameterError, match="must be one of reference"):
         RunConfig.from_dict({"data": "d", "preset": "fast"})
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("resize", 100000000, "resize must be at most 16384"),
-    ("proj_dim", 1000000000, "proj-dim must be at most 4096"),
-    ("proj_dim", "1e9", "expected an integer"),
-    ("target_dim", 10**9, "target-dim must be at most 16384"),
-    ("image_top", 0, "image-top must be at least 1"),
-    ("device", "gpu", "Unknown device 'gpu'; use auto, cpu or cuda"),
-    ("kappa", -1, "kappa must be at least 0"),
-    ("box_min_area", 2, "box-min-area is a share, in \\[0, 1\\]"),
-    ("box_merge_iou", -0.5, "box-merge-iou is a share"),
-    ("layer_weights", [3, float("nan")], "layer-weights must be a finite number"),
-    ("model", " ", "--model is empty"),
-    ("base_url", "", "--base-url is empty"),
-    # Reasoning settings are checked even when the file names no model (--model may name one later).
-    ("max_new_tokens", 0, "max-new-tokens must be at least 1"),
-    ("caas_alpha", -1, "caas-alpha must be at least 0"),
+    ("resize", 100000000, r"resize: must be in \[1, 16384\]"),
+    ("proj_dim", "1e9", "proj_dim: must be a whole number, got '1e9'"),
+    ("device", "gpu", "device: must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("layer_weights", [3, float("nan")], "layer_weights: must be a finite number"),
+    ("model", " ", "model: must not be empty"),
+    ("base_url", "", "base_url: is empty"),
+    # Reasoning settings are checked even when the file names no model (--set model=… may name one later).
+    ("max_new_tokens", 0, "max_new_tokens: must be ≥ 1, got 0"),
 ])
 def test_absurd_values_in_a_config_are_one_message(key, value, message):
     with pytest.raises(ParameterError, match=message):
         RunConfig.from_dict({"data": "d", key: value})
 
 
-FLOAT_SETTINGS = sorted(key for key, places in setting_table().items() if places[0][2] is float)
-
-
-@pytest.mark.parametrize("key", FLOAT_SETTINGS)
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_no_number_setting_takes_nan_or_infinity(key, value):
+@pytest.mark.parametrize("section, option", [(s, o) for s, o in SETTINGS if o.hint is float],
+                         ids=lambda v: v if isinstance(v, str) else v.name)
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_no_number_setting_takes_nan_or_infinity(section, option, value):
     # NaN passes every range comparison, so each would reach the stages unnoticed.
-    with pytest.raises(ParameterError, match=f"{key.replace('_', '-')} must be a finite number"):
-        RunConfig.from_dict({"data": "d", key: value})
+    switch = {"caas": True} if option.path[0] == "caas" else {}
+    with pytest.raises(ParameterError, match=f"{option.name}: must be a finite number"):
+        RunConfig.from_dict({"data": "d", section: {option.name: value, **switch}})
 
 
 @pytest.mark.parametrize("value", ["features.6, features.10", ["features.6", "features.10"]])
 def test_layers_are_names_as_text_or_a_list(value):
     config = RunConfig.from_dict({"data": "d", "layers": value})
     assert config.extract.layers == ("features.6", "features.10")
-    assert config.extract.identity()["layers"] == ["features.6", "features.10"]
-    assert "layers" not in RunConfig.from_dict({"data": "d"}).extract.identity()  # default ids unchanged
-    with pytest.raises(ParameterError, match="names each block once"):
+    assert identity(config.extract)["layers"] == ["features.6", "features.10"]
+    with pytest.raises(ParameterError, match="must name each block once"):
         RunConfig.from_dict({"data": "d", "layers": "features.6,features.6"})
 
 
-def test_a_model_named_on_the_command_line_keeps_the_files_reasoning_settings(tmp_path):
-    config = RunConfig.from_dict({"data": "d", "max_new_tokens": 7, "caas": True})
-    assert config.reason is None  # no model: reasoning is skipped
-    chosen = config.with_model("some/model")
-    assert (chosen.reason.model, chosen.reason.max_new_tokens, chosen.reason.caas is not None) == \
-        ("some/model", 7, True)
+def test_a_model_set_on_the_command_line_keeps_the_files_reasoning_settings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: d\nmax_new_tokens: 7\ncaas: true\n")
+    assert RunConfig.load(path).reason is None  # no model: reasoning is skipped
+    chosen = RunConfig.load(path, {"model": "some/model"}).reason
+    assert (chosen.model, chosen.max_new_tokens, chosen.caas is not None) == ("some/model", 7, True)

@@ -39,10 +39,10 @@ def exact_pro(masks, maps, fpr_limit=0.3):
 
 def test_streamed_pixel_auroc_and_pro_match_the_exact_ones_on_real_maps(washer_scores):
     # Real anomaly maps and masks of the tiny washer test set, scored by `eagle score`.
-    rows = [r for r in read_scores(washer_scores) if r["label"] is not None]
+    rows = [r for r in read_scores(washer_scores) if r.label is not None]
     maps = np.stack([read_maps(washer_scores, r)[1] for r in rows])
-    masks = np.stack([load_mask(Path(r["path"].replace("/test/", "/ground_truth/").replace(".png", "_mask.png")),
-                                (r["width"], r["height"])) if r["label"] else np.zeros(maps.shape[1:], bool)
+    masks = np.stack([load_mask(Path(r.path.replace("/test/", "/ground_truth/").replace(".png", "_mask.png")),
+                                (r.width, r.height)) if r.label else np.zeros(maps.shape[1:], bool)
                       for r in rows])
     pixels = _streamed(masks, maps)
     assert pixels.pixel_auroc() == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=0.002)

@@ -9,6 +9,7 @@ resolution find what the 224 px centre crop misses.
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from eagle_cli.metrics import image_auroc, verdict_metrics
 from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.fit_threshold import run_threshold
 from eagle_cli.stages.score import ScoreInputs, run_score
 
 pytestmark = pytest.mark.quality  # minutes: `pytest -m "not quality"` skips them; CI runs them
@@ -29,18 +30,19 @@ MOBILENET = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="c
 #: The reference code's expert: every layer pooled to 1024 values, the layers pooled together to 1024.
 MOBILENET_REFERENCE = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu", pretrain_dim=1024,
                                     target_dim=1024)
-REFERENCE_DBT = FitThresholdParams(dbt=ThresholdParams("k-sigma"), calibration=CalibrationParams("reference"))
-TARGET_FAR = FitThresholdParams().dbt.target_far
+REFERENCE_DBT = (CalibrationParams("reference"), ThresholdParams("k-sigma"))
+DEFAULT_DBT = (CalibrationParams(), ThresholdParams())
+TARGET_FAR = ThresholdParams().target_far
 #: How far the pooled false-alarm rate on held-out good parts may stray from the target: about two
 #: standard deviations of its sampling noise with 240 good test images and 60 calibration images per category.
 FAR_TOLERANCE = 0.04
 
 
-def _expert(root, category, context, threshold: FitThresholdParams, extract: ExtractParams = MOBILENET):
+def _expert(root, category, context, dbt: tuple, extract: ExtractParams = MOBILENET):
     """The bank of a category and its scored test set: (bank, scores.jsonl rows)."""
     features = run_extract(DataSource(root=root), category, "train", extract, context=context)
     bank = run_fit_bank(features, BankParams(), context=context)
-    scores = run_score(run_fit_threshold(bank, threshold, context=context),
+    scores = run_score(run_threshold(bank, *dbt, context=context),
                        ScoreInputs(source=DataSource(root=root), category=category), ScoreParams(), context=context)
     return bank, [json.loads(line) for line in (scores.path / "scores.jsonl").read_text().splitlines()]
 
@@ -60,7 +62,7 @@ def realistic(tmp_path_factory):
     root = tmp_path_factory.mktemp("realistic")
     generate(root, variation="realistic", n_train=60, n_test_good=40, n_test_per_defect=6, seed=0)
     context = Context(artifacts=tmp_path_factory.mktemp("artifacts"))
-    return {category: (_expert(root, category, context, FitThresholdParams())[1],
+    return {category: (_expert(root, category, context, DEFAULT_DBT)[1],
                        _expert(root, category, context, REFERENCE_DBT, MOBILENET_REFERENCE)[1])
             for category in REALISTIC_CATEGORIES}
 
@@ -119,12 +121,12 @@ def highres(tmp_path_factory):
     generate(root, categories=("brick",), variation="highres", size=512, n_train=20, n_test_good=6,
              n_test_per_defect=3, seed=0)
     context = Context(artifacts=tmp_path_factory.mktemp("artifacts"))
-    tiles = ExtractParams(**{**MOBILENET.__dict__, "resize": 512, "crop": 0, "tile": 256, "overlap": 0.25})
+    tiles = replace(MOBILENET, resize=512, crop=0, tile=256, overlap=0.25)
     out = {}
     for mode, extract in (("crop", MOBILENET), ("tiles", tiles)):
         bank = run_fit_bank(run_extract(DataSource(root=root), "brick", "train", extract, context=context),
                             BankParams(), context=context)
-        scores = run_score(run_fit_threshold(bank, FitThresholdParams(), context=context),
+        scores = run_score(run_threshold(bank, *DEFAULT_DBT, context=context),
                            ScoreInputs(source=DataSource(root=root), category="brick"), ScoreParams(), context=context)
         out[mode] = [json.loads(line) for line in (scores.path / "scores.jsonl").read_text().splitlines()], \
             scores.summary

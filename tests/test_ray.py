@@ -21,7 +21,7 @@ from eagle_cli.config import RunConfig
 from eagle_cli.context import Context
 from eagle_cli.errors import EagleError
 from eagle_cli.formats.scores import read_scores
-from eagle_cli.pipeline import run_pipeline
+from eagle_cli.pipeline import expert_chain, run_pipeline
 from eagle_cli.ray_executor import _expert_chain_task
 from tests.mllm.servers import free_port
 
@@ -53,18 +53,22 @@ def _config(path, data, artifacts, **extra):
     return path
 
 
-def _written(outcomes):
-    return {(o["category"], o["stage"]): o for o in outcomes}
+def _written(stdout):
+    """Each (category, stage) of a `run --json` document: its artifact entry, or its failure."""
+    document = json.loads(stdout)
+    return {(o["category"], o["stage"]): {**o, "error": None} for o in document["artifacts"]} | {
+        (o["category"], o["stage"]): o for o in document["failed"]}
 
 
 def test_ray_writes_what_a_local_run_writes_and_reports_a_failing_category(cluster, tiny_root, tmp_path):
     local = runner.invoke(app, ["run", str(_config(tmp_path / "local.yaml", tiny_root, tmp_path / "local")),
                                 "--json"])
     assert local.exit_code == 0, local.output
-    config = _config(tmp_path / "ray.yaml", tiny_root, tmp_path / "ray", categories=["brick", "washer", "bolt"])
-    result = runner.invoke(app, ["run", str(config), "--json", "--executor", "ray", "--ray-address", cluster])
+    config = _config(tmp_path / "ray.yaml", tiny_root, tmp_path / "ray", category=["brick", "washer", "bolt"])
+    result = runner.invoke(app, ["run", str(config), "--json", "--set", "executor=ray", "--set",
+                                 f"ray_address={cluster}"])
     assert result.exit_code == 1  # bolt does not exist; the others completed
-    on_ray, here = _written(json.loads(result.stdout)), _written(json.loads(local.stdout))
+    on_ray, here = _written(result.stdout), _written(local.stdout)
     assert on_ray[("bolt", "extract")]["error"] and "bolt" in on_ray[("bolt", "extract")]["error"]
     for key, outcome in here.items():
         if key[0] == "all":
@@ -76,9 +80,9 @@ def test_ray_writes_what_a_local_run_writes_and_reports_a_failing_category(clust
             tmp_path / "local")
         if key[1] == "score":
             ours, other = read_scores_at(outcome["path"]), read_scores_at(theirs["path"])
-            assert [r["path"] for r in ours] == [r["path"] for r in other]
+            assert [r.path for r in ours] == [r.path for r in other]
             for a, b in zip(ours, other, strict=True):
-                assert a["score"] == pytest.approx(b["score"], rel=1e-4) and a["anomalous"] == b["anomalous"]
+                assert a.score == pytest.approx(b.score, rel=1e-4) and a.anomalous == b.anomalous
     # Two nodes of one CPU each, and tasks that need one CPU: two categories ran at once, one per node.
     assert sum(node["Alive"] for node in ray.nodes()) == 2
 
@@ -100,16 +104,18 @@ def _kill_first_task(killed: list, timeout_s: float = 120) -> None:
 
 
 def test_a_worker_killed_mid_task_is_retried_by_ray_and_the_run_completes(cluster, tiny_root, tmp_path):
-    config = _config(tmp_path / "ray.yaml", tiny_root, tmp_path / "ray", categories=["washer"])
+    config = _config(tmp_path / "ray.yaml", tiny_root, tmp_path / "ray", category=["washer"], executor="ray",
+                     ray_address=cluster)
     killed: list = []
     killer = threading.Thread(target=_kill_first_task, args=(killed,))
     killer.start()
-    result = runner.invoke(app, ["run", str(config), "--json", "--executor", "ray", "--ray-address", cluster])
+    result = runner.invoke(app, ["run", str(config), "--json"])
     killer.join()
     assert killed, "no task was seen running"
     assert result.exit_code == 0, result.output
-    outcomes = json.loads(result.stdout)
-    assert {o["stage"] for o in outcomes if o["category"] == "washer" and not o["error"]} >= {"extract", "score"}
+    outcomes = _written(result.stdout)
+    assert {stage for (category, stage), o in outcomes.items() if category == "washer" and not o["error"]} >= {
+        "extract", "score"}
 
 
 def read_scores_at(path):
@@ -118,13 +124,13 @@ def read_scores_at(path):
 
 def test_a_node_that_cannot_see_the_artifacts_folder_is_named_with_the_fix(tiny_root, tmp_path):
     config = RunConfig.from_dict({"data": str(tiny_root), "artifacts": str(tmp_path)})
-    outcome, = _expert_chain_task(config, "brick", str(tmp_path / "elsewhere" / ".eagle-ray-x"), Context())
-    assert outcome.ref is None and "is not shared with Ray node" in outcome.error and "same path" in outcome.error
+    refused = _expert_chain_task(expert_chain, config, "brick", str(tmp_path / "elsewhere" / ".eagle-ray-x"), Context())
+    assert "is not shared with Ray node" in refused and "same path" in refused
 
 
 def test_an_unreachable_cluster_is_one_message(tiny_root, tmp_path):
     ray.shutdown()
     config = RunConfig.from_dict({"data": str(tiny_root), "artifacts": str(tmp_path), "executor": "ray",
-                                  "ray_address": f"127.0.0.1:{free_port()}", "categories": ["brick"]})
+                                  "ray_address": f"127.0.0.1:{free_port()}", "category": ["brick"]})
     with pytest.raises(EagleError, match="Cannot reach a Ray cluster at 127.0.0.1"):
         run_pipeline(config, context=Context(artifacts=tmp_path))

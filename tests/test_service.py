@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from eagle_cli import Expert
+from eagle_cli import load_expert
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.params import CaasSettings, ReasonParams
-from eagle_cli.service.app import create_app, serving_in_background
+from eagle_cli.service.app import create_app
 from eagle_cli.service.batching import BatchingScorer
 from eagle_cli.service.reasoning import ServiceReasoner
 from tests.conftest import bomb_png
+from tests.mllm.servers import serving_in_background
 
 
 def serving(scorer, **limits):
@@ -37,25 +38,25 @@ def post(url, body: bytes, headers=None) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def expert_and_rows(washer_scores):
-    expert = Expert.load(washer_scores.input("threshold"), device="cpu")
+    expert = load_expert(washer_scores.input("threshold"))
     return expert, read_scores(washer_scores)
 
 
 def test_answers_match_eagle_score_and_concurrent_requests_share_forwards(expert_and_rows):
     expert, rows = expert_and_rows
     scorer = BatchingScorer(expert, batch_size=4, max_wait_s=0.05)
-    bodies = [Path(row["path"]).read_bytes() for row in rows] * 3
+    bodies = [Path(row.path).read_bytes() for row in rows] * 3
     with serving(scorer) as url, ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda body: post(url, body), bodies))
     scorer.close()
     assert all(status == 200 for status, _ in answers)
     for (_, answer), row in zip(answers, rows * 3, strict=True):
-        assert answer["score"] == pytest.approx(row["score"], rel=1e-4)
-        assert answer["anomalous"] == row["anomalous"] and answer["uncertain"] == row["uncertain"]
-        assert (answer["width"], answer["height"]) == (row["width"], row["height"])
+        assert answer["score"] == pytest.approx(row.score, rel=1e-4)
+        assert answer["anomalous"] == row.anomalous and answer["uncertain"] == row.uncertain
+        assert (answer["width"], answer["height"]) == (row.width, row.height)
         assert bool(answer["boxes"]) <= answer["anomalous"]  # boxes only with an anomalous verdict
         for x0, y0, x1, y1 in answer["boxes"]:
-            assert 0 <= x0 < x1 <= row["width"] and 0 <= y0 < y1 <= row["height"]
+            assert 0 <= x0 < x1 <= row.width and 0 <= y0 < y1 <= row.height
     assert any(answer["anomalous"] and answer["boxes"] for _, answer in answers)
     assert scorer.batches < len(bodies)  # several requests went through one forward
 
@@ -65,6 +66,7 @@ class _Gated:
 
     def __init__(self, expert):
         self.expert, self.tau, self.gate, self.entered = expert, expert.tau, threading.Event(), threading.Event()
+        self.geometry = expert.geometry
 
     def score(self, images):
         self.entered.set()
@@ -76,7 +78,7 @@ def test_a_full_queue_answers_busy_at_once_and_the_waiting_requests_complete(exp
     expert, rows = expert_and_rows
     gated = _Gated(expert)
     scorer = BatchingScorer(gated, batch_size=1, max_wait_s=0, queue_size=1)
-    body = Path(rows[0]["path"]).read_bytes()
+    body = Path(rows[0].path).read_bytes()
     with serving(scorer) as url, ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, url, body)
         assert gated.entered.wait(30)  # the worker holds the first request
@@ -93,12 +95,12 @@ def test_a_full_queue_answers_busy_at_once_and_the_waiting_requests_complete(exp
 def test_bad_uploads_get_their_status_and_the_service_keeps_serving(expert_and_rows):
     expert, rows = expert_and_rows
     scorer = BatchingScorer(expert)
-    good = Path(rows[0]["path"]).read_bytes()
+    good = Path(rows[0].path).read_bytes()
     with serving(scorer, max_bytes=len(good) + 10, api_key="s3cret") as url:
         key = {"Authorization": "Bearer s3cret"}
         assert post(url, good)[0] == 401 and post(url, good, {"X-API-Key": "wrong"})[0] == 401
         status, answer = post(url, bomb_png(3_000, 3_000), key)
-        assert status == 413 and "9.0 megapixels" in answer["error"] and "--max-pixels" in answer["error"]
+        assert status == 413 and "9.0 megapixels" in answer["error"] and "--max-image-pixels" in answer["error"]
         assert post(url, bomb_png(30_000, 30_000), key)[0] == 413  # beyond Pillow's own bomb limit
         assert post(url, good[: len(good) // 2], key)[0] == 422  # truncated
         assert post(url, b"not an image at all", key)[0] == 415
@@ -118,15 +120,15 @@ def test_with_a_model_each_reply_carries_its_answer_to_the_defect_question(exper
     expert, rows = expert_and_rows
     params = ReasonParams(model=str(tiny_qwen), device="cpu", max_new_tokens=3,
                           caas=CaasSettings(layers=(1,)))
-    reasoner = ServiceReasoner(params, category="washer", tau=expert.tau, s_max=expert.s_max)
+    reasoner = ServiceReasoner(params, category="washer", threshold=expert.threshold)
     scorer = BatchingScorer(expert)
-    picked = [next(r for r in rows if r["anomalous"]), next(r for r in rows if not r["anomalous"])]
+    picked = [next(r for r in rows if r.anomalous), next(r for r in rows if not r.anomalous)]
     with serving(scorer, reasoner=reasoner) as url, ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda row: post(url, Path(row["path"]).read_bytes()), picked))
+        answers = list(pool.map(lambda row: post(url, Path(row.path).read_bytes()), picked))
     scorer.close()
     for (status, answer), row in zip(answers, picked, strict=True):
-        assert status == 200 and answer["anomalous"] == row["anomalous"]
+        assert status == 200 and answer["anomalous"] == row.anomalous
         reply = answer["answer"]
         assert reply["question"] == "Is there any defect in the object?" and isinstance(reply["raw"], str)
         assert reply["valid"] == (reply["parsed"] is not None) and reply["model"] == str(tiny_qwen)
-        assert reply["caas"] == row["uncertain"]  # CAAS acts only inside the expert's window
+        assert reply["caas"] == row.uncertain  # CAAS acts only inside the expert's window

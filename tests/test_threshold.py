@@ -4,24 +4,25 @@ from scipy import stats
 
 from eagle_cli.errors import ParameterError
 from eagle_cli.params import ThresholdParams
-from eagle_cli.threshold import evt_quantile, far_interval, fit_threshold, smallest_target
+from eagle_cli.settings import identity
+from eagle_cli.threshold import evt_quantile, far_interval, fit_threshold, fitted_tau, smallest_target
 
 SCORES = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
 
 
 def test_k_sigma_uses_population_std():
-    assert fit_threshold(SCORES, ThresholdParams("k-sigma", kappa=2.0)) == pytest.approx(4.0 + 2 * np.sqrt(10.0))
+    assert fit_threshold(SCORES, ThresholdParams("k-sigma", kappa=2.0)).tau == pytest.approx(4.0 + 2 * np.sqrt(10.0))
 
 
 def test_quantile_interpolates_linearly():
-    assert fit_threshold(SCORES, ThresholdParams("quantile", q=90)) == pytest.approx(4.0 + 0.6 * 6.0)
+    assert fit_threshold(SCORES, ThresholdParams("quantile", q=90)).tau == pytest.approx(4.0 + 0.6 * 6.0)
 
 
 def test_mad_raw_and_with_normal_consistency():
     # median 3, |x - 3| = 2, 1, 0, 1, 7 -> MAD 1
-    assert fit_threshold(SCORES, ThresholdParams("mad", mad_factor=3)) == pytest.approx(6.0)
+    assert fit_threshold(SCORES, ThresholdParams("mad", mad_factor=3)).tau == pytest.approx(6.0)
     consistent = ThresholdParams("mad", mad_factor=3, mad_consistency=True)
-    assert fit_threshold(SCORES, consistent) == pytest.approx(3 + 3 * 1.4826)
+    assert fit_threshold(SCORES, consistent).tau == pytest.approx(3 + 3 * 1.4826)
 
 
 @pytest.mark.parametrize("xi", [-0.2, 0.0, 0.3])
@@ -51,22 +52,23 @@ def test_unknown_method_is_refused_not_replaced():
 
 
 def test_only_the_methods_own_parameters_identify_it():
-    assert ThresholdParams("quantile", kappa=5).effective() == ThresholdParams("quantile").effective()
-    assert ThresholdParams("k-sigma", kappa=5).effective() != ThresholdParams("k-sigma").effective()
+    assert identity(ThresholdParams("quantile", kappa=5)) == identity(ThresholdParams("quantile"))
+    assert identity(ThresholdParams("k-sigma", kappa=5)) != identity(ThresholdParams("k-sigma"))
 
 
 def test_conformal_takes_the_ceil_n_plus_1_times_1_minus_alpha_order_statistic():
     scores = np.arange(1.0, 20.0)  # n = 19
-    assert fit_threshold(scores, ThresholdParams("conformal", target_far=0.1)) == 18.0  # ⌈20 · 0.9⌉ = 18
-    assert fit_threshold(scores, ThresholdParams("conformal", target_far=0.05)) == 19.0  # ⌈20 · 0.95⌉ = 19
-    assert fit_threshold(scores[::-1], ThresholdParams("conformal", target_far=0.5)) == 10.0  # order does not matter
+    assert fit_threshold(scores, ThresholdParams("conformal", target_far=0.1)).tau == 18.0  # ⌈20 · 0.9⌉ = 18
+    assert fit_threshold(scores, ThresholdParams("conformal", target_far=0.05)).tau == 19.0  # ⌈20 · 0.95⌉ = 19
+    # order does not matter
+    assert fit_threshold(scores[::-1], ThresholdParams("conformal", target_far=0.5)).tau == 10.0
 
 
 def test_a_target_that_n_scores_cannot_support_is_refused_with_the_smallest_that_they_can():
     assert smallest_target(8) == pytest.approx(1 / 9)
     with pytest.raises(ParameterError, match=r"needs at least 19 calibration images; 8 can promise targets down to"):
         fit_threshold(np.arange(8.0), ThresholdParams("conformal", target_far=0.05))
-    assert fit_threshold(np.arange(8.0), ThresholdParams("conformal", target_far=1 / 9)) == 7.0
+    assert fit_threshold(np.arange(8.0), ThresholdParams("conformal", target_far=1 / 9)).tau == 7.0
 
 
 @pytest.mark.parametrize("n, alpha", [(30, 0.1), (60, 0.05), (200, 0.01)])
@@ -77,7 +79,7 @@ def test_conformal_false_alarm_rate_on_new_exchangeable_scores_is_within_its_pro
     trials = 4000
     rates = []
     for _ in range(trials):
-        tau = fit_threshold(rng.gamma(2.0, 10.0, n), ThresholdParams("conformal", target_far=alpha))
+        tau = fitted_tau(rng.gamma(2.0, 10.0, n), ThresholdParams("conformal", target_far=alpha))
         rates.append(stats.gamma.sf(tau, 2.0, scale=10.0))
     mean, noise = np.mean(rates), 3 * np.std(rates) / np.sqrt(trials)
     assert alpha - 1 / (n + 1) - noise <= mean <= alpha + noise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -26,25 +26,6 @@ class Sample:
     defect: str | None = None
     mask: Path | None = None
 
-    def to_record(self) -> dict:
-        return {
-            "path": str(self.path),
-            "split": self.split,
-            "label": self.label,
-            "defect": self.defect,
-            "mask": str(self.mask) if self.mask else None,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict) -> Sample:
-        return cls(
-            path=Path(record["path"]),
-            split=record["split"],
-            label=record["label"],
-            defect=record["defect"],
-            mask=Path(record["mask"]) if record["mask"] else None,
-        )
-
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
@@ -59,5 +40,5 @@ def samples_digest(samples: list[Sample]) -> str:
     entries = []
     for sample in samples:
         stat = sample.path.stat() if sample.path.exists() else None
-        entries.append([sample.to_record(), stat and stat.st_size, stat and stat.st_mtime_ns])
-    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
+        entries.append([asdict(sample), stat and stat.st_size, stat and stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()[:16]

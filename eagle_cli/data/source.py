@@ -6,14 +6,12 @@ import difflib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 from eagle_cli.data import folder, mmad, mvtec, visa
 from eagle_cli.data.sample import Sample
 from eagle_cli.errors import DataError
-from eagle_cli.params import Layout
+from eagle_cli.params import DataParams
 
-LAYOUTS: tuple[str, ...] = get_args(Layout)
 #: Category name used for a plain pair of folders when none is given.
 FOLDER_CATEGORY = "default"
 
@@ -35,6 +33,12 @@ class DataSource:
     split_csv: Path | None = None
     mmad_json: Path | None = None
     mmad_dataset: str | None = None
+
+    @classmethod
+    def of(cls, params: DataParams) -> DataSource:
+        """The source the data settings name (checked and resolved by :meth:`resolved`)."""
+        return cls(params.layout, params.data, params.good, params.test, params.split_csv, params.mmad_json,
+                   params.mmad_dataset)
 
     def mmad_index(self) -> mmad.MmadIndex:
         return _mmad_index(self.root, self.mmad_json)

@@ -12,7 +12,7 @@ import torch
 import torchvision
 from torchvision.models import feature_extraction
 
-from eagle_cli.artifacts import sha256_file
+from eagle_cli.digests import sha256_file
 from eagle_cli.errors import ParameterError, WeightsError
 
 

@@ -2,22 +2,19 @@
 
 DBT fits τ on normal scores, so those scores must be distributed like the scores of new good
 parts. Every training image is also in the bank, so each estimator scores an image against a bank
-that "has not seen" it, in a different way:
+that "has not seen" it:
 
 ``reference``  (eagle-method.md A.7, parity) the image's *unselected* patches against the bank
                without the image's own entries. Biased low: the coreset took the image's most
                unusual patches, and what is left has close neighbours in the other images.
-``leave-own-out``  *all* patches against the bank without the image's own entries. Biased high:
-               the removed entries also covered other images' patches, and a coreset fitted without
-               the image would have put entries from those images there instead.
-``refill``     leave-own-out, plus those replacement entries: the other images' patches that the
-               removed entries covered ("orphans") are refilled farthest-first, with as many entries
-               as a coreset of the other n − 1 images would have to spare. The coreset recorded which
-               entry covers each training patch, so this costs about one search of the scored
-               images' patches.
-``cross-fit``  K folds: each fold is scored with all patches against a bank refitted, with the real
-               bank's coreset settings, on the other folds. Exact for K = n (the jackknife); for
-               smaller K the banks see fewer images, so it is biased high. Costs K coreset fits.
+``refill``     *all* patches against the bank without the image's own entries, plus the entries a
+               coreset of the other images would have put in their place: the other images' patches
+               that the removed entries covered ("orphans") are refilled farthest-first, with as many
+               entries as a coreset of the other n − 1 images would have to spare. The coreset recorded
+               which entry covers each training patch, so this costs about one search of the scored
+               images' patches. Unbiased within noise on realistic data (BENCHMARKS.md, where the
+               estimators that lost to it — all patches without the refill, and K-fold refits — are
+               kept as experiments in ``benchmarks/estimators.py``).
 
 Each scores the training images it is given (``images``: all, or a seeded sample of them — see
 :func:`sample_images`): the work grows with the bank times the images scored, so a cap keeps a
@@ -32,14 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from eagle_cli.errors import ParameterError
-from eagle_cli.expert.coreset import Coreset, coreset_size, project, projection, select_coreset
+from eagle_cli.expert.coreset import Coreset, project, projection
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import ScoreRule
-from eagle_cli.params import BankParams
+from eagle_cli.expert.scoring import images_from_distances
+from eagle_cli.params import BankParams, CalibrationParams
 from eagle_cli.progress import Advance
 
-CALIBRATIONS = ("reference", "leave-own-out", "refill", "cross-fit")
 #: Images whose patches go to faiss in one search: large enough to keep BLAS busy, small enough
 #: that the float32 copy of the queries (8 × 784 × 1024 × 4 B = 26 MB) stays small next to the bank.
 _IMAGES_PER_SEARCH = 8
@@ -47,10 +42,9 @@ _IMAGES_PER_SEARCH = 8
 
 @dataclass(frozen=True)
 class Calibration:
-    """One score per training image, NaN where left out; ``fold`` is each image's fold (cross-fit) or -1."""
+    """One score per training image, NaN where left out or not sampled."""
 
     scores: np.ndarray
-    fold: np.ndarray
     fallback_rows: int = 0
 
 
@@ -71,7 +65,7 @@ def sample_images(n_images: int, count: int, *, seed: int) -> np.ndarray:
 
 
 def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch.Tensor, images: np.ndarray, *,
-                     rule: ScoreRule, min_unselected: int, extra: int, progress: Advance) -> Calibration:
+                     knn_k: int, image_top: int, min_unselected: int, extra: int, progress: Advance) -> Calibration:
     """Score the unselected patches ``unselected (n, P) bool`` of ``images``; leave out images with fewer than
     ``min_unselected``."""
     n_images = features.shape[0]
@@ -83,16 +77,16 @@ def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch
     for group in _groups(usable):
         queries = torch.cat([features[i][unselected[i]] for i in group])
         owners = np.repeat(group, [int(counts[i]) for i in group])
-        dist, _, fallback = index.search_leave_own_out(queries, rule.knn_k, owners, extra=extra)
+        dist, _, fallback = index.search_leave_own_out(queries, knn_k, owners, extra=extra)
         fallback_rows += fallback
         bounds = np.cumsum([0] + [int(counts[i]) for i in group])
         for i, lo, hi in zip(group, bounds[:-1], bounds[1:], strict=True):
-            scores[i] = rule.images(dist[lo:hi])
+            scores[i] = images_from_distances(dist[lo:hi], image_top)
         progress(len(group))
-    return Calibration(scores, np.full(n_images, -1), fallback_rows)
+    return Calibration(scores, fallback_rows)
 
 
-def _own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
+def own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
                     progress: Advance) -> tuple[np.ndarray, int]:
     """Every patch of ``images`` against the other images' entries: distances ``(len(images), P, k)`` and the
     number of fallback rows."""
@@ -109,17 +103,9 @@ def _own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray
     return dists, fallback_rows
 
 
-def leave_own_out_scores(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, rule: ScoreRule, extra: int,
-                         progress: Advance) -> Calibration:
-    """Score all patches of each of ``images`` against the bank without that image's entries."""
-    dists, fallback_rows = _own_out_search(features, index, images, knn_k=rule.knn_k, extra=extra, progress=progress)
-    scores = np.full(features.shape[0], np.nan)
-    scores[images] = rule.images(dists)
-    return Calibration(scores, np.full(features.shape[0], -1), fallback_rows)
-
-
-def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, rule: ScoreRule,
-                  proj_dim: int, generator: torch.Generator, extra: int, progress: Advance) -> Calibration:
+def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, knn_k: int,
+                  image_top: int, proj_dim: int, generator: torch.Generator, extra: int,
+                  progress: Advance) -> Calibration:
     """Leave-own-out with the removed entries' orphans refilled (see the module docstring).
 
     ``cover`` is the bank's coreset as fit-bank recorded it. The refill continues its greedy in its own
@@ -132,7 +118,7 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     """
     n_images, patches, dim = features.shape
     # Two passes over the images, each half of the work: progress advances by halves.
-    dists, fallback_rows = _own_out_search(features, index, images, knn_k=rule.knn_k, extra=extra,
+    dists, fallback_rows = own_out_search(features, index, images, knn_k=knn_k, extra=extra,
                                            progress=lambda n: progress(n / 2))
     flat = features.reshape(-1, dim)
     weight = projection(dim, proj_dim, generator=generator)
@@ -163,10 +149,10 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
             if chosen:
                 refill = flat[torch.as_tensor(orphans[members[chosen]])].float()
                 extra_dists = torch.cdist(features[i].float(), refill).square_().numpy()
-                patch_dists = np.sort(np.concatenate([patch_dists, extra_dists], axis=1), axis=1)[:, :rule.knn_k]
-        scores[i] = rule.images(patch_dists)
+                patch_dists = np.sort(np.concatenate([patch_dists, extra_dists], axis=1), axis=1)[:, :knn_k]
+        scores[i] = images_from_distances(patch_dists, image_top)
         progress(0.5)
-    return Calibration(scores, np.full(n_images, -1), fallback_rows)
+    return Calibration(scores, fallback_rows)
 
 
 def _farthest_first(points: torch.Tensor, sq_dist: torch.Tensor, radius: float) -> list[int]:
@@ -182,41 +168,19 @@ def _farthest_first(points: torch.Tensor, sq_dist: torch.Tensor, radius: float) 
         torch.minimum(sq_dist, ((points - points[j]) ** 2).sum(1), out=sq_dist)
 
 
-def fold_assignment(n_images: int, folds: int, *, seed: int) -> np.ndarray:
-    """Each image's fold, ``(n,)``: a seeded shuffle dealt round-robin, so fold sizes differ by at most one."""
-    if not 2 <= folds <= n_images:
-        raise ParameterError(f"--folds {folds}: cross-fitting needs between 2 and the number of training images "
-                             f"({n_images}) folds.")
-    fold = np.empty(n_images, dtype=np.int64)
-    fold[np.random.default_rng(seed).permutation(n_images)] = np.arange(n_images) % folds
-    return fold
-
-
-def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, coreset: BankParams,
-                     rule: ScoreRule, seed: int, progress: Advance) -> Calibration:
-    """Score the ``images`` of each fold with all patches against a bank refitted on the other folds with the
-    real bank's coreset settings ``coreset``."""
-    n_images, patches, dim = features.shape
-    fold = fold_assignment(n_images, folds, seed=seed)
-    smallest = n_images - int(np.bincount(fold).max())
-    if coreset_size(smallest * patches, coreset.coreset_ratio) < rule.knn_k:
-        raise ParameterError(f"With --folds {folds}, a fold's bank is fitted on {smallest} images and would hold "
-                             f"fewer than k = {rule.knn_k} entries; use fewer folds.")
-    scores = np.full(n_images, np.nan)
-    scoring = np.zeros(n_images, dtype=bool)
-    scoring[images] = True
-    for f in range(folds):
-        kept, held = np.flatnonzero(fold != f), np.flatnonzero((fold == f) & scoring)
-        train = features[torch.as_tensor(kept)].reshape(-1, dim).float()
-        selected = select_coreset(train, coreset.coreset_ratio, proj_dim=coreset.proj_dim, n_starts=coreset.n_starts,
-                                  init=coreset.init, generator=torch.Generator().manual_seed(seed + f + 1),
-                                  shard_rows=coreset.coreset_shard_images * patches,
-                                  updates=coreset.coreset_updates).selected
-        bank = BankIndex(train[selected], torch.as_tensor(kept)[selected // patches], backend="faiss",
-                         device=torch.device("cpu"))
-        del train
-        for group in _groups(held):
-            dist, _ = bank.search(features[torch.as_tensor(group)].reshape(-1, dim), rule.knn_k)
-            scores[group] = rule.images(dist.reshape(len(group), patches, rule.knn_k))
-            progress(len(group))
-    return Calibration(scores, fold)
+def calibrate(features: torch.Tensor, index: BankIndex, coreset: Coreset, bank: BankParams,
+              params: CalibrationParams, *, seed: int, progress: Advance) -> tuple[Calibration, np.ndarray]:
+    """Score the training images ``features (n, P, D)`` of a bank (its ``index``, its ``coreset`` and its settings
+    ``bank``, selected with ``seed``) by ``params.calibration``; return the scores and the images sampled."""
+    n_images, patches, _ = features.shape
+    images = sample_images(n_images, params.sampled(n_images), seed=seed)
+    if params.calibration == "reference":
+        selected = torch.zeros(n_images * patches, dtype=torch.bool)
+        selected[coreset.selected] = True
+        return reference_scores(features, index, ~selected.reshape(n_images, patches), images, knn_k=bank.knn_k,
+                                image_top=bank.image_top, min_unselected=params.min_unselected,
+                                extra=params.extra_neighbours, progress=progress), images
+    # The bank's own projection: the same generator, seeded as the bank's selection was.
+    return refill_scores(features, index, coreset, images, knn_k=bank.knn_k, image_top=bank.image_top,
+                         proj_dim=bank.proj_dim, generator=torch.Generator().manual_seed(seed),
+                         extra=params.extra_neighbours, progress=progress), images

@@ -13,26 +13,22 @@ step-by-step greedy's (tested against the plain loop); the work is matrix produc
 pass over every point per member. All large buffers are allocated once. The greedy already knows
 each point's nearest member; it is returned (:class:`Coreset`) for the calibration to reuse.
 
-Opt-in, not the published selection (BENCHMARKS.md measures what each costs):
-
-- ``updates="lists"`` keeps the greedy's global choice of the farthest point but lowers distances only
-  where a new member can be near: the projected points are split into k-means lists of about
-  ``ROWS_PER_LIST`` points, and each new member updates the points of its ``PROBES`` nearest lists (the
-  probing of an IVF index, applied to the greedy's update). A point whose nearer member sits in an
-  unprobed list keeps a larger distance than it has, so it may be chosen although covered. The arithmetic
-  per member is a fixed number of lists instead of every point; a round still reads each list its
-  members probe once, which at millions of points is most of them.
-- ``shard_rows`` runs the greedy per group of rows (time linear in N, a somewhat larger covering radius).
+Opt-in, not the published selection (BENCHMARKS.md measures what it costs): ``updates="lists"`` keeps
+the greedy's global choice of the farthest point but lowers distances only where a new member can be
+near: the projected points are split into k-means lists of about ``ROWS_PER_LIST`` points, and each new
+member updates the points of its ``PROBES`` nearest lists (the probing of an IVF index, applied to the
+greedy's update). A point whose nearer member sits in an unprobed list keeps a larger distance than it
+has, so it may be chosen although covered. The arithmetic per member is a fixed number of lists instead
+of every point; a round still reads each list its members probe once, which at millions of points is
+most of them.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 
 from eagle_cli.errors import ParameterError
@@ -121,10 +117,10 @@ def starting_points(proj: torch.Tensor, n_starts: int, init: str, *, generator: 
 class Coreset:
     """The selected rows in selection order, and each point's cover in the projected space the greedy worked in.
 
-    ``cover[i]`` is the position in ``selected`` of the member nearest to point i (within its shard when
-    the selection was sharded, among those in the lists it probed when updated by lists: then the distance is
-    an upper bound), ``cover_sq_dist[i]`` the squared projected distance to it. The calibration reads them to
-    know which points an image's entries cover, without searching every point again.
+    ``cover[i]`` is the position in ``selected`` of the member nearest to point i (among those in the lists
+    it probed when updated by lists: then the distance is an upper bound), ``cover_sq_dist[i]`` the squared
+    projected distance to it. The calibration reads them to know which points an image's entries cover,
+    without searching every point again.
     """
 
     selected: torch.Tensor
@@ -142,42 +138,23 @@ def select_coreset(
     generator: torch.Generator,
     progress: Callable[[int], None] | None = None,
     pool: int = 1024,
-    shard_rows: int = 0,
     updates: str = "exact",
 ) -> Coreset:
     """Select ``floor(N * ratio)`` rows of ``(N, D)`` features.
 
     ``updates="lists"`` lowers each member's distances in its nearest k-means lists only (module docstring).
-    ``shard_rows`` > 0 runs the greedy separately on consecutive groups of that many rows, each
-    choosing its share of the members (at least one), and joins them: the work grows linearly with N instead of
-    quadratically, and every point is covered by a member of its own shard. ``progress(k)`` is told
-    each time k more members are chosen.
+    ``progress(k)`` is told each time k more members are chosen.
     """
     n = features.shape[0]
     size = coreset_size(n, ratio)
     weight = projection(features.shape[1], proj_dim, generator=generator)
     if updates not in UPDATES:
         raise ParameterError(f"Unknown coreset updates {updates!r}; choose one of {', '.join(UPDATES)}.")
-    if updates == "lists" and shard_rows:
-        raise ParameterError("A coreset is either sharded or updated by lists, not both.")
     if updates == "lists" and _lists_for(n):
         state, order = _by_lists(project(features, weight), size, pool, generator)
         state.nearest.copy_(_starting_distances(state.proj, state.sq_norms, n_starts, init, generator))
         return _unpermuted(_run(state, progress), order)
-    if not 0 < shard_rows < n:
-        return _greedy(project(features, weight), size, n_starts, init, generator, progress, pool)
-    bounds = list(range(0, n, shard_rows)) + [n]
-    # Each shard's share of the members, rounded so the shares add up to `size` (a shard too small for
-    # one member by its share still gets one).
-    shares = [math.floor(size * stop / n) - math.floor(size * start / n) for start, stop in itertools.pairwise(bounds)]
-    parts = []
-    for (start, stop), share in zip(itertools.pairwise(bounds), shares, strict=True):
-        part = _greedy(project(features[start:stop], weight), max(share, 1), n_starts, init, generator, progress, pool)
-        parts.append((start, part))
-    offsets = np.cumsum([0] + [len(part.selected) for _, part in parts])
-    return Coreset(torch.cat([part.selected + start for start, part in parts]),
-                   torch.cat([part.cover + int(offset) for (_, part), offset in zip(parts, offsets[:-1], strict=True)]),
-                   torch.cat([part.cover_sq_dist for _, part in parts]))
+    return _greedy(project(features, weight), size, n_starts, init, generator, progress, pool)
 
 
 def continue_coreset(

@@ -29,6 +29,7 @@ from PIL import Image
 from eagle_cli.devices import resolve_device
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.backbones import feature_extractor, get_spec
+from eagle_cli.lineage import Lineage
 from eagle_cli.params import ExtractParams
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,8 +48,9 @@ class Geometry:
     overlap: float = 0.25
 
     @classmethod
-    def of(cls, params: ExtractParams) -> Geometry:
-        return cls(params.resize, params.crop, params.tile, params.overlap)
+    def of(cls, settings: ExtractParams | Lineage) -> Geometry:
+        """The geometry extraction settings ask for, or features were computed with."""
+        return cls(settings.resize, settings.crop, settings.tile, settings.overlap)
 
     @property
     def frame(self) -> int:
@@ -211,21 +213,12 @@ class PatchFeatureExtractor:
         return sum(self.pretrain_dim or channels for channels in self._probe()[1])
 
     @property
-    def lineage(self) -> dict:
-        tiling = {"tile": self.geometry.tile, "overlap": self.geometry.overlap} if self.geometry.tile else {}
-        return {
-            "backbone": self.spec.name,
-            "layers": list(self.layers),
-            "resize": self.geometry.resize,
-            "crop": self.geometry.crop,
-            **tiling,
-            "weights": self.weights_tag,
-            "feature_dim": self.feature_dim,
-            # Only where they differ from the reference, so features extracted earlier keep their lineage.
-            **({"pooling": [self.pretrain_dim, self.target_dim]} if (self.pretrain_dim, self.target_dim) != (1024, 1024)
-               else {}),
-            **({"layer_weights": list(self.layer_weights)} if any(w != 1 for w in self.layer_weights) else {}),
-        }
+    def lineage(self) -> Lineage:
+        geometry = self.geometry
+        return Lineage(backbone=self.spec.name, layers=tuple(self.layers), weights=self.weights_tag,
+                       resize=geometry.resize, crop=geometry.crop, tile=geometry.tile,
+                       overlap=geometry.overlap if geometry.tile else 0.0, feature_dim=self.feature_dim,
+                       pooling=(self.pretrain_dim, self.target_dim), layer_weights=tuple(self.layer_weights))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Patch features ``(B, T * H * W, D)`` of frames ``(B, 3, frame, frame)``: T tiles of an (H, W) grid each."""

@@ -1,35 +1,47 @@
-"""The expert as one Python object: patch features → kNN against the bank → scores, verdicts and maps.
+"""The expert as one Python object: fit on good images, calibrate, threshold and score, all in memory.
 
     from PIL import Image
-    from eagle_cli import Expert
+    from eagle_cli import Expert, load_expert
 
-    expert = Expert.load("artifacts/default/bottle/threshold/3f2a9c0d1e2b4f60", device="cpu")
+    expert = Expert.fit([Image.open(p) for p in good_paths], extract=ExtractParams(backbone="mobilenet_v2"))
     result = expert.score([Image.open("part.png")])
     print(result.scores[0], result.anomalous[0], result.uncertain[0])  # result.maps[0]: (H, W)
 
-``eagle score`` scores through it, and the calibration estimators use the same rule
-(``expert/scoring.py``), so the rule lives once.
+    expert = load_expert("artifacts/default/bottle/threshold/3f2a9c0d1e2b4f60")  # what the stages fitted
+
+The stages are this object's steps with reading and writing around them: ``fit-bank`` is
+:func:`fit_bank`, ``fit-threshold`` is :func:`calibrate` then :func:`fit_threshold`, ``score`` is
+:meth:`Expert.score_frames`; with the same settings and category, both give the same scores.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from eagle_cli import artifacts
-from eagle_cli.artifacts import ArtifactRef
+from eagle_cli.data.images import as_rgb
+from eagle_cli.devices import resolve_device
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.anomaly_map import frame_map, to_original_frame
+from eagle_cli.expert.bank import MemoryBank, fit_bank
+from eagle_cli.expert.calibration import calibrate
 from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import ScoreRule, image_scores, patch_scores, verdicts
-from eagle_cli.formats.bank import read_bank
-from eagle_cli.formats.threshold import read_threshold
-from eagle_cli.params import ExtractParams
+from eagle_cli.expert.scoring import image_scores, patch_scores, verdicts
+from eagle_cli.lineage import Lineage
+from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ThresholdParams
+from eagle_cli.progress import Advance
+from eagle_cli.seeds import category_seed
+from eagle_cli.threshold import Threshold, fit_threshold
+
+
+def _silent(n: float = 1) -> None:
+    pass
+
 
 #: Patches searched together: large enough for an efficient search, small enough to bound memory (32 MB).
 _SEARCH_ROWS = 8192
@@ -39,7 +51,7 @@ _SEARCH_ROWS = 8192
 class Scored:
     """What the expert says about a batch of images, in input order."""
 
-    scores: np.ndarray  # (B,) float64, the image scores (the bank's ScoreRule)
+    scores: np.ndarray  # (B,) float64, the image scores (the bank's rule)
     anomalous: np.ndarray  # (B,) bool, score ≥ τ
     uncertain: np.ndarray  # (B,) bool, τ < score < S_max (the CAAS window)
     crop_maps: list[np.ndarray]  # (frame, frame) float32 each, the frame the expert saw
@@ -52,43 +64,71 @@ class Expert:
     The backbone is built on first use, so scoring ready-made features never loads it.
     """
 
-    def __init__(self, index: BankIndex, *, tau: float, s_max: float, rule: ScoreRule, extract: ExtractParams,
-                 lineage: dict | None = None, sigma_px: float = 4.0):
-        if rule.knn_k > index.size:
-            raise ParameterError(f"k = {rule.knn_k} neighbours but the bank has only {index.size} entries.")
-        self.index = index
-        self.tau, self.s_max, self.rule = tau, s_max, rule
-        self.extract = extract
+    def __init__(self, index: BankIndex, bank: BankParams, extract: ExtractParams, threshold: Threshold, *,
+                 lineage: Lineage | None = None, sigma_px: float = 4.0):
+        if bank.knn_k > index.size:
+            raise ParameterError(f"k = {bank.knn_k} neighbours but the bank has only {index.size} entries.")
+        self.index, self.bank, self.extract, self.threshold = index, bank, extract, threshold
         self.geometry = Geometry.of(extract)
         self.lineage = lineage
         self.sigma_px = sigma_px
         self._extractor: PatchFeatureExtractor | None = None
+        #: Set by :meth:`fit`: the bank as selected (with its coreset) and the calibration scores τ was fitted on.
+        self.memory: MemoryBank | None = None
+        self.calibration_scores: np.ndarray | None = None
+
+    @property
+    def tau(self) -> float:
+        return self.threshold.tau
+
+    @property
+    def s_max(self) -> float:
+        return self.threshold.s_max
 
     @classmethod
-    def load(cls, threshold: ArtifactRef | str | Path, *, device: str = "auto", knn_backend: str = "auto",
-             sigma_px: float = 4.0, batch_size: int = 8) -> Expert:
-        """The expert of a ``threshold`` artifact (a reference or its folder), with its bank and backbone settings."""
-        ref = threshold if isinstance(threshold, ArtifactRef) else artifacts.open_artifact(threshold, "threshold")
-        bank_ref = ref.input("bank")
-        train = bank_ref.input("features").params
-        extract = ExtractParams.of_features(train, batch_size=batch_size, device=device)
-        values = read_threshold(ref)
-        return cls(read_bank(bank_ref, backend=knn_backend, device=device), tau=values["tau"], s_max=values["s_max"],
-                   rule=ScoreRule.of_bank(bank_ref.params), extract=extract, lineage=ref.lineage, sigma_px=sigma_px)
+    def fit(cls, images: Sequence[Image.Image], *, extract: ExtractParams = ExtractParams(),
+            bank: BankParams = BankParams(), calibration: CalibrationParams = CalibrationParams(),
+            threshold: ThresholdParams = ThresholdParams(), category: str = "default", sigma_px: float = 4.0,
+            progress: Advance | None = None) -> Expert:
+        """Fit on good ``images``: their patch features, the coreset bank, the calibration scores and τ.
+
+        ``category`` seeds the coreset and the calibration sample as the stages seed them for a category of
+        that name, so the same images and settings give the stages' expert.
+        """
+        extractor = PatchFeatureExtractor.from_params(extract)
+        geometry = extractor.geometry
+        frames = [geometry.to_tensor(as_rgb(image, min_side=geometry.frame)) for image in images]
+        step = geometry.images_per_batch(extract.batch_size)
+        features = torch.cat([extractor(torch.stack(frames[i:i + step])).cpu() for i in range(0, len(frames), step)])
+        seed = category_seed(bank.seed, category)
+        memory = fit_bank(features, bank, seed=seed, progress=progress)
+        index = memory.index(device=resolve_device(calibration.device), backend=calibration.knn_backend)
+        scores, _ = calibrate(features, index, memory.coreset, bank, calibration, seed=seed, progress=_silent)
+        used = scores.scores[np.isfinite(scores.scores)]
+        if used.size < 2:
+            raise ParameterError(f"Only {used.size} of {len(images)} good images could be scored for calibration; "
+                                 "add good images, or lower --min-unselected with --calibration reference.")
+        expert = cls(index, bank, extract, fit_threshold(used, threshold), lineage=extractor.lineage,
+                     sigma_px=sigma_px)
+        expert._extractor = extractor
+        expert.memory, expert.calibration_scores = memory, used
+        return expert
 
     @property
     def extractor(self) -> PatchFeatureExtractor:
         if self._extractor is None:
             extractor = PatchFeatureExtractor.from_params(self.extract)
             if self.lineage is not None:
-                artifacts.check_lineage(self.lineage, extractor.lineage, what="The bank and the test images' features")
+                self.lineage.check_matches(extractor.lineage, what="The bank and the test images' features")
             self._extractor = extractor
         return self._extractor
 
-    def score(self, images: list[Image.Image]) -> Scored:
-        """Score RGB images of any size (resized, cropped and tiled as the bank's training images were)."""
-        frames = torch.stack([self.geometry.to_tensor(image.convert("RGB")) for image in images])
-        return self.score_frames(frames, [image.size for image in images])
+    def score(self, images: Sequence[Image.Image]) -> Scored:
+        """Score images of any size and mode (resized, cropped and tiled as the bank's training images were);
+        an image smaller than the frame, or of a kind eagle refuses, raises :class:`ImageError`."""
+        checked = [as_rgb(image, min_side=self.geometry.frame) for image in images]
+        frames = torch.stack([self.geometry.to_tensor(image) for image in checked])
+        return self.score_frames(frames, [image.size for image in checked])
 
     def score_frames(self, frames: torch.Tensor, sizes: list[tuple[int, int]]) -> Scored:
         """Score normalised frames ``(B, 3, frame, frame)`` of images whose original (width, height) are ``sizes``.
@@ -101,7 +141,7 @@ class Expert:
         waiting = 0  # patches in ``pending``
 
         def search() -> None:
-            dist, _ = self.index.search(torch.cat([patches for _, patches in pending]).float(), self.rule.knn_k)
+            dist, _ = self.index.search(torch.cat([patches for _, patches in pending]).float(), self.bank.knn_k)
             scores, offset = patch_scores(dist), 0
             for index, patches in pending:
                 per_image[index].append(scores[offset:offset + len(patches)])
@@ -120,26 +160,18 @@ class Expert:
             search()
         return self._scored(np.stack([np.concatenate(parts) for parts in per_image]), sizes, self.extractor.grid())
 
-    def score_features(self, features: torch.Tensor, sizes: list[tuple[int, int]], grid: tuple[int, int] | None = None
-                       ) -> Scored:
+    def score_features(self, features: torch.Tensor, sizes: list[tuple[int, int]], grid: tuple[int, int]) -> Scored:
         """Score patch features ``(B, P, D)`` of images whose original (width, height) are ``sizes``; ``grid`` is
-        one tile's patch grid (square if not given)."""
+        one tile's patch grid."""
         batch, patches, dim = features.shape
-        grid = grid or _square_grid(patches // len(self.geometry.tile_offsets()))
-        dist, _ = self.index.search(features.reshape(-1, dim), self.rule.knn_k)
+        dist, _ = self.index.search(features.reshape(-1, dim), self.bank.knn_k)
         return self._scored(patch_scores(dist).reshape(batch, patches), sizes, grid)
 
     def _scored(self, per_patch: np.ndarray, sizes: list[tuple[int, int]], grid: tuple[int, int]) -> Scored:
         """Image scores, verdicts and maps from patch scores ``(B, P)``."""
-        scores = image_scores(per_patch, self.rule.image_top).astype(np.float64)
+        scores = image_scores(per_patch, self.bank.image_top).astype(np.float64)
         anomalous, uncertain = verdicts(scores, self.tau, self.s_max)
         crop_maps = [frame_map(p, grid, self.geometry, sigma_px=self.sigma_px) for p in per_patch]
         maps = [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(crop_maps, sizes, strict=True)]
         return Scored(scores, anomalous, uncertain, crop_maps, maps)
 
-
-def _square_grid(patches: int) -> tuple[int, int]:
-    side = int(round(patches ** 0.5))
-    if side * side != patches:
-        raise ParameterError(f"{patches} patches per image are not a square grid; pass the grid explicitly.")
-    return side, side

@@ -9,11 +9,7 @@ patch moves the score less, while a defect that covers that many patches keeps i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-
-from eagle_cli.params import BankParams
 
 
 def patch_scores(sq_dists: np.ndarray) -> np.ndarray:
@@ -29,22 +25,9 @@ def image_scores(per_patch: np.ndarray, top: int) -> np.ndarray:
     return np.partition(per_patch, -top, axis=-1)[..., -top:].mean(-1)
 
 
-@dataclass(frozen=True)
-class ScoreRule:
-    """How a bank scores: ``knn_k`` neighbours per patch, the ``image_top`` highest patches per image."""
-
-    knn_k: int = 1
-    image_top: int = 1
-
-    @classmethod
-    def of_bank(cls, params: dict) -> ScoreRule:
-        """The rule of a bank with parameters ``params``."""
-        settings = BankParams.of_bank(params)
-        return cls(settings.knn_k, settings.image_top)
-
-    def images(self, sq_dists: np.ndarray) -> np.ndarray:
-        """Image scores from squared distances ``(..., P, k)`` of each image's patches."""
-        return image_scores(patch_scores(sq_dists), self.image_top)
+def images_from_distances(sq_dists: np.ndarray, top: int) -> np.ndarray:
+    """Image scores from squared distances ``(..., P, k)`` of each image's patches."""
+    return image_scores(patch_scores(sq_dists), top)
 
 
 def verdicts(scores: np.ndarray, tau: float, s_max: float) -> tuple[np.ndarray, np.ndarray]:

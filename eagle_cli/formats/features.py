@@ -3,15 +3,18 @@
 ``features.safetensors`` holds one tensor, ``features`` (float32 or float16), with string metadata
 (kind, schema, artifact id, patch grid of one tile, lineage); it is written row by row as images are
 extracted (``FeaturesWriter``), so extraction holds one batch in memory, not the whole set;
-``images.jsonl`` one row per image (path, label, defect, mask, index, width, height); ``errors.jsonl``
-the images that could not be used. A *joined* artifact (a bank that grew) holds no tensor file: its
-rows are its input artifacts' rows, in order (``params["parts"]``), read without a copy on disk.
-torch is imported by the functions that need it, so reading the image table needs none.
+``images.jsonl`` one :class:`ImageRecord` per row; ``errors.jsonl`` the images that could not be used.
+A *joined* artifact (a bank that grew) holds no tensor file: its rows are its input artifacts' rows,
+in order, read without a copy on disk. The manifest's parameters (:func:`features_params`) name the
+category, split, data source(s), image digest(s) and extraction settings; :func:`features_info`
+reads them back typed. torch is imported by the functions that need it, so reading the tables
+needs none.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +22,13 @@ import numpy as np
 
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef, Draft
+from eagle_cli.data.sample import Sample
+from eagle_cli.data.source import DataSource
 from eagle_cli.errors import ArtifactError
-from eagle_cli.formats.jsonl import ERRORS_FILE, read_jsonl, write_jsonl
+from eagle_cli.formats.jsonl import ERRORS_FILE, ErrorRow, read_rows, write_rows
+from eagle_cli.lineage import Lineage
+from eagle_cli.params import ExtractParams
+from eagle_cli.settings import build, identity
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +37,58 @@ FEATURES_FILE = "features.safetensors"
 IMAGES_FILE = "images.jsonl"
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
 _DTYPE_NAMES = {"float32": "F32", "float16": "F16"}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One feature row's image: the sample, its row and its original size."""
+
+    path: str
+    split: str
+    label: int | None
+    defect: str | None
+    mask: str | None
+    index: int
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, sample: Sample, index: int, size: tuple[int, int]) -> ImageRecord:
+        return cls(str(sample.path), sample.split, sample.label, sample.defect,
+                   str(sample.mask) if sample.mask else None, index, *size)
+
+    @property
+    def sample(self) -> Sample:
+        return Sample(Path(self.path), self.split, self.label, self.defect, Path(self.mask) if self.mask else None)
+
+
+@dataclass(frozen=True)
+class FeaturesInfo:
+    """What a features artifact holds, from its manifest."""
+
+    category: str
+    split: str
+    sources: tuple[DataSource, ...]  # one per part; the first is the dataset a bank was first fitted on
+    extract: ExtractParams  # the settings that change features (runtime settings at their defaults)
+    n_images: int
+    grid: tuple[int, int]
+    lineage: Lineage
+    joined: bool
+
+
+def features_params(category: str, split: str, source: DataSource, digest: str, extract: ExtractParams,
+                    weights_sha256: str | None) -> dict:
+    """A features artifact's parameters: what its id hashes."""
+    return {"category": category, "split": split, "sources": [source.describe()], "images": [digest],
+            "extract": identity(extract), "weights_sha256": weights_sha256}
+
+
+def features_info(ref: ArtifactRef) -> FeaturesInfo:
+    params, summary = ref.params, ref.summary
+    return FeaturesInfo(params["category"], params["split"],
+                        tuple(DataSource.from_description(item) for item in params["sources"]),
+                        build(ExtractParams, params["extract"]), summary["images"], tuple(summary["grid"]),
+                        Lineage.from_dict(ref.lineage), "parts" in params)
 
 
 class FeaturesWriter:
@@ -49,13 +109,6 @@ class FeaturesWriter:
         self._file = open(draft.file(FEATURES_FILE), "wb")
         self._file.seek(8 + self._reserved)
 
-    def add(self, rows: torch.Tensor) -> None:
-        """Append rows ``(k, P, D)`` of the writer's dtype."""
-        if tuple(rows.shape[1:]) != (self.patches, self.dim):
-            raise ValueError(f"feature rows of shape {tuple(rows.shape[1:])}, expected {(self.patches, self.dim)}")
-        self._file.write(rows.contiguous().numpy().tobytes())
-        self.rows += len(rows)
-
     def add_patches(self, patches: torch.Tensor) -> None:
         """Append ``(n, D)`` patches of the next row as they come; :meth:`end_row` or :meth:`drop_row` closes it."""
         self._file.write(patches.contiguous().numpy().tobytes())
@@ -72,7 +125,7 @@ class FeaturesWriter:
         self._file.seek(self._file.tell() - self._pending * self._patch_bytes)
         self._pending = 0
 
-    def finish(self, records: list[dict], errors: list[dict]) -> None:
+    def finish(self, records: list[ImageRecord], errors: list[ErrorRow]) -> None:
         """Write the header for the rows added, the image table (one record per row) and the error list."""
         if len(records) != self.rows:
             raise ValueError(f"{len(records)} image records for {self.rows} feature rows")
@@ -81,13 +134,13 @@ class FeaturesWriter:
         self._file.seek(0)
         self._file.write(self._reserved.to_bytes(8, "little") + header.ljust(self._reserved))
         self._file.close()
-        write_jsonl(self.draft.file(IMAGES_FILE), records)
-        write_jsonl(self.draft.file(ERRORS_FILE), errors)
+        write_rows(self.draft.file(IMAGES_FILE), records)
+        write_rows(self.draft.file(ERRORS_FILE), errors)
 
     def _header(self, rows: int) -> bytes:
         metadata = {
             "kind": "features",
-            "schema": "1",
+            "schema": str(artifacts.SCHEMAS["features"]),
             "artifact_id": self.draft.id,
             "grid": f"{self.grid[0]}x{self.grid[1]}",
             **{key: json.dumps(value) for key, value in self.draft.lineage.items()},
@@ -103,18 +156,20 @@ class FeaturesWriter:
         self._file.close()
 
 
-def write_features(draft: Draft, features: torch.Tensor, records: list[dict], grid: tuple[int, int],
-                   errors: list[dict]) -> None:
+def write_features(draft: Draft, features: torch.Tensor, records: list[ImageRecord], grid: tuple[int, int],
+                   errors: list[ErrorRow]) -> None:
     """Write ``(n, P, D)`` features with string metadata, the image table and the error list."""
     with FeaturesWriter(draft, capacity=len(features), patches=features.shape[1], dim=features.shape[2],
                         dtype=features.dtype, grid=grid) as writer:
-        writer.add(features)
+        for row in features:
+            writer.add_patches(row)
+            writer.end_row()
         writer.finish(records, errors)
 
 
-def write_joined(draft: Draft, parts: list[ArtifactRef]) -> tuple[int, int]:
+def write_joined(draft: Draft, parts: list[ArtifactRef]) -> None:
     """Join ``parts`` (plain features artifacts of one extraction) into ``draft`` by reference: the image
-    table renumbered and the error lists, no tensor copy. Return the (images, errors) counts."""
+    table renumbered and the error lists, no tensor copy; the draft's lineage and summary are set."""
     shapes = {part.id: _map_tensor(part.path / FEATURES_FILE, "features") for part in parts}
     (first, metadata), *_ = shapes.values()
     for part in parts[1:]:
@@ -123,11 +178,20 @@ def write_joined(draft: Draft, parts: list[ArtifactRef]) -> tuple[int, int]:
             raise ArtifactError(f"{part.path} holds {tensor.shape[1]} patches ({other['grid']} per tile) of "
                                 f"{tensor.shape[2]}-d features; {parts[0].path} holds {first.shape[1]} "
                                 f"({metadata['grid']}) of {first.shape[2]}-d. They cannot share a bank.")
-    records = [{**record, "index": i} for i, record in enumerate(r for part in parts for r in read_images(part))]
+    records = [replace(record, index=i) for i, record in enumerate(r for part in parts for r in read_images(part))]
     errors = [error for part in parts for error in read_errors(part)]
-    write_jsonl(draft.file(IMAGES_FILE), records)
-    write_jsonl(draft.file(ERRORS_FILE), errors)
-    return len(records), len(errors)
+    write_rows(draft.file(IMAGES_FILE), records)
+    write_rows(draft.file(ERRORS_FILE), errors)
+    draft.lineage = parts[0].lineage
+    draft.summary = {"images": len(records), "errors": len(errors), "grid": parts[0].summary["grid"],
+                     "joined": [part.id for part in parts]}
+
+
+def joined_params(parts: list[ArtifactRef]) -> dict:
+    """The parameters of the features artifact joining ``parts`` (of one category, split and extraction)."""
+    first = parts[0].params
+    return {**first, "sources": [s for part in parts for s in part.params["sources"]],
+            "images": [d for part in parts for d in part.params["images"]], "parts": [part.id for part in parts]}
 
 
 def feature_parts(ref: ArtifactRef) -> list[ArtifactRef]:
@@ -137,7 +201,8 @@ def feature_parts(ref: ArtifactRef) -> list[ArtifactRef]:
     return [artifacts.open_artifact(ref.locate(item), "features") for item in ref.manifest["inputs"]]
 
 
-def read_features(ref: ArtifactRef, *, check_finite: bool = True) -> tuple[torch.Tensor, list[dict], tuple[int, int]]:
+def read_features(ref: ArtifactRef, *, check_finite: bool = True
+                  ) -> tuple[torch.Tensor, list[ImageRecord], tuple[int, int]]:
     """Map ``(n, P, D)`` features, the image records and the patch grid; refuse non-finite values.
 
     One file is memory-mapped (no copy); a joined artifact's parts are concatenated in memory. The
@@ -159,20 +224,13 @@ def read_features(ref: ArtifactRef, *, check_finite: bool = True) -> tuple[torch
     return features, read_images(ref), grid
 
 
-def training_source(ref: ArtifactRef) -> dict:
-    """The described data source of a features artifact; of a joined one, its first part's (the dataset
-    the bank was first fitted on, where its test images are)."""
-    source = ref.params["source"]
-    return source[0] if isinstance(source, list) else source
-
-
-def read_images(ref: ArtifactRef) -> list[dict]:
+def read_images(ref: ArtifactRef) -> list[ImageRecord]:
     """The image table: one row per feature row, in order."""
-    return read_jsonl(ref.path / IMAGES_FILE)
+    return read_rows(ref.path / IMAGES_FILE, ImageRecord)
 
 
-def read_errors(ref: ArtifactRef) -> list[dict]:
-    return read_jsonl(ref.path / ERRORS_FILE)
+def read_errors(ref: ArtifactRef) -> list[ErrorRow]:
+    return read_rows(ref.path / ERRORS_FILE, ErrorRow)
 
 
 def _map_tensor(path: Path, key: str) -> tuple[torch.Tensor, dict]:

@@ -1,21 +1,50 @@
-"""``prompts`` artifacts: one record per question about a scored image, and the images they show.
+"""``prompts`` artifacts: one :class:`PromptRecord` per question about a scored image, and the images they show.
 
-``prompts.jsonl`` records: id (``<image index>:<question number>``), path, label, defect, score,
-anomalous, uncertain, boxes (``[x1, y1, x2, y2]`` in the original frame, as drawn), question, options,
-answer, type and the ordered ``message`` (text items, and image items with a path and a role:
-template, query, boxes or heatmap). Drawn images live under ``images/``; their paths are relative
-to the artifact.
+A record's ``message`` is the ordered content (``prompts/assemble.py``): text items, and image items
+with a path and a role (template, query, boxes or heatmap). Drawn images live under ``images/``;
+their paths are relative to the artifact. The manifest's parameters are the prompt settings, with
+the template and domain-knowledge files as the hashes of their contents.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from eagle_cli.artifacts import ArtifactRef, Draft
-from eagle_cli.formats.jsonl import read_jsonl, write_jsonl
+from eagle_cli.digests import sha256_file
+from eagle_cli.formats.jsonl import read_rows, write_rows
+from eagle_cli.params import PromptParams
+from eagle_cli.settings import build, identity
 
 PROMPTS_FILE = "prompts.jsonl"
 IMAGES_DIR = "images"
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    id: str  # <index of the image's scores row>:<question number>
+    path: str
+    label: int | None
+    anomalous: bool
+    uncertain: bool
+    boxes: list[list[int]]  # [x1, y1, x2, y2] in the original frame, as drawn
+    question: str
+    options: dict[str, str]
+    answer: str | None
+    type: str
+    message: list[dict]
+
+
+def prompts_params(params: PromptParams) -> dict:
+    """The prompt settings, with the domain-knowledge and template files as the hashes of their contents."""
+    files = {f"{key}_sha256": sha256_file(path) if (path := getattr(params, key)) is not None and path.is_file()
+             else None for key in ("domain_knowledge", "template")}
+    return {**identity(params), **files}
+
+
+def prompt_settings(ref: ArtifactRef) -> PromptParams:
+    return build(PromptParams, ref.params)
 
 
 def image_dir(draft: Draft) -> Path:
@@ -25,12 +54,12 @@ def image_dir(draft: Draft) -> Path:
     return path
 
 
-def write_prompts(draft: Draft, records: list[dict]) -> None:
-    write_jsonl(draft.file(PROMPTS_FILE), records)
+def write_prompts(draft: Draft, records: list[PromptRecord]) -> None:
+    write_rows(draft.file(PROMPTS_FILE), records)
 
 
-def read_prompts(ref: ArtifactRef) -> list[dict]:
-    return read_jsonl(ref.path / PROMPTS_FILE)
+def read_prompts(ref: ArtifactRef) -> list[PromptRecord]:
+    return read_rows(ref.path / PROMPTS_FILE, PromptRecord)
 
 
 def resolve_image(ref: ArtifactRef | Path, item: dict) -> Path:

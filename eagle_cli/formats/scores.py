@@ -1,10 +1,9 @@
 """``scores`` artifacts: one row per scored image, its anomaly maps, the metrics and the images left out.
 
-``scores.jsonl`` rows: index, path, label, defect, score, anomalous, uncertain, width, height,
-observed_box, maps_file, map_key. Maps are float32 in safetensors shards of 32 images
-(``maps-00000.safetensors``), under ``crop/<key>``, in the frame the expert saw (the crop, or the
-whole resized image); the map over the original image is derived from it on reading (schema 1
-stored it too, under ``orig/<key>``). ``metrics.json`` holds AUROC, PRO, verdict and window figures when the
+``scores.jsonl`` holds one :class:`ScoreRow` per image. Maps are float32 in safetensors shards of
+32 images (``maps-00000.safetensors``), under ``crop/<key>``, in the frame the expert saw (the crop,
+or the whole resized image); the map over the original image is derived from it on reading.
+``metrics.json`` holds AUROC, PRO, verdict and window figures when the
 images were labelled; pixel AUROC and PRO twice: in the frame the expert saw (``pixel_auroc``,
 ``pro``: what papers report) and over the whole original image (``pixel_auroc_original``,
 ``pro_original``), where pixels the expert never saw score 0, so a defect a crop cut away counts
@@ -15,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -25,7 +25,12 @@ from safetensors.numpy import save_file
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef, Draft
 from eagle_cli.data.source import DataSource
-from eagle_cli.formats.jsonl import read_jsonl
+from eagle_cli.errors import ArtifactError
+from eagle_cli.formats.features import features_info
+from eagle_cli.formats.jsonl import line, read_rows
+from eagle_cli.lineage import Lineage
+from eagle_cli.params import ScoreParams
+from eagle_cli.settings import identity
 
 if TYPE_CHECKING:
     from eagle_cli.expert.features import Geometry
@@ -39,6 +44,30 @@ def _shard_name(row_index: int) -> str:
     return f"maps-{row_index // MAPS_PER_SHARD:05d}.safetensors"
 
 
+@dataclass(frozen=True)
+class ScoreRow:
+    """What the expert said about one test image, and where its map is stored."""
+
+    index: int
+    path: str
+    label: int | None
+    defect: str | None
+    score: float
+    anomalous: bool
+    uncertain: bool
+    width: int
+    height: int
+    observed_box: list[float]  # the part of the original image the expert saw: x0, y0, x1, y1
+    maps_file: str
+    map_key: str
+
+
+def scores_params(settings: ScoreParams, source: DataSource | None = None, digest: str | None = None) -> dict:
+    """What a scores artifact's id hashes: the smoothing, and the test images when they are read directly (test
+    features are an input artifact instead)."""
+    return {**identity(settings), "source": source.describe() if source else None, "images": digest}
+
+
 class ScoresWriter:
     """Appends rows to ``scores.jsonl`` as they come (flushed) and their maps to shards of 32 images."""
 
@@ -48,12 +77,12 @@ class ScoresWriter:
         self._shard: dict[str, np.ndarray] = {}
         self.count = 0
 
-    def add(self, row: dict, crop_map: np.ndarray) -> dict:
-        """Write one image's row (``index`` and map location are filled in) and keep its map; return the row."""
+    def add(self, crop_map: np.ndarray, **judged) -> ScoreRow:
+        """Write one image's row (``judged``: its fields but the index and map location) and keep its map."""
         key = str(self.count)
-        row = {"index": self.count, **row, "maps_file": _shard_name(self.count), "map_key": key}
+        row = ScoreRow(index=self.count, **judged, maps_file=_shard_name(self.count), map_key=key)
         self._shard[f"crop/{key}"] = np.ascontiguousarray(crop_map, dtype=np.float32)
-        self._out.write(json.dumps(row) + "\n")
+        self._out.write(line(row))
         self._out.flush()
         self.count += 1
         if self.count % MAPS_PER_SHARD == 0:
@@ -84,38 +113,54 @@ def read_metrics(ref: ArtifactRef) -> dict:
     return json.loads((ref.path / METRICS_FILE).read_text())
 
 
-def read_scores(ref: ArtifactRef) -> list[dict]:
-    return read_jsonl(ref.path / SCORES_FILE)
+def read_scores(ref: ArtifactRef) -> list[ScoreRow]:
+    return read_rows(ref.path / SCORES_FILE, ScoreRow)
 
 
-def read_maps(ref: ArtifactRef, row: dict) -> tuple[np.ndarray, np.ndarray]:
+def read_maps(ref: ArtifactRef, row: ScoreRow) -> tuple[np.ndarray, np.ndarray]:
     """The crop-frame and original-frame maps of one scores row."""
-    return next(stored_maps(ref.path, [row], geometry_of(ref.lineage)))[1:]
+    return next(stored_maps(ref.path, [row], geometry_of(ref)))[1:]
 
 
-def stored_maps(folder: Path, rows: list[dict], geometry: Geometry) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+def stored_maps(folder: Path, rows: list[ScoreRow], geometry: Geometry
+                ) -> Iterator[tuple[ScoreRow, np.ndarray, np.ndarray]]:
     """The crop-frame and original-frame maps of each row, in order, opening each shard under ``folder`` once."""
     from eagle_cli.expert.anomaly_map import to_original_frame
 
-    for name, group in itertools.groupby(rows, key=lambda row: row["maps_file"]):
+    for name, group in itertools.groupby(rows, key=lambda row: row.maps_file):
         with safe_open(str(folder / name), framework="np") as fh:
             for row in group:
-                frame = fh.get_tensor(f"crop/{row['map_key']}")
-                yield row, frame, to_original_frame(frame, geometry, row["width"], row["height"])
+                frame = fh.get_tensor(f"crop/{row.map_key}")
+                yield row, frame, to_original_frame(frame, geometry, row.width, row.height)
 
 
-def geometry_of(lineage: dict) -> Geometry:
-    """The resize, crop and tiling that features (and the scores made from them) were computed with."""
+def geometry_of(ref: ArtifactRef) -> Geometry:
+    """The resize, crop and tiling the features behind an artifact were computed with."""
     from eagle_cli.expert.features import Geometry
 
-    return Geometry(lineage["resize"], lineage["crop"], lineage.get("tile", 0), lineage.get("overlap", 0.25))
+    return Geometry.of(Lineage.from_dict(ref.lineage))
 
 
 def source_of(ref: ArtifactRef) -> DataSource | None:
-    """Where a scores artifact's images came from (None for a plain features artifact of unknown origin)."""
-    described = ref.params.get("source")
-    if described is None:
-        features = next((i for i in ref.manifest["inputs"] if i["kind"] == "features"), None)
-        described = artifacts.open_artifact(ref.locate(features), "features", verify=False).params.get("source") \
-            if features else None
-    return DataSource.from_description(described) if described else None
+    """Where a scores artifact's images came from (None for a features artifact of unknown origin)."""
+    if ref.params["source"] is not None:
+        return DataSource.from_description(ref.params["source"])
+    features = [item for item in ref.manifest["inputs"] if item["kind"] == "features"]
+    return features_info(ref.input("features")).sources[0] if features else None
+
+
+def scores_of_same_bank(root: Path, run: str, category: str, threshold: ArtifactRef, params: dict,
+                        other_inputs: list[ArtifactRef]) -> ArtifactRef | None:
+    """The newest published scores with the same parameters and test inputs as ``params`` and ``other_inputs``
+    under another threshold of ``threshold``'s bank: its scores and maps hold, only the verdicts change."""
+    bank_id, wanted = threshold.input_ids("bank"), [ref.id for ref in other_inputs]
+    for ref in reversed(artifacts.list_artifacts(root, run=run, category=category, kind="scores")):
+        if (ref.manifest.get("schema") != artifacts.SCHEMAS["scores"] or ref.params != params
+                or len(ref.input_ids("threshold")) != 1 or sorted(ref.input_ids("features")) != sorted(wanted)):
+            continue
+        try:
+            if ref.input("threshold").input_ids("bank") == bank_id:
+                return artifacts.open_artifact(ref.path, "scores")
+        except ArtifactError:
+            continue  # a broken candidate is simply not reused
+    return None

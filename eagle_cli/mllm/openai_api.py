@@ -1,38 +1,40 @@
 """A model behind an OpenAI-compatible chat-completions server (vLLM, transformers serve, …).
 
-Images travel as base64 PNG data URLs. Requests run on a bounded thread pool; 429 and 5xx
-answers and timeouts are retried with exponential backoff; a server that stays away stops the run
-with a message (answers so far are kept, and a rerun resumes).
+Requests go through the ``openai`` client, which keeps the protocol: timeouts, and retries with
+backoff on 429, 5xx, timeouts and dropped connections (``--retries``). Images travel as base64 PNG
+data URLs; prompts run on a bounded thread pool (``--concurrency``). A server that stays away
+stops the run with a message (answers so far are kept, and a rerun resumes).
 
-Several servers (``base_url`` a comma-separated list, e.g. vLLM replicas): each request goes to
-the live server with the fewest requests in flight; a server that refuses or drops connections is
-taken out for the rest of the run and its questions go to the others. Every prompt still gets
-exactly one reply, so the answers artifact holds each question once.
+Several servers (``base_url`` a comma-separated list, e.g. vLLM replicas) are eagle's own: each
+request goes to the live server with the fewest requests in flight; a server that refuses or drops
+connections (after the client's retries) is taken out for the rest of the run and its questions go
+to the others. Every prompt still gets exactly one reply, so the answers artifact holds each
+question once.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import openai
 
 from eagle_cli.errors import EagleError
 from eagle_cli.mllm.prompt import Interrupted, Prompt, Reply
 from eagle_cli.params import ServerSettings
 
-RETRY_STATUS = {429, 500, 502, 503, 504}
 #: Refusals of one request (malformed, too large, unprocessable): that prompt is listed, the others go on.
 #: Every other 4xx (wrong key, model, address or method) concerns the whole run: asking again cannot help.
 PROMPT_STATUS = {400, 413, 422}
+#: Statuses the client retried before giving up: the server is there but did not answer in time.
+BUSY_STATUS = {408, 409, 429}
 
 
 class _Refused(Exception):
@@ -52,7 +54,8 @@ def _content(prompt: Prompt) -> list[dict]:
 
 @dataclass
 class _Server:
-    url: str  # …/chat/completions
+    url: str
+    client: openai.OpenAI
     in_flight: int = 0
     down: str | None = None  # why it was taken out
 
@@ -60,8 +63,10 @@ class _Server:
 class _Servers:
     """The servers of one run: least-outstanding choice among the live ones, thread-safe."""
 
-    def __init__(self, base_urls: list[str]):
-        self.all = [_Server(url.rstrip("/") + "/chat/completions") for url in base_urls]
+    def __init__(self, settings: ServerSettings):
+        key = os.environ.get(settings.api_key_env) or "none"  # the client insists on a key; a local server has none
+        self.all = [_Server(url, openai.OpenAI(base_url=url, api_key=key, timeout=settings.timeout_s,
+                                               max_retries=settings.retries)) for url in settings.base_urls]
         self._lock = threading.Lock()
 
     def acquire(self) -> _Server | None:
@@ -93,55 +98,48 @@ class OpenAIBackend:
         self.revision = None
         self.settings = settings
         self.max_new_tokens = max_new_tokens
-        self.servers = _Servers(settings.base_urls)
-        self._key = os.environ.get(settings.api_key_env, "")
+        self.servers = _Servers(settings)
 
-    def _post(self, body: bytes) -> bytes:
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        last, attempt, tries = "", 0, 0
-        while attempt <= self.settings.retries and (server := self.servers.acquire()) is not None:
-            tries += 1
-            request = urllib.request.Request(server.url, data=body, headers=headers)
+    def _post(self, messages: list[dict]) -> str:
+        """The reply's body: from the least busy live server, another one if it is gone."""
+        last = ""
+        while (server := self.servers.acquire()) is not None:
             try:
-                with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as response:
-                    return response.read()
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code} from {server.url}: {exc.read()[:200]!r}"
-                if exc.code in PROMPT_STATUS:
+                response = server.client.chat.completions.with_raw_response.create(
+                    model=self.name, messages=messages, max_tokens=self.max_new_tokens, temperature=0)
+                return response.text
+            except openai.APIStatusError as exc:
+                last = f"HTTP {exc.status_code} from {server.url}: {exc.response.text[:200]!r}"
+                if exc.status_code in PROMPT_STATUS:
                     raise _Refused(last) from None
-                if exc.code not in RETRY_STATUS:
+                if exc.status_code < 500 and exc.status_code not in BUSY_STATUS:
                     raise EagleError(f"The server refused the request ({last}); it is not retried. Fix the model "
                                      "name, API key or address and rerun: answers so far are kept.") from None
-            except TimeoutError:
+                break
+            except openai.APITimeoutError:
                 last = f"no answer from {server.url} within {self.settings.timeout_s} s"
-            except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
-                # Refused or dropped: the server is gone, not busy. Ask another one without waiting.
-                last = f"{server.url}: {getattr(exc, 'reason', exc)}"
+                break
+            except openai.APIConnectionError as exc:
+                # Refused or dropped after the client's retries: the server is gone. Ask another one.
+                last = f"{server.url}: {exc.__cause__ or exc}"
                 self.servers.take_out(server, last)
-                continue
             finally:
                 self.servers.release(server)
-            attempt += 1
-            time.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
-        count = len(self.servers.all)
+        count, tries = len(self.servers.all), self.settings.retries + 1
         what = (f"none of the {count} servers answers ({last})" if count > 1 and all(s.down for s in self.servers.all)
                 else f"the server did not answer ({last}) after {tries} {'try' if tries == 1 else 'tries'}")
         raise EagleError(f"Stopped: {what}. Answers so far are kept; start the server(s) (or fix --base-url) and "
                          "rerun to resume.")
 
     def _ask(self, prompt: Prompt) -> Reply:
-        body = json.dumps({"model": self.name, "messages": [{"role": "user", "content": _content(prompt)}],
-                           "max_tokens": self.max_new_tokens, "temperature": 0}).encode()
         start = time.perf_counter()
-        raw = self._post(body)
+        raw = self._post([{"role": "user", "content": _content(prompt)}])
         seconds = time.perf_counter() - start
         try:
             text = json.loads(raw)["choices"][0]["message"]["content"] or ""
         except (json.JSONDecodeError, KeyError, IndexError, TypeError):
             # Kept verbatim so the answer is recorded (and counted invalid), never dropped.
-            text = raw.decode("utf-8", "replace")
+            text = raw
         return Reply(text, seconds, False)
 
     def generate(self, prompts: list[Prompt], caas_settings=None) -> list[Reply]:

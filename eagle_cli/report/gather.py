@@ -10,11 +10,13 @@ from pathlib import Path
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ArtifactError
-from eagle_cli.formats.answers import read_answers, read_partial_answers
-from eagle_cli.formats.calibration import calibration_scores
-from eagle_cli.formats.prompts import read_prompts
-from eagle_cli.formats.scores import read_scores, source_of
+from eagle_cli.formats.answers import AnswerRow, read_answers, read_partial_answers, reason_settings
+from eagle_cli.formats.calibration import calibration_scores, calibration_settings
+from eagle_cli.formats.prompts import prompt_settings, read_prompts
+from eagle_cli.formats.scores import ScoreRow, read_metrics, read_scores, source_of
 from eagle_cli.formats.threshold import read_threshold
+from eagle_cli.params import PromptParams, ReasonParams
+from eagle_cli.threshold import Threshold
 
 
 @dataclass
@@ -29,7 +31,7 @@ class AnswerSet:
     kind: str  # "EAGLE", "EAGLE + CAAS", "MLLM alone", ...
     model: str
     identity: dict
-    rows: list[dict]
+    rows: list[AnswerRow]
     prompts: int
     complete: bool
     ref: ArtifactRef | None
@@ -45,8 +47,10 @@ class AnswerSet:
 class CategoryRun:
     name: str
     scores: ArtifactRef
-    threshold: dict
-    rows: list[dict]
+    metrics: dict  # the scores' metrics.json
+    threshold: Threshold
+    calibration: str  # the estimator τ was fitted on
+    rows: list[ScoreRow]
     calibration_scores: list[float]
     answers: list[AnswerSet] = field(default_factory=list)
     #: The boxes the model was shown, per image path (from the latest prompts with a box image; {} if none).
@@ -61,10 +65,10 @@ class RunData:
     inputs: list[ArtifactRef]
 
 
-def system_name(prompt_params: dict, reason_params: dict) -> str:
-    helped = prompt_params.get("verdict", True) or prompt_params.get("visual", "boxes") != "none"
+def system_name(prompt: PromptParams, reason: ReasonParams | None) -> str:
+    helped = prompt.verdict or prompt.visual != "none"
     name = "EAGLE" if helped else "MLLM alone"
-    return name + (" + CAAS" if reason_params.get("caas") else "")
+    return name + (" + CAAS" if reason is not None and reason.caas is not None else "")
 
 
 def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRef
@@ -72,24 +76,26 @@ def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRe
     """Every answer set built on ``scores``, and the boxes of the latest prompts that drew boxes."""
     sets, boxes = [], {}
     for prompts in artifacts.list_artifacts(root, run=run, category=category, kind="prompts"):
-        if not any(i["id"] == scores.id for i in prompts.manifest["inputs"]):
+        if scores.id not in prompts.input_ids("scores"):
             continue
+        prompt = prompt_settings(prompts)
         records = read_prompts(prompts)
-        if prompts.params.get("visual") in ("boxes", "both"):
-            boxes = {record["path"]: record["boxes"] for record in records}
+        if prompt.visual in ("boxes", "both"):
+            boxes = {record.path: record.boxes for record in records}
         published = [a for a in artifacts.list_artifacts(root, run=run, category=category, kind="answers")
-                     if any(i["id"] == prompts.id for i in a.manifest["inputs"])]
+                     if prompts.id in a.input_ids("prompts")]
         for answers in published:
             ref = artifacts.open_artifact(answers.path, "answers")
-            sets.append(AnswerSet(system_name(prompts.params, ref.params), ref.params["model"],
+            reason = reason_settings(ref)
+            sets.append(AnswerSet(system_name(prompt, reason), reason.model,
                                   {"prompt": prompts.params, "reason": ref.params}, read_answers(ref), len(records),
                                   True, ref))
         # An interrupted `eagle reason` leaves a hidden partial directory: report it as incomplete.
         for partial in (Path(root) / run / category / "answers").glob(".tmp-partial-*"):
             rows, _ = read_partial_answers(partial)
-            if rows and rows[0].get("prompts") == prompts.id:
-                identity = {"prompt": prompts.params, "reason": {"model": rows[0]["model"]}, "incomplete": True}
-                sets.append(AnswerSet(f"{system_name(prompts.params, {})} (incomplete)", rows[0]["model"], identity,
+            if rows and rows[0].prompts == prompts.id:
+                identity = {"prompt": prompts.params, "reason": {"model": rows[0].model}, "incomplete": True}
+                sets.append(AnswerSet(f"{system_name(prompt, None)} (incomplete)", rows[0].model, identity,
                                       rows, len(records), False, None))
     return sets, boxes
 
@@ -133,8 +139,10 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
     for name in names:
         scores = artifacts.latest(root, run, name, "scores")
         threshold_ref = scores.input("threshold")
-        category = CategoryRun(name, scores, read_threshold(threshold_ref), read_scores(scores),
-                               calibration_scores(threshold_ref.input("calibration")).tolist())
+        calibration = threshold_ref.input("calibration")
+        category = CategoryRun(name, scores, read_metrics(scores), read_threshold(threshold_ref),
+                               calibration_settings(calibration).calibration, read_scores(scores),
+                               calibration_scores(calibration).tolist())
         category.answers, category.boxes = _prompts_and_answers(root, run, name, scores)
         found[name] = category
         inputs += [scores] + [a.ref for a in category.answers if a.ref is not None]

@@ -10,9 +10,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from PIL import Image
 
-from eagle_cli.data.images import load_rgb
+from eagle_cli.data.images import decode
 from eagle_cli.errors import ImageError
-from eagle_cli.formats.scores import read_maps
+from eagle_cli.formats.scores import ScoreRow, read_maps
 from eagle_cli.prompts.render import draw_boxes, heatmap_overlay
 from eagle_cli.report import plots
 from eagle_cli.report.gather import RunData
@@ -29,13 +29,13 @@ def _jpeg(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _tags(row: dict, answers: list[dict]) -> list[str]:
+def _tags(row: ScoreRow, answers: list[dict]) -> list[str]:
     tags = []
-    if row["label"] == 1 and not row["anomalous"]:
+    if row.label == 1 and not row.anomalous:
         tags.append("miss")
-    if row["label"] == 0 and row["anomalous"]:
+    if row.label == 0 and row.anomalous:
         tags.append("false_alarm")
-    if any(a["verdict"] is not None and a["verdict"] != row["anomalous"] for a in answers):
+    if any(a["verdict"] is not None and a["verdict"] != row.anomalous for a in answers):
         tags.append("disagree")
     return tags
 
@@ -48,33 +48,33 @@ def gallery(runs: list[RunData], limit: int) -> tuple[list[dict], int]:
             by_path = {}
             for answer_set in category.answers:
                 for answer in answer_set.rows:
-                    if answer["type"] == "Anomaly Detection":
-                        by_path.setdefault(answer["path"], []).append({
-                            "system": answer_set.system, "parsed": answer["parsed"] or "—", "valid": answer["valid"],
-                            "raw": answer["raw"], "verdict": says_anomalous(answer)})
+                    if answer.type == "Anomaly Detection":
+                        by_path.setdefault(answer.path, []).append({
+                            "system": answer_set.system, "parsed": answer.parsed or "—", "valid": answer.valid,
+                            "raw": answer.raw, "verdict": says_anomalous(answer)})
             for row in category.rows:
-                answers = by_path.get(row["path"], [])
+                answers = by_path.get(row.path, [])
                 candidates.append((run, category, row, answers, _tags(row, answers)))
-    candidates.sort(key=lambda c: (not c[4], c[1].name, c[2]["index"]))
+    candidates.sort(key=lambda c: (not c[4], c[1].name, c[2].index))
     items = []
     for run, category, row, answers, tags in candidates[:limit]:
         item = {
-            "run": run.name, "category": category.name, "name": Path(row["path"]).name, "path": row["path"],
-            "score": row["score"], "verdict": "anomalous" if row["anomalous"] else "normal",
-            "uncertain": row["uncertain"], "answers": answers, "tags": tags, "unreadable": None,
-            "truth": {0: "good", 1: f"defective ({row['defect']})"}.get(row["label"], "unknown"),
+            "run": run.name, "category": category.name, "name": Path(row.path).name, "path": row.path,
+            "score": row.score, "verdict": "anomalous" if row.anomalous else "normal",
+            "uncertain": row.uncertain, "answers": answers, "tags": tags, "unreadable": None,
+            "truth": {0: "good", 1: f"defective ({row.defect})"}.get(row.label, "unknown"),
             "original": None, "overlay": None, "boxes": None,
         }
         try:
-            image = load_rgb(Path(row["path"]))
+            image = decode(Path(row.path))
         except ImageError as exc:
             item["unreadable"] = exc.reason  # changed or moved since scoring; its figures still count
             items.append(item)
             continue
         _, amap = read_maps(category.scores, row)
-        boxes = category.boxes.get(row["path"], [])  # as the model was shown them
-        item.update(original=_jpeg(image), overlay=_jpeg(heatmap_overlay(image, amap, vmax=category.threshold["tau"],
-                                                                         seen=row.get("observed_box"))),
+        boxes = category.boxes.get(row.path, [])  # as the model was shown them
+        item.update(original=_jpeg(image), overlay=_jpeg(heatmap_overlay(image, amap, vmax=category.threshold.tau,
+                                                                         seen=row.observed_box)),
                     boxes=_jpeg(draw_boxes(image, boxes)) if boxes else None)
         items.append(item)
     return items, len(candidates)
@@ -83,16 +83,17 @@ def gallery(runs: list[RunData], limit: int) -> tuple[list[dict], int]:
 def _calibration_row(name: str, category) -> dict:
     """The threshold's promise next to what the labelled test images show, and the CAAS window."""
     threshold, rows = category.threshold, category.rows
-    tau, s_max = threshold["tau"], threshold["s_max"]
-    good = [r for r in rows if r["label"] == 0]
-    inside = [r for r in rows if r["uncertain"]]
-    window_metrics = category.scores.summary.get("window") or {}
-    return {"category": name, "method": threshold["method"], "calibration": threshold["calibration"],
-            "n": threshold["calibration_images"], "target": threshold.get("target_far"),
-            "predicted": threshold["predicted_far"], "floor": threshold["smallest_target"],
-            "observed": sum(r["anomalous"] for r in good) / len(good) if good else None,
-            "flagged": sum(r["anomalous"] for r in good), "good_total": len(good), "tau": tau, "s_max": s_max,
-            "good": sum(r["label"] == 0 for r in inside), "bad": sum(r["label"] == 1 for r in inside),
+    tau, s_max = threshold.tau, threshold.s_max
+    good = [r for r in rows if r.label == 0]
+    inside = [r for r in rows if r.uncertain]
+    window_metrics = category.metrics.get("window") or {}
+    conformal = threshold.params.method == "conformal"
+    return {"category": name, "method": threshold.params.method, "calibration": category.calibration,
+            "n": threshold.n, "target": threshold.params.target_far if conformal else None,
+            "predicted": threshold.predicted_far, "floor": threshold.smallest_target,
+            "observed": sum(r.anomalous for r in good) / len(good) if good else None,
+            "flagged": sum(r.anomalous for r in good), "good_total": len(good), "tau": tau, "s_max": s_max,
+            "good": sum(r.label == 0 for r in inside), "bad": sum(r.label == 1 for r in inside),
             "inside": window_metrics.get("accuracy_inside"), "outside": window_metrics.get("accuracy_outside")}
 
 

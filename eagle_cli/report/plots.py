@@ -25,16 +25,16 @@ def _png(figure) -> str:
 def dbt_histogram(category: CategoryRun) -> str:
     """Calibration, test-normal and test-anomalous image scores, with τ and S_max."""
     figure, axis = plt.subplots(figsize=(5.5, 3.0))
-    groups = [(f"calibration ({category.threshold['calibration']})", category.calibration_scores, "#4c72b0"),
-              ("test good", [r["score"] for r in category.rows if r["label"] == 0], "#55a868"),
-              ("test defective", [r["score"] for r in category.rows if r["label"] == 1], "#c44e52")]
+    groups = [(f"calibration ({category.calibration})", category.calibration_scores, "#4c72b0"),
+              ("test good", [r.score for r in category.rows if r.label == 0], "#55a868"),
+              ("test defective", [r.score for r in category.rows if r.label == 1], "#c44e52")]
     values = np.concatenate([np.asarray(v, float) for _, v, _ in groups if len(v)] or [np.zeros(1)])
     bins = np.linspace(values.min(), values.max(), 30)
     for label, scores, colour in groups:
         if len(scores):
             # Densities, so a calibration set and a test set of different sizes compare by shape.
             axis.hist(scores, bins=bins, alpha=0.55, label=f"{label} ({len(scores)})", color=colour, density=True)
-    tau, s_max = category.threshold["tau"], category.threshold["s_max"]
+    tau, s_max = category.threshold.tau, category.threshold.s_max
     axis.axvline(tau, color="black", linestyle="--", label=f"τ = {tau:.4g}")
     axis.axvline(s_max, color="grey", linestyle=":", label=f"S_max = {s_max:.4g}")
     if tau < s_max:
@@ -47,11 +47,11 @@ def dbt_histogram(category: CategoryRun) -> str:
 
 
 def roc(category: CategoryRun) -> str | None:
-    labelled = [r for r in category.rows if r["label"] is not None]
-    labels = [r["label"] for r in labelled]
+    labelled = [r for r in category.rows if r.label is not None]
+    labels = [r.label for r in labelled]
     if len(set(labels)) < 2:
         return None
-    fpr, tpr, _ = roc_curve(labels, [r["score"] for r in labelled])
+    fpr, tpr, _ = roc_curve(labels, [r.score for r in labelled])
     figure, axis = plt.subplots(figsize=(3.0, 3.0))
     axis.plot(fpr, tpr, color="#c44e52")
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":")

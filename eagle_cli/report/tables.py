@@ -27,34 +27,33 @@ TITLES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PR
 
 
 def _expert(category: CategoryRun) -> tuple[dict, np.ndarray, np.ndarray]:
-    labelled = [r for r in category.rows if r["label"] is not None]
-    labels = np.array([r["label"] for r in labelled], dtype=int)
-    predicted = np.array([r["anomalous"] for r in labelled], dtype=int)
-    summary = category.scores.summary
-    row = {key: summary.get(key) for key in EXPERT_KEYS}
+    labelled = [r for r in category.rows if r.label is not None]
+    labels = np.array([r.label for r in labelled], dtype=int)
+    predicted = np.array([r.anomalous for r in labelled], dtype=int)
+    row = {key: category.metrics.get(key) for key in EXPERT_KEYS}
     row.update(metrics.verdict_metrics(labels, predicted))
     return row, labels, predicted
 
 
 def says_anomalous(answer: dict) -> bool | None:
     """The verdict an answer to the defect question gives: the chosen option reads "yes"; None if invalid."""
-    if not answer["valid"]:
+    if not answer.valid:
         return None
-    return answer["options"][answer["parsed"]].strip().lower().startswith("yes")
+    return answer.options[answer.parsed].strip().lower().startswith("yes")
 
 
 def _answers(answer_set: AnswerSet) -> tuple[dict, np.ndarray, np.ndarray]:
-    detection = [a for a in answer_set.rows if a["type"] == "Anomaly Detection" and a["label"] is not None]
-    valid = [a for a in detection if a["valid"]]
-    labels = np.array([a["label"] for a in valid], dtype=int)
+    detection = [a for a in answer_set.rows if a.type == "Anomaly Detection" and a.label is not None]
+    valid = [a for a in detection if a.valid]
+    labels = np.array([a.label for a in valid], dtype=int)
     predicted = np.array([says_anomalous(a) for a in valid], dtype=int)
     row = {key: None for key in EXPERT_KEYS}
     row.update(metrics.verdict_metrics(labels, predicted))
-    graded = [a for a in answer_set.rows if a["correct"] is not None and a["valid"]]
+    graded = [a for a in answer_set.rows if a.correct is not None and a.valid]
     row.update({
         "invalid_share": 1 - len(valid) / len(detection) if detection else None,
         "coverage": len(answer_set.rows) / answer_set.prompts if answer_set.prompts else None,
-        "question_accuracy": float(np.mean([a["parsed"] == a["correct"] for a in graded])) if graded else None,
+        "question_accuracy": float(np.mean([a.parsed == a.correct for a in graded])) if graded else None,
         "complete": answer_set.complete,
     })
     return row, labels, predicted
@@ -97,9 +96,9 @@ def question_type_rows(run: RunData) -> list[dict]:
     for category in run.categories.values():
         for answer_set in category.answers:
             for a in answer_set.rows:
-                if a["correct"] is not None:
-                    hit = a["valid"] and a["parsed"] == a["correct"]
-                    tally.setdefault((answer_set.system, a["type"]), []).append(hit)
+                if a.correct is not None:
+                    hit = a.valid and a.parsed == a.correct
+                    tally.setdefault((answer_set.system, a.type), []).append(hit)
     return [{"run": run.name, "system": system, "type": kind, "accuracy": float(np.mean(hits)), "n": len(hits)}
             for (system, kind), hits in sorted(tally.items())]
 

@@ -3,30 +3,28 @@
 ``POST /inspect`` takes the image file itself as the request body (any format Pillow reads) and
 answers JSON: score, verdict, uncertain flag (the CAAS window), boxes in the image's own pixels and,
 when a model is configured, its answer to the defect question.
-Limits are checked before decoding: the body's size (413), the pixel count from the header (413),
-the format (415); a file that stops mid-way is 422. A full queue answers 503 with Retry-After, so a
-line controller can back off instead of piling up. With an API key set, ``/inspect`` and
-``/metrics`` need ``Authorization: Bearer KEY`` (or ``X-API-Key: KEY``); ``/health`` is open.
+The body is decoded as `eagle score` decodes files (``data/images.py``), so an image is judged, or
+refused for the same reason, by both: too large (413; bytes and header pixels are checked before
+decoding), not an image (415), truncated, floating-point or smaller than the expert's frame (422).
+A full queue answers 503 with Retry-After, so a line controller can back off instead of piling up.
+With a client key set, ``/inspect`` and ``/metrics`` need ``Authorization: Bearer KEY`` (or
+``X-API-Key: KEY``); ``/health`` is open.
 """
 
 from __future__ import annotations
 
 import hmac
-import io
-import socket
-import threading
 import time
-import warnings
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from eagle_cli.errors import EagleError
+from eagle_cli.data.images import decode
+from eagle_cli.errors import EagleError, ImageError
 from eagle_cli.service.batching import BatchingScorer, Busy
 
 if TYPE_CHECKING:
@@ -76,7 +74,7 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
             if not authorised(request):
                 raise _Refused(401, "a valid API key is needed (Authorization: Bearer KEY or X-API-Key)")
             body = await _read_limited(request, max_bytes)
-            image = await run_in_threadpool(_decode, body, max_pixels)
+            image = await run_in_threadpool(_decode, body, max_pixels, scorer.expert.geometry.frame)
             result = await run_in_threadpool(scorer.inspect, image)
         except _Refused as refused:
             answered.labels(str(refused.status)).inc()
@@ -117,45 +115,14 @@ async def _read_limited(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode(body: bytes, max_pixels: int) -> Image.Image:
-    """An RGB image from file bytes, its size checked from the header before any pixel is decoded."""
+#: How an image :func:`decode` refuses is answered.
+_STATUS = {"too_large": 413, "not_image": 415}
+
+
+def _decode(body: bytes, max_pixels: int, min_side: int) -> Image.Image:
+    """The uploaded image as `eagle score` would read it from a file, or the refusal it would list."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(body))
-            pixels = image.width * image.height
-            if pixels > max_pixels:
-                raise _Refused(413, f"the image is {image.width}x{image.height} ({pixels / 1e6:.1f} megapixels); "
-                                    f"the limit is {max_pixels / 1e6:.1f} (--max-pixels)")
-            image.load()
-    except UnidentifiedImageError:
-        raise _Refused(415, "the body is not an image format Pillow reads (PNG, JPEG, TIFF, BMP, …)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _Refused(413, f"the image is too large to decode safely ({exc}); the limit is "
-                            f"{max_pixels / 1e6:.1f} megapixels (--max-pixels)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise _Refused(422, f"the image cannot be decoded ({exc}); it is truncated or damaged") from None
-    return image.convert("RGB")
-
-
-@contextmanager
-def serving_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a thread of this process (port 0: a free one); yield its base URL."""
-    import uvicorn
-
-    if port == 0:
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, name="eagle-serve", daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError(f"the service could not start on {host}:{port}")
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
+        return decode(body, min_side=min_side, max_pixels=max_pixels)
+    except ImageError as exc:
+        hint = " (--max-image-pixels)" if exc.kind == "too_large" else ""
+        raise _Refused(_STATUS.get(exc.kind, 422), f"{exc}{hint}") from None

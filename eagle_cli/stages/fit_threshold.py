@@ -12,151 +12,110 @@ S_max into NaN.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
-import torch
 
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
-from eagle_cli.errors import ArtifactError, ParameterError
-from eagle_cli.expert import calibration as estimators
-from eagle_cli.expert.scoring import ScoreRule
-from eagle_cli.formats.bank import read_bank, read_bank_cover, read_bank_tensors
-from eagle_cli.formats.calibration import calibration_scores, write_calibration
-from eagle_cli.formats.features import read_features
-from eagle_cli.formats.threshold import write_threshold
-from eagle_cli.params import BankParams, CalibrationParams, ThresholdParams
-from eagle_cli.seeds import category_seed
-from eagle_cli.threshold import conformal_rank, far_interval, fit_threshold, smallest_target
-
-
-@dataclass(frozen=True)
-class FitThresholdParams:
-    dbt: ThresholdParams = field(default_factory=ThresholdParams)
-    calibration: CalibrationParams = field(default_factory=CalibrationParams)
+from eagle_cli.errors import ParameterError
+from eagle_cli.expert.calibration import calibrate
+from eagle_cli.formats.bank import open_bank
+from eagle_cli.formats.calibration import (
+    CalibrationRow,
+    calibration_params,
+    calibration_scores,
+    calibration_settings,
+    read_calibration,
+    write_calibration,
+)
+from eagle_cli.formats.features import features_info, read_features
+from eagle_cli.formats.threshold import threshold_summary, write_threshold
+from eagle_cli.lineage import Lineage
+from eagle_cli.params import CalibrationParams, ThresholdParams
+from eagle_cli.settings import identity
+from eagle_cli.threshold import conformal_rank, fit_threshold
 
 
 def run_calibrate(bank_ref: ArtifactRef, params: CalibrationParams, *, context: Context) -> ArtifactRef:
     """Score every training image of the bank with ``params.calibration``; refuse if fewer than 2 can be scored."""
     features_ref = bank_ref.input("features")
-    category = features_ref.params["category"]
-
-    n_images = features_ref.summary["images"]
-    seed = category_seed(bank_ref.params["seed"], category)
+    info = features_info(features_ref)
+    Lineage.from_dict(bank_ref.lineage).check_matches(info.lineage, what="The bank and its training features")
+    bank = open_bank(bank_ref)
+    sampled = params.sampled(info.n_images)
 
     def build(draft):
         # fit-bank read these features through the finiteness check already.
         features, records, _ = read_features(features_ref, check_finite=False)
-        patches = features.shape[1]
-        source_rows = read_bank_tensors(bank_ref, keys=("source_rows",))["source_rows"]
-        selected = torch.zeros(n_images * patches, dtype=torch.bool)
-        selected[source_rows] = True
-        unselected = ~selected.reshape(n_images, patches)
-        images = estimators.sample_images(n_images, params.sampled(n_images), seed=seed)
-        with context.reporter.task(f"calibrate {category} ({params.calibration})", len(images)) as advance:
-            result = _estimate(params, bank_ref, features, unselected, images, seed, advance)
+        coreset = bank.coreset()
+        index = bank.index(backend=params.knn_backend, device=params.device)
+        with context.reporter.task(f"calibrate {info.category} ({params.calibration})", sampled) as advance:
+            result, images = calibrate(features, index, coreset, bank.params, params, seed=bank.seed,
+                                       progress=advance)
         scored = np.isfinite(result.scores)
         if scored.sum() < 2:
             raise ParameterError(
-                f"Only {int(scored.sum())} of {n_images} training images could be scored for calibration "
-                f"(--min-unselected {params.min_unselected} with --calibration reference); lower it, use another "
-                "--calibration, or add training images.")
-        sampled = np.zeros(n_images, dtype=bool)
-        sampled[images] = True
-        counts = unselected.sum(1)
+                f"Only {int(scored.sum())} of {info.n_images} training images could be scored for calibration "
+                f"(--min-unselected {params.min_unselected} with --calibration reference); lower it, use --calibration "
+                "refill, or add training images.")
+        chosen = np.zeros(info.n_images, dtype=bool)
+        chosen[images] = True
+        patches = features.shape[1]
+        unselected = patches - np.bincount(coreset.selected.numpy() // patches, minlength=info.n_images)
         write_calibration(draft, [
-            {"path": rec["path"], "score": float(result.scores[i]) if scored[i] else None,
-             "excluded": bool(sampled[i] and not scored[i]), "sampled": bool(sampled[i]),
-             "fold": int(result.fold[i]), "unselected_patches": int(counts[i])}
-            for i, rec in enumerate(records)])
+            CalibrationRow(record.path, float(result.scores[i]) if scored[i] else None,
+                           bool(chosen[i] and not scored[i]), bool(chosen[i]), int(unselected[i]))
+            for i, record in enumerate(records)])
         used = result.scores[scored]
         draft.lineage = bank_ref.lineage
-        draft.summary = {"estimator": params.calibration, "images": n_images, "sampled": len(images),
+        draft.summary = {"estimator": params.calibration, "images": info.n_images, "sampled": len(images),
                          "used": int(scored.sum()), "mean": float(used.mean()), "std": float(used.std()),
                          "max": float(used.max()), "fallback_rows": result.fallback_rows}
 
-    return artifacts.produce("calibration", context=context, category=category, params=params.identity(n_images),
+    return artifacts.produce("calibration", context=context, category=info.category,
+                             params=calibration_params(params, sampled=sampled, n_images=info.n_images),
                              inputs=[bank_ref], build=build)
 
 
-def _estimate(params: CalibrationParams, bank_ref: ArtifactRef, features: torch.Tensor, unselected: torch.Tensor,
-              images: np.ndarray, seed: int, advance) -> estimators.Calibration:
-    bank = bank_ref.params
-    rule = ScoreRule.of_bank(bank)
-    if params.calibration == "cross-fit":
-        return estimators.cross_fit_scores(features, images, folds=params.folds, coreset=BankParams.of_bank(bank),
-                                           rule=rule, seed=seed, progress=advance)
-    cover = read_bank_cover(bank_ref) if params.calibration == "refill" else None
-    index = read_bank(bank_ref, backend=params.knn_backend, device=params.device)
-    if params.calibration == "reference":
-        return estimators.reference_scores(features, index, unselected, images, rule=rule,
-                                           min_unselected=params.min_unselected, extra=params.extra_neighbours,
-                                           progress=advance)
-    if params.calibration == "leave-own-out":
-        return estimators.leave_own_out_scores(features, index, images, rule=rule, extra=params.extra_neighbours,
-                                               progress=advance)
-    # The bank's own projection: the same generator, seeded as fit-bank seeded it.
-    return estimators.refill_scores(features, index, cover, images, rule=rule, proj_dim=bank["proj_dim"],
-                                    generator=torch.Generator().manual_seed(seed), extra=params.extra_neighbours,
-                                    progress=advance)
-
-
-def run_fit_threshold(bank_ref: ArtifactRef, params: FitThresholdParams, *, context: Context,
-                      calibration: ArtifactRef | None = None) -> ArtifactRef:
-    """Fit τ by ``params.dbt`` on the bank's calibration scores (``calibration``, or computed now)."""
-    artifacts.check_lineage(bank_ref, bank_ref.input("features"), what="The bank and its training features")
-    check_target(bank_ref, params)
-    if calibration is None:
-        calibration = run_calibrate(bank_ref, params.calibration, context=context)
-    else:
-        check_calibration_of(calibration, bank_ref)
+def run_fit_threshold(calibration_ref: ArtifactRef, params: ThresholdParams, *, context: Context) -> ArtifactRef:
+    """Fit τ by ``params`` on a calibration's scores; the threshold's inputs are its bank and that calibration."""
+    bank_ref = calibration_ref.input("bank")
+    rows = read_calibration(calibration_ref)
+    check_target(sum(row.sampled for row in rows), params)
 
     def build(draft):
-        scores = calibration_scores(calibration)
-        tau = fit_threshold(scores, params.dbt)
-        result = {"tau": tau, "s_max": float(scores.max()), **params.dbt.effective(),
-                  **asdict(ScoreRule.of_bank(bank_ref.params)), "calibration": calibration.params["estimator"],
-                  "calibration_images": int(scores.size), "images": calibration.summary["images"],
-                  "excluded": calibration.summary.get("sampled", calibration.summary["images"]) - int(scores.size),
-                  "calibration_mean": float(scores.mean()), "calibration_std": float(scores.std()),
-                  # A new good score is exchangeable with the n calibration scores, so it lands at or above τ
-                  # with probability (#scores ≥ τ)/(n + 1): for conformal that is its guarantee.
-                  "predicted_far": float(np.sum(scores >= tau) / (scores.size + 1)),
-                  "smallest_target": smallest_target(scores.size)}
-        if params.dbt.method == "conformal":
-            result["far_interval_90"] = list(far_interval(scores.size, params.dbt.target_far))
-        write_threshold(draft, result)
+        scores = calibration_scores(calibration_ref)
+        threshold = fit_threshold(scores, params)
+        write_threshold(draft, threshold)
         draft.lineage = bank_ref.lineage
-        shown = ("tau", "s_max", "method", "target_far", "far_interval_90", "calibration", "calibration_images",
-                 "excluded", "predicted_far", "smallest_target")
-        draft.summary = {key: result[key] for key in shown if key in result}
+        draft.summary = threshold_summary(threshold, estimator=calibration_settings(calibration_ref).calibration,
+                                          excluded=sum(row.excluded for row in rows))
 
-    return artifacts.produce("threshold", context=context, category=bank_ref.input("features").params["category"],
-                             params=params.dbt.effective(), inputs=[bank_ref, calibration], build=build)
+    return artifacts.produce("threshold", context=context, category=bank_ref.category,
+                             params=identity(params), inputs=[bank_ref, calibration_ref], build=build)
 
 
-def check_target(bank_ref: ArtifactRef, params: FitThresholdParams) -> None:
-    """Refuse, before any work, a false-alarm target that the images calibration will score cannot support."""
-    if params.dbt.method != "conformal":
+def run_threshold(bank_ref: ArtifactRef, calibration: CalibrationParams, threshold: ThresholdParams, *,
+                  context: Context) -> ArtifactRef:
+    """eagle fit-threshold on one bank: the target checked first, then its calibration, then the threshold."""
+    check_target_of_bank(bank_ref, calibration, threshold)
+    return run_fit_threshold(run_calibrate(bank_ref, calibration, context=context), threshold, context=context)
+
+
+def check_target(sampled: int, params: ThresholdParams, *, n_images: int | None = None) -> None:
+    """Refuse, before any work, a false-alarm target that ``sampled`` calibration images cannot support."""
+    if params.method != "conformal":
         return
-    n_images = bank_ref.input("features").summary["images"]
-    sampled = params.calibration.sampled(n_images)
     try:
-        conformal_rank(sampled, params.dbt.target_far)
+        conformal_rank(sampled, params.target_far)
     except ParameterError as error:
-        if sampled == n_images:
+        if n_images is None or sampled == n_images:
             raise
         raise ParameterError(f"{error} --calibration-images {sampled} scores {sampled} of the {n_images} training "
                              "images: raise it, or 0 to score all.") from None
 
 
-def check_calibration_of(calibration_ref: ArtifactRef, bank_ref: ArtifactRef) -> None:
-    """Refuse a calibration computed from another bank (or from features computed differently)."""
-    banks = [item["id"] for item in calibration_ref.manifest["inputs"] if item["kind"] == "bank"]
-    if banks != [bank_ref.id]:
-        raise ArtifactError(f"{calibration_ref.path} calibrates bank {', '.join(banks) or '(none)'}, not bank "
-                            f"{bank_ref.id} ({bank_ref.path}); let eagle fit-threshold compute the calibration "
-                            "for this bank (omit --calibration-artifact).")
-    artifacts.check_lineage(bank_ref, calibration_ref, what="The bank and the calibration scores")
+def check_target_of_bank(bank_ref: ArtifactRef, calibration: CalibrationParams, params: ThresholdParams) -> None:
+    """:func:`check_target` for the calibration ``calibration`` would compute for the bank."""
+    n_images = features_info(bank_ref.input("features")).n_images
+    check_target(calibration.sampled(n_images), params, n_images=n_images)

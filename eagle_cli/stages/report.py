@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from eagle_cli import artifacts
@@ -14,6 +15,7 @@ from eagle_cli.params import ReportParams
 from eagle_cli.report.gather import RunData, gather, name_systems
 from eagle_cli.report.page import render
 from eagle_cli.report.tables import ALL_KEYS, HEADLINE, compare, metric_rows, question_type_rows
+from eagle_cli.settings import identity
 
 REPORT_CATEGORY = "_all"
 HEADLINE_TEXT = ("macro balanced accuracy: the mean over categories of (accuracy on good + accuracy on defective) / 2 "
@@ -27,13 +29,12 @@ def _mmad_rows(run: RunData) -> dict[str, list[dict]]:
     for category in run.categories.values():
         for answer_set in category.answers:
             for a in answer_set.rows:
-                image = Path(a["path"])
+                image = Path(a.path)
                 relative = str(image.relative_to(root)) if root and image.is_relative_to(root) else str(image)
                 out.setdefault(answer_set.system, []).append({
-                    "image": relative,
-                    "question": {"text": a["question"], "options": a["options"]},
-                    "question_type": a["type"], "correct_answer": a["correct"],
-                    "gpt_answer": a["parsed"] if a["valid"] else a["raw"],
+                    "image": relative, "question": {"text": a.question, "options": a.options},
+                    "question_type": a.type, "correct_answer": a.correct,
+                    "gpt_answer": a.parsed if a.valid else a.raw,
                 })
     return out
 
@@ -42,9 +43,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
-    """Gather the runs, compute the tables, draw the page; refuse to compare runs of different datasets."""
-    runs = [gather(context.artifacts, name, list(params.categories) or None) for name in params.runs]
+def run_report(names: tuple[str, ...], categories: tuple[str, ...], params: ReportParams, *,
+               context: Context) -> ArtifactRef:
+    """Report the runs ``names`` (one, or two side by side) over ``categories`` (default: all); the report is
+    published in the first run. Refuse to compare runs of different datasets."""
+    runs = [gather(context.artifacts, name, list(categories) or None) for name in names]
     systems = name_systems(runs)  # over every run at once, so a system compared across them has one label
     if len(runs) == 2 and runs[0].dataset != runs[1].dataset:
         raise ArtifactError(f"Runs {runs[0].name!r} ({runs[0].dataset['root']}) and {runs[1].name!r} "
@@ -73,9 +76,8 @@ def run_report(params: ReportParams, *, context: Context) -> ArtifactRef:
         draft.lineage = {}
         draft.summary = {f"{r['run']}/{r['system']}": r[HEADLINE] for r in all_rows if r["category"] == "macro"}
 
-    return artifacts.produce("report", context=context, category=REPORT_CATEGORY,
-                             params={"runs": list(params.runs), "categories": list(params.categories),
-                                     "gallery": params.gallery,
+    return artifacts.produce("report", context=replace(context, run=names[0]), category=REPORT_CATEGORY,
+                             params={"runs": list(names), "categories": list(categories), **identity(params),
                                      # Unpublished answers are no input artifact: their progress is part of the id,
                                      # so a report made at 19 % is not reused at 38 %.
                                      "partial_answers": sorted([category.name, a.key, len(a.rows)]

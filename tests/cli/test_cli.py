@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from eagle_cli import artifacts
 from eagle_cli.cli import app
+from eagle_cli.formats.bank import open_bank
+from eagle_cli.lineage import Lineage
 
 runner = CliRunner()
 TINY_ARGS = ["--backbone", "mobilenet_v2", "--weights", "none", "--resize", "96", "--crop", "80", "--device", "cpu"]
@@ -90,12 +92,13 @@ def test_the_reference_preset_fills_only_the_options_left_at_their_defaults(tiny
         result = runner.invoke(app, ["extract", "--data", str(tiny_root), "--category", "brick", *TINY_ARGS,
                                      "--artifacts", str(tmp_path), "--json", "-q", *args])
         assert result.exit_code == 0, result.output
-        return artifacts.open_artifact(json.loads(result.stdout)[0]["path"])
+        return artifacts.open_artifact(json.loads(result.stdout)["artifacts"][0]["path"])
 
     ours, reference = extracted(), extracted("--preset", "reference")
-    assert ours.lineage["feature_dim"] == 32 + 96 and ours.lineage["layer_weights"] == [3, 1]
-    assert reference.lineage["feature_dim"] == 1024 and "layer_weights" not in reference.lineage
-    assert extracted("--preset", "reference", "--target-dim", "512").lineage["feature_dim"] == 512
+    lineage = lambda ref: Lineage.from_dict(ref.lineage)  # noqa: E731
+    assert lineage(ours).feature_dim == 32 + 96 and lineage(ours).layer_weights == (3, 1)
+    assert lineage(reference).feature_dim == 1024 and lineage(reference).layer_weights == (1, 1)
+    assert lineage(extracted("--preset", "reference", "--target-dim", "512")).feature_dim == 512
 
 
 def test_the_reference_preset_scores_an_image_by_its_highest_patch_unless_told_otherwise(tiny_root, tmp_path):
@@ -103,12 +106,11 @@ def test_the_reference_preset_scores_an_image_by_its_highest_patch_unless_told_o
         result = runner.invoke(app, ["fit-bank", "--data", str(tiny_root), "--category", "brick", *TINY_ARGS,
                                      "--artifacts", str(tmp_path), "--json", "-q", *args])
         assert result.exit_code == 0, result.output
-        return artifacts.open_artifact(json.loads(result.stdout)[0]["path"]).params
+        return open_bank(artifacts.open_artifact(json.loads(result.stdout)["artifacts"][0]["path"])).params
 
-    assert bank()["image_top"] == 8 and "image_top" not in bank("--preset", "reference")
-    assert bank("--preset", "reference", "--image-top", "4")["image_top"] == 4
-    # A bank updated by lists says so; an exact one keeps the id it had before the setting existed.
-    assert "coreset_updates" not in bank() and bank("--coreset-updates", "lists")["coreset_updates"] == "lists"
+    assert bank().image_top == 8 and bank("--preset", "reference").image_top == 1
+    assert bank("--preset", "reference", "--image-top", "4").image_top == 4
+    assert bank().coreset_updates == "exact" and bank("--coreset-updates", "lists").coreset_updates == "lists"
 
 
 def test_unknown_category_is_a_user_error(tiny_root, tmp_path):
@@ -124,13 +126,16 @@ def test_stages_chain_on_the_command_line_with_json_summaries(tiny_root, tmp_pat
     threshold = runner.invoke(app, ["fit-threshold", "--method", "quantile", "--q", "90", *common])
     scores = runner.invoke(app, ["score", "--device", "cpu", *common])
     assert threshold.exit_code == 0 and scores.exit_code == 0, scores.output
-    summary = json.loads(scores.stdout)
+    document = json.loads(scores.stdout)
+    assert (document["command"], document["ok"], document["failed"]) == ("score", True, [])
+    summary = document["artifacts"]
     assert summary[0]["kind"] == "scores" and summary[0]["summary"]["images"] == 11
     assert summary[0]["category"] == "washer" and not summary[0]["reused"]
-    again = json.loads(runner.invoke(app, ["score", "--device", "cpu", *common]).stdout)
+    again = json.loads(runner.invoke(app, ["score", "--device", "cpu", *common]).stdout)["artifacts"]
     assert again[0]["reused"] and again[0]["path"] == summary[0]["path"]
-    listed = runner.invoke(app, ["artifacts", "ls", "--artifacts", str(tmp_path), "--json"])
-    assert {a["kind"] for a in json.loads(listed.stdout)} == {"features", "bank", "calibration", "threshold", "scores"}
+    listed = json.loads(runner.invoke(app, ["artifacts", "ls", "--artifacts", str(tmp_path), "--json"]).stdout)
+    assert listed.keys() == document.keys()  # one document shape for every command
+    assert {a["kind"] for a in listed["artifacts"]} == {"features", "bank", "calibration", "threshold", "scores"}
     shown = runner.invoke(app, ["artifacts", "show", summary[0]["id"][:8], "--artifacts", str(tmp_path)])
     assert shown.exit_code == 0 and json.loads(shown.stdout)["id"] == summary[0]["id"]
 
@@ -169,7 +174,7 @@ def test_explicit_input_paths_are_used_once(tiny_root, tmp_path):
     assert runner.invoke(app, ["fit-bank", "--data", str(tiny_root), *TINY_ARGS, *common]).exit_code == 0
     bank = artifacts.latest(tmp_path, "default", "washer", "bank")
     result = runner.invoke(app, ["fit-threshold", "--bank", str(bank.path), "--method", "mad", *common])
-    written = json.loads(result.stdout)
+    written = json.loads(result.stdout)["artifacts"]
     assert [w["kind"] for w in written] == ["calibration", "threshold"]
     assert {w["category"] for w in written} == {"washer"} and written[1]["summary"]["method"] == "mad"
 
@@ -180,12 +185,12 @@ def test_fit_threshold_refuses_a_target_its_images_cannot_support_and_reuses_a_g
     refused = runner.invoke(app, ["fit-threshold", *common])
     assert refused.exit_code == 1 and "8 can promise targets down to 0.111" in refused.output
     assert {a.kind for a in artifacts.list_artifacts(tmp_path)} == {"features", "bank"}
-    first = json.loads(runner.invoke(app, ["fit-threshold", "--target-far", "0.2", *common]).stdout)
+    first = json.loads(runner.invoke(app, ["fit-threshold", "--target-far", "0.2", *common]).stdout)["artifacts"]
     calibration = first[0]["path"]
     assert first[1]["summary"]["smallest_target"] == pytest.approx(1 / 9)
     second = runner.invoke(app, ["fit-threshold", "--calibration-artifact", calibration, "--method", "k-sigma",
                                  "--json", "--artifacts", str(tmp_path)])
-    written = json.loads(second.stdout)
+    written = json.loads(second.stdout)["artifacts"]
     assert written[0]["path"] == calibration and written[1]["summary"]["method"] == "k-sigma"
 
 

@@ -25,9 +25,9 @@ def test_mmad_chain_asks_mmads_questions_with_its_templates(mmad_root, tiny_qwen
     template = next(i for i in records[0]["message"] if i["type"] == "image" and i["role"] == "template")
     assert template["path"].endswith("MVTec-AD/brick/train/good/006.png")  # random_templates[0]
     result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--max-new-tokens", "2",
-                                 "--batch-size", "4", "--json", *common])
+                                 "--prompt-batch", "4", "--json", *common])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)[0]["summary"]["answers"] == 19
+    assert json.loads(result.stdout)["artifacts"][0]["summary"]["answers"] == 19
 
 
 def test_by_default_only_the_detection_question_is_asked_and_a_server_needs_no_torch(mmad_root, tmp_path):

@@ -18,9 +18,9 @@ def test_prompt_then_reason_with_caas_on_the_command_line(tiny_root, tiny_qwen, 
         result = runner.invoke(app, [*args, *common])
         assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--max-new-tokens", "3",
-                                 "--caas", "--caas-layers", "1-2", "--batch-size", "3", "--json", *common])
+                                 "--caas", "--caas-layers", "1-2", "--prompt-batch", "3", "--json", *common])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)[0]
+    summary = json.loads(result.stdout)["artifacts"][0]
     assert summary["kind"] == "answers" and summary["summary"]["answers"] == 11
     missing = runner.invoke(app, ["reason", "--model", str(tmp_path / "no-such-model"), "--device", "cpu", *common],
                             env={"HF_HUB_OFFLINE": "1"})
@@ -38,7 +38,7 @@ def test_reason_refuses_caas_layers_the_model_does_not_have(tiny_root, tiny_qwen
         assert runner.invoke(app, [*args, *common]).exit_code == 0
     result = runner.invoke(app, ["reason", "--model", str(tiny_qwen), "--device", "cpu", "--caas", "--caas-layers",
                                  "9-14", *common])
-    assert result.exit_code == 1 and "outside this model's decoder layers 0–3" in result.output
+    assert result.exit_code == 2 and "outside this model's decoder layers 0–3" in result.output
     assert "Loading weights" not in result.output  # refused from the config, before any weight is read
 
 
@@ -53,13 +53,14 @@ def test_reason_through_a_server_from_the_command_line(tiny_root, tmp_path):
     prompts = [json.loads(line) for line in next(tmp_path.rglob("prompts.jsonl")).read_text().splitlines()]
     assert all([i["role"] for i in p["message"] if i["type"] == "image"] == ["query"] for p in prompts)
     assert all("inspect" not in " ".join(i.get("text", "") for i in p["message"]) for p in prompts)
-    refused = runner.invoke(app, ["reason", "--backend", "openai", "--caas", "--model", "m", *common])
-    assert refused.exit_code == 1 and "needs --backend hf" in refused.output
+    refused = runner.invoke(app, ["reason", "--backend", "openai", "--caas", "--model", "m", *common],
+                            env={"COLUMNS": "250"})
+    assert refused.exit_code == 2 and "needs --backend hf" in refused.output
     with scripted_server([(200, completion("A"))]) as (url, served):
         result = runner.invoke(app, ["reason", "--backend", "openai", "--base-url", url, "--model", "served-model",
                                      "--concurrency", "3", "--json", *common])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)[0]["summary"]
+    summary = json.loads(result.stdout)["artifacts"][0]["summary"]
     assert summary["answers"] == 11 and summary["invalid"] == 0 and len(served) == 11 and summary["warnings"] == []
     with scripted_server([(200, completion("zzz"))]) as (url, served):
         garbled = runner.invoke(app, ["reason", "--backend", "openai", "--base-url", url, "--model", "other-model",

@@ -24,9 +24,8 @@ def test_mask_paths_are_relative_to_the_category_folder_and_a_missing_one_is_lis
     from eagle_cli.params import BankParams, ScoreParams
     from eagle_cli.stages.extract import run_extract
     from eagle_cli.stages.fit_bank import run_fit_bank
-    from eagle_cli.stages.fit_threshold import run_fit_threshold
     from eagle_cli.stages.score import ScoreInputs, run_score
-    from tests.conftest import TINY, TINY_THRESHOLD
+    from tests.conftest import TINY, threshold_of
 
     root = tmp_path / "MMAD"
     shutil.copytree(mmad_root, root)
@@ -35,8 +34,8 @@ def test_mask_paths_are_relative_to_the_category_folder_and_a_missing_one_is_lis
     assert len(masks) == 8 and all(m.is_file() and "/DS-MVTec/brick/rbg_mask/" in str(m) for m in masks)
     masks[0].unlink()
     source = DataSource(root=root)
-    threshold = run_fit_threshold(run_fit_bank(run_extract(source, "brick", "train", TINY, context=context),
-                                               BankParams(), context=context), TINY_THRESHOLD, context=context)
+    threshold = threshold_of(run_fit_bank(run_extract(source, "brick", "train", TINY, context=context),
+                                          BankParams(), context=context), context=context)
     scores = run_score(threshold, ScoreInputs(source=source, category="brick"), ScoreParams(), context=context)
     assert scores.summary["images"] == 11 and scores.summary["pixel_auroc"] is not None
     errors = (scores.path / "errors.jsonl").read_text()

@@ -1,14 +1,16 @@
-"""Calibration estimators on small clustered features: their ordering, the jackknife, the folds."""
+"""Calibration estimators on small clustered features: their ordering, the jackknife, the folds (eagle's two and
+the two kept as experiments in benchmarks/estimators.py)."""
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks import estimators
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert import calibration as cal
 from eagle_cli.expert.coreset import select_coreset
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import ScoreRule, patch_scores
+from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.params import BankParams
 
 CPU = torch.device("cpu")
@@ -40,15 +42,15 @@ ALL = np.arange(N_IMAGES)
 
 
 def refill(features, index, cover, knn_k=1, progress=quiet):
-    return cal.refill_scores(features, index, cover, ALL, rule=ScoreRule(knn_k), proj_dim=8,
+    return cal.refill_scores(features, index, cover, ALL, knn_k=knn_k, image_top=1, proj_dim=8,
                              generator=torch.Generator().manual_seed(11), extra=8, progress=progress)
 
 
 def test_all_patches_never_score_below_the_unselected_ones(setup):
     features, index, _, unselected = setup
-    reference = cal.reference_scores(features, index, unselected, ALL, rule=ScoreRule(), min_unselected=1, extra=8,
-                                     progress=quiet)
-    own_out = cal.leave_own_out_scores(features, index, ALL, rule=ScoreRule(), extra=8, progress=quiet)
+    reference = cal.reference_scores(features, index, unselected, ALL, knn_k=1, image_top=1, min_unselected=1,
+                                     extra=8, progress=quiet)
+    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=1, image_top=1, extra=8, progress=quiet)
     assert np.isfinite(reference.scores).all()
     assert (own_out.scores >= reference.scores - 1e-4).all()
     assert (own_out.scores > reference.scores + 1e-3).any()
@@ -58,15 +60,16 @@ def test_reference_leaves_out_images_with_too_few_unselected_patches(setup):
     features, index, _, unselected = setup
     counts = unselected.sum(1).numpy()
     cut = int(np.median(counts)) + 1
-    result = cal.reference_scores(features, index, unselected, ALL, rule=ScoreRule(), min_unselected=cut, extra=8,
-                                  progress=quiet)
+    result = cal.reference_scores(features, index, unselected, ALL, knn_k=1, image_top=1, min_unselected=cut,
+                                  extra=8, progress=quiet)
     assert np.array_equal(np.isnan(result.scores), counts < cut)
 
 
 @pytest.mark.parametrize("knn_k", [1, 3])
 def test_refill_only_adds_entries_back_so_it_never_scores_above_leave_own_out(setup, knn_k):
     features, index, cover, _ = setup
-    own_out = cal.leave_own_out_scores(features, index, ALL, rule=ScoreRule(knn_k), extra=8, progress=quiet)
+    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=knn_k, image_top=1, extra=8,
+                                              progress=quiet)
     refilled = refill(features, index, cover, knn_k=knn_k)
     assert (refilled.scores <= own_out.scores + 1e-4).all()
     assert (refilled.scores < own_out.scores - 1e-3).any()  # some removed entry left orphans to refill
@@ -89,21 +92,20 @@ def test_the_recorded_cover_is_the_nearest_entry_a_search_finds(setup):
     assert np.allclose(cover.cover_sq_dist.numpy(), dist[:, 0], rtol=1e-4, atol=1e-4)
 
 
-MAX = ScoreRule()  # the reference's: k = 1, the highest patch
-
-
-def estimate(estimator, setup, images=ALL, rule=MAX):
+def estimate(estimator, setup, images=ALL, image_top=1):
+    """One estimator's scores; the reference's rule (k = 1, the highest patch) unless told otherwise."""
     features, index, cover, unselected = setup
+    rule = {"knn_k": 1, "image_top": image_top}
     if estimator == "reference":
-        return cal.reference_scores(features, index, unselected, images, rule=rule, min_unselected=1, extra=8,
+        return cal.reference_scores(features, index, unselected, images, **rule, min_unselected=1, extra=8,
                                     progress=quiet).scores
     if estimator == "leave-own-out":
-        return cal.leave_own_out_scores(features, index, images, rule=rule, extra=8, progress=quiet).scores
+        return estimators.leave_own_out_scores(features, index, images, **rule, extra=8, progress=quiet).scores
     if estimator == "refill":
-        return cal.refill_scores(features, index, cover, images, rule=rule, proj_dim=8,
+        return cal.refill_scores(features, index, cover, images, **rule, proj_dim=8,
                                  generator=torch.Generator().manual_seed(11), extra=8, progress=quiet).scores
-    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3)
-    return cal.cross_fit_scores(features, images, folds=3, coreset=settings, rule=rule, seed=5, progress=quiet).scores
+    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, image_top=image_top)
+    return estimators.cross_fit_scores(features, images, folds=3, coreset=settings, seed=5, progress=quiet)[0].scores
 
 
 ESTIMATORS = ["reference", "leave-own-out", "refill", "cross-fit"]
@@ -120,7 +122,7 @@ def test_a_sample_scores_its_images_as_the_whole_calibration_does_and_no_other(s
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_every_estimator_scores_an_image_by_the_banks_rule(setup, estimator):
-    highest, top4, every = (estimate(estimator, setup, rule=ScoreRule(1, top)) for top in (1, 4, PATCHES))
+    highest, top4, every = (estimate(estimator, setup, image_top=top) for top in (1, 4, PATCHES))
     # The mean of the 4 highest lies between the highest and the mean of all; it is not either of them.
     assert (top4 <= highest + 1e-6).all() and (top4 >= every - 1e-6).all()
     assert (top4 < highest - 1e-6).any() and (top4 > every + 1e-6).any()
@@ -128,11 +130,11 @@ def test_every_estimator_scores_an_image_by_the_banks_rule(setup, estimator):
 
 def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
     features = setup[0]
-    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3)
-    result = cal.cross_fit_scores(features, ALL, folds=N_IMAGES, coreset=settings, rule=ScoreRule(), seed=5,
-                                  progress=quiet)
+    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, image_top=1)
+    result, folds = estimators.cross_fit_scores(features, ALL, folds=N_IMAGES, coreset=settings, seed=5,
+                                                progress=quiet)
     for image in (0, 7):
-        fold = int(result.fold[image])
+        fold = int(folds[image])
         others = [i for i in range(N_IMAGES) if i != image]
         flat = features[others].reshape(-1, DIM)
         generator = torch.Generator().manual_seed(5 + fold + 1)
@@ -143,9 +145,9 @@ def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
 
 def test_cross_fit_scores_every_image_once_from_a_bank_without_it(setup):
     features = setup[0]
-    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3)
-    result = cal.cross_fit_scores(features, ALL, folds=3, coreset=settings, rule=ScoreRule(), seed=5, progress=quiet)
-    assert np.isfinite(result.scores).all() and sorted(np.bincount(result.fold)) == [4, 4, 4]
+    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, image_top=1)
+    result, folds = estimators.cross_fit_scores(features, ALL, folds=3, coreset=settings, seed=5, progress=quiet)
+    assert np.isfinite(result.scores).all() and sorted(np.bincount(folds)) == [4, 4, 4]
     # A bank that holds the image itself scores it lower: every image was scored without its own patches.
     flat = features.reshape(-1, DIM)
     inside = patch_scores(BankIndex(flat, torch.arange(len(flat)) // PATCHES, backend="faiss", device=CPU)
@@ -154,14 +156,14 @@ def test_cross_fit_scores_every_image_once_from_a_bank_without_it(setup):
 
 
 def test_folds_are_balanced_seeded_and_bounded():
-    a, b = cal.fold_assignment(10, 3, seed=1), cal.fold_assignment(10, 3, seed=1)
+    a, b = estimators.fold_assignment(10, 3, seed=1), estimators.fold_assignment(10, 3, seed=1)
     assert np.array_equal(a, b) and sorted(np.bincount(a)) == [3, 3, 4]
-    assert not np.array_equal(a, cal.fold_assignment(10, 3, seed=2))
+    assert not np.array_equal(a, estimators.fold_assignment(10, 3, seed=2))
     with pytest.raises(ParameterError, match="between 2 and the number of training images \\(10\\)"):
-        cal.fold_assignment(10, 11, seed=0)
+        estimators.fold_assignment(10, 11, seed=0)
 
 
 def test_a_fold_bank_smaller_than_k_is_refused(setup):
-    settings = BankParams(coreset_ratio=0.01, proj_dim=8, n_starts=3)
+    settings = BankParams(coreset_ratio=0.01, proj_dim=8, n_starts=3, knn_k=3)
     with pytest.raises(ParameterError, match="fewer than k = 3 entries; use fewer folds"):
-        cal.cross_fit_scores(setup[0], ALL, folds=2, coreset=settings, rule=ScoreRule(3), seed=0, progress=quiet)
+        estimators.cross_fit_scores(setup[0], ALL, folds=2, coreset=settings, seed=0, progress=quiet)

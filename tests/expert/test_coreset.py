@@ -94,20 +94,6 @@ def test_every_point_knows_its_nearest_member_in_the_projected_space():
     assert (coreset.cover[coreset.selected] == torch.arange(len(coreset.selected))).all()
 
 
-def test_sharded_selection_covers_each_shard_with_its_own_members():
-    features = _patches(3000)
-    whole = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5))
-    sharded = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5), shard_rows=1000)
-    assert len(sharded.selected) == len(whole.selected) == 300
-    assert len(set(sharded.selected.tolist())) == 300
-    shard_of_member = sharded.selected // 1000
-    shard_of_point = torch.arange(3000) // 1000
-    assert torch.equal(shard_of_member[sharded.cover], shard_of_point)
-    assert torch.bincount(shard_of_member).tolist() == [100, 100, 100]
-    # Sharding trades a little coverage for linear work: the covering radius grows, not by much.
-    assert whole.cover_sq_dist.max() <= sharded.cover_sq_dist.max() <= 2 * whole.cover_sq_dist.max()
-
-
 def test_a_grown_coreset_is_the_greedy_seeded_with_the_previous_selection():
     features = _patches(3000)
     previous = select_coreset(features[:2000], 0.1, generator=torch.Generator().manual_seed(5))
@@ -183,13 +169,11 @@ def test_list_updates_on_too_few_points_for_lists_are_the_exact_greedy():
     assert torch.equal(exact.selected, lists.selected)
 
 
-def test_a_coreset_is_not_both_sharded_and_updated_by_lists():
-    with pytest.raises(ParameterError, match="not both"):
-        select_coreset(_patches(100), 0.1, generator=torch.Generator(), shard_rows=50, updates="lists")
+def test_an_unknown_way_of_updating_is_refused():
     with pytest.raises(ParameterError, match="updates 'fast'"):
         select_coreset(_patches(100), 0.1, generator=torch.Generator(), updates="fast")
-    with pytest.raises(ParameterError, match="choose one"):
-        BankParams(coreset_updates="lists", coreset_shard_images=3)
+    with pytest.raises(ParameterError, match="--coreset-updates must be one of exact, lists, got 'fast'"):
+        BankParams(coreset_updates="fast")
 
 
 def test_a_coreset_updated_by_lists_grows_by_lists_from_its_selection(small_lists):

@@ -59,10 +59,10 @@ def test_layer_weights_multiply_each_layers_values_and_enter_the_lineage():
     torch.testing.assert_close(weighted[..., 32:], 0.5 * plain[..., 32:])
     extractor = PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80),
                                       device=torch.device("cpu"), pretrain_dim=0, target_dim=0, layer_weights=(3, 1))
-    assert extractor.lineage["layer_weights"] == [3, 1] and extractor.lineage["pooling"] == [0, 0]
+    assert extractor.lineage.layer_weights == (3, 1) and extractor.lineage.pooling == (0, 0)
     reference = PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80),
                                       device=torch.device("cpu"))
-    assert "layer_weights" not in reference.lineage and "pooling" not in reference.lineage  # as before they existed
+    assert reference.lineage.layer_weights == (1.0, 1.0) and reference.lineage.pooling == (1024, 1024)
     with pytest.raises(ParameterError, match="2 layers"):
         PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80), device=torch.device("cpu"),
                               layer_weights=(1.0,))
@@ -72,7 +72,7 @@ def test_the_extractor_reports_the_native_feature_size_it_writes():
     extractor = PatchFeatureExtractor("mobilenet_v2", weights="none", geometry=Geometry(96, 80),
                                       device=torch.device("cpu"), pretrain_dim=0, target_dim=0)
     features = extractor(torch.zeros(1, 3, 80, 80))
-    assert features.shape[-1] == extractor.feature_dim == extractor.lineage["feature_dim"] == 32 + 96
+    assert features.shape[-1] == extractor.feature_dim == extractor.lineage.feature_dim == 32 + 96
 
 
 @pytest.mark.parametrize("size", [(300, 200), (200, 300), (256, 256), (1024, 777)])
@@ -140,7 +140,7 @@ def test_other_blocks_give_their_grid_widths_and_weights(backbone, layers, grid,
                                       pretrain_dim=0, target_dim=0, layers=layers)
     features = extractor(torch.zeros(1, 3, 80, 80))
     assert extractor.grid() == grid and features.shape == (1, grid[0] * grid[1], dim)
-    assert extractor.layer_weights == pytest.approx(weights) and extractor.lineage["layers"] == list(layers)
+    assert extractor.layer_weights == pytest.approx(weights) and extractor.lineage.layers == tuple(layers)
 
 
 def test_a_block_the_backbone_does_not_have_lists_the_ones_it_has():
@@ -164,4 +164,4 @@ def test_extractor_gives_layer2_grid_and_1024_dims(backbone):
     features = extractor(torch.zeros(2, 3, 80, 80))
     assert extractor.grid() == (10, 10)
     assert features.shape == (2, 100, 1024)
-    assert extractor.lineage["weights"] == "none" and extractor.lineage["backbone"] == backbone
+    assert extractor.lineage.weights == "none" and extractor.lineage.backbone == backbone

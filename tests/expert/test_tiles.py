@@ -11,6 +11,7 @@ from eagle_cli.errors import ParameterError
 from eagle_cli.expert.anomaly_map import frame_map
 from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
 from eagle_cli.params import ExtractParams
+from eagle_cli.settings import build, identity
 
 
 @pytest.mark.parametrize(("frame", "tile", "overlap"), [(512, 256, 0.25), (1000, 224, 0.1), (96, 48, 0.5),
@@ -55,7 +56,8 @@ def test_each_tile_goes_through_the_backbone_alone():
     assert tiled.grid() == (6, 6) and features.shape == (2, 9 * 36, 32 + 96)
     alone = plain(frames[1:, :, 24:72, 48:96])  # image 1, tile row 1, column 2
     torch.testing.assert_close(features[1, 5 * 36:6 * 36], alone[0], atol=1e-5, rtol=1e-5)
-    assert tiled.lineage["tile"] == 48 and tiled.lineage["overlap"] == 0.5 and "tile" not in plain.lineage
+    assert (tiled.lineage.tile, tiled.lineage.overlap) == (48, 0.5)
+    assert (plain.lineage.tile, plain.lineage.overlap) == (0, 0)
 
 
 def test_tile_maps_are_stitched_in_place_and_overlaps_averaged():
@@ -83,7 +85,8 @@ def test_impossible_tiles_are_refused_with_what_to_change(settings, message):
         ExtractParams(**settings)
 
 
-def test_untiled_settings_keep_their_identity_and_tiled_ones_record_the_tiles():
-    assert "tile" not in ExtractParams().identity() and "overlap" not in ExtractParams().identity()
-    tiled = ExtractParams(resize=512, crop=0, tile=256, overlap=0.25)
-    assert tiled.identity()["tile"] == 256 and ExtractParams.of_features(tiled.identity()) == tiled
+def test_the_overlap_of_untiled_settings_is_no_part_of_their_identity_and_tiled_ones_round_trip():
+    assert identity(ExtractParams(overlap=0.5)) == identity(ExtractParams()) and "overlap" not in identity(
+        ExtractParams())
+    tiled = ExtractParams(resize=512, crop=0, tile=256, overlap=0.5)
+    assert identity(tiled)["overlap"] == 0.5 and build(ExtractParams, identity(tiled)) == tiled

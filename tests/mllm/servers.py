@@ -1,4 +1,4 @@
-"""Real HTTP servers on loopback for the OpenAI-compatible backend's tests."""
+"""Real HTTP servers on loopback: model servers for the OpenAI-compatible backend, and eagle serve's app."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import urllib.request
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 
 def free_port() -> int:
@@ -77,3 +78,26 @@ def scripted_server(replies: list[tuple[int, str]]):
 
 def completion(text: str) -> str:
     return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+
+
+@contextmanager
+def serving_in_background(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run the ASGI ``app`` with uvicorn on a thread of this process (port 0: a free one); yield its base URL."""
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, name="eagle-serve", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the service could not start on {host}:{port}")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()

@@ -168,6 +168,7 @@ def test_a_folder_that_is_not_a_vision_language_model_is_refused(tmp_path):
 def test_the_image_budget_sets_how_many_visual_tokens_an_image_becomes(tiny_qwen):
     from eagle_cli.mllm.hf import HFBackend
     from eagle_cli.params import QWEN_IMAGE_PIXELS, ReasonParams
+    from eagle_cli.settings import identity
 
     def visual_tokens(backend):
         inputs = backend._inputs([_prompt(False)])
@@ -177,8 +178,8 @@ def test_the_image_budget_sets_how_many_visual_tokens_an_image_becomes(tiny_qwen
     default = HFBackend.load(str(tiny_qwen), device="cpu")
     assert abs(visual_tokens(small) - 64) <= 8  # one token per 28x28 pixels, sides rounded to 28
     assert abs(visual_tokens(default) - QWEN_IMAGE_PIXELS / 28 ** 2) < 0.05 * 512  # the reference's ~512
-    assert ReasonParams(max_pixels=2 * QWEN_IMAGE_PIXELS).identity()["image_pixels"] == [QWEN_IMAGE_PIXELS,
-                                                                                       2 * QWEN_IMAGE_PIXELS]
-    assert "image_pixels" not in ReasonParams(backend="openai").identity()
+    budget = identity(ReasonParams(max_pixels=2 * QWEN_IMAGE_PIXELS))
+    assert (budget["min_pixels"], budget["max_pixels"]) == (QWEN_IMAGE_PIXELS, 2 * QWEN_IMAGE_PIXELS)
+    assert "max_pixels" not in identity(ReasonParams(backend="openai"))  # a server sizes images its own way
     with pytest.raises(ParameterError, match="below --min-pixels"):
         ReasonParams(max_pixels=1000)

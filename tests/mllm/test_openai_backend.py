@@ -13,7 +13,7 @@ from eagle_cli.stages.reason import run_reason
 from tests.mllm.servers import completion, free_port, scripted_server, transformers_serve
 from tests.mllm.test_prompt_reason import _records
 
-FAST = dict(retries=2, backoff_s=0.05, timeout_s=60)
+FAST = dict(retries=2, timeout_s=60)
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_the_reason_stage_with_a_server_loads_neither_torch_nor_faiss_nor_matplo
     import subprocess
     import sys
 
-    code = ("import sys; from eagle_cli.stages.reason import load_backend; from eagle_cli.params import ReasonParams; "
+    code = ("import sys; from eagle_cli.mllm.backends import load_backend; from eagle_cli.params import ReasonParams; "
             "load_backend(ReasonParams(model='m', backend='openai')); "
             "print(sorted(m for m in ('torch', 'faiss', 'matplotlib', 'transformers') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
@@ -176,5 +176,5 @@ def test_every_server_down_is_one_message_naming_them_all(prompts, tmp_path):
     urls = f"http://127.0.0.1:{free_port()}/v1,http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EagleError, match="none of the 2 servers answers.*rerun to resume"):
         run_reason(prompts, _params("any", urls), context=Context(artifacts=tmp_path))
-    with pytest.raises(ParameterError, match="not an http"):
+    with pytest.raises(ParameterError, match=r"--base-url must be http\(s\) URLs.*not .ftp://b/v1."):
         ServerSettings(base_url="http://a:1/v1,ftp://b/v1")

@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from eagle_cli import Expert
+from eagle_cli import load_expert
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.params import BoxParams
 from eagle_cli.prompts.boxes import find_boxes
@@ -53,19 +53,19 @@ def test_heatmap_is_red_where_the_map_reaches_tau():
 
 
 def test_a_defect_the_expert_never_saw_gives_no_score_no_box_and_is_greyed_not_blue(washer_scores):
-    expert = Expert.load(washer_scores.input("threshold"), device="cpu")
-    row = next(r for r in read_scores(washer_scores) if r["label"] == 0)
-    clean = Image.open(row["path"]).convert("RGB")
+    expert = load_expert(washer_scores.input("threshold"))
+    row = next(r for r in read_scores(washer_scores) if r.label == 0)
+    clean = Image.open(row.path).convert("RGB")
     marked = np.asarray(clean).copy()
     marked[:7, :7] = (255, 0, 0)  # a glaring mark in the corner strip the 96 → 80 crop cuts away (8 px)
     before, after = expert.score([clean]), expert.score([Image.fromarray(marked)])
     assert after.scores[0] == before.scores[0]  # nothing outside the field of view counts
     assert (after.maps[0][:8, :8] == 0).all()
     assert not [box for box, _ in find_boxes(after.maps[0], expert.tau * 1e-6) if box[0] < 8 and box[1] < 8]
-    x0, y0, x1, y1 = row["observed_box"]
+    x0, y0, x1, y1 = row.observed_box
     assert (x0, y0) == (8.0, 8.0)
     overlay = np.asarray(heatmap_overlay(Image.fromarray(marked), after.maps[0], vmax=expert.tau,
-                                         seen=tuple(row["observed_box"]))).astype(int)
+                                         seen=tuple(row.observed_box))).astype(int)
     corner = overlay[:8, :8].reshape(-1, 3)
     assert (np.abs(corner[:, 0] - corner[:, 2]) <= 1).all()  # grey (or hatch), no jet colour
     inside = overlay[40, 40]

@@ -35,8 +35,13 @@ def _config(path, data, artifacts_dir, **extra):
 
 
 def _run(config, *args):
+    """The run's result and its outcomes: one per stage of each category, with its artifact or its error."""
     result = runner.invoke(app, ["run", str(config), "--json", *args])
-    return result, (json.loads(result.stdout) if result.stdout.strip().startswith("[") else [])
+    if not result.stdout.strip().startswith("{"):
+        return result, []
+    document = json.loads(result.stdout)
+    return result, ([{**item, "error": None} for item in document["artifacts"]]
+                    + [{**item, "path": None, "reused": False} for item in document["failed"]])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +122,7 @@ def test_model_text_with_markup_is_shown_as_text(tiny_root, tmp_path):
     from tests.mllm.servers import completion, scripted_server
 
     with scripted_server([(200, completion(XSS))]) as (url, _):
-        config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"], backend="openai",
+        config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", category=["washer"], backend="openai",
                          base_url=url, model="served")
         result, outcomes = _run(config)
     assert result.exit_code == 0, result.output
@@ -128,7 +133,7 @@ def test_model_text_with_markup_is_shown_as_text(tiny_root, tmp_path):
 
 
 def test_without_a_model_reasoning_is_skipped_with_one_line_and_the_report_shows_the_expert(tiny_root, tmp_path):
-    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["brick"])
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", category=["brick"])
     result = runner.invoke(app, ["run", str(config)])
     assert result.exit_code == 0
     assert "reasoning skipped: no multimodal model set" in result.output
@@ -154,7 +159,7 @@ def test_config_errors_are_one_message(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: x\nbackbon: resnet18\n")
     result = runner.invoke(app, ["run", str(bad)])
-    assert result.exit_code == 1 and "did you mean 'backbone'" in result.output
+    assert result.exit_code == 2 and "did you mean 'backbone'" in result.output
     missing = tmp_path / "missing.yaml"
     missing.write_text(f"data: {tmp_path / 'nowhere'}\n")
     result = runner.invoke(app, ["run", str(missing)])
@@ -163,17 +168,18 @@ def test_config_errors_are_one_message(tmp_path):
 
 def test_report_refuses_runs_of_different_datasets(tiny_root, mmad_root, tmp_path):
     for run, data in (("a", tiny_root), ("b", mmad_root)):
-        config = _config(tmp_path / f"{run}.yaml", data, tmp_path / "art", run=run, categories=["brick"])
+        config = _config(tmp_path / f"{run}.yaml", data, tmp_path / "art", run=run, category=["brick"])
         assert _run(config)[0].exit_code == 0
     with pytest.raises(ArtifactError, match="scored different datasets"):
-        run_report(ReportParams(runs=("a", "b")), context=Context(artifacts=tmp_path / "art"))
+        run_report(("a", "b"), (), ReportParams(), context=Context(artifacts=tmp_path / "art"))
 
 
 def test_two_runs_side_by_side_show_differences_and_markdown(tiny_root, tmp_path):
     for run, method in (("a", "k-sigma"), ("b", "quantile")):
         config = _config(tmp_path / f"{run}.yaml", tiny_root, tmp_path / "art", run=run, threshold_method=method)
         assert _run(config)[0].exit_code == 0
-    result = runner.invoke(app, ["report", "--run", "a,b", "--artifacts", str(tmp_path / "art"), "--format", "md"])
+    result = runner.invoke(app, ["report", "--run", "a", "--compare", "b", "--artifacts", str(tmp_path / "art"),
+                                 "--format", "md"])
     assert result.exit_code == 0, result.output
     assert "| run | category | system |" in result.stdout and "| b | macro | Expert |" in result.stdout
     report = artifacts.latest(tmp_path / "art", "a", "_all", "report")
@@ -185,14 +191,14 @@ def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(ti
                                                                               tmp_path):
     from tests.stages.test_pipeline import Interrupting
 
-    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"])
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", category=["washer"])
     assert _run(config)[0].exit_code == 0
     context = Context(artifacts=tmp_path / "a", run="r1")
     prompts = run_prompt(artifacts.latest(tmp_path / "a", "r1", "washer", "scores"), PromptParams(), context=context)
     with pytest.raises(KeyboardInterrupt):
         run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), backend=lambda: qwen_backend,
                    context=replace(context, reporter=Interrupting(after=4)))
-    report = run_report(ReportParams(runs=("r1",)), context=replace(context, force=True))
+    report = run_report(("r1",), (), ReportParams(), context=replace(context, force=True))
     data = json.loads((report.path / "metrics.json").read_text())
     partial = next(r for r in data["rows"] if r["category"] == "washer" and r["system"] != "Expert")
     assert partial["system"] == "EAGLE (incomplete)" and partial["complete"] is False and partial["coverage"] < 1
@@ -202,7 +208,7 @@ def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(ti
     with pytest.raises(KeyboardInterrupt):
         run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), backend=lambda: qwen_backend,
                    context=replace(context, reporter=Interrupting(after=2)))
-    later = run_report(ReportParams(runs=("r1",)), context=context)
+    later = run_report(("r1",), (), ReportParams(), context=context)
     assert not later.reused and later.path != report.path
     rows = json.loads((later.path / "metrics.json").read_text())["rows"]
     assert next(r for r in rows if r["category"] == "washer" and r["system"] != "Expert")["coverage"] > \
@@ -222,13 +228,13 @@ def test_mmad_runs_report_accuracy_per_question_type(mmad_root, tiny_qwen, tmp_p
 
 
 def test_two_models_on_the_same_prompts_stay_apart(tiny_root, tiny_qwen, tiny_llava, tmp_path):
-    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"])
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", category=["washer"])
     assert _run(config)[0].exit_code == 0
     context = Context(artifacts=tmp_path / "a", run="r1")
     prompts = run_prompt(artifacts.latest(tmp_path / "a", "r1", "washer", "scores"), PromptParams(), context=context)
     for model in (tiny_qwen, tiny_llava):
         run_reason(prompts, ReasonParams(model=str(model), device="cpu", max_new_tokens=2), context=context)
-    report = run_report(ReportParams(runs=("r1",)), context=context)
+    report = run_report(("r1",), (), ReportParams(), context=context)
     systems = {r["system"] for r in json.loads((report.path / "metrics.json").read_text())["rows"]}
     assert systems == {"Expert", f"EAGLE · {tiny_qwen.name}", f"EAGLE · {tiny_llava.name}"}
 
@@ -237,22 +243,22 @@ def test_the_gallery_shows_the_boxes_the_model_was_shown(tiny_root, tmp_path):
     from eagle_cli.params import BoxParams
     from eagle_cli.stages.prompt import run_prompt
 
-    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer"], q=5, box_level=0.5)
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", category=["washer"], q=5, box_level=0.5)
     assert _run(config)[0].exit_code == 0
     context = Context(artifacts=tmp_path / "a", run="r1", force=True)
     scores = artifacts.latest(tmp_path / "a", "r1", "washer", "scores")
-    flagged = sum(row["anomalous"] for row in read_scores(scores))
-    drawn = run_report(ReportParams(runs=("r1",)), context=context).path / "report.html"
+    flagged = sum(row.anomalous for row in read_scores(scores))
+    drawn = run_report(("r1",), (), ReportParams(), context=context).path / "report.html"
     assert flagged and drawn.read_text().count('alt="boxes"') == sum(
-        bool(r["boxes"]) for r in read_prompts(artifacts.latest(tmp_path / "a", "r1", "washer", "prompts"))) > 0
+        bool(r.boxes) for r in read_prompts(artifacts.latest(tmp_path / "a", "r1", "washer", "prompts"))) > 0
     # Prompts drawn with a level no map reaches have no boxes, and neither has the report built on them.
     run_prompt(scores, PromptParams(box=BoxParams(level=1e9)), context=context)
-    assert run_report(ReportParams(runs=("r1",)), context=context).path.joinpath("report.html").read_text().count(
+    assert run_report(("r1",), (), ReportParams(), context=context).path.joinpath("report.html").read_text().count(
         'alt="boxes"') == 0
 
 
 def test_each_system_identity_gets_one_label_everywhere_and_is_never_merged(tiny_root, tiny_qwen, tmp_path):
-    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", categories=["washer", "brick"])
+    config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", category=["washer", "brick"])
     assert _run(config)[0].exit_code == 0
     context = Context(artifacts=tmp_path / "a", run="r1")
     # One model over 0-shot and 1-shot prompts, and with two answer lengths: four systems.
@@ -263,7 +269,7 @@ def test_each_system_identity_gets_one_label_everywhere_and_is_never_merged(tiny
             for tokens in (2, 3):
                 run_reason(prompts, ReasonParams(model=str(tiny_qwen), device="cpu", max_new_tokens=tokens),
                            context=context)
-    report = run_report(ReportParams(runs=("r1",)), context=context)
+    report = run_report(("r1",), (), ReportParams(), context=context)
     metrics = json.loads((report.path / "metrics.json").read_text())
     labels = set(metrics["systems"])
     assert len(labels) == 4 and all(label.startswith(f"EAGLE · {tiny_qwen.name} · ") for label in labels)

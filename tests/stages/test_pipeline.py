@@ -14,29 +14,37 @@ from eagle_cli import artifacts
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.errors import ArtifactError, DataError, ImageError, ParameterError
-from eagle_cli.formats.bank import read_bank_tensors
-from eagle_cli.formats.features import write_features
-from eagle_cli.formats.scores import read_maps
+from eagle_cli.formats.bank import open_bank
+from eagle_cli.formats.calibration import read_calibration
+from eagle_cli.formats.features import ImageRecord, write_features
+from eagle_cli.formats.scores import read_maps, read_scores
 from eagle_cli.formats.threshold import read_threshold
+from eagle_cli.lineage import Lineage
 from eagle_cli.params import BankParams, CalibrationParams, ScoreParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.fit_threshold import FitThresholdParams, run_fit_threshold
+from eagle_cli.stages.fit_threshold import run_calibrate, run_fit_threshold
 from eagle_cli.stages.score import ScoreInputs, run_score
-from tests.conftest import TINY, TINY_THRESHOLD, bomb_png
+from tests.conftest import TINY, TINY_THRESHOLD, bomb_png, threshold_of
 
 BANK = BankParams(coreset_ratio=0.1)
+#: A features artifact's parameters as extract writes them, for artifacts built by hand.
+TINY_PARAMS = {"split": "train", "sources": [{"layout": "folder", "root": None, "good": None, "test": None,
+                                               "split_csv": None, "mmad_json": None, "mmad_dataset": None}],
+               "images": ["0"], "extract": {}, "weights_sha256": None}
+LINEAGE = Lineage("mobilenet_v2", ("features.6", "features.13"), "none", 96, 80, 0, 0.0, 8, (0, 0), (1.0,))
 
 
-def _expert(root, category, context, *, bank=BANK, extract=TINY, threshold=TINY_THRESHOLD):
+def _expert(root, category, context, *, bank=BANK, extract=TINY, threshold=TINY_THRESHOLD,
+            calibration=CalibrationParams()):
     source = DataSource(root=root)
     features = run_extract(source, category, "train", extract, context=context)
     bank_ref = run_fit_bank(features, bank, context=context)
-    return run_fit_threshold(bank_ref, threshold, context=context)
+    return threshold_of(bank_ref, threshold, calibration=calibration, context=context)
 
 
 def _rows(ref):
-    return [json.loads(line) for line in (ref.path / "scores.jsonl").read_text().splitlines()]
+    return read_scores(ref)
 
 
 def test_the_full_frame_runs_through_every_expert_stage_and_leaves_no_blind_strip(tiny_root, context):
@@ -49,24 +57,23 @@ def test_the_full_frame_runs_through_every_expert_stage_and_leaves_no_blind_stri
         crop, original = read_maps(whole, row_whole)
         assert crop.shape == (96, 96) and original.shape == (96, 96)
         assert (cut[:4, :4] == 0).all() and (original[:4, :4] > 0).all()  # the corner the crop never saw
-        assert row_whole["observed_box"] == [0.0, 0.0, 96.0, 96.0]
+        assert row_whole.observed_box == [0.0, 0.0, 96.0, 96.0]
     assert {"image_auroc", "pixel_auroc", "pro"} <= set(whole.summary)
 
 
 def test_a_new_threshold_rejudges_published_scores_and_shares_their_maps(tiny_root, context):
-    first_threshold = _expert(tiny_root, "washer", context, threshold=FitThresholdParams(
-        dbt=ThresholdParams("quantile", q=50)))
+    first_threshold = _expert(tiny_root, "washer", context, threshold=ThresholdParams("quantile", q=50))
     test_set = ScoreInputs(source=DataSource(root=tiny_root), category="washer")
     first = run_score(first_threshold, test_set, ScoreParams(), context=context)
-    second_threshold = run_fit_threshold(first_threshold.input("bank"), TINY_THRESHOLD, context=context)
+    second_threshold = run_fit_threshold(first_threshold.input("calibration"), TINY_THRESHOLD, context=context)
     second = run_score(second_threshold, test_set, ScoreParams(), context=context)
-    tau = read_threshold(second_threshold)["tau"]
-    assert second.path != first.path and tau != read_threshold(first_threshold)["tau"]
-    assert [r["score"] for r in _rows(second)] == [r["score"] for r in _rows(first)]
-    assert [r["anomalous"] for r in _rows(second)] == [r["score"] >= tau for r in _rows(first)]
+    tau = read_threshold(second_threshold).tau
+    assert second.path != first.path and tau != read_threshold(first_threshold).tau
+    assert [r.score for r in _rows(second)] == [r.score for r in _rows(first)]
+    assert [r.anomalous for r in _rows(second)] == [r.score >= tau for r in _rows(first)]
     assert second.summary["anomalous"] != first.summary["anomalous"]
     assert all(second.summary[k] == first.summary[k] for k in ("pixel_auroc", "pro", "image_auroc"))
-    shard = _rows(first)[0]["maps_file"]
+    shard = _rows(first)[0].maps_file
     # Same maps, not recomputed: one file on disk for both artifacts.
     assert (second.path / shard).stat().st_ino == (first.path / shard).stat().st_ino
     smoother = run_score(second_threshold, test_set, ScoreParams(sigma_px=2.0), context=context)
@@ -81,11 +88,11 @@ def test_chain_writes_scores_maps_verdicts_and_metrics(tiny_root, context):
     rows = _rows(scores_ref)
     assert len(rows) == 3 + 4 * 2
     for row in rows:
-        assert row["anomalous"] == (row["score"] >= threshold["tau"])
-        assert row["uncertain"] == (threshold["tau"] < row["score"] < threshold["s_max"])
+        assert row.anomalous == (row.score >= threshold.tau)
+        assert row.uncertain == (threshold.tau < row.score < threshold.s_max)
         crop, original = read_maps(scores_ref, row)
         assert crop.shape == (80, 80) and original.shape == (96, 96)
-        assert row["score"] == pytest.approx(float(crop.max()), rel=0.5)  # smoothing lowers the peak
+        assert row.score == pytest.approx(float(crop.max()), rel=0.5)  # smoothing lowers the peak
     summary = scores_ref.summary
     assert {"image_auroc", "pixel_auroc", "pro", "verdict"} <= set(summary)
     # Random weights are allowed when asked for, and every downstream manifest says so.
@@ -109,7 +116,7 @@ def test_scoring_features_and_scoring_images_agree(tiny_root, context):
     via_features = run_score(threshold_ref, ScoreInputs(features=test_features), params, context=context)
     via_images = run_score(threshold_ref, ScoreInputs(source=DataSource(root=tiny_root), category="brick"), params,
                            context=context)
-    assert [r["score"] for r in _rows(via_features)] == [r["score"] for r in _rows(via_images)]
+    assert [r.score for r in _rows(via_features)] == [r.score for r in _rows(via_images)]
     assert via_features.path != via_images.path
 
 
@@ -119,62 +126,59 @@ def test_banks_do_not_depend_on_the_order_of_categories(tiny_root, tmp_path):
         context = Context(artifacts=tmp_path / "-".join(order))
         for category in order:
             features = run_extract(DataSource(root=tiny_root), category, "train", TINY, context=context)
-            rows[(order, category)] = read_bank_tensors(run_fit_bank(features, BANK, context=context))["source_rows"]
+            rows[(order, category)] = open_bank(run_fit_bank(features, BANK, context=context)).coreset().selected
     for category in ("brick", "washer"):
         assert torch.equal(rows[(("brick", "washer"), category)], rows[(("washer", "brick"), category)])
 
 
 def test_knn_k_is_stored_in_the_bank_and_honoured_downstream(tiny_root, context):
-    k1 = read_threshold(_expert(tiny_root, "brick", context))
-    k3 = read_threshold(_expert(tiny_root, "brick", context, bank=replace(BANK, knn_k=3)))
-    assert (k1["knn_k"], k3["knn_k"]) == (1, 3)
-    assert k3["calibration_mean"] > k1["calibration_mean"]  # the mean over 3 neighbours is never below the nearest
+    k1, k3 = (_expert(tiny_root, "brick", context, bank=replace(BANK, knn_k=k)) for k in (1, 3))
+    assert [open_bank(t.input("bank")).params.knn_k for t in (k1, k3)] == [1, 3]
+    # the mean over 3 neighbours is never below the nearest
+    assert read_threshold(k3).mean > read_threshold(k1).mean
 
 
 def test_the_image_score_rule_is_the_banks_and_calibration_and_scoring_both_follow_it(tiny_root, context):
     test_set = ScoreInputs(source=DataSource(root=tiny_root), category="brick")
     highest, top8 = (_expert(tiny_root, "brick", context, bank=replace(BANK, image_top=top)) for top in (1, 8))
-    banks = highest.input("bank"), top8.input("bank")
-    # A bank scored by its highest patch keeps the id it had before the setting existed.
-    assert "image_top" not in banks[0].params and banks[1].params["image_top"] == 8
-    assert (read_threshold(highest)["image_top"], read_threshold(top8)["image_top"]) == (1, 8)
-    assert read_threshold(top8)["calibration_mean"] < read_threshold(highest)["calibration_mean"]
+    assert [open_bank(t.input("bank")).params.image_top for t in (highest, top8)] == [1, 8]
+    assert read_threshold(top8).mean < read_threshold(highest).mean
     by_max, by_top8 = (_rows(run_score(t, test_set, ScoreParams(), context=context)) for t in (highest, top8))
-    assert all(b["score"] < a["score"] for a, b in zip(by_max, by_top8, strict=True))  # a mean of 8 below the max
-    with pytest.raises(ParameterError, match="--image-top must be at least 1"):
+    assert all(b.score < a.score for a, b in zip(by_max, by_top8, strict=True))  # a mean of 8 below the max
+    with pytest.raises(ParameterError, match=r"--image-top must be in \[1, 4096\], got 0"):
         BankParams(image_top=0)
 
 
 def test_too_few_unselected_patches_are_counted_not_nan(tiny_root, context):
     # 10x10 = 100 patches per image and 10 % selected: about 90 unselected each.
-    reference = FitThresholdParams(dbt=ThresholdParams("k-sigma"),
-                                   calibration=CalibrationParams("reference", min_unselected=90))
-    result = read_threshold(_expert(tiny_root, "brick", context, threshold=reference))
-    assert result["excluded"] > 0 and result["calibration_images"] + result["excluded"] == 8
-    assert np.isfinite(result["tau"]) and np.isfinite(result["s_max"])
+    threshold = _expert(tiny_root, "brick", context, threshold=ThresholdParams("k-sigma"),
+                        calibration=CalibrationParams("reference", min_unselected=90))
+    result = read_threshold(threshold)
+    assert threshold.summary["excluded"] > 0 and result.n + threshold.summary["excluded"] == 8
+    assert np.isfinite(result.tau) and np.isfinite(result.s_max)
     with pytest.raises(ParameterError, match="--min-unselected 101 with --calibration reference"):
-        _expert(tiny_root, "brick", context, threshold=replace(
-            reference, calibration=CalibrationParams("reference", min_unselected=101)))
+        _expert(tiny_root, "brick", context, threshold=ThresholdParams("k-sigma"),
+                calibration=CalibrationParams("reference", min_unselected=101))
 
 
 def test_a_calibration_sample_scores_that_many_images_and_the_target_is_checked_against_it(tiny_root, context):
     full = _expert(tiny_root, "brick", context)
-    sample = FitThresholdParams(calibration=CalibrationParams(calibration_images=5),
-                                dbt=ThresholdParams(target_far=0.2))
-    sampled = _expert(tiny_root, "brick", context, threshold=sample)
+    five = CalibrationParams(calibration_images=5)
+    sampled = _expert(tiny_root, "brick", context, threshold=ThresholdParams(target_far=0.2), calibration=five)
     calibration = sampled.input("calibration")
-    rows = [json.loads(line) for line in (calibration.path / "calibration.jsonl").read_text().splitlines()]
-    assert sum(row["sampled"] for row in rows) == sum(row["score"] is not None for row in rows) == 5
+    rows = read_calibration(calibration)
+    assert sum(row.sampled for row in rows) == sum(row.score is not None for row in rows) == 5
     assert calibration.summary["sampled"] == 5 and calibration.id != full.input("calibration").id
-    assert read_threshold(sampled)["calibration_images"] == 5 and read_threshold(sampled)["excluded"] == 0
+    assert read_threshold(sampled).n == 5 and sampled.summary["excluded"] == 0
+    # A cap that samples nothing changes nothing: the same calibration artifact.
+    assert run_calibrate(full.input("bank"), CalibrationParams(calibration_images=50), context=context).reused
     # Each sampled image scores what the full calibration gave it: the sample only chooses whom to score.
-    whole = {json.loads(line)["path"]: json.loads(line)["score"]
-             for line in (full.input("calibration").path / "calibration.jsonl").read_text().splitlines()}
-    chosen = [row for row in rows if row["sampled"]]
-    assert [row["score"] for row in chosen] == pytest.approx([whole[row["path"]] for row in chosen], rel=1e-5)
+    whole = {row.path: row.score for row in read_calibration(full.input("calibration"))}
+    chosen = [row for row in rows if row.sampled]
+    assert [row.score for row in chosen] == pytest.approx([whole[row.path] for row in chosen], rel=1e-5)
     # 5 images support a target of at least 1/6, whatever the 8 training images could.
     with pytest.raises(ParameterError, match="1/6|0.167"):
-        _expert(tiny_root, "brick", context, threshold=replace(sample, dbt=ThresholdParams(target_far=0.15)))
+        _expert(tiny_root, "brick", context, threshold=ThresholdParams(target_far=0.15), calibration=five)
 
 
 @pytest.fixture
@@ -200,11 +204,10 @@ def test_bad_images_are_skipped_listed_and_the_rest_completes(messy_root, contex
     assert sorted(e["path"].rsplit("/", 1)[1] for e in errors) == ["900.png", "901.png", "902.png", "903.png",
                                                                     "904.png"]
     bombs = {e["path"].rsplit("/", 1)[1]: e["error"] for e in errors}
-    assert "limit checked before decoding" in bombs["904.png"] and "120 megapixels" in bombs["904.png"]
+    assert "limit checked before decoding" in bombs["904.png"] and "120.0 megapixels" in bombs["904.png"]
     assert "limit checked before decoding" in bombs["903.png"]
     assert features.summary == {**features.summary, "images": 8, "errors": 5}
-    threshold_ref = run_fit_threshold(run_fit_bank(features, BANK, context=context), TINY_THRESHOLD,
-                                      context=context)
+    threshold_ref = threshold_of(run_fit_bank(features, BANK, context=context), context=context)
     scores = run_score(threshold_ref, ScoreInputs(source=DataSource(root=messy_root), category="brick"), ScoreParams(),
                        context=context)
     score_errors = (scores.path / "errors.jsonl").read_text()
@@ -231,12 +234,14 @@ def test_only_bad_images_is_a_clear_error(tmp_path, context):
 
 def test_nan_features_are_refused_naming_the_file(context):
     draft = artifacts.start("features", root=context.artifacts, run="default", category="x",
-                            params={"split": "train", "category": "x"}, inputs=[])
+                            params={**TINY_PARAMS, "category": "x"}, inputs=[])
     with draft:
         bad = torch.zeros(2, 4, 8)
         bad[1, 2, 3] = float("nan")
-        draft.lineage = {"weights": "none"}
-        write_features(draft, bad, [{"path": "a"}, {"path": "b"}], (2, 2), [])
+        draft.lineage = LINEAGE.as_dict()
+        write_features(draft, bad, [ImageRecord(p, "train", 0, "good", None, i, 8, 8) for i, p in enumerate("ab")],
+                       (2, 2), [])
+        draft.summary = {"images": 2, "errors": 0, "grid": [2, 2]}
         ref = draft.publish()
     with pytest.raises(ArtifactError, match=r"features.safetensors holds NaN.*images \[1\]"):
         run_fit_bank(ref, BANK, context=context)
@@ -276,7 +281,7 @@ def test_ctrl_c_in_any_stage_leaves_nothing_accepted_and_the_rerun_completes(sta
     steps = {
         "extract": lambda ctx, prev: run_extract(source, "brick", "train", TINY, context=ctx),
         "fit-bank": lambda ctx, prev: run_fit_bank(prev, BANK, context=ctx),
-        "fit-threshold": lambda ctx, prev: run_fit_threshold(prev, TINY_THRESHOLD, context=ctx),
+        "fit-threshold": lambda ctx, prev: threshold_of(prev, context=ctx),
         "score": lambda ctx, prev: run_score(prev, ScoreInputs(source=source, category="brick"), ScoreParams(),
                                              context=ctx),
     }
@@ -301,5 +306,5 @@ def test_float16_features_are_stored_half_size_and_feed_the_same_stages(tiny_roo
     assert half.path != full.path
     size = lambda ref: (ref.path / "features.safetensors").stat().st_size  # noqa: E731
     assert size(half) < 0.6 * size(full)
-    threshold = run_fit_threshold(run_fit_bank(half, BANK, context=context), TINY_THRESHOLD, context=context)
-    assert np.isfinite(read_threshold(threshold)["tau"])
+    threshold = threshold_of(run_fit_bank(half, BANK, context=context), context=context)
+    assert np.isfinite(read_threshold(threshold).tau)

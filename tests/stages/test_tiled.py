@@ -9,19 +9,20 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from eagle_cli import Expert, artifacts
+from eagle_cli import artifacts, load_expert
 from eagle_cli.cli import app
 from eagle_cli.data import DataSource
 from eagle_cli.errors import ArtifactError
-from eagle_cli.formats.bank import read_bank_tensors
+from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.calibration import read_calibration
 from eagle_cli.formats.features import read_features
 from eagle_cli.formats.prompts import read_prompts
 from eagle_cli.formats.scores import read_maps, read_scores
-from eagle_cli.params import BankParams
+from eagle_cli.lineage import Lineage
+from eagle_cli.params import BankParams, ExtractParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.grow_bank import run_grow_bank
+from eagle_cli.stages.grow_bank import extraction_of, run_grow_bank
 from tests.conftest import TINY, split_good_images
 
 #: 96 px frames cut into 3 x 3 tiles of 48 px (starting at 0, 24 and 48), each a 6 x 6 patch grid.
@@ -35,18 +36,18 @@ def tiled_run(tiny_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tiled")
     config = tmp / "run.yaml"
     config.write_text(yaml.safe_dump({
-        "data": str(tiny_root), "artifacts": str(tmp / "artifacts"), "run": "t", "categories": ["washer"],
+        "data": str(tiny_root), "artifacts": str(tmp / "artifacts"), "run": "t", "category": ["washer"],
         "backbone": "mobilenet_v2", "weights": "none", "resize": 96, "crop": 0, "tile": 48, "overlap": 0.5,
         "device": "cpu", "target_far": 0.2, "visual": "both"}))
     result = runner.invoke(app, ["run", str(config), "--json"])
     assert result.exit_code == 0, result.output
-    outcomes = json.loads(result.stdout)
-    return {o["stage"]: artifacts.open_artifact(o["path"]) for o in outcomes if not o["error"]}, outcomes
+    document = json.loads(result.stdout)
+    return {o["stage"]: artifacts.open_artifact(o["path"]) for o in document["artifacts"]}, document
 
 
 def test_every_stage_runs_on_tiles(tiled_run):
-    refs, outcomes = tiled_run
-    assert not any(o["error"] for o in outcomes)
+    refs, document = tiled_run
+    assert document["ok"] and not document["failed"]
     assert {"extract", "fit-bank", "fit-threshold", "score", "prompt", "report"} <= set(refs)
     features, records, grid = read_features(refs["extract"])
     assert grid == (6, 6) and features.shape == (8, 9 * 36, 32 + 96)
@@ -55,7 +56,7 @@ def test_every_stage_runs_on_tiles(tiled_run):
 
 def test_one_bank_and_one_threshold_cover_every_tile(tiled_run):
     refs, _ = tiled_run
-    rows = read_bank_tensors(refs["fit-bank"])["source_rows"]
+    rows = open_bank(refs["fit-bank"]).coreset().selected
     tiles_hit = set((rows % (9 * 36) // 36).tolist())
     assert len(tiles_hit) == 9  # entries come from every tile position
     calibration = read_calibration(refs["fit-threshold"].input("calibration"))
@@ -69,27 +70,27 @@ def test_scores_are_the_highest_tile_patch_and_maps_are_stitched_in_the_image_fr
     assert len(rows) == 11
     for row in rows:
         frame, original = read_maps(scores, row)
-        assert frame.shape == (96, 96) and original.shape == (row["height"], row["width"])
-        assert row["observed_box"] == [0.0, 0.0, 96.0, 96.0] and (original[:3, :3] > 0).all()
+        assert frame.shape == (96, 96) and original.shape == (row.height, row.width)
+        assert row.observed_box == [0.0, 0.0, 96.0, 96.0] and (original[:3, :3] > 0).all()
     assert {"image_auroc", "pixel_auroc", "pro", "pixel_auroc_original", "pro_original"} <= set(scores.summary)
 
 
 def test_the_python_expert_scores_a_tiled_image_as_the_stage_did(tiled_run):
     refs, _ = tiled_run
     row = read_scores(refs["score"])[-1]
-    expert = Expert.load(refs["fit-threshold"], device="cpu")
-    result = expert.score([Image.open(row["path"])])
-    assert result.scores[0] == pytest.approx(row["score"], rel=1e-5)
+    expert = load_expert(refs["fit-threshold"])
+    result = expert.score([Image.open(row.path)])
+    assert result.scores[0] == pytest.approx(row.score, rel=1e-5)
     np.testing.assert_allclose(result.maps[0], read_maps(refs["score"], row)[1], rtol=1e-4, atol=1e-5)
 
 
 def test_boxes_are_drawn_on_the_original_image(tiled_run):
     refs, _ = tiled_run
     prompts = read_prompts(refs["prompt"])
-    boxed = [p for p in prompts if p["boxes"]]
+    boxed = [p for p in prompts if p.boxes]
     assert boxed, "an anomalous verdict with boxes"
     for prompt in boxed:
-        for x0, y0, x1, y1 in prompt["boxes"]:
+        for x0, y0, x1, y1 in prompt.boxes:
             assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96
     assert "washer" in (refs["report"].path / "report.html").read_text()
 
@@ -98,13 +99,16 @@ def test_a_tiled_bank_grows_with_tiled_features_of_the_new_images(tiny_root, tmp
     old, new = split_good_images(tiny_root, "brick", tmp_path / "split", (6, 2))
     parent = run_fit_bank(run_extract(DataSource(good=old).resolved(), "brick", "train", TILED, context=context),
                           BANK, context=context)
-    grown = run_grow_bank(parent, DataSource(good=new).resolved(), device="cpu", context=context)
+    category, extract = extraction_of(parent, ExtractParams(device="cpu"))
+    grown = run_grow_bank(parent, run_extract(DataSource(good=new).resolved(), category, "train", extract,
+                                              context=context), context=context)
     features, _, grid = read_features(grown.input("features"))
     assert features.shape == (8, 9 * 36, 32 + 96) and grid == (6, 6) and grown.lineage["tile"] == 48
     untiled = run_fit_bank(run_extract(DataSource(good=old).resolved(), "brick", "train", TINY, context=context),
                            BANK, context=context)
-    with pytest.raises(ArtifactError):
-        artifacts.check_lineage(untiled, grown, what="An untiled bank and tiled features")
+    with pytest.raises(ArtifactError, match="tile: 0 vs 48"):
+        Lineage.from_dict(untiled.lineage).check_matches(Lineage.from_dict(grown.lineage),
+                                                         what="An untiled bank and tiled features")
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -115,5 +119,5 @@ def test_impossible_tiles_are_one_message_and_nothing_is_written(tiny_root, tmp_
     result = runner.invoke(app, ["extract", "--data", str(tiny_root), "--category", "brick", "--backbone",
                                  "mobilenet_v2", "--weights", "none", "--device", "cpu", *args,
                                  "--artifacts", str(tmp_path / "a")])
-    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").rglob("manifest.json"))

@@ -1,6 +1,6 @@
-"""Images into normalised backbone batches, with the per-image error policy.
+"""Images into normalised backbone batches, with the per-image error policy (shared by extract and score).
 
-A bad image (unreadable, smaller than the crop) is recorded in ``errors`` and skipped, or raised
+A bad image (unreadable, smaller than the frame) is recorded in ``errors`` and skipped, or raised
 with ``on_error="fail"``; the other images of the run go on.
 """
 
@@ -11,10 +11,11 @@ from typing import Iterator
 
 import torch
 
-from eagle_cli.data.images import load_rgb
+from eagle_cli.data.images import decode
 from eagle_cli.data.sample import Sample
 from eagle_cli.errors import ImageError
 from eagle_cli.expert.features import Geometry
+from eagle_cli.formats.jsonl import ErrorRow
 from eagle_cli.progress import Advance
 
 
@@ -25,13 +26,13 @@ class ImageBatch:
     sizes: list[tuple[int, int]]  # original (width, height)
 
 
-def image_batches(samples: list[Sample], geometry: Geometry, batch_size: int, *, on_error: str, errors: list[dict],
+def image_batches(samples: list[Sample], geometry: Geometry, batch_size: int, *, on_error: str, errors: list[ErrorRow],
                   advance: Advance) -> Iterator[ImageBatch]:
     """Decode images into batches; a bad image is recorded in ``errors`` and skipped (or raised with ``fail``)."""
     pending: list[tuple[Sample, torch.Tensor, tuple[int, int]]] = []
     for sample in samples:
         try:
-            image = load_rgb(sample.path, min_side=geometry.frame)
+            image = decode(sample.path, min_side=geometry.frame)
             pending.append((sample, geometry.to_tensor(image), image.size))
         except ImageError as exc:
             record_error(exc, sample, on_error=on_error, errors=errors)
@@ -47,7 +48,7 @@ def _batch(pending) -> ImageBatch:
     return ImageBatch([p[0] for p in pending], torch.stack([p[1] for p in pending]), [p[2] for p in pending])
 
 
-def record_error(exc: ImageError, sample: Sample, *, on_error: str, errors: list[dict]) -> None:
+def record_error(exc: ImageError, sample: Sample, *, on_error: str, errors: list[ErrorRow]) -> None:
     if on_error == "fail":
         raise exc
-    errors.append({"path": str(sample.path), "file": exc.path, "error": exc.reason})
+    errors.append(ErrorRow(str(sample.path), exc.reason, file=exc.path))
