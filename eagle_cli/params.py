@@ -506,6 +506,9 @@ class ReasonParams:
 class ReportParams:
     gallery: int = setting(120, "Most images in the gallery (misses, false alarms, disagreements first).",
                            panel=OUTPUT, low=0)
+    include_incomplete: bool = setting(
+        False, "Also show the answers an interrupted eagle reason left unfinished, as a system marked incomplete; by "
+        "default they are only named in a note, with how to finish them.", panel=OUTPUT)
 
     def __post_init__(self):
         check(self)

@@ -63,6 +63,8 @@ class RunData:
     dataset: dict
     categories: dict[str, CategoryRun]
     inputs: list[ArtifactRef]
+    #: Answer sets an interrupted `eagle reason` left unfinished and the report leaves out, one line each.
+    unfinished: list[str] = field(default_factory=list)
 
 
 def system_name(prompt: PromptParams, reason: ReasonParams | None) -> str:
@@ -71,9 +73,10 @@ def system_name(prompt: PromptParams, reason: ReasonParams | None) -> str:
     return name + (" + CAAS" if reason is not None and reason.caas is not None else "")
 
 
-def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRef
-                         ) -> tuple[list[AnswerSet], dict[str, list[list[int]]]]:
-    """Every answer set built on ``scores``, and the boxes of the latest prompts that drew boxes."""
+def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRef, include_incomplete: bool,
+                         unfinished: list[str]) -> tuple[list[AnswerSet], dict[str, list[list[int]]]]:
+    """Every answer set built on ``scores`` (an unfinished one only with ``include_incomplete``, else named in
+    ``unfinished``), and the boxes of the latest prompts that drew boxes."""
     sets, boxes = [], {}
     for prompts in artifacts.list_artifacts(root, run=run, category=category, kind="prompts"):
         if scores.id not in prompts.input_ids("scores"):
@@ -90,13 +93,19 @@ def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRe
             sets.append(AnswerSet(system_name(prompt, reason), reason.model,
                                   {"prompt": prompts.params, "reason": ref.params}, read_answers(ref), len(records),
                                   True, ref))
-        # An interrupted `eagle reason` leaves a hidden partial directory: report it as incomplete.
+        # An interrupted `eagle reason` leaves a hidden partial directory.
         for partial in (Path(root) / run / category / "answers").glob(".tmp-partial-*"):
             rows, _ = read_partial_answers(partial)
-            if rows and rows[0].prompts == prompts.id:
+            if not rows or rows[0].prompts != prompts.id:
+                continue
+            if include_incomplete:
                 identity = {"prompt": prompts.params, "reason": {"model": rows[0].model}, "incomplete": True}
                 sets.append(AnswerSet(f"{system_name(prompt, None)} (incomplete)", rows[0].model, identity,
                                       rows, len(records), False, None))
+            else:
+                unfinished.append(f"{category}: an interrupted eagle reason with {rows[0].model} holds {len(rows)} "
+                                  f"of {len(records)} answers and is left out; rerun it with the same settings to "
+                                  "finish it, or report with --include-incomplete to show it now.")
     return sets, boxes
 
 
@@ -130,12 +139,13 @@ def name_systems(runs: list[RunData]) -> dict[str, dict]:
     return {labels[key]: {"id": key, **answer_set.identity} for key, answer_set in identities.items()}
 
 
-def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData:
+def gather(root: Path, run: str, categories: list[str] | None = None, *, include_incomplete: bool = False
+           ) -> RunData:
     """The latest scores of every (or each given) category of ``run``, with everything built on them."""
     names = categories or artifacts.categories_with(root, run, "scores")
     if not names:
         raise ArtifactError(f"Run {run!r} under {root} has no scores artifact; run the stages (or eagle run) first.")
-    found, inputs, datasets = {}, [], set()
+    found, inputs, datasets, unfinished = {}, [], set(), []
     for name in names:
         scores = artifacts.latest(root, run, name, "scores")
         threshold_ref = scores.input("threshold")
@@ -143,7 +153,8 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
         category = CategoryRun(name, scores, read_metrics(scores), read_threshold(threshold_ref),
                                calibration_settings(calibration).calibration, read_scores(scores),
                                calibration_scores(calibration).tolist())
-        category.answers, category.boxes = _prompts_and_answers(root, run, name, scores)
+        category.answers, category.boxes = _prompts_and_answers(root, run, name, scores, include_incomplete,
+                                                                unfinished)
         found[name] = category
         inputs += [scores] + [a.ref for a in category.answers if a.ref is not None]
         source = source_of(scores)
@@ -151,4 +162,4 @@ def gather(root: Path, run: str, categories: list[str] | None = None) -> RunData
     if len(datasets) > 1:
         raise ArtifactError(f"Run {run!r} mixes datasets {sorted(datasets)}; report them as separate runs.")
     layout, where = datasets.pop()
-    return RunData(run, {"layout": layout, "root": where}, found, inputs)
+    return RunData(run, {"layout": layout, "root": where}, found, inputs, unfinished)

@@ -47,7 +47,8 @@ def run_report(names: tuple[str, ...], categories: tuple[str, ...], params: Repo
                context: Context) -> ArtifactRef:
     """Report the runs ``names`` (one, or two side by side) over ``categories`` (default: all); the report is
     published in the first run. Refuse to compare runs of different datasets."""
-    runs = [gather(context.artifacts, name, list(categories) or None) for name in names]
+    runs = [gather(context.artifacts, name, list(categories) or None, include_incomplete=params.include_incomplete)
+            for name in names]
     systems = name_systems(runs)  # over every run at once, so a system compared across them has one label
     if len(runs) == 2 and runs[0].dataset != runs[1].dataset:
         raise ArtifactError(f"Runs {runs[0].name!r} ({runs[0].dataset['root']}) and {runs[1].name!r} "
@@ -64,6 +65,7 @@ def run_report(names: tuple[str, ...], categories: tuple[str, ...], params: Repo
                      f"({100 * (r['coverage'] or 0):.0f} % answered); its figures cover only those."
                      for run in runs for r in rows[run.name]
                      if r.get("complete") is False and r["category"] not in ("macro", "micro")]
+            notes += [f"{run.name}: {line}" for run in runs for line in run.unfinished]
             html = render(runs, rows, comparison, gallery_limit=params.gallery, notes=notes, systems=systems)
             advance(1)
         all_rows = [r for run in runs for r in rows[run.name]]
@@ -82,7 +84,8 @@ def run_report(names: tuple[str, ...], categories: tuple[str, ...], params: Repo
                                      # so a report made at 19 % is not reused at 38 %.
                                      "partial_answers": sorted([category.name, a.key, len(a.rows)]
                                                                for run in runs for category in run.categories.values()
-                                                               for a in category.answers if not a.complete)},
+                                                               for a in category.answers if not a.complete),
+                                     "unfinished": [line for run in runs for line in run.unfinished]},
                              inputs=[ref for run in runs for ref in run.inputs], build=build)
 
 

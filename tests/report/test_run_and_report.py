@@ -187,8 +187,8 @@ def test_two_runs_side_by_side_show_differences_and_markdown(tiny_root, tmp_path
     assert comparison and all(len(v) == 3 for r in comparison for k, v in r.items() if k not in ("category", "system"))
 
 
-def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(tiny_root, tiny_qwen, qwen_backend,
-                                                                              tmp_path):
+def test_an_unfinished_answer_set_is_named_not_reported_unless_asked_for(tiny_root, tiny_qwen, qwen_backend,
+                                                                          tmp_path):
     from tests.stages.test_pipeline import Interrupting
 
     config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", category=["washer"])
@@ -198,7 +198,13 @@ def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(ti
     with pytest.raises(KeyboardInterrupt):
         run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), backend=lambda: qwen_backend,
                    context=replace(context, reporter=Interrupting(after=4)))
-    report = run_report(("r1",), (), ReportParams(), context=replace(context, force=True))
+    # By default the unfinished answers are no system of the report: a note names them and how to finish.
+    left_out = run_report(("r1",), (), ReportParams(), context=replace(context, force=True))
+    data = json.loads((left_out.path / "metrics.json").read_text())
+    assert {r["system"] for r in data["rows"]} == {"Expert"} and not list(left_out.path.glob("mmad_*.json"))
+    assert any("holds 3 of 11 answers" in note and "--include-incomplete" in note for note in data["notes"])
+    # Asked for, they are shown as an incomplete system whose figures cover what was answered.
+    report = run_report(("r1",), (), ReportParams(include_incomplete=True), context=replace(context, force=True))
     data = json.loads((report.path / "metrics.json").read_text())
     partial = next(r for r in data["rows"] if r["category"] == "washer" and r["system"] != "Expert")
     assert partial["system"] == "EAGLE (incomplete)" and partial["complete"] is False and partial["coverage"] < 1
@@ -208,11 +214,12 @@ def test_an_incomplete_answers_artifact_is_reported_as_incomplete_not_as_zero(ti
     with pytest.raises(KeyboardInterrupt):
         run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2), backend=lambda: qwen_backend,
                    context=replace(context, reporter=Interrupting(after=2)))
-    later = run_report(("r1",), (), ReportParams(), context=context)
+    later = run_report(("r1",), (), ReportParams(include_incomplete=True), context=context)
     assert not later.reused and later.path != report.path
     rows = json.loads((later.path / "metrics.json").read_text())["rows"]
     assert next(r for r in rows if r["category"] == "washer" and r["system"] != "Expert")["coverage"] > \
         partial["coverage"]
+    assert not run_report(("r1",), (), ReportParams(), context=context).reused  # the note's count moved too
 
 
 def test_mmad_runs_report_accuracy_per_question_type(mmad_root, tiny_qwen, tmp_path):
