@@ -31,6 +31,7 @@ from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.expert import calibration as cal
 from eagle_cli.expert.coreset import Coreset
+from eagle_cli.expert.image_rule import scored_top_mean
 from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.features import read_features
 from eagle_cli.params import BankParams, ExtractParams, ThresholdParams
@@ -60,23 +61,25 @@ def estimate(name: str, category: str, features, index, cover: Coreset, bank_par
     images = np.arange(n_images)
     start = time.perf_counter()
     quiet = lambda n: None  # noqa: E731
-    rule = {"knn_k": bank_params.knn_k, "image_top": bank_params.image_top}
     if name == "reference":
         selected = torch.zeros(n_images * patches, dtype=torch.bool)
         selected[cover.selected] = True
-        result = cal.reference_scores(features, index, ~selected.reshape(n_images, patches), images, **rule,
-                                      min_unselected=32, extra=32, progress=quiet)
+        result = cal.reference_scores(features, index, ~selected.reshape(n_images, patches), images,
+                                      knn_k=bank_params.knn_k, min_unselected=32, extra=32, progress=quiet)
     elif name == "leave-own-out":
-        result = experiments.leave_own_out_scores(features, index, images, **rule, extra=32, progress=quiet)
+        result = experiments.leave_own_out_scores(features, index, images, knn_k=bank_params.knn_k, extra=32,
+                                                  progress=quiet)
     elif name == "refill":
         seed = category_seed(bank_params.seed, category)
-        result = cal.refill_scores(features, index, cover, images, **rule, proj_dim=bank_params.proj_dim,
-                                   generator=torch.Generator().manual_seed(seed), extra=32, progress=quiet)
+        result = cal.refill_scores(features, index, cover, images, knn_k=bank_params.knn_k,
+                                   proj_dim=bank_params.proj_dim, generator=torch.Generator().manual_seed(seed),
+                                   extra=32, progress=quiet)
     else:
         folds = int(name.rsplit("-", 1)[1])
         result, _ = experiments.cross_fit_scores(features, images, folds=folds, coreset=bank_params, seed=7,
                                                  progress=quiet)
-    return result.scores[np.isfinite(result.scores)], time.perf_counter() - start
+    scores = scored_top_mean(result.per_patch, bank_params.image_top)
+    return scores[np.isfinite(scores)], time.perf_counter() - start
 
 
 def one_category(root: Path, category: str, context: Context, extract: ExtractParams, targets: list[float],
@@ -87,8 +90,8 @@ def one_category(root: Path, category: str, context: Context, extract: ExtractPa
     train = run_extract(source, category, "train", extract, context=replace(context, force=True))
     extract_seconds = time.perf_counter() - start
     test = run_extract(source, category, "test", extract, context=context)
-    bank_params = BankParams()
-    bank = run_fit_bank(train, bank_params, context=context)
+    bank = run_fit_bank(train, BankParams(), context=context)
+    bank_params = open_bank(bank).params  # as fitted: its automatic settings decided
     cover = open_bank(bank).coreset()
     index = open_bank(bank).index(backend="faiss", device="cpu")
     features, _, _ = read_features(train)

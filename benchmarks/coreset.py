@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--bank-seeds", default="0,1,2")
     realistic.add_row_files(parser)
     args = parser.parse_args()
-    settings = {"greedy": BankParams(), "lists": BankParams(coreset_updates="lists")}
+    settings = {"greedy": BankParams(coreset_updates="exact"), "lists": BankParams(coreset_updates="lists")}
     bank_seeds = [int(s) for s in args.bank_seeds.split(",")]
     realistic.measure_or_summarise(
         args, lambda root, category, context: one_category(root, category, context, settings, bank_seeds), summarise)

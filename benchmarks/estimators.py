@@ -19,18 +19,16 @@ from eagle_cli.errors import ParameterError
 from eagle_cli.expert.calibration import Calibration, own_out_search
 from eagle_cli.expert.coreset import coreset_size, select_coreset
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import images_from_distances
+from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.params import BankParams
 from eagle_cli.progress import Advance
 
 
-def leave_own_out_scores(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, image_top: int,
-                         extra: int, progress: Advance) -> Calibration:
+def leave_own_out_scores(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
+                         progress: Advance) -> Calibration:
     """Score all patches of each of ``images`` against the bank without that image's entries."""
     dists, fallback_rows = own_out_search(features, index, images, knn_k=knn_k, extra=extra, progress=progress)
-    scores = np.full(features.shape[0], np.nan)
-    scores[images] = images_from_distances(dists, image_top)
-    return Calibration(scores, fallback_rows)
+    return Calibration(np.asarray(images), patch_scores(dists), fallback_rows)
 
 
 def fold_assignment(n_images: int, folds: int, *, seed: int) -> np.ndarray:
@@ -45,15 +43,16 @@ def fold_assignment(n_images: int, folds: int, *, seed: int) -> np.ndarray:
 
 def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, coreset: BankParams, seed: int,
                      progress: Advance) -> tuple[Calibration, np.ndarray]:
-    """Score the ``images`` of each fold with all patches against a bank refitted on the other folds with the
-    real bank's settings ``coreset``; return the scores and each image's fold."""
+    """Score the ``images`` (sorted) of each fold with all patches against a bank refitted on the other folds with
+    the real bank's settings ``coreset``; return the patch scores and each image's fold."""
     n_images, patches, dim = features.shape
     fold = fold_assignment(n_images, folds, seed=seed)
     smallest = n_images - int(np.bincount(fold).max())
     if coreset_size(smallest * patches, coreset.coreset_ratio) < coreset.knn_k:
         raise ParameterError(f"With {folds} folds, a fold's bank is fitted on {smallest} images and would hold "
                              f"fewer than k = {coreset.knn_k} entries; use fewer folds.")
-    scores = np.full(n_images, np.nan)
+    per_patch = np.empty((len(images), patches), dtype=np.float32)
+    row_of = np.searchsorted(images, np.arange(n_images))
     scoring = np.zeros(n_images, dtype=bool)
     scoring[images] = True
     for f in range(folds):
@@ -68,7 +67,6 @@ def cross_fit_scores(features: torch.Tensor, images: np.ndarray, *, folds: int, 
         for start in range(0, len(held), 8):
             group = held[start:start + 8]
             dist, _ = bank.search(features[torch.as_tensor(group)].reshape(-1, dim), coreset.knn_k)
-            scores[group] = images_from_distances(dist.reshape(len(group), patches, coreset.knn_k),
-                                                  coreset.image_top)
+            per_patch[row_of[group]] = patch_scores(dist.reshape(len(group), patches, coreset.knn_k))
             progress(len(group))
-    return Calibration(scores), fold
+    return Calibration(np.asarray(images), per_patch), fold

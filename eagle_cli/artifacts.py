@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 KINDS = ("features", "bank", "calibration", "threshold", "scores", "prompts", "answers", "report")
 
-#: Current schema version per kind; a reader refuses any other (0.2.0 bumped every kind once: CHANGELOG.md).
-SCHEMAS = {"features": 2, "bank": 4, "calibration": 2, "threshold": 3, "scores": 3, "prompts": 2, "answers": 2,
+#: Current schema version per kind; a reader refuses any other (what each bump changed: CHANGELOG.md).
+SCHEMAS = {"features": 2, "bank": 5, "calibration": 3, "threshold": 3, "scores": 3, "prompts": 2, "answers": 2,
            "report": 2}
 
 MANIFEST = "manifest.json"

@@ -8,7 +8,7 @@ in another names its fields with its ``PREFIX`` (``box_level``, ``caas_alpha``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -19,7 +19,8 @@ from eagle_cli.settings import check, nested, setting
 Backbone = Literal["wide_resnet50_2", "resnet18", "mobilenet_v2"]
 FeatureDtype = Literal["float32", "float16"]
 CoresetInit = Literal["center_farthest", "pca_extremes", "random"]
-CoresetUpdates = Literal["exact", "lists"]
+CoresetUpdates = Literal["auto", "exact", "lists"]
+ImageScore = Literal["auto", "top-mean", "peak"]
 KnnBackend = Literal["auto", "faiss", "torch"]
 Estimator = Literal["refill", "reference"]
 Method = Literal["conformal", "k-sigma", "quantile", "mad", "evt"]
@@ -88,6 +89,20 @@ def parse_layers(spec: str | list | tuple) -> tuple[float, ...]:
         raise SettingsError.of("caas_layers", f"takes ranges like 9-14, lists like 9,10,12 or a band of the depth "
                                               f"like 0.32-0.54, got {spec!r}") from None
     return tuple(sorted(layers))
+
+
+def parse_tile(value: int | str) -> int | str:
+    """``auto`` or a number of pixels, from text or YAML (anything else is left for the check to name)."""
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
+
+
+def parse_ratio(value: float | str) -> float | str:
+    """``auto`` or a share, from text or YAML (anything else is left for the check to name)."""
+    try:
+        return float(value)
+    except ValueError:
+        return str(value).strip()
 
 
 def names_text(names: tuple) -> str:
@@ -194,13 +209,16 @@ class ExtractParams:
                           high=16384)
     crop: int = setting(224, "Centre crop, px. 0: no crop — the whole image is resized to --resize × --resize "
                         "(aspect ratio not kept), so nothing near the border is cut away.", panel=EXPERT, low=0)
-    tile: int = setting(0, "Cut the frame (--crop, or with --crop 0 the whole image at --resize) into TILE-px "
-                        "squares that each go through the backbone: a large image is seen at its own resolution, so "
-                        "small defects keep their pixels. Maps are stitched (overlaps averaged); the image score is "
-                        "taken over all tiles' patches. 0: no tiles.", panel=EXPERT, low=0)
+    tile: int | Literal["auto"] = setting(
+        "auto", "Cut the frame (--crop, or with --crop 0 the whole image at --resize) into TILE-px squares that each "
+        "go through the backbone: a large image is seen at its own resolution, so small defects keep their pixels. "
+        "Maps are stitched (overlaps averaged) and the image is scored as --image-score says. 0: no tiles. auto: "
+        "images at least twice the backbone's input are seen whole at their own resolution (up to 2048 px a side) in "
+        "tiles of that input overlapping by 10 %, smaller ones as --resize and --crop say.", panel=EXPERT, low=0,
+        parse=parse_tile, text=str)
     overlap: float = setting(0.25, "Share of a tile its neighbour covers again: a defect on a seam is then seen "
                              "whole by one tile.", panel=EXPERT, low=0, high=1, high_open=True,
-                             only=lambda s: s.tile > 0, when="with --tile")
+                             only=lambda s: s.tile not in (0, "auto"), when="with --tile N")
     # Native widths, weighted widest / width (benchmarks/ablation.py, MobileNetV2 on realistic data: image
     # AUROC 0.880 → 0.909, pixel AUROC 0.967 → 0.970); the reference's 1024/1024 is the `reference` preset.
     pretrain_dim: int = setting(0, "Each layer's 3x3 neighbourhoods are pooled to this many values; 0 keeps the "
@@ -227,7 +245,7 @@ class ExtractParams:
             raise SettingsError.of("crop", f"must be at most --resize ({self.resize}); 0 is no crop (the whole "
                                            f"image), got {self.crop}")
         frame = self.crop or self.resize
-        if self.tile > frame:
+        if isinstance(self.tile, int) and self.tile > frame:
             raise SettingsError.of("tile", f"is larger than the {frame} px frame the images are resized"
                                            f"{' and cropped' if self.crop else ''} to; lower --tile or raise --resize"
                                            f"{' (with --crop 0 for the whole image)' if self.crop else ''}, got "
@@ -239,8 +257,11 @@ class BankParams:
     """Coreset and scoring settings; except ``image_top`` (the reference's is 1: the highest patch), the
     defaults are the reference's (10 %, 128-d, 10 starts, k = 1)."""
 
-    coreset_ratio: float = setting(0.1, "Share of patches kept in the bank.", panel=EXPERT, low=0, high=1,
-                                   low_open=True)
+    # Tiled: 19,600 patches a 1024 px image; 10 % of them makes every search ten times slower than 1 %, which
+    # on the high-resolution set keeps the image AUROC above 0.93 (BENCHMARKS.md, "Tiny defects on large parts").
+    coreset_ratio: float | Literal["auto"] = setting(
+        "auto", "Share of patches kept in the bank. auto: 10 % (the reference's), 1 % of tiled features.",
+        panel=EXPERT, low=0, high=1, low_open=True, parse=parse_ratio, text=str)
     proj_dim: int = setting(128, "Random-projection size for coreset distances (it only needs to keep distances; "
                             "128 does).", panel=EXPERT, low=1, high=4096)
     n_starts: int = setting(10, "Coreset starting points.", panel=EXPERT, low=1)
@@ -250,17 +271,33 @@ class BankParams:
     # The mean of the 8 highest patch scores (1 % of a 28 × 28 grid): benchmarks/ablation.py on realistic data,
     # image AUROC 0.903 → 0.907 over 3 seeds and the weakest category (grass) 0.874 → 0.895. A count of
     # patches, not a share, so a small defect in a large or tiled frame is not averaged away.
+    image_score: ImageScore = setting(
+        "auto", "How an image's score is read from its patch scores. top-mean: the mean of the --image-top highest. "
+        "peak: the peak of the anomaly map, with each patch score standardised against the good images' scores at "
+        "the same cell of their tiles — a defect of a few pixels in a frame of thousands of patches keeps its score "
+        "(needs --calibration refill). auto: peak for tiled features, top-mean otherwise.", panel=EXPERT)
     image_top: int = setting(8, "An image scores the mean of its this many highest patch scores (1: the highest "
-                             "alone, as the reference; 8 is 1 % of a 28 × 28 grid — a count, so small defects in "
-                             "large frames keep their score).", panel=EXPERT, low=1, high=4096)
+                             "alone, as the reference; 8 is 1 % of a 28 × 28 grid).", panel=EXPERT, low=1, high=4096,
+                             only=lambda s: s.image_score != "peak", when="top-mean")
+    peak_sigma_px: float = setting(4.0, "Gaussian smoothing, px, of the map whose peak is the image score.",
+                                   panel=EXPERT, low=0, only=lambda s: s.image_score != "top-mean", when="peak")
     coreset_updates: CoresetUpdates = setting(
-        "exact", "How the greedy coreset lowers distances after choosing a member. exact: every patch, as "
+        "auto", "How the greedy coreset lowers distances after choosing a member. exact: every patch, as "
         "published. lists: only the patches in the member's 8 nearest k-means lists of about 3,000 patches — 2.5× "
         "faster at 1,000 images, with the exact greedy's covering radius and image AUROC on our data "
-        "(BENCHMARKS.md).", panel=EXPERT)
+        "(BENCHMARKS.md). auto: lists for tiled features (their patches are many), exact otherwise.", panel=EXPERT)
 
     def __post_init__(self):
         check(self)
+
+    def resolved(self, *, tiled: bool) -> BankParams:
+        """These settings with every ``auto`` decided for features that are ``tiled`` or not."""
+        return replace(self, coreset_ratio=(0.01 if tiled else 0.1) if self.coreset_ratio == "auto" else
+                       self.coreset_ratio,
+                       coreset_updates=("lists" if tiled else "exact") if self.coreset_updates == "auto" else
+                       self.coreset_updates,
+                       image_score=("peak" if tiled else "top-mean") if self.image_score == "auto" else
+                       self.image_score)
 
 
 @dataclass(frozen=True)
@@ -321,7 +358,9 @@ class ThresholdParams:
 
 @dataclass(frozen=True)
 class ScoreParams:
-    sigma_px: float = setting(4.0, "Gaussian smoothing of the anomaly map, px.", panel=EXPERT, low=0)
+    sigma_px: float = setting(4.0, "Gaussian smoothing of the anomaly map, px. The peak image rule scores with the "
+                              "bank's --peak-sigma-px: at the same value the map's peak is the image score.",
+                              panel=EXPERT, low=0)
     batch_size: int = _batch_size()
     knn_backend: KnnBackend = _knn_backend()
     device: str = _device()
@@ -454,8 +493,8 @@ class ServerSettings:
 #: every layer's neighbourhoods pooled to 1024 values and the layers pooled together to 1024, an image
 #: scored by its highest patch, and its DBT (k-sigma on the scores of each training image's unselected patches).
 EXPERT_PRESETS: dict[str, dict] = {
-    "reference": {"pretrain_dim": 1024, "target_dim": 1024, "layer_weights": (), "image_top": 1,
-                  "calibration": "reference", "method": "k-sigma"},
+    "reference": {"tile": 0, "pretrain_dim": 1024, "target_dim": 1024, "layer_weights": (), "image_score": "top-mean",
+                  "image_top": 1, "calibration": "reference", "method": "k-sigma"},
 }
 
 #: Pixels per image the reference gives Qwen2.5-VL (min = max = 512·28²: about 512 visual tokens).

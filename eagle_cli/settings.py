@@ -41,7 +41,7 @@ class Spec:
     #: The setting applies only when ``only(settings)`` (another setting chose it); ``when`` says when, in help.
     only: Callable[[Any], bool] | None = None
     when: str = ""
-    #: Text (command line) or a list (YAML, JSON) into the value, and back: for tuples.
+    #: Text (command line) or a list (YAML, JSON) into the value, and back: for tuples and mixed types.
     parse: Callable[[Any], Any] | None = None
     text: Callable[[Any], str] | None = None
     #: A rule of the value's own (a device name, a URL): the problem, or None.
@@ -116,7 +116,10 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     if origin in (Union, UnionType):
         if value is None and type(None) in args:
             return None
-        return _type_problem(value, next(a for a in args if a is not type(None)))
+        problems = [_type_problem(value, a) for a in args if a is not type(None)]
+        if None in problems:
+            return None
+        return "must be " + " or ".join(problem.removeprefix("must be ") for problem in problems)
     if origin is Literal:
         return None if value in args else f"must be one of {', '.join(map(str, args))}"
     if hint is bool:
@@ -236,6 +239,8 @@ def _coerce(value: Any, hint: Any, spec: Spec, base: Path | None) -> Any:
         return float(value)
     if origin is tuple and value is not None and not isinstance(value, tuple):
         return spec.parse(value) if spec.parse is not None else tuple(value) if isinstance(value, list) else value
+    if spec.parse is not None and isinstance(value, str):
+        return spec.parse(value)
     return value
 
 

@@ -20,7 +20,7 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 #: Values for settings whose type alone does not say what a valid other value is.
 OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "all", "base_url": "http://h:1/v1",
          "api_key_env": "KEY", "caas_layers": "1-2", "layer_weights": "3,1", "min_pixels": 64 * 28 * 28,
-         "layers": "layer1,layer2"}
+         "layers": "layer1,layer2", "tile": 112, "coreset_ratio": 0.05}
 #: What the text values of tuple settings become.
 PARSED = {"caas_layers": (1, 2), "layer_weights": (3.0, 1.0), "layers": ("layer1", "layer2")}
 #: Which stage settings each command takes.
@@ -162,7 +162,7 @@ def test_every_bad_setting_is_named_on_its_own_line():
         RunConfig.from_dict({"data": "d", "coreset_ratio": "lots", "method": "oracle", "threshhold_method": "mad",
                              "bank": {"knn": 2}})
     lines = str(caught.value).splitlines()
-    assert any("coreset_ratio: must be a number, got 'lots'" in line for line in lines)
+    assert any("coreset_ratio: must be a number or one of auto, got 'lots'" in line for line in lines)
     assert any("method: must be one of conformal" in line for line in lines)
     assert any("threshhold_method (did you mean 'threshold_method'?)" in line for line in lines)
     assert any("bank: knn (did you mean 'knn_k'?)" in line for line in lines)

@@ -123,7 +123,7 @@ def highres(tmp_path_factory):
     context = Context(artifacts=tmp_path_factory.mktemp("artifacts"))
     tiles = replace(MOBILENET, resize=512, crop=0, tile=256, overlap=0.25)
     out = {}
-    for mode, extract in (("crop", MOBILENET), ("tiles", tiles)):
+    for mode, extract in (("crop", replace(MOBILENET, tile=0)), ("tiles", tiles)):
         bank = run_fit_bank(run_extract(DataSource(root=root), "brick", "train", extract, context=context),
                             BankParams(), context=context)
         scores = run_score(run_threshold(bank, *DEFAULT_DBT, context=context),
@@ -135,8 +135,8 @@ def highres(tmp_path_factory):
 
 def test_tiles_find_small_defects_the_centre_crop_misses(highres):
     (crop_rows, crop), (tile_rows, tiles) = highres["crop"], highres["tiles"]
-    # Measured (seed 0): image AUROC 0.69 → 0.90, pixel AUROC over the whole image 0.44 → 1.00, PRO 0.39 → 0.99,
-    # defective images flagged 25 % → 58 %.
+    # Measured (seed 0): image AUROC 0.56 → 0.93, pixel AUROC over the whole image 0.41 → 0.98, PRO 0.44 → 0.98,
+    # defective images flagged 17 % → 75 %.
     assert _auroc(tile_rows) >= _auroc(crop_rows) + 0.1 and _auroc(tile_rows) >= 0.85
     assert tiles["pixel_auroc_original"] > crop["pixel_auroc_original"] and tiles["pro_original"] > crop["pro_original"]
     found = {mode: np.mean([r["anomalous"] for r in rows if r["label"] == 1])

@@ -117,15 +117,16 @@ def _parameter(option: Option) -> inspect.Parameter:
     if spec is not None and spec.short:
         decls.append(spec.short)
     default = option.default
-    if spec is not None and spec.text is not None and isinstance(default, tuple):
+    if spec is not None and spec.text is not None and not isinstance(default, str):
         default = spec.text(default)
     settings = {"help": option.help, "rich_help_panel": option.panel}
     if option.hint is bool:
         settings["metavar"] = ""  # a flag takes no value
     if spec is not None and spec.envvar:
         settings["envvar"] = spec.envvar
-    # Tuples are given as text (``9-14``, ``3,1``) and parsed by their declaration.
-    annotation = Annotated[str if get_origin(option.hint) is tuple else option.hint, typer.Option(*decls, **settings)]
+    # Tuples and mixed types are given as text (``9-14``, ``3,1``, ``auto``) and parsed by their declaration.
+    given_as_text = get_origin(option.hint) is tuple or (spec is not None and spec.parse is not None)
+    annotation = Annotated[str if given_as_text else option.hint, typer.Option(*decls, **settings)]
     return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 

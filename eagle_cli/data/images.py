@@ -83,6 +83,21 @@ def as_rgb(image: Image.Image, *, min_side: int = 0, name: str | Path = "the ima
     return rgb
 
 
+def shorter_side(paths: list[Path]) -> int | None:
+    """The median shorter side of the images at ``paths``, read from their headers (files that cannot be opened
+    are skipped: decoding lists them); None when none opens."""
+    sides = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
+                with Image.open(path) as image:
+                    sides.append(min(image.size))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue
+    return int(np.median(sides)) if sides else None
+
+
 def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Return a boolean mask; ``size`` is the (width, height) of its image, which it must match."""
     mask = _open(path)

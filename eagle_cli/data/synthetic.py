@@ -11,10 +11,11 @@ semi-transparent. Training and test images come from the same distribution, so a
 on good training images faces what it will meet on the line. Besides the clean categories it has a
 colour tissue texture and a photographed object (coins).
 
-``highres``: realistic captures of the textures, meant for large ``size`` (1024 px and up), with
-small defects: each covers under 0.1 % of the image (a 4–8 px pit at 1024 px), with the clean
-variation's contrast. A third of them sit in the border strip that a 256 → 224 centre crop cuts
-away; the rest anywhere. It shows what resizing a large image to 224 px loses.
+``highres``: the realistic captures of every realistic category, meant for parts photographed at
+1024 px and more, with tiny defects: each covers 0.005–0.1 % of the image (log-uniformly: at 1024 px
+a pit of 4 px radius to a stain of 18, a scratch 1–3 px wide), its contrast anywhere from the
+realistic set's weak to the clean set's clear. A third of them sit in the outer border strip that a
+256 → 224 centre crop cuts away; the rest anywhere. It shows what a large frame's verdict loses.
 
 Elsewhere defects are placed where the 256 → 224 centre crop sees them.
 """
@@ -37,11 +38,11 @@ VARIATIONS = ("clean", "realistic", "highres")
 TEXTURES = ("brick", "grass", "gravel")
 CATEGORIES = (*TEXTURES, "washer")
 REALISTIC_CATEGORIES = (*TEXTURES, "tissue", "coins", "washer")
-HIGHRES_CATEGORIES = (*TEXTURES, "tissue")
+HIGHRES_CATEGORIES = REALISTIC_CATEGORIES
 #: Each category of each variation.
 VARIATION_CATEGORIES = {"clean": CATEGORIES, "realistic": REALISTIC_CATEGORIES, "highres": HIGHRES_CATEGORIES}
-#: Small defects' extent against the realistic ones', so each covers under 0.1 % of the image.
-_SMALL = 0.16
+#: The share of the image a tiny defect covers: log-uniform between these.
+_TINY_AREA = (5e-5, 1e-3)
 #: scikit-image pictures behind the photographed categories.
 _PICTURES = {"tissue": "immunohistochemistry", "coins": "coins"}
 DEFECTS = ("scratch", "stain", "hole", "patch")
@@ -166,45 +167,73 @@ def _defect_centre(category: str, size: int, rng: np.random.Generator, *, small:
 
 
 def _add_defect(image: np.ndarray, kind: str, category: str, sources: dict, rng: np.random.Generator, *,
-                weak: bool = False, small: bool = False) -> np.ndarray:
+                weak: bool = False, tiny: bool = False) -> np.ndarray:
     """Draw one defect into ``image`` (in place); return its boolean mask. ``weak``: the realistic strengths;
-    ``small``: the realistic extents shrunk to ``_SMALL``, anywhere on the image, with the clean contrast."""
+    ``tiny``: a defect of a given share of the image (:data:`_TINY_AREA`) whose contrast runs from weak to clear."""
     size = image.shape[0]
-    extent = size * _SMALL if small else size
-    strength = _STRENGTH.get(category, 1.0) if weak else 1.0
-    cx, cy = _defect_centre(category, size, rng, small=small)
+    strength = _STRENGTH.get(category, 1.0) if weak or tiny else 1.0
+    cx, cy = _defect_centre(category, size, rng, small=tiny)
+    if tiny:
+        area = size * size * math.exp(rng.uniform(*np.log(_TINY_AREA)))
+        clarity = rng.uniform(0, 1)  # 0: the realistic set's weak contrast, 1: the clean set's clear one
+
+    def contrast(weak_value, clear_value) -> float:
+        """The defect's contrast; the values are drawn only when used, so each variation keeps its pixels."""
+        if tiny:
+            return (1 - clarity) * weak_value() + clarity * clear_value()
+        return weak_value() if weak else clear_value()
+
     mask_img = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask_img)
     if kind == "scratch":
-        length, angle = rng.uniform(0.15, 0.35) * extent, rng.uniform(0, np.pi)
+        if tiny:
+            width = int(rng.integers(1, 4))
+            length, angle = area / width, rng.uniform(0, np.pi)
+        else:
+            length, angle = rng.uniform(0.15, 0.35) * size, rng.uniform(0, np.pi)
+            width = int(rng.integers(2, 4) if weak else rng.integers(3, 6))
         dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
-        width = int(rng.integers(2, 4) if weak else rng.integers(3, 6))
         draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=255, width=width)
         mask = np.asarray(mask_img) > 0
-        image[mask] += rng.choice([-1, 1]) * (strength * rng.uniform(25, 60) if weak else rng.uniform(80, 130))
+        sign = rng.choice([-1, 1])
+        image[mask] += sign * contrast(lambda: strength * rng.uniform(25, 60), lambda: rng.uniform(80, 130))
     elif kind == "stain":
-        a, b = rng.uniform(0.03, 0.07, 2) * extent if weak else rng.uniform(0.04, 0.09, 2) * extent
+        if tiny:
+            aspect = rng.uniform(1, 2)
+            a = math.sqrt(area / (math.pi * aspect))
+            b = a * aspect
+        else:
+            a, b = rng.uniform(0.03, 0.07, 2) * size if weak else rng.uniform(0.04, 0.09, 2) * size
         draw.ellipse([cx - a, cy - b, cx + a, cy + b], fill=255)
-        soft = np.asarray(mask_img.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / 255
+        soft = np.asarray(mask_img.filter(ImageFilter.GaussianBlur(1 if tiny else 2)),
+                          dtype=np.float32)[..., None] / 255
         colour = np.array([120, 75, 35], dtype=np.float32)
-        opacity = (min(0.9, strength * rng.uniform(0.3, 0.55)) if weak else rng.uniform(0.6, 0.85)) * soft
+        opacity = contrast(lambda: min(0.9, strength * rng.uniform(0.3, 0.55)), lambda: rng.uniform(0.6, 0.85)) * soft
         image[:] = image * (1 - opacity) + colour * opacity
         mask = soft[..., 0] > 0.5
     elif kind == "hole":
-        r = rng.uniform(0.02, 0.04) * extent if weak else rng.uniform(0.025, 0.055) * extent
+        if tiny:
+            r = math.sqrt(area / math.pi)
+        else:
+            r = rng.uniform(0.02, 0.04) * size if weak else rng.uniform(0.025, 0.055) * size
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
         mask = np.asarray(mask_img) > 0
-        if weak:
-            opacity = min(0.95, strength * rng.uniform(0.45, 0.75))
+        if tiny or weak:
+            opacity = contrast(lambda: min(0.95, strength * rng.uniform(0.45, 0.75)), lambda: 1.0)
             image[mask] = image[mask] * (1 - opacity) + opacity * rng.uniform(10, 35)
         else:
             image[mask] = rng.uniform(10, 35)
     else:
-        side = int((rng.uniform(0.08, 0.14) if weak else rng.uniform(0.1, 0.18)) * extent)
+        if tiny:
+            side = max(2, int(math.sqrt(area)))
+        else:
+            side = int((rng.uniform(0.08, 0.14) if weak else rng.uniform(0.1, 0.18)) * size)
         others = [t for t in TEXTURES if t != category]
         donor = _tinted(_crop(sources[others[rng.integers(len(others))]], side, rng), _TINTS[category])
         x0, y0 = int(cx - side / 2), int(cy - side / 2)
-        opacity = min(1.0, strength * rng.uniform(0.5, 0.8)) if weak else 1.0
+        if tiny:  # a tiny patch in the border strip must stay inside the image
+            x0, y0 = min(max(x0, 0), size - side), min(max(y0, 0), size - side)
+        opacity = contrast(lambda: min(1.0, strength * rng.uniform(0.5, 0.8)), lambda: 1.0)
         image[y0:y0 + side, x0:x0 + side] = (1 - opacity) * image[y0:y0 + side, x0:x0 + side] + opacity * donor
         mask = np.zeros((size, size), dtype=bool)
         mask[y0:y0 + side, x0:x0 + side] = True
@@ -242,7 +271,7 @@ def generate(
                              f"choose from {', '.join(known)}.")
     if size < 64:
         raise ParameterError(f"Synthetic images need at least 64 px, got {size}.")
-    realistic, small = variation != "clean", variation == "highres"
+    realistic, tiny = variation != "clean", variation == "highres"
     # Realistic views rotate and zoom, so the source must cover the view's diagonal with room to move.
     min_side = int(size * 1.8) if realistic else size + size // 4
     sources = {name: _picture(name, min_side) for name in TEXTURES}
@@ -254,7 +283,7 @@ def generate(
             picture = _realistic_scene(category, sources, size, rng)
         else:
             picture = _clean_good(category, sources, size, rng, position)
-        mask = (_add_defect(picture, defect, category, sources, rng, weak=realistic and not small, small=small)
+        mask = (_add_defect(picture, defect, category, sources, rng, weak=realistic and not tiny, tiny=tiny)
                 if defect else None)
         return (_capture(picture, rng) if realistic else picture), mask
 

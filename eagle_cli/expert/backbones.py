@@ -24,6 +24,8 @@ class BackboneSpec:
     layers: tuple[str, ...]
     build: Callable[..., torch.nn.Module]
     weights: torchvision.models.WeightsEnum
+    #: The side of the images it was trained on (ImageNet's crop): ``--tile auto`` tiles at it.
+    input_side: int = 224
 
     @property
     def weights_file(self) -> str:

@@ -47,7 +47,11 @@ class MemoryBank:
 
 
 def fit_bank(features: torch.Tensor, params: BankParams, *, seed: int, progress: Advance | None = None) -> MemoryBank:
-    """Select the coreset of training features ``(n, P, D)`` (float32 or float16, memory-mapped or not)."""
+    """Select the coreset of training features ``(n, P, D)`` (float32 or float16, memory-mapped or not) with
+    ``params`` decided for them (:meth:`BankParams.resolved`)."""
+    if "auto" in (params.coreset_ratio, params.coreset_updates, params.image_score):
+        raise ParameterError("The bank's automatic settings are decided by the features: pass "
+                             "params.resolved(tiled=...) to fit_bank.")
     n_images, patches, dim = features.shape
     flat = features.reshape(-1, dim)
     size = coreset_size(flat.shape[0], params.coreset_ratio)

@@ -18,8 +18,8 @@ that "has not seen" it:
 
 Each scores the training images it is given (``images``: all, or a seeded sample of them — see
 :func:`sample_images`): the work grows with the bank times the images scored, so a cap keeps a
-calibration of thousands of images linear in their number. Every function returns one score per
-training image (NaN for an image it leaves out or was not given).
+calibration of thousands of images linear in their number. Every function returns the patch scores
+of the images scored; the image rule (``expert/image_rule.py``) turns them into image scores.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 
 from eagle_cli.expert.coreset import Coreset, project, projection
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import images_from_distances
+from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.params import BankParams, CalibrationParams
 from eagle_cli.progress import Advance
 
@@ -42,10 +42,18 @@ _IMAGES_PER_SEARCH = 8
 
 @dataclass(frozen=True)
 class Calibration:
-    """One score per training image, NaN where left out or not sampled."""
+    """The patch scores ``(len(images), P) float32`` of the training images scored, ``images`` (sorted);
+    NaN for a patch an estimator does not score, a whole row for an image it leaves out."""
 
-    scores: np.ndarray
+    images: np.ndarray
+    per_patch: np.ndarray
     fallback_rows: int = 0
+
+    def per_image(self, scores: np.ndarray, n_images: int) -> np.ndarray:
+        """Image ``scores`` of the images scored, in their order, placed among all ``n_images`` (NaN elsewhere)."""
+        placed = np.full(n_images, np.nan)
+        placed[self.images] = scores
+        return placed
 
 
 def _groups(images: list[int] | np.ndarray) -> list[list[int]]:
@@ -65,13 +73,13 @@ def sample_images(n_images: int, count: int, *, seed: int) -> np.ndarray:
 
 
 def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch.Tensor, images: np.ndarray, *,
-                     knn_k: int, image_top: int, min_unselected: int, extra: int, progress: Advance) -> Calibration:
+                     knn_k: int, min_unselected: int, extra: int, progress: Advance) -> Calibration:
     """Score the unselected patches ``unselected (n, P) bool`` of ``images``; leave out images with fewer than
     ``min_unselected``."""
-    n_images = features.shape[0]
     counts = unselected.sum(1)
     usable = [int(i) for i in images if counts[i] >= min_unselected]
-    scores = np.full(n_images, np.nan)
+    row_of = {int(i): row for row, i in enumerate(images)}
+    per_patch = np.full((len(images), features.shape[1]), np.nan, dtype=np.float32)
     fallback_rows = 0
     progress(len(images) - len(usable))
     for group in _groups(usable):
@@ -81,9 +89,9 @@ def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch
         fallback_rows += fallback
         bounds = np.cumsum([0] + [int(counts[i]) for i in group])
         for i, lo, hi in zip(group, bounds[:-1], bounds[1:], strict=True):
-            scores[i] = images_from_distances(dist[lo:hi], image_top)
+            per_patch[row_of[i], unselected[i].numpy()] = patch_scores(dist[lo:hi])
         progress(len(group))
-    return Calibration(scores, fallback_rows)
+    return Calibration(np.asarray(images), per_patch, fallback_rows)
 
 
 def own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
@@ -104,8 +112,7 @@ def own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray,
 
 
 def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, knn_k: int,
-                  image_top: int, proj_dim: int, generator: torch.Generator, extra: int,
-                  progress: Advance) -> Calibration:
+                  proj_dim: int, generator: torch.Generator, extra: int, progress: Advance) -> Calibration:
     """Leave-own-out with the removed entries' orphans refilled (see the module docstring).
 
     ``cover`` is the bank's coreset as fit-bank recorded it. The refill continues its greedy in its own
@@ -116,7 +123,7 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     images reaches everywhere. Only the orphans of ``images`` are projected, a chunk at a time, so
     time and memory follow the images scored.
     """
-    n_images, patches, dim = features.shape
+    _, patches, dim = features.shape
     # Two passes over the images, each half of the work: progress advances by halves.
     dists, fallback_rows = own_out_search(features, index, images, knn_k=knn_k, extra=extra,
                                            progress=lambda n: progress(n / 2))
@@ -139,7 +146,7 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
         fallback_rows += fallback
     order = np.argsort(orphan_of, kind="stable")
     starts, ends = (np.searchsorted(orphan_of[order], images, side=side) for side in ("left", "right"))
-    scores = np.full(n_images, np.nan)
+    per_patch = np.empty((len(images), patches), dtype=np.float32)
     for position, i in enumerate(images):
         members = order[starts[position]:ends[position]]
         patch_dists = dists[position]
@@ -150,9 +157,9 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
                 refill = flat[torch.as_tensor(orphans[members[chosen]])].float()
                 extra_dists = torch.cdist(features[i].float(), refill).square_().numpy()
                 patch_dists = np.sort(np.concatenate([patch_dists, extra_dists], axis=1), axis=1)[:, :knn_k]
-        scores[i] = images_from_distances(patch_dists, image_top)
+        per_patch[position] = patch_scores(patch_dists)
         progress(0.5)
-    return Calibration(scores, fallback_rows)
+    return Calibration(np.asarray(images), per_patch, fallback_rows)
 
 
 def _farthest_first(points: torch.Tensor, sq_dist: torch.Tensor, radius: float) -> list[int]:
@@ -169,18 +176,18 @@ def _farthest_first(points: torch.Tensor, sq_dist: torch.Tensor, radius: float) 
 
 
 def calibrate(features: torch.Tensor, index: BankIndex, coreset: Coreset, bank: BankParams,
-              params: CalibrationParams, *, seed: int, progress: Advance) -> tuple[Calibration, np.ndarray]:
+              params: CalibrationParams, *, seed: int, progress: Advance) -> Calibration:
     """Score the training images ``features (n, P, D)`` of a bank (its ``index``, its ``coreset`` and its settings
-    ``bank``, selected with ``seed``) by ``params.calibration``; return the scores and the images sampled."""
+    ``bank``, selected with ``seed``) by ``params.calibration``: all, or the sample ``params`` asks for."""
     n_images, patches, _ = features.shape
     images = sample_images(n_images, params.sampled(n_images), seed=seed)
     if params.calibration == "reference":
         selected = torch.zeros(n_images * patches, dtype=torch.bool)
         selected[coreset.selected] = True
         return reference_scores(features, index, ~selected.reshape(n_images, patches), images, knn_k=bank.knn_k,
-                                image_top=bank.image_top, min_unselected=params.min_unselected,
-                                extra=params.extra_neighbours, progress=progress), images
+                                min_unselected=params.min_unselected, extra=params.extra_neighbours,
+                                progress=progress)
     # The bank's own projection: the same generator, seeded as the bank's selection was.
-    return refill_scores(features, index, coreset, images, knn_k=bank.knn_k, image_top=bank.image_top,
-                         proj_dim=bank.proj_dim, generator=torch.Generator().manual_seed(seed),
-                         extra=params.extra_neighbours, progress=progress), images
+    return refill_scores(features, index, coreset, images, knn_k=bank.knn_k, proj_dim=bank.proj_dim,
+                         generator=torch.Generator().manual_seed(seed), extra=params.extra_neighbours,
+                         progress=progress)

@@ -18,7 +18,7 @@ tile. A large frame is then seen at its own resolution with the backbone's usual
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
@@ -31,6 +31,12 @@ from eagle_cli.errors import ParameterError
 from eagle_cli.expert.backbones import feature_extractor, get_spec
 from eagle_cli.lineage import Lineage
 from eagle_cli.params import ExtractParams
+
+#: Auto tiling (``--tile auto``): the largest side an image is seen at (2048 px is 100 tiles of 224, 78,400
+#: patches of MobileNetV2 or a ResNet; larger images are resized to it), and the overlap of neighbouring tiles:
+#: 10 % of 224 px is 3 patch cells, so a defect a few pixels wide on a seam lies whole inside a tile.
+AUTO_FRAME_MAX = 2048
+AUTO_OVERLAP = 0.1
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,6 +115,18 @@ class Geometry:
         rw, rh = self.resized_size(mask.shape[1], mask.shape[0])
         resized = TF.resize(mask[None].to(torch.uint8), [rh, rw], interpolation=TF.InterpolationMode.NEAREST)
         return TF.center_crop(resized, self.frame)[0].bool()
+
+
+def resolve_tiling(params: ExtractParams, shorter_side: int) -> ExtractParams:
+    """``params`` with ``tile="auto"`` decided for images whose shorter side is ``shorter_side`` px: at least twice
+    the backbone's input, the whole image at its own resolution (at most :data:`AUTO_FRAME_MAX`) in tiles of that
+    input; smaller, untiled as ``resize`` and ``crop`` say. Other settings are returned as they are."""
+    if params.tile != "auto":
+        return params
+    side = get_spec(params.backbone).input_side
+    if shorter_side < 2 * side:
+        return replace(params, tile=0)
+    return replace(params, resize=min(shorter_side, AUTO_FRAME_MAX), crop=0, tile=side, overlap=AUTO_OVERLAP)
 
 
 def aggregate(feature_maps: list[torch.Tensor], *, pretrain_dim: int = 1024, target_dim: int = 1024,

@@ -29,9 +29,10 @@ from eagle_cli.errors import ParameterError
 from eagle_cli.expert.anomaly_map import frame_map, to_original_frame
 from eagle_cli.expert.bank import MemoryBank, fit_bank
 from eagle_cli.expert.calibration import calibrate
-from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
+from eagle_cli.expert.features import Geometry, PatchFeatureExtractor, resolve_tiling
+from eagle_cli.expert.image_rule import CellNorm, ImageRule
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import image_scores, patch_scores, verdicts
+from eagle_cli.expert.scoring import patch_scores, verdicts
 from eagle_cli.lineage import Lineage
 from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ThresholdParams
 from eagle_cli.progress import Advance
@@ -51,25 +52,27 @@ _SEARCH_ROWS = 8192
 class Scored:
     """What the expert says about a batch of images, in input order."""
 
-    scores: np.ndarray  # (B,) float64, the image scores (the bank's rule)
+    scores: np.ndarray  # (B,) float64, the image scores (the bank's rule: expert/image_rule.py)
     anomalous: np.ndarray  # (B,) bool, score ≥ τ
     uncertain: np.ndarray  # (B,) bool, τ < score < S_max (the CAAS window)
-    crop_maps: list[np.ndarray]  # (frame, frame) float32 each, the frame the expert saw
+    crop_maps: list[np.ndarray]  # (frame, frame) float32 each, the frame the expert saw (standardised: peak rule)
     maps: list[np.ndarray]  # (height, width) float32 each, the original image's frame
 
 
 class Expert:
-    """A bank, its threshold and the extraction it was built with.
+    """A bank, its threshold and the extraction it was built with; ``norm``: what the calibration measured of good
+    patch scores, for the ``peak`` image rule.
 
     The backbone is built on first use, so scoring ready-made features never loads it.
     """
 
     def __init__(self, index: BankIndex, bank: BankParams, extract: ExtractParams, threshold: Threshold, *,
-                 lineage: Lineage | None = None, sigma_px: float = 4.0):
+                 norm: CellNorm | None = None, lineage: Lineage | None = None, sigma_px: float = 4.0):
         if bank.knn_k > index.size:
             raise ParameterError(f"k = {bank.knn_k} neighbours but the bank has only {index.size} entries.")
         self.index, self.bank, self.extract, self.threshold = index, bank, extract, threshold
         self.geometry = Geometry.of(extract)
+        self.norm = norm
         self.lineage = lineage
         self.sigma_px = sigma_px
         self._extractor: PatchFeatureExtractor | None = None
@@ -95,6 +98,9 @@ class Expert:
         ``category`` seeds the coreset and the calibration sample as the stages seed them for a category of
         that name, so the same images and settings give the stages' expert.
         """
+        if extract.tile == "auto":
+            extract = resolve_tiling(extract, int(np.median([min(image.size) for image in images])))
+        bank = bank.resolved(tiled=bool(extract.tile))
         extractor = PatchFeatureExtractor.from_params(extract)
         geometry = extractor.geometry
         frames = [geometry.to_tensor(as_rgb(image, min_side=geometry.frame)) for image in images]
@@ -103,12 +109,13 @@ class Expert:
         seed = category_seed(bank.seed, category)
         memory = fit_bank(features, bank, seed=seed, progress=progress)
         index = memory.index(device=resolve_device(calibration.device), backend=calibration.knn_backend)
-        scores, _ = calibrate(features, index, memory.coreset, bank, calibration, seed=seed, progress=_silent)
-        used = scores.scores[np.isfinite(scores.scores)]
+        result = calibrate(features, index, memory.coreset, bank, calibration, seed=seed, progress=_silent)
+        scores, rule = ImageRule.of(bank, geometry, extractor.grid()).calibrated(result.per_patch)
+        used = scores[np.isfinite(scores)]
         if used.size < 2:
             raise ParameterError(f"Only {used.size} of {len(images)} good images could be scored for calibration; "
                                  "add good images, or lower --min-unselected with --calibration reference.")
-        expert = cls(index, bank, extract, fit_threshold(used, threshold), lineage=extractor.lineage,
+        expert = cls(index, bank, extract, fit_threshold(used, threshold), norm=rule.norm, lineage=extractor.lineage,
                      sigma_px=sigma_px)
         expert._extractor = extractor
         expert.memory, expert.calibration_scores = memory, used
@@ -169,9 +176,11 @@ class Expert:
 
     def _scored(self, per_patch: np.ndarray, sizes: list[tuple[int, int]], grid: tuple[int, int]) -> Scored:
         """Image scores, verdicts and maps from patch scores ``(B, P)``."""
-        scores = image_scores(per_patch, self.bank.image_top).astype(np.float64)
+        rule = ImageRule.of(self.bank, self.geometry, grid, self.norm)
+        values = rule.values(per_patch)
+        scores = rule.scores(values)
         anomalous, uncertain = verdicts(scores, self.tau, self.s_max)
-        crop_maps = [frame_map(p, grid, self.geometry, sigma_px=self.sigma_px) for p in per_patch]
+        crop_maps = [frame_map(v, grid, self.geometry, sigma_px=self.sigma_px) for v in values]
         maps = [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(crop_maps, sizes, strict=True)]
         return Scored(scores, anomalous, uncertain, crop_maps, maps)
 

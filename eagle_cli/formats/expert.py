@@ -9,6 +9,7 @@ from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.expert.model import Expert
 from eagle_cli.formats.bank import open_bank
+from eagle_cli.formats.calibration import read_cell_norm
 from eagle_cli.formats.features import features_info
 from eagle_cli.formats.threshold import read_threshold
 from eagle_cli.lineage import Lineage
@@ -23,4 +24,5 @@ def load_expert(threshold: ArtifactRef | str | Path, settings: ScoreParams = Sco
     train = features_info(bank.ref.input("features"))
     extract = replace(train.extract, batch_size=settings.batch_size, device=settings.device)
     return Expert(bank.index(backend=settings.knn_backend, device=settings.device), bank.params, extract,
-                  read_threshold(ref), lineage=Lineage.from_dict(ref.lineage), sigma_px=settings.sigma_px)
+                  read_threshold(ref), norm=read_cell_norm(ref.input("calibration")),
+                  lineage=Lineage.from_dict(ref.lineage), sigma_px=settings.sigma_px)

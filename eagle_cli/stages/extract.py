@@ -9,11 +9,12 @@ import torch
 from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
+from eagle_cli.data.images import shorter_side
 from eagle_cli.data.sample import samples_digest
 from eagle_cli.data.source import DataSource
 from eagle_cli.digests import sha256_file
 from eagle_cli.errors import DataError, ImageError
-from eagle_cli.expert.features import PatchFeatureExtractor
+from eagle_cli.expert.features import PatchFeatureExtractor, resolve_tiling
 from eagle_cli.formats.features import FeaturesWriter, ImageRecord, features_params
 from eagle_cli.formats.jsonl import ErrorRow
 from eagle_cli.params import ExtractParams, Split
@@ -27,6 +28,11 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
     """Extract ``(n, P, D)`` patch features for every readable image of ``split``; list the others in errors.jsonl."""
     source = source.resolved()
     samples = source.scan(category, split)
+    if params.tile == "auto":
+        # Decided by the good training images, so a category's test split is seen as its bank was.
+        sized = samples if split == "train" else _train_or(source, category, samples)
+        side = shorter_side([sample.path for sample in sized])
+        params = resolve_tiling(params, side if side is not None else 0)
     weights = Path(params.weights)
     digest = sha256_file(weights) if params.weights not in ("imagenet", "none") and weights.is_file() else None
     identity = features_params(category, split, source, samples_digest(samples), params, digest)
@@ -78,3 +84,11 @@ def _close_row(writer: FeaturesWriter, records: list[ImageRecord], errors: list[
         writer.drop_row()
         record_error(ImageError(sample.path, "the backbone produced NaN or infinite features; check --weights"),
                      sample, on_error=on_error, errors=errors)
+
+
+def _train_or(source: DataSource, category: str, samples: list) -> list:
+    """The category's training samples, or ``samples`` when the source has none."""
+    try:
+        return source.scan(category, "train")
+    except DataError:
+        return samples

@@ -16,11 +16,13 @@ from eagle_cli.settings import identity
 
 
 def run_fit_bank(features_ref: ArtifactRef, params: BankParams, *, context: Context) -> ArtifactRef:
-    """Select the coreset of a train-split features artifact for exact squared-L2 search."""
+    """Select the coreset of a train-split features artifact for exact squared-L2 search; ``auto`` settings are
+    decided by whether the features are tiled, and the bank records what they became."""
     info = features_info(features_ref)
     if info.split != "train":
         raise ArtifactError(f"{features_ref.path} holds {info.split} features; a bank is fitted on the train split "
                             "(good images only).")
+    params = params.resolved(tiled=bool(info.lineage.tile))
 
     def build(draft):
         features, _, _ = read_features(features_ref)

@@ -1,8 +1,9 @@
 """eagle fit-threshold: calibration scores of a bank's training images, then τ and S_max from them.
 
 Two artifacts. ``calibration``: one score per training image, estimating what good images the
-bank has never seen score (estimators: ``expert/calibration.py``); computed once per bank and
-estimator and reused by every method. ``threshold``: τ by the DBT method, and S_max, the top of
+bank has never seen score (estimators: ``expert/calibration.py``, read into image scores by the
+bank's image rule, ``expert/image_rule.py``); computed once per bank and estimator and reused by
+every method. ``threshold``: τ by the DBT method, and S_max, the top of
 the CAAS window, as the max calibration score.
 
 Reference parity (eagle-method.md A.7, B): ``--calibration reference --method k-sigma`` is the
@@ -19,6 +20,8 @@ from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.calibration import calibrate
+from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.calibration import (
     CalibrationRow,
@@ -27,6 +30,7 @@ from eagle_cli.formats.calibration import (
     calibration_settings,
     read_calibration,
     write_calibration,
+    write_cell_norm,
 )
 from eagle_cli.formats.features import features_info, read_features
 from eagle_cli.formats.threshold import threshold_summary, write_threshold
@@ -43,32 +47,42 @@ def run_calibrate(bank_ref: ArtifactRef, params: CalibrationParams, *, context: 
     Lineage.from_dict(bank_ref.lineage).check_matches(info.lineage, what="The bank and its training features")
     bank = open_bank(bank_ref)
     sampled = params.sampled(info.n_images)
+    geometry = Geometry.of(info.lineage)
+    if params.calibration == "reference" and bank.params.image_score == "peak":
+        raise ParameterError("The peak image rule needs every patch of the calibration images scored, and "
+                             "--calibration reference scores only the unselected ones: use --calibration refill, "
+                             "or fit the bank with --image-score top-mean.")
 
     def build(draft):
         # fit-bank read these features through the finiteness check already.
-        features, records, _ = read_features(features_ref, check_finite=False)
+        features, records, grid = read_features(features_ref, check_finite=False)
+        rule = ImageRule.of(bank.params, geometry, grid)
         coreset = bank.coreset()
         index = bank.index(backend=params.knn_backend, device=params.device)
         with context.reporter.task(f"calibrate {info.category} ({params.calibration})", sampled) as advance:
-            result, images = calibrate(features, index, coreset, bank.params, params, seed=bank.seed,
-                                       progress=advance)
-        scored = np.isfinite(result.scores)
+            result = calibrate(features, index, coreset, bank.params, params, seed=bank.seed, progress=advance)
+        image_scores, rule = rule.calibrated(result.per_patch)
+        scores = result.per_image(image_scores, info.n_images)
+        scored = np.isfinite(scores)
         if scored.sum() < 2:
             raise ParameterError(
                 f"Only {int(scored.sum())} of {info.n_images} training images could be scored for calibration "
                 f"(--min-unselected {params.min_unselected} with --calibration reference); lower it, use --calibration "
                 "refill, or add training images.")
         chosen = np.zeros(info.n_images, dtype=bool)
-        chosen[images] = True
+        chosen[result.images] = True
         patches = features.shape[1]
         unselected = patches - np.bincount(coreset.selected.numpy() // patches, minlength=info.n_images)
         write_calibration(draft, [
-            CalibrationRow(record.path, float(result.scores[i]) if scored[i] else None,
+            CalibrationRow(record.path, float(scores[i]) if scored[i] else None,
                            bool(chosen[i] and not scored[i]), bool(chosen[i]), int(unselected[i]))
             for i, record in enumerate(records)])
-        used = result.scores[scored]
+        if rule.norm is not None:
+            write_cell_norm(draft, rule.norm)
+        used = scores[scored]
         draft.lineage = bank_ref.lineage
-        draft.summary = {"estimator": params.calibration, "images": info.n_images, "sampled": len(images),
+        draft.summary = {"estimator": params.calibration, "image_score": rule.kind, "images": info.n_images,
+                         "sampled": len(result.images),
                          "used": int(scored.sum()), "mean": float(used.mean()), "std": float(used.std()),
                          "max": float(used.max()), "fallback_rows": result.fallback_rows}
 

@@ -41,14 +41,15 @@ def test_every_command_and_option_is_explained(path, command):
 
 def test_stage_help_shows_defaults():
     result = runner.invoke(app, ["fit-bank", "--help"], env={"COLUMNS": "200"})
-    assert "--coreset-ratio" in result.output and "[default: 0.1]" in result.output
+    assert "--coreset-ratio" in result.output and "[default: auto]" in result.output
     assert "wide_resnet50_2" in result.output and "EAGLE_ARTIFACTS" in result.output
 
 
 @pytest.mark.parametrize("args", [["fit-bank", "--coreset-ratio", "lots"], ["fit-threshold", "--method", "foo"],
                                   ["fit-threshold", "--target-far", "2"], ["prompt", "--visual", "arrows"],
                                   ["reason", "--caas-mode", "loud"], ["extract", "--backbone", "vgg"],
-                                  ["fit-bank", "--coreset-updates", "fast"]])
+                                  ["fit-bank", "--coreset-updates", "fast"], ["extract", "--tile", "big"],
+                                  ["fit-bank", "--image-score", "mean"]])
 def test_a_bad_choice_or_number_is_a_usage_error_that_names_the_choices(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and args[1] in result.output

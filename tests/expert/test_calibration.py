@@ -9,6 +9,7 @@ from benchmarks import estimators
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert import calibration as cal
 from eagle_cli.expert.coreset import select_coreset
+from eagle_cli.expert.image_rule import scored_top_mean
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.params import BankParams
@@ -41,38 +42,43 @@ def setup():
 ALL = np.arange(N_IMAGES)
 
 
+def scores(result, top=1):
+    """One score per training image (NaN: not scored), the mean of its ``top`` highest scored patches."""
+    return result.per_image(scored_top_mean(result.per_patch, top), N_IMAGES)
+
+
 def refill(features, index, cover, knn_k=1, progress=quiet):
-    return cal.refill_scores(features, index, cover, ALL, knn_k=knn_k, image_top=1, proj_dim=8,
+    return cal.refill_scores(features, index, cover, ALL, knn_k=knn_k, proj_dim=8,
                              generator=torch.Generator().manual_seed(11), extra=8, progress=progress)
 
 
 def test_all_patches_never_score_below_the_unselected_ones(setup):
     features, index, _, unselected = setup
-    reference = cal.reference_scores(features, index, unselected, ALL, knn_k=1, image_top=1, min_unselected=1,
+    reference = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=1,
                                      extra=8, progress=quiet)
-    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=1, image_top=1, extra=8, progress=quiet)
-    assert np.isfinite(reference.scores).all()
-    assert (own_out.scores >= reference.scores - 1e-4).all()
-    assert (own_out.scores > reference.scores + 1e-3).any()
+    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=1, extra=8, progress=quiet)
+    assert np.isfinite(scores(reference)).all()
+    assert (scores(own_out) >= scores(reference) - 1e-4).all()
+    assert (scores(own_out) > scores(reference) + 1e-3).any()
 
 
 def test_reference_leaves_out_images_with_too_few_unselected_patches(setup):
     features, index, _, unselected = setup
     counts = unselected.sum(1).numpy()
     cut = int(np.median(counts)) + 1
-    result = cal.reference_scores(features, index, unselected, ALL, knn_k=1, image_top=1, min_unselected=cut,
+    result = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=cut,
                                   extra=8, progress=quiet)
-    assert np.array_equal(np.isnan(result.scores), counts < cut)
+    assert np.array_equal(np.isnan(scores(result)), counts < cut)
 
 
 @pytest.mark.parametrize("knn_k", [1, 3])
 def test_refill_only_adds_entries_back_so_it_never_scores_above_leave_own_out(setup, knn_k):
     features, index, cover, _ = setup
-    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=knn_k, image_top=1, extra=8,
+    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=knn_k, extra=8,
                                               progress=quiet)
     refilled = refill(features, index, cover, knn_k=knn_k)
-    assert (refilled.scores <= own_out.scores + 1e-4).all()
-    assert (refilled.scores < own_out.scores - 1e-3).any()  # some removed entry left orphans to refill
+    assert (scores(refilled) <= scores(own_out) + 1e-4).all()
+    assert (scores(refilled) < scores(own_out) - 1e-3).any()  # some removed entry left orphans to refill
 
 
 def test_refill_reports_progress_for_every_image(setup):
@@ -95,17 +101,18 @@ def test_the_recorded_cover_is_the_nearest_entry_a_search_finds(setup):
 def estimate(estimator, setup, images=ALL, image_top=1):
     """One estimator's scores; the reference's rule (k = 1, the highest patch) unless told otherwise."""
     features, index, cover, unselected = setup
-    rule = {"knn_k": 1, "image_top": image_top}
     if estimator == "reference":
-        return cal.reference_scores(features, index, unselected, images, **rule, min_unselected=1, extra=8,
-                                    progress=quiet).scores
-    if estimator == "leave-own-out":
-        return estimators.leave_own_out_scores(features, index, images, **rule, extra=8, progress=quiet).scores
-    if estimator == "refill":
-        return cal.refill_scores(features, index, cover, images, **rule, proj_dim=8,
-                                 generator=torch.Generator().manual_seed(11), extra=8, progress=quiet).scores
-    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, image_top=image_top)
-    return estimators.cross_fit_scores(features, images, folds=3, coreset=settings, seed=5, progress=quiet)[0].scores
+        result = cal.reference_scores(features, index, unselected, images, knn_k=1, min_unselected=1, extra=8,
+                                      progress=quiet)
+    elif estimator == "leave-own-out":
+        result = estimators.leave_own_out_scores(features, index, images, knn_k=1, extra=8, progress=quiet)
+    elif estimator == "refill":
+        result = cal.refill_scores(features, index, cover, images, knn_k=1, proj_dim=8,
+                                   generator=torch.Generator().manual_seed(11), extra=8, progress=quiet)
+    else:
+        settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, coreset_updates="exact")
+        result = estimators.cross_fit_scores(features, images, folds=3, coreset=settings, seed=5, progress=quiet)[0]
+    return scores(result, image_top)
 
 
 ESTIMATORS = ["reference", "leave-own-out", "refill", "cross-fit"]
@@ -130,7 +137,7 @@ def test_every_estimator_scores_an_image_by_the_banks_rule(setup, estimator):
 
 def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
     features = setup[0]
-    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, image_top=1)
+    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, coreset_updates="exact")
     result, folds = estimators.cross_fit_scores(features, ALL, folds=N_IMAGES, coreset=settings, seed=5,
                                                 progress=quiet)
     for image in (0, 7):
@@ -140,19 +147,19 @@ def test_cross_fit_with_one_fold_per_image_is_the_exact_jackknife(setup):
         generator = torch.Generator().manual_seed(5 + fold + 1)
         selected = select_coreset(flat, RATIO, proj_dim=8, n_starts=3, generator=generator).selected
         dist = torch.cdist(features[image], flat[selected]).square().min(1).values
-        assert result.scores[image] == pytest.approx(float(dist.max()), rel=1e-4)
+        assert scores(result)[image] == pytest.approx(float(dist.max()), rel=1e-4)
 
 
 def test_cross_fit_scores_every_image_once_from_a_bank_without_it(setup):
     features = setup[0]
-    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, image_top=1)
+    settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, coreset_updates="exact")
     result, folds = estimators.cross_fit_scores(features, ALL, folds=3, coreset=settings, seed=5, progress=quiet)
-    assert np.isfinite(result.scores).all() and sorted(np.bincount(folds)) == [4, 4, 4]
+    assert np.isfinite(scores(result)).all() and sorted(np.bincount(folds)) == [4, 4, 4]
     # A bank that holds the image itself scores it lower: every image was scored without its own patches.
     flat = features.reshape(-1, DIM)
     inside = patch_scores(BankIndex(flat, torch.arange(len(flat)) // PATCHES, backend="faiss", device=CPU)
                           .search(flat, 1)[0].reshape(N_IMAGES, PATCHES, 1)).max(1)
-    assert (result.scores > inside).all()
+    assert (scores(result) > inside).all()
 
 
 def test_folds_are_balanced_seeded_and_bounded():

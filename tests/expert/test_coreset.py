@@ -172,7 +172,7 @@ def test_list_updates_on_too_few_points_for_lists_are_the_exact_greedy():
 def test_an_unknown_way_of_updating_is_refused():
     with pytest.raises(ParameterError, match="updates 'fast'"):
         select_coreset(_patches(100), 0.1, generator=torch.Generator(), updates="fast")
-    with pytest.raises(ParameterError, match="--coreset-updates must be one of exact, lists, got 'fast'"):
+    with pytest.raises(ParameterError, match="--coreset-updates must be one of auto, exact, lists, got 'fast'"):
         BankParams(coreset_updates="fast")
 
 

@@ -90,3 +90,27 @@ def test_the_overlap_of_untiled_settings_is_no_part_of_their_identity_and_tiled_
         ExtractParams())
     tiled = ExtractParams(resize=512, crop=0, tile=256, overlap=0.5)
     assert identity(tiled)["overlap"] == 0.5 and build(ExtractParams, identity(tiled)) == tiled
+
+
+@pytest.mark.parametrize(("side", "expected"), [
+    (300, (256, 224, 0)),  # under twice the backbone's input: as --resize and --crop say, untiled
+    (448, (448, 0, 224)),  # the whole image at its own resolution, in tiles of the input
+    (1024, (1024, 0, 224)),
+    (6000, (2048, 0, 224)),  # resized to the largest side auto tiling sees
+])
+def test_auto_tiling_follows_the_image_size_and_the_backbones_input(side, expected):
+    from eagle_cli.expert.features import AUTO_OVERLAP, resolve_tiling
+
+    resolved = resolve_tiling(ExtractParams(backbone="mobilenet_v2"), side)
+    assert (resolved.resize, resolved.crop, resolved.tile) == expected
+    assert resolved.overlap == (AUTO_OVERLAP if resolved.tile else ExtractParams().overlap)
+
+
+def test_chosen_tiling_is_kept_and_auto_is_the_default():
+    from eagle_cli.expert.features import resolve_tiling
+
+    chosen = ExtractParams(resize=512, crop=0, tile=256, overlap=0.25)
+    assert resolve_tiling(chosen, 4000) is chosen
+    assert ExtractParams().tile == "auto"
+    assert identity(build(ExtractParams, {"tile": "auto"}))["tile"] == "auto"
+    assert build(ExtractParams, {"tile": "96", "resize": 96, "crop": 0}).tile == 96

@@ -12,16 +12,17 @@ from typer.testing import CliRunner
 from eagle_cli import artifacts, load_expert
 from eagle_cli.cli import app
 from eagle_cli.data import DataSource
-from eagle_cli.errors import ArtifactError
+from eagle_cli.errors import ArtifactError, ParameterError
 from eagle_cli.formats.bank import open_bank
-from eagle_cli.formats.calibration import read_calibration
+from eagle_cli.formats.calibration import read_calibration, read_cell_norm
 from eagle_cli.formats.features import read_features
 from eagle_cli.formats.prompts import read_prompts
 from eagle_cli.formats.scores import read_maps, read_scores
 from eagle_cli.lineage import Lineage
-from eagle_cli.params import BankParams, ExtractParams
+from eagle_cli.params import BankParams, CalibrationParams, ExtractParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
+from eagle_cli.stages.fit_threshold import run_calibrate
 from eagle_cli.stages.grow_bank import extraction_of, run_grow_bank
 from tests.conftest import TINY, split_good_images
 
@@ -63,7 +64,16 @@ def test_one_bank_and_one_threshold_cover_every_tile(tiled_run):
     assert len(calibration) == 8
 
 
-def test_scores_are_the_highest_tile_patch_and_maps_are_stitched_in_the_image_frame(tiled_run):
+def test_a_tiled_bank_decides_its_automatic_settings_for_tiles(tiled_run):
+    refs, _ = tiled_run
+    params = open_bank(refs["fit-bank"]).params
+    assert (params.coreset_ratio, params.coreset_updates, params.image_score) == (0.01, "lists", "peak")
+    assert open_bank(refs["fit-bank"]).size == int(8 * 9 * 36 * 0.01)
+    norm = read_cell_norm(refs["fit-threshold"].input("calibration"))
+    assert norm.mean.shape == norm.std.shape == (36,) and (norm.std > 0).all()
+
+
+def test_an_image_scores_the_peak_of_its_stitched_map_as_shown(tiled_run):
     refs, _ = tiled_run
     scores = refs["score"]
     rows = read_scores(scores)
@@ -71,8 +81,16 @@ def test_scores_are_the_highest_tile_patch_and_maps_are_stitched_in_the_image_fr
     for row in rows:
         frame, original = read_maps(scores, row)
         assert frame.shape == (96, 96) and original.shape == (row.height, row.width)
-        assert row.observed_box == [0.0, 0.0, 96.0, 96.0] and (original[:3, :3] > 0).all()
+        assert row.observed_box == [0.0, 0.0, 96.0, 96.0]
+        # The verdict reads the map the user sees: its peak is the image score τ is compared with.
+        assert float(frame.max()) == pytest.approx(row.score, rel=1e-5)
     assert {"image_auroc", "pixel_auroc", "pro", "pixel_auroc_original", "pro_original"} <= set(scores.summary)
+
+
+def test_the_peak_rule_refuses_a_calibration_that_scores_some_patches_only(tiled_run, context):
+    refs, _ = tiled_run
+    with pytest.raises(ParameterError, match="--calibration refill"):
+        run_calibrate(refs["fit-bank"], CalibrationParams("reference"), context=context)
 
 
 def test_the_python_expert_scores_a_tiled_image_as_the_stage_did(tiled_run):
