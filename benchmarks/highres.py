@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks import realistic
 from benchmarks.large_parts import in_border
+from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.formats.scores import read_scores
@@ -37,6 +38,27 @@ MODES = {"auto": BASE, "crop": replace(BASE, tile=0), "full": replace(BASE, tile
 NAMES = {"auto": "tiles, auto (default)", "crop": "crop 256→224", "full": "full frame at 512"}
 
 
+def timed_chain(source: DataSource, category: str, extract: ExtractParams, context: Context
+                ) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef, dict]:
+    """Extract, fit-bank, fit-threshold and score ``category`` with default settings beyond ``extract``: the
+    features, bank and scores, and the seconds of each stage (scoring per test image)."""
+    timed = {}
+    start = time.perf_counter()
+    features = run_extract(source, category, "train", extract, context=context)
+    timed["extract"] = time.perf_counter() - start
+    start = time.perf_counter()
+    bank = run_fit_bank(features, BankParams(), context=context)
+    timed["fit-bank"] = time.perf_counter() - start
+    start = time.perf_counter()
+    threshold = run_threshold(bank, CalibrationParams(), ThresholdParams(), context=context)
+    timed["fit-threshold"] = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = run_score(threshold, ScoreInputs(source=source, category=category), ScoreParams(device="cpu"),
+                       context=context)
+    timed["score per image"] = (time.perf_counter() - start) / scores.summary["images"]
+    return features, bank, scores, timed
+
+
 def one_category(root: Path, category: str, context: Context, size: int, modes: list[str]) -> dict:
     context = replace(context, force=True)  # every figure is measured in this run
     out = {"category": category}
@@ -44,21 +66,8 @@ def one_category(root: Path, category: str, context: Context, size: int, modes: 
     border_of = {str(sample.path): in_border(str(sample.mask), size)
                  for sample in source.resolved().scan(category, "test") if sample.mask}
     for mode in modes:
-        timed = {}
-        start = time.perf_counter()
-        features = run_extract(source, category, "train", MODES[mode], context=context)
-        timed["extract"] = time.perf_counter() - start
-        start = time.perf_counter()
-        bank = run_fit_bank(features, BankParams(), context=context)
-        timed["fit-bank"] = time.perf_counter() - start
-        start = time.perf_counter()
-        threshold = run_threshold(bank, CalibrationParams(), ThresholdParams(), context=context)
-        timed["fit-threshold"] = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = run_score(threshold, ScoreInputs(source=source, category=category), ScoreParams(device="cpu"),
-                           context=context)
+        _, _, scores, timed = timed_chain(source, category, MODES[mode], context)
         rows = read_scores(scores)
-        timed["score per image"] = (time.perf_counter() - start) / len(rows)
         good = [r for r in rows if r.label == 0]
         defects = [r for r in rows if r.label == 1]
         found_in_border = np.array([r.anomalous for r in defects if border_of[r.path]])

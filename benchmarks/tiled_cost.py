@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 import torch
 
+from benchmarks.highres import timed_chain
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
@@ -35,11 +36,7 @@ from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
 from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.features import features_info
 from eagle_cli.lineage import Lineage
-from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
-from eagle_cli.stages.extract import run_extract
-from eagle_cli.stages.fit_bank import run_fit_bank
-from eagle_cli.stages.fit_threshold import run_threshold
-from eagle_cli.stages.score import ScoreInputs, run_score
+from eagle_cli.params import ExtractParams
 
 EXTRACT = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu", feature_dtype="float16")
 
@@ -52,21 +49,7 @@ def one_size(workdir: Path, size: int, train: int, test: int) -> dict:
     generate(root, categories=("brick",), variation="highres", n_train=train, n_test_good=test,
              n_test_per_defect=1, size=size, seed=0)
     context = Context(artifacts=workdir / f"artifacts-{size}")
-    source = DataSource(root=root)
-    timed = {}
-    start = time.perf_counter()
-    features = run_extract(source, "brick", "train", EXTRACT, context=context)
-    timed["extract"] = time.perf_counter() - start
-    start = time.perf_counter()
-    bank = run_fit_bank(features, BankParams(), context=context)
-    timed["fit-bank"] = time.perf_counter() - start
-    start = time.perf_counter()
-    threshold = run_threshold(bank, CalibrationParams(), ThresholdParams(), context=context)
-    timed["fit-threshold"] = time.perf_counter() - start
-    start = time.perf_counter()
-    scores = run_score(threshold, ScoreInputs(source=source, category="brick"), ScoreParams(device="cpu"),
-                       context=context)
-    timed["score per image"] = (time.perf_counter() - start) / scores.summary["images"]
+    features, bank, _, timed = timed_chain(DataSource(root=root), "brick", EXTRACT, context)
     timed["tiles alone per image"] = _tiles_alone(features, bank)
     info = features_info(features)
     geometry = Geometry.of(Lineage.from_dict(features.lineage))

@@ -98,8 +98,7 @@ class Expert:
         ``category`` seeds the coreset and the calibration sample as the stages seed them for a category of
         that name, so the same images and settings give the stages' expert.
         """
-        if extract.tile == "auto":
-            extract = resolve_tiling(extract, int(np.median([min(image.size) for image in images])))
+        extract = resolve_tiling(extract, int(np.median([min(image.size) for image in images])))
         bank = bank.resolved(tiled=bool(extract.tile))
         extractor = PatchFeatureExtractor.from_params(extract)
         geometry = extractor.geometry
