@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from eagle_cli.errors import SettingsError
 from eagle_cli.params import (
     EXPERT_PRESETS,
@@ -36,6 +34,7 @@ from eagle_cli.params import (
     ThresholdParams,
 )
 from eagle_cli.settings import build, check, nested, options_of, setting
+from eagle_cli.yaml_files import YamlProblem, load_yaml
 
 #: The settings classes of the stages, by section name.
 SECTIONS = {"extract": ExtractParams, "bank": BankParams, "calibration": CalibrationParams,
@@ -84,9 +83,9 @@ class RunConfig:
         if not path.is_file():
             raise SettingsError.of("config", f"names {path}, which does not exist")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(str(path), [("config", f"is not valid YAML: {exc}")]) from None
+            raw = load_yaml(path) or {}
+        except YamlProblem as exc:
+            raise ConfigError(str(path), [("config", str(exc))]) from None
         if not isinstance(raw, dict):
             raise ConfigError(str(path), [("config", "must be a mapping of settings")])
         return cls.from_dict({**raw, **(overrides or {})}, origin=str(path), base=path.parent)
@@ -98,17 +97,23 @@ class RunConfig:
         run_names = {o.name for o in options_of(RunSettings)}
         known = {name: {o.name for o in options_of(kind)} for name, kind in SECTIONS.items()}
         shared, per_section, problems = {}, {name: {} for name in SECTIONS}, []
+        setting_names = run_names.union(*known.values())
         for key, value in values.items():
-            if key in SECTIONS and isinstance(value, dict):
+            # "calibration" names both a section and a folder setting: a mapping means the section.
+            if key in SECTIONS and (isinstance(value, dict) or key not in setting_names):
+                if not isinstance(value, dict):
+                    problems.append(f"{key}: is a section; give it settings of the {key} stage, like "
+                                    f"{key}: {{{sorted(known[key])[0]}: ...}}, not {value!r}")
+                    continue
                 for name, item in value.items():
                     if name in known[key]:
                         per_section[key][name] = item
                     else:
                         problems.append(_unknown(name, known[key], section=key))
-            elif key in run_names or any(key in names for names in known.values()):
+            elif key in setting_names:
                 shared[key] = value
             else:
-                problems.append(_unknown(key, run_names.union(*known.values(), SECTIONS)))
+                problems.append(_unknown(key, setting_names | set(SECTIONS)))
         built = {}
         for name, kind in [("run", RunSettings), *SECTIONS.items()]:
             names = run_names if name == "run" else known[name]

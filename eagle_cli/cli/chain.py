@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-import yaml
 from rich.markup import escape
 
 from eagle_cli.cli.app import Session, app, artifact_entry, command, document, err, only
 from eagle_cli.cli.options import Categories
 from eagle_cli.errors import SettingsError
 from eagle_cli.params import IN, OUTPUT, OutputParams, ReportParams, StoreParams
+from eagle_cli.yaml_files import YamlProblem, parse_yaml
 
 
 @command(app)
@@ -51,9 +51,9 @@ def _overrides(pairs: list[str]) -> dict:
         if not sep or not key.strip():
             raise SettingsError.of("set", f"takes KEY=VALUE, like --set model=/models/qwen, got {pair!r}")
         try:
-            values[key.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SettingsError.of("set", f"{key.strip()}: {text!r} is not a value ({exc})") from None
+            values[key.strip()] = parse_yaml(text)
+        except YamlProblem as exc:
+            raise SettingsError.of("set", f"{key.strip()}: {text!r} {exc}") from None
     return values
 
 

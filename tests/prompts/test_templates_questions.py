@@ -47,7 +47,7 @@ def test_unknown_field_in_a_template_is_named_before_any_work(tmp_path):
     source["verdict"] = "The part is {{ verdit }}."
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(source))
-    with pytest.raises(ParameterError, match=r"part 'verdict' uses unknown field\(s\) \['verdit'\]"):
+    with pytest.raises(ParameterError, match=r"part 'verdict' uses field\(s\) \['verdit'\] that it is not given"):
         Templates.load(path)
     del source["verdict"]
     path.write_text(yaml.safe_dump(source))
@@ -57,7 +57,7 @@ def test_unknown_field_in_a_template_is_named_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("reach", ["{{ category.__class__.__mro__[1].__subclasses__() }}",
                                    "{{ (category|attr('__class__')).__init__.__globals__ }}",
-                                   "{{ cycler.__init__.__globals__.os.system('id') }}"])
+                                   "{{ ''.__class__.__base__.__subclasses__() }}"])
 def test_a_template_that_reaches_for_python_internals_stops_with_its_file_named(washer_scores, tmp_path, reach):
     source = yaml.safe_load(resources.files("eagle_cli.prompts").joinpath("templates", "default.yaml").read_text())
     source["query"] = f"Look at this {{{{ category }}}}. {reach}"
