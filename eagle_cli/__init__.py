@@ -1,6 +1,6 @@
 """eagle: industrial visual inspection with a PatchCore-style expert, DBT thresholds and MLLM reasoning."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def __getattr__(name: str):

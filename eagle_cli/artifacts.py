@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 KINDS = ("features", "bank", "calibration", "threshold", "scores", "prompts", "answers", "report")
 
 #: Current schema version per kind; a reader refuses any other (what each bump changed: CHANGELOG.md).
-SCHEMAS = {"features": 2, "bank": 5, "calibration": 3, "threshold": 3, "scores": 3, "prompts": 2, "answers": 2,
-           "report": 2}
+SCHEMAS = {"features": 3, "bank": 6, "calibration": 4, "threshold": 4, "scores": 4, "prompts": 3, "answers": 3,
+           "report": 3}
 
 MANIFEST = "manifest.json"
 _UMASK = os.umask(0o022)
@@ -206,6 +206,9 @@ class Draft:
             "files": files,
             "summary": self.summary,
         }
+        # Sealed as it will be read back (JSON turns paths into text and tuples into lists).
+        manifest = json.loads(json.dumps(manifest, default=str))
+        manifest["seal"] = _seal(manifest)
         manifest_path = self.tmp / MANIFEST
         manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
         _fsync(manifest_path)
@@ -461,11 +464,21 @@ def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = T
                   "It was written by an earlier eagle; re-run the stage with this one (CHANGELOG.md says why).")
         raise ArtifactError(f"{path} is a {found} artifact of schema {schema}; this eagle {__version__} reads schema "
                             f"{supported}. {advice}")
+    if manifest.get("seal") != _seal(manifest):
+        raise ArtifactError(f"{manifest_path} was edited after it was written (its summary, lineage or file list no "
+                            "longer match its seal); re-run the stage with --force to rebuild it.")
     if verify:
         _check_manifest(path, manifest)
         for name, digest in manifest["files"].items():
             _verify_file(path / name, digest)
     return ArtifactRef(path, manifest)
+
+
+def _seal(manifest: dict) -> str:
+    """The sha256 of everything in a manifest but the seal: the id covers only what decides the work (kind,
+    schema, parameters, inputs), and a report prints the summary and lineage too."""
+    sealed = {key: value for key, value in manifest.items() if key != "seal"}
+    return hashlib.sha256(json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _check_manifest(path: Path, manifest: dict) -> None:

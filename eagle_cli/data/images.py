@@ -10,12 +10,14 @@ file that is no image are refused, each with its own :attr:`ImageError.kind`.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from eagle_cli.data.sample import IMAGE_SUFFIXES
 from eagle_cli.errors import ImageError
 
 #: The most pixels an image may claim, read from its header before anything is decoded: a
@@ -28,6 +30,8 @@ UPLOAD = "the uploaded image"
 
 def _open(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     name = source if isinstance(source, Path) else UPLOAD
+    if isinstance(source, Path):
+        _check_file(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the explicit limit below decides
@@ -65,6 +69,17 @@ def decode(source: Path | bytes, *, min_side: int = 0, max_pixels: int = MAX_PIX
     return as_rgb(_open(source, max_pixels), min_side=min_side, name=source if isinstance(source, Path) else UPLOAD)
 
 
+def _check_file(path: Path) -> None:
+    """Refuse a file that is not one of the image kinds listed, or a link to nothing, before opening it."""
+    if path.is_symlink() and not path.exists():
+        raise ImageError(path, f"is a broken link (to {os.readlink(path)}, which does not exist); fix or remove it",
+                         kind="missing")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageError(path, f"is not an image kind eagle reads ({path.suffix or 'no extension'}; it reads "
+                               f"{', '.join(IMAGE_SUFFIXES)}); convert it or move it out of the image folder",
+                         kind="unsupported")
+
+
 def as_rgb(image: Image.Image, *, min_side: int = 0, name: str | Path = "the image") -> Image.Image:
     """An opened image as :func:`decode` makes it: turned by its orientation tag, 8-bit RGB, at least ``min_side``."""
     if image.getexif().get(0x0112, 1) != 1:  # files are turned as they are opened; an image handed in may not be
@@ -89,11 +104,12 @@ def shorter_side(paths: list[Path]) -> int | None:
     sides = []
     for path in paths:
         try:
+            _check_file(path)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
                 with Image.open(path) as image:
                     sides.append(min(image.size))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        except (ImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue
     return int(np.median(sides)) if sides else None
 

@@ -78,9 +78,10 @@ def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRe
     """Every answer set built on ``scores`` (an unfinished one only with ``include_incomplete``, else named in
     ``unfinished``), and the boxes of the latest prompts that drew boxes."""
     sets, boxes = [], {}
-    for prompts in artifacts.list_artifacts(root, run=run, category=category, kind="prompts"):
-        if scores.id not in prompts.input_ids("scores"):
+    for listed in artifacts.list_artifacts(root, run=run, category=category, kind="prompts"):
+        if scores.id not in listed.input_ids("scores"):
             continue
+        prompts = artifacts.open_artifact(listed.path, "prompts")
         prompt = prompt_settings(prompts)
         records = read_prompts(prompts)
         if prompt.visual in ("boxes", "both"):

@@ -45,6 +45,9 @@ from eagle_cli.metrics import PixelMetrics
 from eagle_cli.params import ScoreParams
 from eagle_cli.stages.images import image_batches, record_error
 
+#: How many defective images without a mask the warning names (all are counted).
+UNMASKED_NAMED = 10
+
 
 @dataclass(frozen=True)
 class ScoreInputs:
@@ -95,10 +98,13 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         draft.lineage = threshold_ref.lineage
         draft.summary = {"images": len(rows), "errors": len(errors), "tau": threshold.tau, "s_max": threshold.s_max,
                          "anomalous": sum(r.anomalous for r in rows), "uncertain": sum(r.uncertain for r in rows),
-                         **result}
+                         **{key: value for key, value in result.items() if key != "unmasked_images"}}
         if result.get("unmasked_defects"):
+            named = result["unmasked_images"]
+            more = result["unmasked_defects"] - len(named)
             draft.summary["warnings"] = [f"{result['unmasked_defects']} defective image(s) have no mask, so pixel "
-                                         "AUROC and PRO leave them out"]
+                                         f"AUROC and PRO leave them out: {', '.join(named)}"
+                                         + (f" and {more} more" if more else "")]
 
     return artifacts.produce("scores", context=context, category=category, params=identity,
                              inputs=[threshold_ref, *extra_inputs], build=build)
@@ -112,7 +118,7 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
     errors: list[ErrorRow] = []
     rows, masks = [], {}
     span = [np.inf, -np.inf]
-    unmasked = 0
+    unmasked: list[str] = []
     with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
         for records, scored in _scored_batches(test, samples, expert, context, errors, advance):
             for i, record in enumerate(records):
@@ -127,7 +133,8 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
                     score=float(scored.scores[i]), anomalous=bool(scored.anomalous[i]),
                     uncertain=bool(scored.uncertain[i]), width=record.width, height=record.height,
                     observed_box=list(observed_box(expert.geometry, record.width, record.height))))
-                unmasked += record.label == 1 and not masked
+                if record.label == 1 and not masked:
+                    unmasked.append(record.path)
                 if record.label is not None and (record.label == 0 or masked):
                     # Pixel metrics are read back from the shards; only the range is kept meanwhile.
                     masks[rows[-1].index] = record
@@ -145,7 +152,8 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
         result.update(pixel_auroc=seen.pixel_auroc(), pro=seen.pro(), pixel_auroc_original=whole.pixel_auroc(),
                       pro_original=whole.pro())
     if result:
-        result["unmasked_defects"] = unmasked
+        result["unmasked_defects"] = len(unmasked)
+        result["unmasked_images"] = unmasked[:UNMASKED_NAMED]
     return rows, errors, result
 
 
