@@ -41,6 +41,8 @@ SCHEMAS = {"features": 3, "bank": 6, "calibration": 4, "threshold": 4, "scores":
            "report": 3}
 
 MANIFEST = "manifest.json"
+#: What a resumable draft was started with, kept beside its finished items until it is published.
+DRAFT_PARAMS = ".params.json"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 _TMP_PREFIX = ".tmp-"
@@ -176,7 +178,8 @@ class Draft:
         self._release()
 
     def _holds_work(self) -> bool:
-        return any(path.is_file() and path.stat().st_size for path in self.tmp.rglob("*"))
+        return any(path.is_file() and path.stat().st_size and path.name != DRAFT_PARAMS
+                   for path in self.tmp.rglob("*"))
 
     def _release(self) -> None:
         if self.lock is not None:
@@ -188,6 +191,7 @@ class Draft:
 
     def publish(self) -> ArtifactRef:
         """Hash every file, write the manifest, fsync, and rename into place (replacing an old copy)."""
+        (self.tmp / DRAFT_PARAMS).unlink(missing_ok=True)
         files = {}
         for path in sorted(p for p in self.tmp.rglob("*") if p.is_file()):
             # Writers that go through a private temporary file (safetensors) leave 0600 behind.
@@ -349,6 +353,8 @@ def start(
             if force:
                 shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(exist_ok=True)
+            # So that a report can say what an unfinished draft is (its settings are not in its name).
+            (tmp / DRAFT_PARAMS).write_text(json.dumps(params, default=str))
         else:
             tmp = final.with_name(f"{_TMP_PREFIX}{aid}-{uuid.uuid4().hex[:8]}")
             tmp.mkdir()
@@ -356,6 +362,15 @@ def start(
         lock.release()
         raise
     return Draft(kind, final, tmp, params, list(inputs), aid, resumable=resumable, lock=lock)
+
+
+def draft_params(folder: Path) -> dict[str, Any] | None:
+    """The parameters a resumable draft in ``folder`` was started with; None if it does not say."""
+    try:
+        params = json.loads((folder / DRAFT_PARAMS).read_text())
+    except (OSError, ValueError):
+        return None
+    return params if isinstance(params, dict) else None
 
 
 def _sweep_leftovers(folder: Path, own_id: str) -> None:

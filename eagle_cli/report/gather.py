@@ -16,6 +16,7 @@ from eagle_cli.formats.prompts import prompt_settings, read_prompts
 from eagle_cli.formats.scores import ScoreRow, read_metrics, read_scores, source_of
 from eagle_cli.formats.threshold import read_threshold
 from eagle_cli.params import PromptParams, ReasonParams
+from eagle_cli.settings import build
 from eagle_cli.threshold import Threshold
 
 
@@ -68,9 +69,13 @@ class RunData:
 
 
 def system_name(prompt: PromptParams, reason: ReasonParams | None) -> str:
+    """What kind of system answered, always with its CAAS state (unknown only for an unfinished run of an eagle
+    that did not record its settings)."""
     helped = prompt.verdict or prompt.visual != "none"
     name = "EAGLE" if helped else "MLLM alone"
-    return name + (" + CAAS" if reason is not None and reason.caas is not None else "")
+    if reason is None:
+        return f"{name}, CAAS unknown"
+    return name + (" + CAAS" if reason.caas is not None else ", no CAAS")
 
 
 def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRef, include_incomplete: bool,
@@ -100,8 +105,11 @@ def _prompts_and_answers(root: Path, run: str, category: str, scores: ArtifactRe
             if not rows or rows[0].prompts != prompts.id:
                 continue
             if include_incomplete:
-                identity = {"prompt": prompts.params, "reason": {"model": rows[0].model}, "incomplete": True}
-                sets.append(AnswerSet(f"{system_name(prompt, None)} (incomplete)", rows[0].model, identity,
+                started = artifacts.draft_params(partial)
+                reason = build(ReasonParams, started) if started is not None else None
+                identity = {"prompt": prompts.params, "reason": started or {"model": rows[0].model},
+                            "incomplete": True}
+                sets.append(AnswerSet(f"{system_name(prompt, reason)} (incomplete)", rows[0].model, identity,
                                       rows, len(records), False, None))
             else:
                 unfinished.append(f"{category}: an interrupted eagle reason with {rows[0].model} holds {len(rows)} "

@@ -103,7 +103,8 @@ def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[di
     env = ImmutableSandboxedEnvironment(loader=jinja2.PackageLoader("eagle_cli.report", "templates"),
                                         autoescape=True, undefined=jinja2.StrictUndefined)
     headline = [{"run": r["run"], "system": r["system"], "complete": r.get("complete", True),
-                 "value": "—" if r[HEADLINE] is None else f"{100 * r[HEADLINE]:.1f} %"}
+                 "value": "—" if r[HEADLINE] is None else f"{100 * r[HEADLINE]:.1f} %",
+                 "invalid": _all_invalid(run, r["system"])}
                 for run in runs for r in rows[run.name] if r["category"] == "macro"]
     run_views = []
     for run in runs:
@@ -122,6 +123,13 @@ def render(runs: list[RunData], rows: dict[str, list[dict]], comparison: list[di
         gallery_cut=total if total > len(items) else 0, notes=notes, titles=TITLES,
         systems=[{"label": label, "id": identity["id"], "details": _details(identity)}
                  for label, identity in sorted(systems.items())])
+
+
+def _all_invalid(run: RunData, system: str) -> int:
+    """How many detection answers ``system`` gave in ``run`` if not one of them could be read, else 0."""
+    answers = [a for category in run.categories.values() for answer_set in category.answers
+               if answer_set.system == system for a in answer_set.rows if a.type == "Anomaly Detection"]
+    return len(answers) if answers and not any(a.valid for a in answers) else 0
 
 
 def _details(identity: dict) -> str:

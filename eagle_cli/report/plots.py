@@ -38,7 +38,13 @@ def dbt_histogram(category: CategoryRun) -> str:
     axis.axvline(tau, color="black", linestyle="--", label=f"τ = {tau:.4g}")
     axis.axvline(s_max, color="grey", linestyle=":", label=f"S_max = {s_max:.4g}")
     if tau < s_max:
-        axis.axvspan(tau, s_max, color="orange", alpha=0.15, label="CAAS window")
+        # At least 1.5 % of the axis wide, with a solid strip along it: a window much narrower than the range of
+        # scores would otherwise be a hairline no one sees.
+        low, high = axis.get_xlim()
+        pad = max(0.0, 0.015 * (high - low) - (s_max - tau)) / 2
+        inside = sum(r.uncertain for r in category.rows)
+        axis.axvspan(tau - pad, s_max + pad, color="orange", alpha=0.25, label=f"CAAS window ({inside} images)")
+        axis.axvspan(tau - pad, s_max + pad, ymax=0.05, color="darkorange")
     axis.set_xlabel("image score (squared L2)")
     axis.set_ylabel("density")
     axis.legend(fontsize=7)

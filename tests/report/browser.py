@@ -20,9 +20,9 @@ def chromium() -> str:
     return path
 
 
-def dump_dom(page: Path, profile: Path) -> str:
-    result = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
-                            capture_output=True, text=True, timeout=120)
+def dump_dom(page: Path, profile: Path, size: str = "1280,1600") -> str:
+    result = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", f"--window-size={size}", "--dump-dom",
+                             page.as_uri()], capture_output=True, text=True, timeout=120)
     return result.stdout
 
 

@@ -1,5 +1,8 @@
 """eagle run end to end (real MobileNetV2 weights, a tiny Qwen2.5-VL) and the report in a real browser."""
 
+import base64
+import html
+import io
 import json
 import shutil
 from dataclasses import replace
@@ -16,7 +19,7 @@ from eagle_cli.context import Context
 from eagle_cli.errors import ArtifactError
 from eagle_cli.formats.prompts import read_prompts
 from eagle_cli.formats.scores import read_scores
-from eagle_cli.params import PromptParams, ReasonParams, ReportParams
+from eagle_cli.params import CaasSettings, PromptParams, ReasonParams, ReportParams
 from eagle_cli.stages.prompt import run_prompt
 from eagle_cli.stages.reason import run_reason
 from eagle_cli.stages.report import run_report
@@ -86,7 +89,7 @@ def test_report_numbers_files_and_mmad_export(chain):
     report = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report")).path
     data = json.loads((report / "metrics.json").read_text())
     systems = {r["system"] for r in data["rows"]}
-    assert systems == {"Expert", "EAGLE + CAAS", "MLLM alone"}
+    assert systems == {"Expert", "EAGLE + CAAS", "MLLM alone, no CAAS"}
     macro = {r["system"]: r for r in data["rows"] if r["category"] == "macro"}
     assert 0 <= macro["Expert"]["balanced_accuracy"] <= 1 and macro["Expert"]["image_auroc"] > 0.5
     assert "macro balanced accuracy" in data["headline"]
@@ -207,7 +210,8 @@ def test_an_unfinished_answer_set_is_named_not_reported_unless_asked_for(tiny_ro
     report = run_report(("r1",), (), ReportParams(include_incomplete=True), context=replace(context, force=True))
     data = json.loads((report.path / "metrics.json").read_text())
     partial = next(r for r in data["rows"] if r["category"] == "washer" and r["system"] != "Expert")
-    assert partial["system"] == "EAGLE (incomplete)" and partial["complete"] is False and partial["coverage"] < 1
+    assert partial["system"] == "EAGLE, no CAAS (incomplete)" and partial["complete"] is False
+    assert partial["coverage"] < 1
     assert data["notes"] and "incomplete" in data["notes"][0]
     assert "(incomplete)" in (report.path / "report.html").read_text()
     # More answers arrive: the next report is a new one, not the one made from fewer.
@@ -220,6 +224,13 @@ def test_an_unfinished_answer_set_is_named_not_reported_unless_asked_for(tiny_ro
     assert next(r for r in rows if r["category"] == "washer" and r["system"] != "Expert")["coverage"] > \
         partial["coverage"]
     assert not run_report(("r1",), (), ReportParams(), context=context).reused  # the note's count moved too
+    # An unfinished run with CAAS on is labelled with it, like a finished one.
+    with pytest.raises(KeyboardInterrupt):
+        run_reason(prompts, ReasonParams(model=str(tiny_qwen), max_new_tokens=2, caas=CaasSettings(layers=(1, 2))),
+                   backend=lambda: qwen_backend, context=replace(context, reporter=Interrupting(after=2)))
+    rows = json.loads((run_report(("r1",), (), ReportParams(include_incomplete=True), context=context).path
+                       / "metrics.json").read_text())["rows"]
+    assert {r["system"] for r in rows} == {"Expert", "EAGLE, no CAAS (incomplete)", "EAGLE + CAAS (incomplete)"}
 
 
 def test_mmad_runs_report_accuracy_per_question_type(mmad_root, tiny_qwen, tmp_path):
@@ -243,7 +254,7 @@ def test_two_models_on_the_same_prompts_stay_apart(tiny_root, tiny_qwen, tiny_ll
         run_reason(prompts, ReasonParams(model=str(model), device="cpu", max_new_tokens=2), context=context)
     report = run_report(("r1",), (), ReportParams(), context=context)
     systems = {r["system"] for r in json.loads((report.path / "metrics.json").read_text())["rows"]}
-    assert systems == {"Expert", f"EAGLE · {tiny_qwen.name}", f"EAGLE · {tiny_llava.name}"}
+    assert systems == {"Expert", f"EAGLE, no CAAS · {tiny_qwen.name}", f"EAGLE, no CAAS · {tiny_llava.name}"}
 
 
 def test_the_gallery_shows_the_boxes_the_model_was_shown(tiny_root, tmp_path):
@@ -279,7 +290,7 @@ def test_each_system_identity_gets_one_label_everywhere_and_is_never_merged(tiny
     report = run_report(("r1",), (), ReportParams(), context=context)
     metrics = json.loads((report.path / "metrics.json").read_text())
     labels = set(metrics["systems"])
-    assert len(labels) == 4 and all(label.startswith(f"EAGLE · {tiny_qwen.name} · ") for label in labels)
+    assert len(labels) == 4 and all(label.startswith(f"EAGLE, no CAAS · {tiny_qwen.name} · ") for label in labels)
     rows = [r for r in metrics["rows"] if r["system"] != "Expert"]
     for label in labels:
         assert sorted(r["category"] for r in rows if r["system"] == label) == ["brick", "macro", "micro", "washer"]
@@ -291,3 +302,58 @@ def test_each_system_identity_gets_one_label_everywhere_and_is_never_merged(tiny
         questions = [(a["image"], a["question"]["text"]) for a in json.loads(export.read_text())]
         assert len(questions) == len(set(questions)) == 22
     assert all(label in (report.path / "report.html").read_text() for label in labels)
+
+
+#: Written into a copy of the page: where each table's box ends and whether it scrolls, and the page's width.
+MEASURE = """<script>
+window.addEventListener("load", function () {
+  var tables = Array.from(document.querySelectorAll("table")).map(function (table) {
+    var box = table.parentElement;
+    return {name: table.className || "table", scrolls: getComputedStyle(box).overflowX,
+            right: box.getBoundingClientRect().right};
+  });
+  document.body.setAttribute("data-measured", JSON.stringify(
+    {page: document.documentElement.scrollWidth, view: window.innerWidth, tables: tables}));
+});
+</script>"""
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_an_all_invalid_system_at_a_laptops_width(tiny_root, tmp_path, width):
+    """Tables scroll inside their box at any width, a system's label says its CAAS state, and a system whose
+    every answer is invalid says so in its card."""
+    from tests.mllm.servers import completion, scripted_server
+
+    with scripted_server([(200, completion("I cannot tell from this picture."))]) as (url, _):
+        config = _config(tmp_path / "c.yaml", tiny_root, tmp_path / "a", category=["washer"], backend="openai",
+                         base_url=url, model="served")
+        result, outcomes = _run(config)
+    assert result.exit_code == 0, result.output
+    report = artifacts.open_artifact(next(o["path"] for o in outcomes if o["stage"] == "report")).path
+    metrics = json.loads((report / "metrics.json").read_text())
+    macro = next(r for r in metrics["rows"] if r["category"] == "macro" and r["system"] != "Expert")
+    assert macro["system"] == "EAGLE, no CAAS" and macro["invalid_share"] == 1 and macro["balanced_accuracy"] is None
+    page = tmp_path / "page.html"
+    page.write_text((report / "report.html").read_text().replace("</body>", MEASURE + "</body>"))
+    dom = dump_dom(page, tmp_path / "profile", size=f"{width},900")
+    card = dom.split('class="card"')[2].split('<div class="card"')[0]
+    assert "EAGLE, no CAAS" in card and "all 11 answers invalid" in card
+    measured = json.loads(html.unescape(dom.split('data-measured="')[1].split('"')[0]))
+    assert measured["view"] == width and measured["page"] <= width
+    assert measured["tables"] and all(t["scrolls"] in ("auto", "scroll") and t["right"] <= width
+                                      for t in measured["tables"]), measured
+
+
+def test_a_narrow_caas_window_is_still_drawn_as_a_visible_band(washer_scores):
+    from eagle_cli.report import plots
+    from eagle_cli.report.gather import gather
+
+    store, run = washer_scores.path.parents[3], washer_scores.path.parents[2].name
+    category = gather(store, run, ["washer"]).categories["washer"]
+    scores = [r.score for r in category.rows] + list(category.calibration_scores)
+    tau = category.threshold.tau
+    narrow = replace(category, threshold=replace(category.threshold, s_max=tau + 1e-6 * (max(scores) - min(scores))))
+    with Image.open(io.BytesIO(base64.b64decode(plots.dbt_histogram(narrow)))) as png:
+        pixels = np.asarray(png.convert("RGB")).astype(int)
+    strip = (np.abs(pixels - [255, 140, 0]).sum(axis=2) < 60).any(axis=0)  # matplotlib's darkorange
+    assert strip.sum() >= 5
