@@ -54,3 +54,10 @@ def test_ablation_benchmark_tabulates_every_feature_layout_and_image_score():
     for label in ("| reference max |", "| native k9 |", "| native reweight |", "| reference top1% |", "| native |",
                   "| native k-center max |", "| native w3 top1% |", "| layers 6+13+16 max |"):
         assert label in table
+
+
+def test_image_identity_benchmark_prints_every_digest_against_extraction():
+    table = _run("benchmarks.image_identity", "--images", "4", "--size", "256", "--extract", "2")
+    for label in ("stat only (0.3)", "content, empty cache", "content, warm cache", "content, all touched"):
+        assert label in table
+    assert "× extract" in table

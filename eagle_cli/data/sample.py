@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from eagle_cli.digests import content_digests
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Folder names that mean "defect-free" in plain folder layouts.
 GOOD_NAMES = ("good", "ok", "normal")
@@ -33,13 +35,15 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.is_dir())
 
 
-def samples_digest(samples: list[Sample]) -> str:
-    """Hash of the listed images, their labels, sizes and modification times.
+def samples_digest(samples: list[Sample], cache_dir: Path | None = None) -> str:
+    """Hash of the listed images, their labels and the content of every image and mask.
 
-    Adding, removing, relabelling or rewriting an image changes it, so stale features are never reused.
+    Adding, removing, relabelling or rewriting an image or mask changes it, so stale features are never reused;
+    touching a file without changing it does not (see :func:`content_digests` for what is read again).
     """
-    entries = []
-    for sample in samples:
-        stat = sample.path.stat() if sample.path.exists() else None
-        entries.append([asdict(sample), stat and stat.st_size, stat and stat.st_mtime_ns])
+    masks = [sample.mask for sample in samples if sample.mask is not None]
+    contents = content_digests([sample.path for sample in samples] + masks, cache_dir)
+    of_mask = dict(zip(masks, contents[len(samples):], strict=True))
+    entries = [[asdict(sample), content, of_mask.get(sample.mask)]
+               for sample, content in zip(samples, contents[:len(samples)], strict=True)]
     return hashlib.sha256(json.dumps(entries, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -3,13 +3,14 @@
 ``bank.safetensors`` holds ``bank`` ``(M, D) float32``, ``image_ids`` (the training image of each
 row), ``source_rows`` (its row in the flattened training features), ``selected_per_image``, and for
 every training patch the bank row that covers it in the coreset's projected space (``cover``) and
-the squared distance to it (``cover_sq_dist``); metadata carries kind, schema and artifact id. The
+the squared distance to it (``cover_sq_dist``); the metadata entry ``eagle`` holds kind, schema and artifact id. The
 manifest's parameters are the bank settings (:class:`BankParams`); the exact search index is built
 from the rows when the bank is opened.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import faiss
@@ -39,7 +40,9 @@ def write_bank(draft: Draft, bank: MemoryBank) -> None:
                "selected_per_image": torch.bincount(image_ids, minlength=bank.n_images),
                "cover": bank.coreset.cover.int(), "cover_sq_dist": bank.coreset.cover_sq_dist.contiguous()},
               str(draft.file(BANK_FILE)),
-              metadata={"kind": "bank", "schema": str(SCHEMAS["bank"]), "artifact_id": draft.id})
+              # One entry: safetensors writes its metadata map in hash order, so several would give equal banks
+              # different bytes.
+              metadata={"eagle": json.dumps({"kind": "bank", "schema": SCHEMAS["bank"], "artifact_id": draft.id})})
 
 
 @dataclass(frozen=True)

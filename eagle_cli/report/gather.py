@@ -29,7 +29,7 @@ class AnswerSet:
     so that one identity has one label in every category and run of a report, and two never share one.
     """
 
-    kind: str  # "EAGLE", "EAGLE + CAAS", "MLLM alone", ...
+    kind: str  # "EAGLE + CAAS", "EAGLE, no CAAS", "MLLM alone, no CAAS", ...
     model: str
     identity: dict
     rows: list[AnswerRow]

@@ -35,7 +35,7 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
         params = resolve_tiling(params, side if side is not None else 0)
     weights = Path(params.weights)
     digest = sha256_file(weights) if params.weights not in ("imagenet", "none") and weights.is_file() else None
-    identity = features_params(category, split, source, samples_digest(samples), params, digest)
+    identity = features_params(category, split, source, samples_digest(samples, context.artifacts), params, digest)
 
     def build(draft):
         extractor = PatchFeatureExtractor.from_params(params)

@@ -82,7 +82,7 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
     else:
         source = test.source.resolved()
         category, samples, extra_inputs = test.category, source.scan(test.category, "test"), []
-        identity, n_images = scores_params(params, source, samples_digest(samples)), len(samples)
+        identity, n_images = scores_params(params, source, samples_digest(samples, context.artifacts)), len(samples)
 
     def build(draft):
         sibling = scores_of_same_bank(context.artifacts, context.run, category, threshold_ref, identity,
