@@ -93,8 +93,10 @@ def case(store, tiny_qwen, tmp_path, request) -> Case:
 
 def published(root: Path) -> dict[str, str]:
     """Every file of every published artifact, with its sha256."""
+    # Artifact files lie at <run>/<category>/<kind>/<id>/…; the store's image-digest cache is no artifact.
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in root.rglob("*") if p.is_file() and not any(part.startswith(".tmp-") for part in p.parts)}
+            for p in root.rglob("*") if p.is_file() and len(p.relative_to(root).parts) > 4
+            and not any(part.startswith(".tmp-") for part in p.parts)}
 
 
 def assert_only_written_changed(root: Path, result, before: dict[str, str]) -> None:
