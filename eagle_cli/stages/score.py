@@ -140,6 +140,9 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
                     masks[rows[-1].index] = record
                     crop_map = scored.crop_maps[i]
                     span[:] = min(span[0], float(crop_map.min())), max(span[1], float(crop_map.max()))
+    if not rows and errors:
+        raise DataError(f"No usable image among the {n_images} listed for {category}: {errors[0].path}: "
+                        f"{errors[0].error} (and {len(errors) - 1} more).")
     result = _metrics(rows, tau=expert.tau)
     if masks:
         # The original frame's map is the expert's resampled, with 0 where it never looked.

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from eagle_cli.data import DataSource
+from eagle_cli.errors import DataError
 from eagle_cli.formats.features import IMAGES_FILE, ImageRecord
 from eagle_cli.formats.jsonl import ERRORS_FILE, ErrorRow, read_rows
 from eagle_cli.params import BankParams, ScoreParams
@@ -68,3 +69,16 @@ def test_a_defective_image_whose_mask_name_does_not_match_is_named(washer, conte
     for mask in renamed:
         image = washer / "washer" / "test" / mask.parent.name / mask.name.replace("_mask", "")
         assert str(image) in warning
+
+
+def test_a_test_folder_of_nothing_usable_stops_scoring_and_names_the_first_file(washer, context):
+    features = run_extract(DataSource(root=washer), "washer", "train", TINY, context=context)
+    threshold = threshold_of(run_fit_bank(features, BankParams(), context=context), context=context)
+    junk = washer / "junk"
+    junk.mkdir()
+    (junk / "a.txt").write_text("not an image")
+    (junk / "b.gif").write_bytes(b"GIF89a")
+    with pytest.raises(DataError, match=r"No usable image among the 2 listed.*a\.txt: is not an image kind"):
+        run_score(threshold, ScoreInputs(source=DataSource(layout="folder", test=junk), category="washer"),
+                  ScoreParams(), context=context)
+    assert not list((context.artifacts).rglob("scores/*/manifest.json"))
