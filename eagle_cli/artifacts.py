@@ -214,7 +214,7 @@ class Draft:
         manifest = json.loads(json.dumps(manifest, default=str))
         manifest["seal"] = _seal(manifest)
         manifest_path = self.tmp / MANIFEST
-        manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+        manifest_path.write_text(json.dumps(manifest, indent=2))
         _fsync(manifest_path)
         _fsync(self.tmp)
         if self.final.exists():

@@ -18,7 +18,7 @@ from eagle_cli.expert.features import PatchFeatureExtractor, resolve_tiling
 from eagle_cli.formats.features import FeaturesWriter, ImageRecord, features_params
 from eagle_cli.formats.jsonl import ErrorRow
 from eagle_cli.params import ExtractParams, Split
-from eagle_cli.stages.images import image_batches, record_error
+from eagle_cli.stages.images import image_batches, nothing_usable, record_error
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -64,8 +64,7 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
                     writer.add_patches(patches)
                 _close_row(writer, records, errors, batch, current, finite, context.on_error)
             if not records:
-                raise DataError(f"No usable image among the {len(samples)} listed for {category}/{split}: "
-                                f"{errors[0].path}: {errors[0].error} (and {len(errors) - 1} more).")
+                raise nothing_usable(len(samples), f"{category}/{split}", errors)
             writer.finish(records, errors)
         draft.summary = {"images": len(records), "errors": len(errors), "grid": list(grid)}
 

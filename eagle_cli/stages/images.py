@@ -13,7 +13,7 @@ import torch
 
 from eagle_cli.data.images import decode
 from eagle_cli.data.sample import Sample
-from eagle_cli.errors import ImageError
+from eagle_cli.errors import DataError, ImageError
 from eagle_cli.expert.features import Geometry
 from eagle_cli.formats.jsonl import ErrorRow
 from eagle_cli.progress import Advance
@@ -52,3 +52,9 @@ def record_error(exc: ImageError, sample: Sample, *, on_error: str, errors: list
     if on_error == "fail":
         raise exc
     errors.append(ErrorRow(str(sample.path), exc.reason, file=exc.path))
+
+
+def nothing_usable(listed: int, where: str, errors: list[ErrorRow]) -> DataError:
+    """The error for a stage none of whose ``listed`` images could be used, naming the first and why."""
+    return DataError(f"No usable image among the {listed} listed for {where}: {errors[0].path}: {errors[0].error} "
+                     f"(and {len(errors) - 1} more).")

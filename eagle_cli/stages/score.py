@@ -43,7 +43,7 @@ from eagle_cli.formats.threshold import read_threshold
 from eagle_cli.lineage import Lineage
 from eagle_cli.metrics import PixelMetrics
 from eagle_cli.params import ScoreParams
-from eagle_cli.stages.images import image_batches, record_error
+from eagle_cli.stages.images import image_batches, nothing_usable, record_error
 
 #: How many defective images without a mask the warning names (all are counted).
 UNMASKED_NAMED = 10
@@ -141,8 +141,7 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
                     crop_map = scored.crop_maps[i]
                     span[:] = min(span[0], float(crop_map.min())), max(span[1], float(crop_map.max()))
     if not rows and errors:
-        raise DataError(f"No usable image among the {n_images} listed for {category}: {errors[0].path}: "
-                        f"{errors[0].error} (and {len(errors) - 1} more).")
+        raise nothing_usable(n_images, category, errors)
     result = _metrics(rows, tau=expert.tau)
     if masks:
         # The original frame's map is the expert's resampled, with 0 where it never looked.
