@@ -28,7 +28,7 @@ def one_category(root: Path, category: str, resize: int, crop: int, batch_size: 
     from eagle_cli.data import DataSource
     from eagle_cli.data.images import decode, load_mask
     from eagle_cli.expert.backbones import get_spec, load_backbone
-    from eagle_cli.expert.features import Geometry
+    from eagle_cli.expert.geometry import Geometry
 
     source = DataSource(root=root).resolved()
     geometry = Geometry(resize, crop)
@@ -41,7 +41,7 @@ def one_category(root: Path, category: str, resize: int, crop: int, batch_size: 
     def tensors(samples):
         for begin in range(0, len(samples), batch_size):
             chunk = samples[begin:begin + batch_size]
-            yield chunk, torch.stack([geometry.to_tensor(decode(s.path)) for s in chunk])
+            yield chunk, torch.stack([torch.from_numpy(geometry.to_array(decode(s.path))) for s in chunk])
 
     for _, batch in tensors(source.scan(category, "train")):
         model(batch)
@@ -57,7 +57,7 @@ def one_category(root: Path, category: str, resize: int, crop: int, batch_size: 
             image = decode(sample.path)
             mask = load_mask(sample.mask, image.size) if sample.mask else np.zeros((image.height, image.width), bool)
             maps.append(amap.squeeze().numpy())
-            masks.append(geometry.crop_mask(torch.from_numpy(mask)).numpy())
+            masks.append(geometry.crop_mask(mask))
     low, high = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
     pixels = metrics.PixelMetrics(low, high)
     for amap, mask in zip(maps, masks, strict=True):

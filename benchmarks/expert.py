@@ -52,9 +52,9 @@ def worker(stage: str, root: Path, artifacts: Path, backbone: str, threads: int)
         model = load_backbone(backbone, "none")[0]
         samples = source.resolved().scan("gravel", "test")
         from eagle_cli.data.images import decode
-        from eagle_cli.expert.features import Geometry
+        from eagle_cli.expert.geometry import Geometry
 
-        batch = torch.stack([Geometry.of(params).to_tensor(decode(s.path)) for s in samples])
+        batch = torch.stack([torch.from_numpy(Geometry.of(params).to_array(decode(s.path))) for s in samples])
         start = time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(batch), params.batch_size):

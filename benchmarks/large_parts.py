@@ -29,7 +29,7 @@ from eagle_cli.data import DataSource
 from eagle_cli.data.images import load_mask
 from eagle_cli.expert.anomaly_map import frame_map
 from eagle_cli.expert.calibration import calibrate
-from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.formats.bank import open_bank

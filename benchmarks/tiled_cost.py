@@ -32,7 +32,8 @@ from benchmarks.highres import timed_chain
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
-from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
+from eagle_cli.expert.features import PatchFeatureExtractor
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.features import features_info
 from eagle_cli.lineage import Lineage

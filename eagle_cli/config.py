@@ -25,6 +25,7 @@ from eagle_cli.params import (
     CalibrationParams,
     DataParams,
     Executor,
+    ExportParams,
     ExtractParams,
     PromptParams,
     ReasonParams,
@@ -39,7 +40,7 @@ from eagle_cli.yaml_files import YamlProblem, load_yaml
 #: The settings classes of the stages, by section name.
 SECTIONS = {"extract": ExtractParams, "bank": BankParams, "calibration": CalibrationParams,
             "threshold": ThresholdParams, "score": ScoreParams, "prompt": PromptParams, "reason": ReasonParams,
-            "report": ReportParams}
+            "report": ReportParams, "export": ExportParams}
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class RunConfig:
     score: ScoreParams = field(default_factory=ScoreParams)
     prompt: PromptParams = field(default_factory=PromptParams)
     reason: ReasonParams | None = None  # None: no model set, reasoning is skipped
+    export: ExportParams | None = None  # None: no export section, nothing exported
     report: ReportParams = field(default_factory=ReportParams)
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
@@ -126,7 +128,9 @@ class RunConfig:
             raise ConfigError(origin, list(dict.fromkeys(problems)))
         # Built (so checked) even without a model: `--set model=…` may name one later.
         has_model = "model" in shared or "model" in per_section["reason"]
-        return cls(**{**built, "reason": built["reason"] if has_model else None}, ignored=tuple(ignored))
+        wants_export = "export" in values or any(key in known["export"] for key in shared)
+        return cls(**{**built, "reason": built["reason"] if has_model else None,
+                      "export": built["export"] if wants_export else None}, ignored=tuple(ignored))
 
 
 class ConfigError(SettingsError):

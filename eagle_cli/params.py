@@ -34,6 +34,8 @@ OnError = Literal["skip", "fail"]
 Executor = Literal["local", "ray"]
 Layout = Literal["auto", "mvtec", "visa", "mmad", "folder"]
 Split = Literal["train", "test"]
+Runtime = Literal["torch", "onnx", "openvino"]
+ExportFormat = Literal["onnx", "openvino"]
 
 BACKBONE_NAMES: tuple[str, ...] = get_args(Backbone)
 IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
@@ -364,6 +366,23 @@ class ScoreParams:
     batch_size: int = _batch_size()
     knn_backend: KnnBackend = _knn_backend()
     device: str = _device()
+    runtime: Runtime = setting("torch", "torch: the expert as fitted. onnx or openvino: an `eagle export` folder "
+                               "(--export), scored without torch; the same scores to 1e-4.", panel=RUNTIME,
+                               runtime=True)
+    export: Path | None = setting(None, "The folder `eagle export` wrote (or one holding a folder per category), "
+                                  "for --runtime onnx or openvino.", panel=RUNTIME, runtime=True)
+
+    def __post_init__(self):
+        check(self)
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """An exported expert for a line PC: what format, and where (`eagle export`; an export section in a config)."""
+
+    format: ExportFormat = setting("onnx", "onnx: an ONNX graph, scored with onnxruntime. openvino: OpenVINO's "
+                                   "own files, scored with openvino.", panel=OUTPUT)
+    out: Path = setting(Path("exports"), "Folder that gets one export folder per category.", panel=OUTPUT)
 
     def __post_init__(self):
         check(self)

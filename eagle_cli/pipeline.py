@@ -93,6 +93,21 @@ def reason_chain(config: RunConfig, category: str, expert: list[Outcome], backen
     return outcomes
 
 
+def _exported(config: RunConfig, category: str, expert: list[Outcome], messages: list[str]) -> list[Outcome]:
+    """Export the category's threshold (an ``export`` section in the config); a failure is its own outcome."""
+    from eagle_cli.export.writer import export_threshold
+
+    threshold = next((o.ref for o in expert if o.stage == "fit-threshold" and o.ref is not None), None)
+    if threshold is None:
+        return []
+    try:
+        folder = export_threshold(threshold, config.export, config.score)
+    except EagleError as exc:
+        return [Outcome(category, "export", None, str(exc))]
+    messages.append(f"wrote {config.export.format} export {folder} (threshold {threshold.id})")
+    return []
+
+
 def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome], list[str]]:
     """Run the chain for every category; return each stage's outcome and messages for the user.
 
@@ -117,6 +132,8 @@ def run_pipeline(config: RunConfig, *, context: Context) -> tuple[list[Outcome],
         if isinstance(expert, str):  # its Ray task could not start
             expert = [Outcome(category, "extract", None, expert)]
         outcomes += expert
+        if config.export is not None:
+            outcomes += _exported(config, category, expert, messages)
         outcomes += reason_chain(config, category, expert, backend, context=context)
     done = tuple(sorted({o.category for o in outcomes if o.stage == "score" and o.ref is not None}))
     if done:

@@ -179,6 +179,21 @@ def _built(context: typer.Context, groups: dict[str, tuple[type, Only]], values:
 _CONTEXT = "eagle_click_context"
 
 
+#: What the ``full`` extra brings (the base install scores exported experts only).
+FULL_ONLY = {"torch", "torchvision", "sklearn", "skimage", "transformers", "jinja2", "matplotlib", "openai", "onnx",
+             "onnxscript"}
+
+
+def _not_installed(exc: ModuleNotFoundError, command: str) -> EagleError | ModuleNotFoundError:
+    """A module of the full install missing on a runtime-only install: say what to install (else re-raise)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in FULL_ONLY:
+        return exc
+    return EagleError(f"eagle {command} needs eagle's full install ({top} is not installed): pip install "
+                      "'eagle-cli[full]'. The base install scores an exported expert: eagle score --runtime onnx "
+                      "--export DIR.")
+
+
 def command(typer_app: typer.Typer, name: str | None = None):
     """Register ``func`` as a command: its settings groups become options and arrive built; an
     :class:`EagleError` becomes one red line (or, with --json, a JSON document) and exit code 1."""
@@ -204,7 +219,10 @@ def command(typer_app: typer.Typer, name: str | None = None):
             context = values.pop(_CONTEXT)
             try:
                 built = _built(context, groups, values, values.get("preset"))
-                return func(**{p.name: values[p.name] for p in own}, **built)
+                try:
+                    return func(**{p.name: values[p.name] for p in own}, **built)
+                except ModuleNotFoundError as exc:
+                    raise _not_installed(exc, command_name) from None
             except EagleError as exc:
                 if _debug["on"]:
                     raise

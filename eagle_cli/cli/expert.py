@@ -1,13 +1,15 @@
-"""The expert's commands: extract, fit-bank, update-bank, fit-threshold, score."""
+"""The expert's commands: extract, fit-bank, update-bank, fit-threshold, score, export."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from eagle_cli import artifacts
-from eagle_cli.cli.app import PresetOpt, Session, app, command, leave_out, only
+from eagle_cli.cli.app import PresetOpt, Session, app, command, document, err, leave_out, only
 from eagle_cli.cli.options import Categories, artifact_option, inputs
 from eagle_cli.data.source import DataSource
 from eagle_cli.params import (
@@ -15,6 +17,7 @@ from eagle_cli.params import (
     BankParams,
     CalibrationParams,
     DataParams,
+    ExportParams,
     ExtractParams,
     OutputParams,
     ScoreParams,
@@ -165,3 +168,32 @@ def score(
             test_set = ScoreInputs(source=given, category=ref.category) if given else ScoreInputs.of_bank(ref)
         refs.append(run_score(ref, test_set, settings, context=context))
     session.report(refs)
+
+
+@command(app)
+def export(
+    data: Categories, settings: ExportParams, score: Annotated[ScoreParams, only("sigma_px", "batch_size")],
+    store: Annotated[StoreParams, only("artifacts", "run")], output: OutputParams,
+    threshold: Annotated[Optional[str], artifact_option("threshold", "The threshold to export: a threshold")] = None,
+):
+    """Export a fitted expert for a line PC: the feature network as an ONNX (or OpenVINO) graph, the bank, the
+    image rule, τ and S_max, each file with a check value. Score with it without torch: eagle score --runtime onnx
+    --export DIR, eagle serve --runtime onnx, or ExportedExpert.load(DIR) in Python; the runtime extra (pip install
+    'eagle-cli[runtime]') is all a line PC installs. The export is checked against torch before it is written.
+
+    Example: eagle export --threshold 3f2a --out exports, then eagle score --runtime onnx --export exports/bottle
+    """
+    from eagle_cli.export.writer import export_threshold
+
+    session = Session("export", output)
+    refs = inputs(threshold, "threshold", data.category, store)
+    written = []
+    with session.task(f"export {settings.format}", len(refs)) as advance:
+        for ref in refs:
+            written.append(export_threshold(ref, settings, score))
+            advance()
+    for folder, ref in zip(written, refs, strict=True):
+        if not output.json:
+            err.print(f"[green]wrote[/] {settings.format} export [bold]{escape(str(folder))}[/] (threshold {ref.id})")
+    if output.json:
+        print(json.dumps(document("export", written=[str(folder) for folder in written]), indent=2))

@@ -35,7 +35,7 @@ def serve(
     except ImportError as exc:
         raise ParameterError(f"eagle serve needs the serve extra ({exc.name} is missing): "
                              "pip install 'eagle-cli[serve]'.") from None
-    from eagle_cli.formats.expert import load_expert
+    from eagle_cli.formats.expert import scoring_expert
 
     refs = inputs(threshold, "threshold", data.category, store)
     if len(refs) != 1:
@@ -47,12 +47,13 @@ def serve(
         if not client_key:
             raise ParameterError(f"--client-key-env {settings.client_key_env}: that environment variable is empty or "
                                  "unset.")
-    expert = load_expert(refs[0], score)
+    expert = scoring_expert(refs[0], score)
     reasoner = None
     if settings.with_model:
+        from eagle_cli.formats.threshold import read_threshold
         from eagle_cli.service.reasoning import ServiceReasoner
 
-        reasoner = ServiceReasoner(reason, category=refs[0].category, threshold=expert.threshold)
+        reasoner = ServiceReasoner(reason, category=refs[0].category, threshold=read_threshold(refs[0]))
     scorer = BatchingScorer(expert, batch_size=score.batch_size, max_wait_s=settings.max_wait_ms / 1000,
                             queue_size=settings.queue)
     service = create_app(scorer, threshold_id=refs[0].id, max_bytes=settings.max_bytes,

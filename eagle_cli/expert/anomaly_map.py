@@ -13,28 +13,48 @@ Pixels outside the crop were never seen by the expert and are 0 (squared distanc
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.geometry import Geometry
+
+
+def _neighbours(positions: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For source positions in pixel-centre coordinates, clamped to [0, size - 1] as torch's bilinear sampling
+    clamps them: the index below, the index above and the weight of the one above."""
+    positions = np.clip(positions, 0, size - 1)
+    lower = np.floor(positions).astype(np.intp)
+    return lower, np.minimum(lower + 1, size - 1), (positions - lower).astype(np.float32)
+
+
+def _bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Sample the last two axes of ``values`` bilinearly at source ``rows`` × ``cols``, one axis after the other."""
+    r0, r1, wr = _neighbours(rows, values.shape[-2])
+    along = values[..., r0, :] * (1 - wr)[:, None] + values[..., r1, :] * wr[:, None]
+    c0, c1, wc = _neighbours(cols, values.shape[-1])
+    return along[..., c0] * (1 - wc) + along[..., c1] * wc
+
+
+def _upsampled(values: np.ndarray, side: int) -> np.ndarray:
+    """``(..., h, w)`` to ``(..., side, side)``: bilinear, align_corners=False (pixel centres line up)."""
+    h, w = values.shape[-2:]
+    centres = np.arange(side) + 0.5
+    return _bilinear(values, centres * (h / side) - 0.5, centres * (w / side) - 0.5)
 
 
 def frame_map(patch_scores: np.ndarray, grid: tuple[int, int], geometry: Geometry, *,
               sigma_px: float = 4.0) -> np.ndarray:
     """Map ``(T*H*W,)`` patch scores (T tiles of an (H, W) grid) to a smoothed ``(frame, frame) float32`` map."""
     offsets, side = geometry.tile_offsets(), geometry.tile_side
-    scores = torch.as_tensor(patch_scores, dtype=torch.float32).reshape(len(offsets), 1, *grid)
-    tiles = F.interpolate(scores, size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+    tiles = _upsampled(np.asarray(patch_scores, dtype=np.float32).reshape(len(offsets), *grid), side)
     if len(offsets) == 1:
-        upsampled = tiles[0].numpy()
+        upsampled = tiles[0]
     else:
-        total = torch.zeros(geometry.frame, geometry.frame)
-        count = torch.zeros(geometry.frame, geometry.frame)
+        total = np.zeros((geometry.frame, geometry.frame), dtype=np.float32)
+        count = np.zeros((geometry.frame, geometry.frame), dtype=np.float32)
         for (top, left), tile in zip(offsets, tiles, strict=True):
             total[top:top + side, left:left + side] += tile
             count[top:top + side, left:left + side] += 1
-        upsampled = (total / count).numpy()
+        upsampled = total / count
     return gaussian_filter(upsampled, sigma=sigma_px).astype(np.float32) if sigma_px > 0 else upsampled
 
 
@@ -54,12 +74,9 @@ def to_original_frame(amap: np.ndarray, geometry: Geometry, width: int, height: 
     """
     rw, rh = geometry.resized_size(width, height)
     left, top = geometry.crop_offset(width, height)
-    crop = geometry.frame
     # Pixel centre x + 0.5 in the original sits at (x + 0.5) * rw / width in the resized image.
-    xs = ((torch.arange(width, dtype=torch.float64) + 0.5) * rw / width - left) / crop * 2 - 1
-    ys = ((torch.arange(height, dtype=torch.float64) + 0.5) * rh / height - top) / crop * 2 - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].float()
-    source = torch.as_tensor(amap, dtype=torch.float32)[None, None]
-    out = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
-    inside = (xs.abs() <= 1)[None, :] & (ys.abs() <= 1)[:, None]
-    return out.masked_fill_(~inside, 0.0).numpy()
+    xs = (np.arange(width) + 0.5) * rw / width - left
+    ys = (np.arange(height) + 0.5) * rh / height - top
+    out = _bilinear(np.asarray(amap, dtype=np.float32), ys - 0.5, xs - 0.5)
+    inside = ((ys >= 0) & (ys <= geometry.frame))[:, None] & ((xs >= 0) & (xs <= geometry.frame))[None, :]
+    return np.where(inside, out, np.float32(0)).astype(np.float32)

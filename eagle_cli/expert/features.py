@@ -1,34 +1,22 @@
 """Locally aware patch features: preprocessing, 3×3 neighbourhood aggregation, projection to 1024-d.
 
-Reference parity (eagle-method.md A.2–A.3): resize the shorter side to 256, centre-crop 224,
-ImageNet normalisation; per layer unfold 3×3 neighbourhoods (zero padding 1), bring the deeper
-layer to the first layer's grid with bilinear interpolation, adaptive-average-pool each location's
-C·9 vector to 1024, then pool the stacked layers to 1024.
-
-Full frame (``crop`` 0, not in the reference): the whole image is resized to ``resize × resize``.
-The aspect ratio is not kept: the images of one product line come from one camera, so every part
-is squashed alike, and padding would spend features on a constant border. Nothing is cut away.
-
-Tiles (``tile`` > 0, not in the reference): the frame is cut into ``tile``-px squares that overlap by
-at least ``overlap`` of their side, the last row and column ending on the frame's edge; each tile
-goes through the backbone on its own, and an image's patches are its tiles' patches, tile after
-tile. A large frame is then seen at its own resolution with the backbone's usual receptive field.
+Reference parity (eagle-method.md A.3): frames are prepared as expert/geometry.py says; per layer unfold 3×3
+neighbourhoods (zero padding 1), bring the deeper layer to the first layer's grid with bilinear interpolation,
+adaptive-average-pool each location's C·9 vector to 1024, then pool the stacked layers to 1024.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
-from PIL import Image
 
 from eagle_cli.devices import resolve_device
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.backbones import feature_extractor, get_spec
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.lineage import Lineage
 from eagle_cli.params import ExtractParams
 
@@ -38,83 +26,7 @@ from eagle_cli.params import ExtractParams
 AUTO_FRAME_MAX = 2048
 AUTO_OVERLAP = 0.1
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH_SIZE = 3
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Resize the shorter side to ``resize`` px, then centre-crop ``crop`` px; ``crop`` 0 is the full frame:
-    the whole image resized to ``resize × resize``. ``tile`` > 0 cuts that frame into overlapping tiles."""
-
-    resize: int = 256
-    crop: int = 224
-    tile: int = 0
-    overlap: float = 0.25
-
-    @classmethod
-    def of(cls, settings: ExtractParams | Lineage) -> Geometry:
-        """The geometry extraction settings ask for, or features were computed with."""
-        return cls(settings.resize, settings.crop, settings.tile, settings.overlap)
-
-    @property
-    def frame(self) -> int:
-        """The side of the square the expert sees, px."""
-        return self.crop or self.resize
-
-    @property
-    def tile_side(self) -> int:
-        """The side of one backbone input, px: the tile, or the whole frame."""
-        return self.tile or self.frame
-
-    def tile_offsets(self) -> list[tuple[int, int]]:
-        """(top, left) of each tile in the frame, row by row; one (0, 0) without tiling."""
-        side = self.tile_side
-        count = 1 if side == self.frame else math.ceil((self.frame - side) / (side * (1 - self.overlap))) + 1
-        # Evenly spread, so the overlap is at least the one asked for and no tile sticks out.
-        starts = [round(i * (self.frame - side) / max(count - 1, 1)) for i in range(count)]
-        return [(top, left) for top in starts for left in starts]
-
-    def images_per_batch(self, batch_size: int) -> int:
-        """Images per backbone batch, so that one forward sees about ``batch_size`` tiles."""
-        return max(1, batch_size // len(self.tile_offsets()))
-
-    def tiles(self, frames: torch.Tensor) -> torch.Tensor:
-        """Cut ``(B, 3, frame, frame)`` into ``(B * T, 3, tile, tile)``, image after image."""
-        side = self.tile_side
-        if side == self.frame:
-            return frames
-        return torch.stack([frames[:, :, top:top + side, left:left + side] for top, left in self.tile_offsets()],
-                           dim=1).flatten(0, 1)
-
-    def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) after the resize: torchvision's shorter-side resize (the long side is truncated),
-        or ``resize × resize`` for the full frame."""
-        if not self.crop:
-            return self.resize, self.resize
-        if width <= height:
-            return self.resize, int(self.resize * height / width)
-        return int(self.resize * width / height), self.resize
-
-    def crop_offset(self, width: int, height: int) -> tuple[int, int]:
-        """(left, top) of the crop in the resized image, as torchvision's CenterCrop rounds it."""
-        rw, rh = self.resized_size(width, height)
-        return int(round((rw - self.frame) / 2.0)), int(round((rh - self.frame) / 2.0))
-
-    def to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """Return the normalised frame, ``(3, frame, frame) float32``."""
-        if self.crop:
-            image = TF.center_crop(TF.resize(image, self.resize), self.crop)
-        else:
-            image = TF.resize(image, [self.resize, self.resize])
-        return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
-
-    def crop_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """Bring an ``(H, W) bool`` mask into the frame (nearest neighbour), ``(frame, frame) bool``."""
-        rw, rh = self.resized_size(mask.shape[1], mask.shape[0])
-        resized = TF.resize(mask[None].to(torch.uint8), [rh, rw], interpolation=TF.InterpolationMode.NEAREST)
-        return TF.center_crop(resized, self.frame)[0].bool()
 
 
 def resolve_tiling(params: ExtractParams, shorter_side: int) -> ExtractParams:

@@ -23,7 +23,7 @@ import numpy as np
 
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.anomaly_map import frame_map
-from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.scoring import image_scores
 from eagle_cli.params import BankParams
 

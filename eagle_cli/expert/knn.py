@@ -49,6 +49,12 @@ class BankIndex:
             self.bank_sq = (self.bank * self.bank).sum(1)
             self.size = bank.shape[0]
 
+    def rows(self) -> np.ndarray:
+        """The bank's rows ``(M, D) float32``, wherever they live."""
+        if self.backend == "faiss":
+            return self.index.reconstruct_n(0, self.size)
+        return self.bank.cpu().numpy()
+
     def search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Return squared distances and bank rows ``(Q, k)`` of the k nearest bank entries."""
         if k > self.size:

@@ -16,7 +16,6 @@ The stages are this object's steps with reading and writing around them: ``fit-b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -26,13 +25,14 @@ from PIL import Image
 from eagle_cli.data.images import as_rgb
 from eagle_cli.devices import resolve_device
 from eagle_cli.errors import ParameterError
-from eagle_cli.expert.anomaly_map import frame_map, to_original_frame
 from eagle_cli.expert.bank import MemoryBank, fit_bank
 from eagle_cli.expert.calibration import calibrate
-from eagle_cli.expert.features import Geometry, PatchFeatureExtractor, resolve_tiling
+from eagle_cli.expert.decision import Scored, decide
+from eagle_cli.expert.features import PatchFeatureExtractor, resolve_tiling
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import CellNorm, ImageRule
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import patch_scores, verdicts
+from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.lineage import Lineage
 from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ThresholdParams
 from eagle_cli.progress import Advance
@@ -46,17 +46,6 @@ def _silent(n: float = 1) -> None:
 
 #: Patches searched together: large enough for an efficient search, small enough to bound memory (32 MB).
 _SEARCH_ROWS = 8192
-
-
-@dataclass(frozen=True)
-class Scored:
-    """What the expert says about a batch of images, in input order."""
-
-    scores: np.ndarray  # (B,) float64, the image scores (the bank's rule: expert/image_rule.py)
-    anomalous: np.ndarray  # (B,) bool, score ≥ τ
-    uncertain: np.ndarray  # (B,) bool, τ < score < S_max (the CAAS window)
-    crop_maps: list[np.ndarray]  # (frame, frame) float32 each, the frame the expert saw (standardised: peak rule)
-    maps: list[np.ndarray]  # (height, width) float32 each, the original image's frame
 
 
 class Expert:
@@ -102,7 +91,7 @@ class Expert:
         bank = bank.resolved(tiled=bool(extract.tile))
         extractor = PatchFeatureExtractor.from_params(extract)
         geometry = extractor.geometry
-        frames = [geometry.to_tensor(as_rgb(image, min_side=geometry.frame)) for image in images]
+        frames = [torch.from_numpy(geometry.to_array(as_rgb(image, min_side=geometry.frame))) for image in images]
         step = geometry.images_per_batch(extract.batch_size)
         features = torch.cat([extractor(torch.stack(frames[i:i + step])).cpu() for i in range(0, len(frames), step)])
         seed = category_seed(bank.seed, category)
@@ -133,10 +122,10 @@ class Expert:
         """Score images of any size and mode (resized, cropped and tiled as the bank's training images were);
         an image smaller than the frame, or of a kind eagle refuses, raises :class:`ImageError`."""
         checked = [as_rgb(image, min_side=self.geometry.frame) for image in images]
-        frames = torch.stack([self.geometry.to_tensor(image) for image in checked])
+        frames = np.stack([self.geometry.to_array(image) for image in checked])
         return self.score_frames(frames, [image.size for image in checked])
 
-    def score_frames(self, frames: torch.Tensor, sizes: list[tuple[int, int]]) -> Scored:
+    def score_frames(self, frames: np.ndarray | torch.Tensor, sizes: list[tuple[int, int]]) -> Scored:
         """Score normalised frames ``(B, 3, frame, frame)`` of images whose original (width, height) are ``sizes``.
 
         Patch features are searched as the backbone produces them and only their scores are kept, so
@@ -154,6 +143,7 @@ class Expert:
                 offset += len(patches)
             pending.clear()
 
+        frames = torch.as_tensor(frames)
         step = self.geometry.images_per_batch(self.extract.batch_size)
         for first in range(0, len(frames), step):
             for index, patches in self.extractor.stream(frames[first:first + step]):
@@ -175,11 +165,5 @@ class Expert:
 
     def _scored(self, per_patch: np.ndarray, sizes: list[tuple[int, int]], grid: tuple[int, int]) -> Scored:
         """Image scores, verdicts and maps from patch scores ``(B, P)``."""
-        rule = ImageRule.of(self.bank, self.geometry, grid, self.norm)
-        values = rule.values(per_patch)
-        scores = rule.scores(values)
-        anomalous, uncertain = verdicts(scores, self.tau, self.s_max)
-        crop_maps = [frame_map(v, grid, self.geometry, sigma_px=self.sigma_px) for v in values]
-        maps = [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(crop_maps, sizes, strict=True)]
-        return Scored(scores, anomalous, uncertain, crop_maps, maps)
-
+        return decide(per_patch, sizes, ImageRule.of(self.bank, self.geometry, grid, self.norm), tau=self.tau,
+                      s_max=self.s_max, sigma_px=self.sigma_px)

@@ -33,7 +33,7 @@ from eagle_cli.params import ScoreParams
 from eagle_cli.settings import identity
 
 if TYPE_CHECKING:
-    from eagle_cli.expert.features import Geometry
+    from eagle_cli.expert.geometry import Geometry
 
 SCORES_FILE = "scores.jsonl"
 METRICS_FILE = "metrics.json"
@@ -113,6 +113,11 @@ def read_metrics(ref: ArtifactRef) -> dict:
     return json.loads((ref.path / METRICS_FILE).read_text())
 
 
+def scored_by(ref: ArtifactRef) -> str:
+    """Which runtime computed the scores: torch, or an export's (onnx, openvino)."""
+    return ref.summary.get("runtime", "torch")
+
+
 def read_scores(ref: ArtifactRef) -> list[ScoreRow]:
     return read_rows(ref.path / SCORES_FILE, ScoreRow)
 
@@ -136,7 +141,7 @@ def stored_maps(folder: Path, rows: list[ScoreRow], geometry: Geometry
 
 def geometry_of(ref: ArtifactRef) -> Geometry:
     """The resize, crop and tiling the features behind an artifact were computed with."""
-    from eagle_cli.expert.features import Geometry
+    from eagle_cli.expert.geometry import Geometry
 
     return Geometry.of(Lineage.from_dict(ref.lineage))
 

@@ -11,11 +11,15 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from eagle_cli.expert.model import Expert
 from eagle_cli.prompts.boxes import find_boxes
+
+if TYPE_CHECKING:
+    from eagle_cli.expert.model import Expert
+    from eagle_cli.export.runtime import ExportedExpert
 
 
 class Busy(Exception):
@@ -44,7 +48,8 @@ class _Job:
 class BatchingScorer:
     """Score images submitted from any thread in batches of up to ``batch_size`` on one worker thread."""
 
-    def __init__(self, expert: Expert, *, batch_size: int = 8, max_wait_s: float = 0.01, queue_size: int = 64):
+    def __init__(self, expert: Expert | ExportedExpert, *, batch_size: int = 8, max_wait_s: float = 0.01,
+                 queue_size: int = 64):
         self.expert, self.batch_size, self.max_wait_s = expert, batch_size, max_wait_s
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.batches = 0

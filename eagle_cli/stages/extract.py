@@ -53,7 +53,7 @@ def run_extract(source: DataSource, category: str, split: Split, params: Extract
                                        on_error=context.on_error, errors=errors, advance=advance):
                 # Written as they come, an image's tiles a batch at a time: memory does not grow with the image.
                 current, finite = None, True
-                for index, patches in extractor.stream(batch.tensors):
+                for index, patches in extractor.stream(torch.from_numpy(batch.frames)):
                     if index != current:
                         if current is not None:
                             _close_row(writer, records, errors, batch, current, finite, context.on_error)

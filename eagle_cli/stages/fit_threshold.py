@@ -20,7 +20,7 @@ from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.calibration import calibrate
-from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.calibration import (

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-import torch
+import numpy as np
 
 from eagle_cli.data.images import decode
 from eagle_cli.data.sample import Sample
 from eagle_cli.errors import DataError, ImageError
-from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.formats.jsonl import ErrorRow
 from eagle_cli.progress import Advance
 
@@ -22,18 +22,18 @@ from eagle_cli.progress import Advance
 @dataclass(frozen=True)
 class ImageBatch:
     samples: list[Sample]
-    tensors: torch.Tensor  # (B, 3, crop, crop) normalised
+    frames: np.ndarray  # (B, 3, frame, frame) float32, normalised
     sizes: list[tuple[int, int]]  # original (width, height)
 
 
 def image_batches(samples: list[Sample], geometry: Geometry, batch_size: int, *, on_error: str, errors: list[ErrorRow],
                   advance: Advance) -> Iterator[ImageBatch]:
     """Decode images into batches; a bad image is recorded in ``errors`` and skipped (or raised with ``fail``)."""
-    pending: list[tuple[Sample, torch.Tensor, tuple[int, int]]] = []
+    pending: list[tuple[Sample, np.ndarray, tuple[int, int]]] = []
     for sample in samples:
         try:
             image = decode(sample.path, min_side=geometry.frame)
-            pending.append((sample, geometry.to_tensor(image), image.size))
+            pending.append((sample, geometry.to_array(image), image.size))
         except ImageError as exc:
             record_error(exc, sample, on_error=on_error, errors=errors)
         advance(1)
@@ -45,7 +45,7 @@ def image_batches(samples: list[Sample], geometry: Geometry, batch_size: int, *,
 
 
 def _batch(pending) -> ImageBatch:
-    return ImageBatch([p[0] for p in pending], torch.stack([p[1] for p in pending]), [p[2] for p in pending])
+    return ImageBatch([p[0] for p in pending], np.stack([p[1] for p in pending]), [p[2] for p in pending])
 
 
 def record_error(exc: ImageError, sample: Sample, *, on_error: str, errors: list[ErrorRow]) -> None:

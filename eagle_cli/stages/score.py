@@ -10,10 +10,9 @@ import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 
 from eagle_cli import artifacts, metrics
 from eagle_cli.artifacts import ArtifactRef
@@ -21,11 +20,11 @@ from eagle_cli.context import Context
 from eagle_cli.data.images import load_mask
 from eagle_cli.data.sample import Sample, samples_digest
 from eagle_cli.data.source import DataSource
-from eagle_cli.errors import ArtifactError, DataError, ImageError
+from eagle_cli.errors import ArtifactError, DataError, ImageError, ParameterError
 from eagle_cli.expert.anomaly_map import observed_box
-from eagle_cli.expert.model import Expert, Scored
+from eagle_cli.expert.decision import Scored
 from eagle_cli.expert.scoring import verdicts
-from eagle_cli.formats.expert import load_expert
+from eagle_cli.formats.expert import scoring_expert
 from eagle_cli.formats.features import ImageRecord, features_info, read_errors, read_features
 from eagle_cli.formats.jsonl import ERRORS_FILE, ErrorRow, write_rows
 from eagle_cli.formats.scores import (
@@ -34,6 +33,7 @@ from eagle_cli.formats.scores import (
     ScoresWriter,
     read_metrics,
     read_scores,
+    scored_by,
     scores_of_same_bank,
     scores_params,
     stored_maps,
@@ -44,6 +44,10 @@ from eagle_cli.lineage import Lineage
 from eagle_cli.metrics import PixelMetrics
 from eagle_cli.params import ScoreParams
 from eagle_cli.stages.images import image_batches, nothing_usable, record_error
+
+if TYPE_CHECKING:
+    from eagle_cli.expert.model import Expert
+    from eagle_cli.export.runtime import ExportedExpert
 
 #: How many defective images without a mask the warning names (all are counted).
 UNMASKED_NAMED = 10
@@ -85,8 +89,9 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         identity, n_images = scores_params(params, source, samples_digest(samples, context.artifacts)), len(samples)
 
     def build(draft):
+        # An exported runtime is asked for to be run: its scores are not taken from a sibling's.
         sibling = scores_of_same_bank(context.artifacts, context.run, category, threshold_ref, identity,
-                                      extra_inputs)
+                                      extra_inputs) if params.runtime == "torch" else None
         if sibling is not None:
             rows, errors, result = _rejudged(sibling, threshold_ref, draft)
         else:
@@ -97,6 +102,7 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         threshold = read_threshold(threshold_ref)
         draft.lineage = threshold_ref.lineage
         draft.summary = {"images": len(rows), "errors": len(errors), "tau": threshold.tau, "s_max": threshold.s_max,
+                         "runtime": params.runtime if sibling is None else scored_by(sibling),
                          "anomalous": sum(r.anomalous for r in rows), "uncertain": sum(r.uncertain for r in rows),
                          **{key: value for key, value in result.items() if key != "unmasked_images"}}
         if result.get("unmasked_defects"):
@@ -114,13 +120,13 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
                  params: ScoreParams, category: str, context: Context, draft
                  ) -> tuple[list[ScoreRow], list[ErrorRow], dict]:
     """Run the expert over the test images: (rows, errors, metrics)."""
-    expert = load_expert(threshold_ref, params)
+    expert = _expert(threshold_ref, params, test)
     errors: list[ErrorRow] = []
     rows, masks = [], {}
     span = [np.inf, -np.inf]
     unmasked: list[str] = []
     with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
-        for records, scored in _scored_batches(test, samples, expert, context, errors, advance):
+        for records, scored in _scored_batches(test, samples, expert, params.batch_size, context, errors, advance):
             for i, record in enumerate(records):
                 try:
                     masked = _original_mask(record) is not None
@@ -149,7 +155,7 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
         for row, amap, original in stored_maps(draft.tmp, [r for r in rows if r.index in masks], expert.geometry):
             full = _original_mask(masks[row.index])
             full = full if full is not None else np.zeros(original.shape, dtype=bool)
-            seen.add(amap, expert.geometry.crop_mask(torch.from_numpy(full)).numpy())
+            seen.add(amap, expert.geometry.crop_mask(full))
             whole.add(original, full)
         result.update(pixel_auroc=seen.pixel_auroc(), pro=seen.pro(), pixel_auroc_original=whole.pixel_auroc(),
                       pro_original=whole.pro())
@@ -182,10 +188,18 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _scored_batches(test: ScoreInputs, samples: list[Sample] | None, expert: Expert, context: Context,
-                    errors: list[ErrorRow], advance) -> Iterator[tuple[list[ImageRecord], Scored]]:
+def _expert(threshold_ref: ArtifactRef, params: ScoreParams, test: ScoreInputs) -> Expert | ExportedExpert:
+    if params.runtime != "torch" and test.features is not None:
+        raise ParameterError(f"--runtime {params.runtime} scores images, and --features gives features; score the "
+                             "images (--test) or use --runtime torch.")
+    return scoring_expert(threshold_ref, params)
+
+
+def _scored_batches(test: ScoreInputs, samples: list[Sample] | None, expert: Expert | ExportedExpert,
+                    batch_size: int, context: Context, errors: list[ErrorRow], advance
+                    ) -> Iterator[tuple[list[ImageRecord], Scored]]:
     """Yield (image records, what the expert says of them) from a features artifact or from ``samples``."""
-    size = expert.geometry.images_per_batch(expert.extract.batch_size)
+    size = expert.geometry.images_per_batch(batch_size)
     if test.features is not None:
         expert.lineage.check_matches(Lineage.from_dict(test.features.lineage), what="The bank and the test features")
         features, records, grid = read_features(test.features)
@@ -199,7 +213,7 @@ def _scored_batches(test: ScoreInputs, samples: list[Sample] | None, expert: Exp
     for batch in image_batches(samples, expert.geometry, size, on_error=context.on_error, errors=errors,
                                advance=advance):
         records = [ImageRecord.of(sample, -1, size) for sample, size in zip(batch.samples, batch.sizes, strict=True)]
-        yield records, expert.score_frames(batch.tensors, batch.sizes)
+        yield records, expert.score_frames(batch.frames, batch.sizes)
 
 
 def _original_mask(record: ImageRecord) -> np.ndarray | None:

@@ -1,10 +1,12 @@
 import numpy as np
+import pytest
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from eagle_cli.expert.anomaly_map import frame_map, observed_box, to_original_frame
-from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.geometry import Geometry
 
 
 def test_frame_map_is_bilinear_upsampling_then_sigma_4():
@@ -41,13 +43,37 @@ def test_the_full_frame_sees_the_whole_image_and_maps_it_back_without_a_blind_st
     geometry = Geometry(resize=64, crop=0)
     assert geometry.frame == 64 and geometry.resized_size(300, 200) == (64, 64)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
-    tensor = geometry.to_tensor(image)
+    tensor = torch.from_numpy(geometry.to_array(image))
     assert tensor.shape == (3, 64, 64)
     assert observed_box(geometry, 300, 200) == (0.0, 0.0, 300.0, 200.0)
     amap = np.ones((64, 64), dtype=np.float32)
     original = to_original_frame(amap, geometry, 300, 200)
     assert original.shape == (200, 300) and np.allclose(original, 1, atol=1e-5)  # no zero strip, as a crop leaves
     assert (to_original_frame(amap, Geometry(resize=64, crop=48), 300, 200) == 0).any()
-    mask = torch.zeros(200, 300, dtype=torch.bool)
+    mask = np.zeros((200, 300), dtype=bool)
     mask[:10, :10] = True  # a defect in the corner, which a centre crop cuts away
     assert geometry.crop_mask(mask)[:3, :2].all() and not Geometry(64, 48).crop_mask(mask).any()
+
+
+@pytest.mark.parametrize("geometry", [Geometry(256, 224), Geometry(64, 0), Geometry(300, 0, 224, 0.1)])
+@pytest.mark.parametrize("size", [(300, 200), (200, 300), (1024, 777)])
+def test_maps_and_masks_come_back_as_torch_samples_them(geometry, size):
+    """The numpy resampling (no torch at run time, for the exported runtime) is torch's grid_sample and nearest
+    resize, which the maps and masks were first drawn with."""
+    width, height = size
+    amap = np.random.default_rng(0).random((geometry.frame, geometry.frame)).astype(np.float32)
+    rw, rh = geometry.resized_size(width, height)
+    left, top = geometry.crop_offset(width, height)
+    xs = ((torch.arange(width, dtype=torch.float64) + 0.5) * rw / width - left) / geometry.frame * 2 - 1
+    ys = ((torch.arange(height, dtype=torch.float64) + 0.5) * rh / height - top) / geometry.frame * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].float()
+    sampled = torch.nn.functional.grid_sample(torch.from_numpy(amap)[None, None], grid, mode="bilinear",
+                                              padding_mode="border", align_corners=False)[0, 0]
+    inside = (xs.abs() <= 1)[None, :] & (ys.abs() <= 1)[:, None]
+    np.testing.assert_allclose(to_original_frame(amap, geometry, width, height),
+                               sampled.masked_fill(~inside, 0).numpy(), atol=1e-4)  # torch: float32 grid
+
+    mask = np.random.default_rng(1).random((height, width)) > 0.7
+    resized = TF.resize(torch.from_numpy(mask)[None].to(torch.uint8), [rh, rw],
+                        interpolation=TF.InterpolationMode.NEAREST)
+    np.testing.assert_array_equal(geometry.crop_mask(mask), TF.center_crop(resized, geometry.frame)[0].bool().numpy())

@@ -9,7 +9,8 @@ from PIL import Image
 
 from eagle_cli.errors import ParameterError, WeightsError
 from eagle_cli.expert.backbones import cache_dir, get_spec, load_backbone
-from eagle_cli.expert.features import Geometry, PatchFeatureExtractor, aggregate
+from eagle_cli.expert.features import PatchFeatureExtractor, aggregate
+from eagle_cli.expert.geometry import Geometry
 
 
 def reference_aggregate(maps, dim=1024, target=1024):
@@ -81,7 +82,7 @@ def test_geometry_matches_torchvision_resize_and_centre_crop(size):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     expected = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])(image)
-    torch.testing.assert_close(geometry.to_tensor(image), expected)
+    torch.testing.assert_close(torch.from_numpy(geometry.to_array(image)), expected)
     resized = T.Resize(256)(image)
     assert geometry.resized_size(*size) == resized.size
 
@@ -91,7 +92,7 @@ def test_mobilenet_imagenet_weights_load_offline_and_classify():
     assert tag == "imagenet:IMAGENET1K_V1"
     from skimage import data
 
-    image = Geometry(256, 224).to_tensor(Image.fromarray(data.chelsea()))
+    image = torch.from_numpy(Geometry(256, 224).to_array(Image.fromarray(data.chelsea())))
     with torch.inference_mode():
         top = model(image[None]).argmax(1).item()
     assert 281 <= top <= 285  # ImageNet's domestic-cat classes

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from eagle_cli.errors import ParameterError
-from eagle_cli.expert.features import Geometry
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import ImageRule, scored_top_mean
 from eagle_cli.expert.scoring import image_scores
 from eagle_cli.params import BankParams, ThresholdParams

@@ -9,7 +9,8 @@ from scipy.ndimage import gaussian_filter
 
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.anomaly_map import frame_map
-from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
+from eagle_cli.expert.features import PatchFeatureExtractor
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.params import ExtractParams
 from eagle_cli.settings import build, identity
 
