@@ -1,6 +1,6 @@
 """eagle: industrial visual inspection with a PatchCore-style expert, DBT thresholds and MLLM reasoning."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def __getattr__(name: str):
@@ -9,6 +9,10 @@ def __getattr__(name: str):
         from eagle_cli.expert.model import Expert
 
         return Expert
+    if name == "ExportedExpert":
+        from eagle_cli.export.runtime import ExportedExpert
+
+        return ExportedExpert
     if name == "load_expert":
         from eagle_cli.formats.expert import load_expert
 

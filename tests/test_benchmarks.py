@@ -61,3 +61,9 @@ def test_image_identity_benchmark_prints_every_digest_against_extraction():
     for label in ("stat only (0.3)", "content, empty cache", "content, warm cache", "content, all touched"):
         assert label in table
     assert "× extract" in table
+
+
+def test_runtime_benchmark_compares_the_export_with_the_torch_path():
+    table = _run("benchmarks.runtime", "--backbones", "mobilenet_v2", "--runtimes", "onnx", "--rss-images", "30")
+    assert "| mobilenet_v2 | torch |" in table and "| mobilenet_v2 | onnx |" in table
+    assert "| onnx | 30 |" in table

@@ -27,7 +27,11 @@ def open_graph(folder: Path, runtime: str, providers: Sequence[str] = ("CPUExecu
         compiled = openvino.Core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         return lambda tiles: compiled(tiles)[0]
     onnxruntime = _engine("onnxruntime", extra="runtime")
-    session = onnxruntime.InferenceSession(graph, providers=list(providers))
+    options = onnxruntime.SessionOptions()
+    # Idle workers would spin after each run and take the cores faiss and numpy need next: WideResNet-50 per
+    # image 115 ms spinning, 97 ms not, on 2 cores (benchmarks/runtime.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(graph, options, providers=list(providers))
     return lambda tiles: session.run(None, {"tiles": tiles})[0]
 
 
