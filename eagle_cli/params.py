@@ -590,6 +590,9 @@ class ServeParams:
                                          "(Authorization: Bearer KEY or X-API-Key); unset: no key.", panel=SERVER)
     with_model: bool = setting(False, "Also ask the multimodal model (--model, --backend …) whether the part is "
                                "defective; its answer joins each reply.", panel=MODEL)
+    drift_delta: float = setting(0.01, "The drift watch's alarm level: on a line whose parts stay exchangeable with "
+                                 "the calibration images it ever fires with at most this probability.",
+                                 panel=SERVER, low=0, high=1, low_open=True, high_open=True)
 
     def __post_init__(self):
         check(self)

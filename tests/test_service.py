@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from eagle_cli import load_expert
+from eagle_cli import __version__, load_expert
+from eagle_cli.drift import DriftWatch
+from eagle_cli.formats.calibration import calibration_scores
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.params import CaasSettings, ReasonParams
 from eagle_cli.service.app import create_app
@@ -42,8 +44,20 @@ def expert_and_rows(washer_scores):
     return expert, read_scores(washer_scores)
 
 
-def test_answers_match_eagle_score_and_concurrent_requests_share_forwards(expert_and_rows):
+@pytest.fixture(scope="module")
+def exported_expert(expert_and_rows, tmp_path_factory):
+    """The same expert exported, as `eagle serve --runtime onnx` serves it."""
+    from eagle_cli.export.runtime import ExportedExpert
+    from eagle_cli.export.writer import export_expert
+
+    return ExportedExpert.load(export_expert(expert_and_rows[0], tmp_path_factory.mktemp("export") / "washer"))
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_answers_match_eagle_score_and_concurrent_requests_share_forwards(runtime, expert_and_rows, request):
     expert, rows = expert_and_rows
+    if runtime == "onnx":
+        expert = request.getfixturevalue("exported_expert")
     scorer = BatchingScorer(expert, batch_size=4, max_wait_s=0.05)
     bodies = [Path(row.path).read_bytes() for row in rows] * 3
     with serving(scorer) as url, ThreadPoolExecutor(8) as pool:
@@ -59,6 +73,28 @@ def test_answers_match_eagle_score_and_concurrent_requests_share_forwards(expert
             assert 0 <= x0 < x1 <= row.width and 0 <= y0 < y1 <= row.height
     assert any(answer["anomalous"] and answer["boxes"] for _, answer in answers)
     assert scorer.batches < len(bodies)  # several requests went through one forward
+    assert len({answer["request_id"] for _, answer in answers}) == len(bodies)
+    assert all(answer["threshold"] == "t" and answer["eagle"] == __version__ for _, answer in answers)
+
+
+def test_every_answer_has_its_p_value_and_parts_unlike_the_calibration_raise_the_drift_alarm(expert_and_rows,
+                                                                                              washer_scores):
+    expert, rows = expert_and_rows
+    calibration = calibration_scores(washer_scores.input("threshold").input("calibration"))
+    scorer = BatchingScorer(expert, batch_size=1, watch=DriftWatch(calibration, delta=0.01))
+    worst = max(rows, key=lambda row: row.score)  # a defect scoring above every calibration image
+    with serving(scorer) as url:
+        with urllib.request.urlopen(url + "/health") as response:
+            assert json.loads(response.read())["drift"]["status"] == "ok"
+        answers = [post(url, Path(worst.path).read_bytes())[1] for _ in range(12)]
+        with urllib.request.urlopen(url + "/health") as response:
+            drift = json.loads(response.read())["drift"]
+        with urllib.request.urlopen(url + "/metrics") as response:
+            text = response.read().decode()
+    scorer.close()
+    assert all(answer["p_value"] == pytest.approx(1 / (len(calibration) + 1)) for answer in answers)
+    assert drift["status"] == "drifting" and 1 < drift["since_part"] <= 12 and drift["parts"] == 12
+    assert "eagle_drift_alarm 1.0" in text and "eagle_drift_parts 12.0" in text
 
 
 class _Gated:

@@ -22,8 +22,10 @@ def serve(
     """Serve one category's expert over HTTP: POST an image file to /inspect, get its score, verdict and boxes as
     JSON. --threshold names the threshold; else --category names the category (needed when the run has several).
 
-    Needs the serve extra (pip install 'eagle-cli[serve]'). /health says which threshold is served; /metrics is
-    Prometheus text.
+    Needs the serve extra (pip install 'eagle-cli[serve]'). Every answer carries a request id, the part's
+    conformal p-value, the threshold id and eagle's version. /health says which threshold is served and whether
+    the drift watch finds new parts still exchangeable with the calibration (ok, or drifting since part N);
+    /metrics is Prometheus text. --runtime onnx --export DIR serves an `eagle export` folder without torch.
 
     Example: eagle serve --threshold 3f2a --port 8000, then curl --data-binary @part.png localhost:8000/inspect
     """
@@ -35,6 +37,8 @@ def serve(
     except ImportError as exc:
         raise ParameterError(f"eagle serve needs the serve extra ({exc.name} is missing): "
                              "pip install 'eagle-cli[serve]'.") from None
+    from eagle_cli.drift import DriftWatch
+    from eagle_cli.formats.calibration import calibration_scores
     from eagle_cli.formats.expert import scoring_expert
 
     refs = inputs(threshold, "threshold", data.category, store)
@@ -54,8 +58,9 @@ def serve(
         from eagle_cli.service.reasoning import ServiceReasoner
 
         reasoner = ServiceReasoner(reason, category=refs[0].category, threshold=read_threshold(refs[0]))
+    watch = DriftWatch(calibration_scores(refs[0].input("calibration")), delta=settings.drift_delta)
     scorer = BatchingScorer(expert, batch_size=score.batch_size, max_wait_s=settings.max_wait_ms / 1000,
-                            queue_size=settings.queue)
+                            queue_size=settings.queue, watch=watch)
     service = create_app(scorer, threshold_id=refs[0].id, max_bytes=settings.max_bytes,
                          max_pixels=settings.max_image_pixels, api_key=client_key, reasoner=reasoner)
     err.print(f"serving threshold [bold]{escape(str(refs[0].path))}[/] on http://{settings.host}:{settings.port} "

@@ -60,6 +60,7 @@ class ScoreRow:
     observed_box: list[float]  # the part of the original image the expert saw: x0, y0, x1, y1
     maps_file: str
     map_key: str
+    p_value: float | None = None  # conformal, against the threshold's calibration scores (eagle_cli/drift.py)
 
 
 def scores_params(settings: ScoreParams, source: DataSource | None = None, digest: str | None = None) -> dict:

@@ -1,8 +1,10 @@
 """The HTTP face of the inspection service: one route that inspects, plus health and metrics.
 
 ``POST /inspect`` takes the image file itself as the request body (any format Pillow reads) and
-answers JSON: score, verdict, uncertain flag (the CAAS window), boxes in the image's own pixels and,
-when a model is configured, its answer to the defect question.
+answers JSON: a request id, score, verdict, uncertain flag (the CAAS window), the part's conformal p-value,
+boxes in the image's own pixels, the threshold id and eagle's version and, when a model is configured, its
+answer to the defect question. Every scored part feeds the drift watch (``drift.py``): ``/health`` says ok or
+drifting (since which part), ``/metrics`` carries its capital and alarm.
 The body is decoded as `eagle score` decodes files (``data/images.py``), so an image is judged, or
 refused for the same reason, by both: too large (413; bytes and header pixels are checked before
 decoding), not an image (415), truncated, floating-point or smaller than the expert's frame (422).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
@@ -23,6 +26,7 @@ from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from eagle_cli import __version__
 from eagle_cli.data.images import decode
 from eagle_cli.errors import EagleError, ImageError
 from eagle_cli.service.batching import BatchingScorer, Busy
@@ -50,6 +54,14 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
                            buckets=(1, 2, 4, 8, 16, 32, 64))
     Gauge("eagle_queue_waiting", "Requests waiting for the scorer.", registry=registry).set_function(
         lambda: scorer.waiting)
+    watch = scorer.watch
+    if watch is not None:
+        Gauge("eagle_drift_capital", "The drift watch's betting capital; the alarm fires at 1/delta.",
+              registry=registry).set_function(lambda: watch.state.capital)
+        Gauge("eagle_drift_alarm", "1 once the drift watch has fired: new parts no longer look like the "
+              "calibration.", registry=registry).set_function(lambda: watch.alarm_at is not None)
+        Gauge("eagle_drift_parts", "Parts the drift watch has seen.", registry=registry).set_function(
+            lambda: watch.parts)
 
     def authorised(request: Request) -> bool:
         if api_key is None:
@@ -59,7 +71,13 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "threshold": threshold_id, "tau": scorer.expert.tau, "waiting": scorer.waiting}
+        drift = None
+        if watch is not None:
+            state = watch.state
+            drift = {"status": state.status, "since_part": state.alarm_at, "parts": state.parts,
+                     "capital": state.capital, "delta": watch.delta}
+        return {"status": "ok", "threshold": threshold_id, "tau": scorer.expert.tau, "waiting": scorer.waiting,
+                "eagle": __version__, "drift": drift}
 
     @app.get("/metrics")
     def metrics(request: Request):
@@ -70,6 +88,7 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
     @app.post("/inspect")
     async def inspect(request: Request):
         start = time.perf_counter()
+        request_id = uuid.uuid4().hex
         try:
             if not authorised(request):
                 raise _Refused(401, "a valid API key is needed (Authorization: Bearer KEY or X-API-Key)")
@@ -93,9 +112,10 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
         answered.labels("200").inc()
         latency.observe(time.perf_counter() - start)
         batch_size.observe(result.batch)
-        return {"score": result.score, "anomalous": result.anomalous, "uncertain": result.uncertain,
-                "tau": scorer.expert.tau, "boxes": result.boxes, "width": image.width, "height": image.height,
-                "threshold": threshold_id, "answer": answer}
+        return {"request_id": request_id, "score": result.score, "anomalous": result.anomalous,
+                "uncertain": result.uncertain, "p_value": result.p_value, "tau": scorer.expert.tau,
+                "boxes": result.boxes, "width": image.width, "height": image.height, "threshold": threshold_id,
+                "eagle": __version__, "answer": answer}
 
     return app
 

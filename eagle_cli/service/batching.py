@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from eagle_cli.drift import DriftWatch, p_values
 from eagle_cli.prompts.boxes import find_boxes
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class Inspection:
     uncertain: bool
     boxes: list[list[int]]
     batch: int  # how many images shared this forward
+    p_value: float | None = None  # conformal, against the calibration scores (eagle_cli/drift.py)
 
 
 @dataclass
@@ -49,8 +51,10 @@ class BatchingScorer:
     """Score images submitted from any thread in batches of up to ``batch_size`` on one worker thread."""
 
     def __init__(self, expert: Expert | ExportedExpert, *, batch_size: int = 8, max_wait_s: float = 0.01,
-                 queue_size: int = 64):
+                 queue_size: int = 64, watch: DriftWatch | None = None):
         self.expert, self.batch_size, self.max_wait_s = expert, batch_size, max_wait_s
+        #: Fed every scored part in the order it was scored (only this worker thread updates it).
+        self.watch = watch
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.batches = 0
         self._worker = threading.Thread(target=self._work, name="eagle-scorer", daemon=True)
@@ -97,8 +101,12 @@ class BatchingScorer:
             self.batches += 1
             for i, job in enumerate(jobs):
                 boxes = [box for box, _ in find_boxes(scored.maps[i], self.expert.tau)] if scored.anomalous[i] else []
+                p_value = None
+                if self.watch is not None:
+                    self.watch.update(float(scored.scores[i]))
+                    p_value = float(p_values(self.watch.calibration, scored.scores[i:i + 1])[0])
                 job.result = Inspection(float(scored.scores[i]), bool(scored.anomalous[i]),
-                                        bool(scored.uncertain[i]), boxes, len(jobs))
+                                        bool(scored.uncertain[i]), boxes, len(jobs), p_value)
         except Exception as exc:  # the requests of this batch get the error; the service goes on
             for job in jobs:
                 job.error = exc

@@ -20,10 +20,12 @@ from eagle_cli.context import Context
 from eagle_cli.data.images import load_mask
 from eagle_cli.data.sample import Sample, samples_digest
 from eagle_cli.data.source import DataSource
+from eagle_cli.drift import batch_drift, p_values
 from eagle_cli.errors import ArtifactError, DataError, ImageError, ParameterError
 from eagle_cli.expert.anomaly_map import observed_box
 from eagle_cli.expert.decision import Scored
 from eagle_cli.expert.scoring import verdicts
+from eagle_cli.formats.calibration import calibration_scores
 from eagle_cli.formats.expert import scoring_expert
 from eagle_cli.formats.features import ImageRecord, features_info, read_errors, read_features
 from eagle_cli.formats.jsonl import ERRORS_FILE, ErrorRow, write_rows
@@ -88,15 +90,19 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         category, samples, extra_inputs = test.category, source.scan(test.category, "test"), []
         identity, n_images = scores_params(params, source, samples_digest(samples, context.artifacts)), len(samples)
 
+    calibration = calibration_scores(threshold_ref.input("calibration"))
+
     def build(draft):
         # An exported runtime is asked for to be run: its scores are not taken from a sibling's.
         sibling = scores_of_same_bank(context.artifacts, context.run, category, threshold_ref, identity,
                                       extra_inputs) if params.runtime == "torch" else None
         if sibling is not None:
-            rows, errors, result = _rejudged(sibling, threshold_ref, draft)
+            rows, errors, result = _rejudged(sibling, threshold_ref, calibration, draft)
         else:
             rows, errors, result = _scored_anew(threshold_ref, test, samples, n_images, params, category, context,
-                                                draft)
+                                                calibration, draft)
+        if rows:
+            result["drift"] = batch_drift(calibration, rows)
         write_rows(draft.file(ERRORS_FILE), errors)
         write_metrics(draft, result)
         threshold = read_threshold(threshold_ref)
@@ -117,7 +123,7 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
 
 
 def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sample] | None, n_images: int,
-                 params: ScoreParams, category: str, context: Context, draft
+                 params: ScoreParams, category: str, context: Context, calibration: np.ndarray, draft
                  ) -> tuple[list[ScoreRow], list[ErrorRow], dict]:
     """Run the expert over the test images: (rows, errors, metrics)."""
     expert = _expert(threshold_ref, params, test)
@@ -138,7 +144,8 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
                     scored.crop_maps[i], path=record.path, label=record.label, defect=record.defect,
                     score=float(scored.scores[i]), anomalous=bool(scored.anomalous[i]),
                     uncertain=bool(scored.uncertain[i]), width=record.width, height=record.height,
-                    observed_box=list(observed_box(expert.geometry, record.width, record.height))))
+                    observed_box=list(observed_box(expert.geometry, record.width, record.height)),
+                    p_value=float(p_values(calibration, scored.scores[i:i + 1])[0])))
                 if record.label == 1 and not masked:
                     unmasked.append(record.path)
                 if record.label is not None and (record.label == 0 or masked):
@@ -165,13 +172,15 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
     return rows, errors, result
 
 
-def _rejudged(sibling: ArtifactRef, threshold_ref: ArtifactRef, draft) -> tuple[list[ScoreRow], list[ErrorRow], dict]:
-    """The sibling's rows and maps with verdicts under this threshold: (rows, errors, metrics)."""
+def _rejudged(sibling: ArtifactRef, threshold_ref: ArtifactRef, calibration: np.ndarray, draft
+              ) -> tuple[list[ScoreRow], list[ErrorRow], dict]:
+    """The sibling's rows and maps with verdicts (and p-values) under this threshold: (rows, errors, metrics)."""
     threshold = read_threshold(threshold_ref)
     rows = read_scores(sibling)
-    anomalous, uncertain = verdicts(np.array([r.score for r in rows]), threshold.tau, threshold.s_max)
-    rows = [replace(row, anomalous=bool(a), uncertain=bool(u)) for row, a, u in zip(rows, anomalous, uncertain,
-                                                                                    strict=True)]
+    scores = np.array([r.score for r in rows])
+    anomalous, uncertain = verdicts(scores, threshold.tau, threshold.s_max)
+    rows = [replace(row, anomalous=bool(a), uncertain=bool(u), p_value=float(p))
+            for row, a, u, p in zip(rows, anomalous, uncertain, p_values(calibration, scores), strict=True)]
     write_rows(draft.file(SCORES_FILE), rows)
     for shard in sorted({row.maps_file for row in rows}):
         _link_or_copy(sibling.path / shard, draft.file(shard))

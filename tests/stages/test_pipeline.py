@@ -95,6 +95,11 @@ def test_chain_writes_scores_maps_verdicts_and_metrics(tiny_root, context):
         assert row.score == pytest.approx(float(crop.max()), rel=0.5)  # smoothing lowers the peak
     summary = scores_ref.summary
     assert {"image_auroc", "pixel_auroc", "pro", "verdict"} <= set(summary)
+    calibration = [row.score for row in read_calibration(threshold_ref.input("calibration")) if row.score is not None]
+    for row in rows:  # each image's conformal p-value: the share of calibration images scoring at least as high
+        assert row.p_value == pytest.approx((sum(c >= row.score for c in calibration) + 1) / (len(calibration) + 1))
+    assert summary["drift"]["watched"] == "good-labelled images" and summary["drift"]["images"] == 3
+    assert summary["drift"]["status"] in ("ok", "drifting")
     # Random weights are allowed when asked for, and every downstream manifest says so.
     for ref in (scores_ref, threshold_ref, threshold_ref.input("bank")):
         assert ref.lineage["weights"] == "none"
