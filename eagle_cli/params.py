@@ -36,6 +36,7 @@ Layout = Literal["auto", "mvtec", "visa", "mmad", "folder"]
 Split = Literal["train", "test"]
 Runtime = Literal["torch", "onnx", "openvino"]
 ExportFormat = Literal["onnx", "openvino"]
+AuditImages = Literal["none", "anomalous", "all"]
 
 BACKBONE_NAMES: tuple[str, ...] = get_args(Backbone)
 IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
@@ -590,6 +591,13 @@ class ServeParams:
                                          "(Authorization: Bearer KEY or X-API-Key); unset: no key.", panel=SERVER)
     with_model: bool = setting(False, "Also ask the multimodal model (--model, --backend …) whether the part is "
                                "defective; its answer joins each reply.", panel=MODEL)
+    audit_log: Path | None = setting(None, "Append every verdict to this JSON Lines file (time, request id, image "
+                                     "sha256, score, p-value, verdict, boxes, ids, the model's answer); unset: none.",
+                                     panel=SERVER)
+    audit_max_mb: float = setting(100.0, "Rotate the audit log past this size (NAME.1 … NAME.5 kept), MB.",
+                                  panel=SERVER, low=0, low_open=True)
+    audit_images: AuditImages = setting("none", "Keep the uploaded images beside the audit log (images/<request "
+                                        "id>.<kind>): none, anomalous or all.", panel=SERVER)
     drift_delta: float = setting(0.01, "The drift watch's alarm level: on a line whose parts stay exchangeable with "
                                  "the calibration images it ever fires with at most this probability.",
                                  panel=SERVER, low=0, high=1, low_open=True, high_open=True)

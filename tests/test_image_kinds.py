@@ -65,9 +65,8 @@ def test_every_image_kind_gets_the_same_answer_from_eagle_score_and_the_service(
     assert set(scored) == {name for name, reason in expected.items() if reason is None}
     assert {name: reason for name, reason in expected.items() if reason} == {
         name: next(part for part in expected.values() if part and part in reason) for name, reason in refused.items()}
-    scorer = BatchingScorer(load_expert(threshold))
-    with serving_in_background(create_app(scorer, threshold_id=threshold.id, max_bytes=10**7,
-                                          max_pixels=10**7)) as url:
+    scorer = BatchingScorer(load_expert(threshold), threshold_id=threshold.id)
+    with serving_in_background(create_app(scorer, max_bytes=10**7, max_pixels=10**7)) as url:
         answers = {name: _post(url, (folder / name).read_bytes()) for name in expected}
     scorer.close()
     for name, (status, answer) in answers.items():

@@ -24,7 +24,7 @@ from tests.mllm.servers import serving_in_background
 
 
 def serving(scorer, **limits):
-    settings = {"threshold_id": "t", "max_bytes": 10_000_000, "max_pixels": 4_000_000, **limits}
+    settings = {"max_bytes": 10_000_000, "max_pixels": 4_000_000, **limits}
     return serving_in_background(create_app(scorer, **settings))
 
 
@@ -58,7 +58,7 @@ def test_answers_match_eagle_score_and_concurrent_requests_share_forwards(runtim
     expert, rows = expert_and_rows
     if runtime == "onnx":
         expert = request.getfixturevalue("exported_expert")
-    scorer = BatchingScorer(expert, batch_size=4, max_wait_s=0.05)
+    scorer = BatchingScorer(expert, threshold_id="t", batch_size=4, max_wait_s=0.05)
     bodies = [Path(row.path).read_bytes() for row in rows] * 3
     with serving(scorer) as url, ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda body: post(url, body), bodies))
@@ -81,7 +81,7 @@ def test_every_answer_has_its_p_value_and_parts_unlike_the_calibration_raise_the
                                                                                               washer_scores):
     expert, rows = expert_and_rows
     calibration = calibration_scores(washer_scores.input("threshold").input("calibration"))
-    scorer = BatchingScorer(expert, batch_size=1, watch=DriftWatch(calibration, delta=0.01))
+    scorer = BatchingScorer(expert, threshold_id="t", batch_size=1, watch=DriftWatch(calibration, delta=0.01))
     worst = max(rows, key=lambda row: row.score)  # a defect scoring above every calibration image
     with serving(scorer) as url:
         with urllib.request.urlopen(url + "/health") as response:
@@ -102,7 +102,7 @@ class _Gated:
 
     def __init__(self, expert):
         self.expert, self.tau, self.gate, self.entered = expert, expert.tau, threading.Event(), threading.Event()
-        self.geometry = expert.geometry
+        self.geometry, self.s_max = expert.geometry, expert.s_max
 
     def score(self, images):
         self.entered.set()
@@ -130,7 +130,7 @@ def test_a_full_queue_answers_busy_at_once_and_the_waiting_requests_complete(exp
 
 def test_bad_uploads_get_their_status_and_the_service_keeps_serving(expert_and_rows):
     expert, rows = expert_and_rows
-    scorer = BatchingScorer(expert)
+    scorer = BatchingScorer(expert, threshold_id="t")
     good = Path(rows[0].path).read_bytes()
     with serving(scorer, max_bytes=len(good) + 10, api_key="s3cret") as url:
         key = {"Authorization": "Bearer s3cret"}
@@ -156,8 +156,8 @@ def test_with_a_model_each_reply_carries_its_answer_to_the_defect_question(exper
     expert, rows = expert_and_rows
     params = ReasonParams(model=str(tiny_qwen), device="cpu", max_new_tokens=3,
                           caas=CaasSettings(layers=(1,)))
-    reasoner = ServiceReasoner(params, category="washer", threshold=expert.threshold)
-    scorer = BatchingScorer(expert)
+    reasoner = ServiceReasoner(params, category="washer")
+    scorer = BatchingScorer(expert, threshold_id="t")
     picked = [next(r for r in rows if r.anomalous), next(r for r in rows if not r.anomalous)]
     with serving(scorer, reasoner=reasoner) as url, ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda row: post(url, Path(row.path).read_bytes()), picked))

@@ -15,10 +15,15 @@ With a client key set, ``/inspect`` and ``/metrics`` need ``Authorization: Beare
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
+import io
+import json
 import time
 import uuid
-from typing import TYPE_CHECKING
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -29,7 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from eagle_cli import __version__
 from eagle_cli.data.images import decode
 from eagle_cli.errors import EagleError, ImageError
-from eagle_cli.service.batching import BatchingScorer, Busy
+from eagle_cli.service.audit import AuditLog
+from eagle_cli.service.batching import BatchingScorer, Busy, Station
 
 if TYPE_CHECKING:
     from eagle_cli.service.reasoning import ServiceReasoner
@@ -41,10 +47,12 @@ class _Refused(Exception):
         self.status, self.message = status, message
 
 
-def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max_pixels: int,
-               api_key: str | None = None, reasoner: ServiceReasoner | None = None) -> FastAPI:
-    """The service over ``scorer`` (and ``reasoner``, whose answer joins each reply); ``threshold_id`` is reported
-    by /health and every answer."""
+def create_app(scorer: BatchingScorer, *, max_bytes: int, max_pixels: int, api_key: str | None = None,
+               reasoner: ServiceReasoner | None = None, audit: AuditLog | None = None,
+               reload: Callable[[str | None], Station] | None = None) -> FastAPI:
+    """The service over ``scorer`` (and ``reasoner``, whose answer joins each reply); ``audit`` records every
+    verdict before it is answered; ``reload`` loads the station a threshold (id or path; None: the category's
+    latest) names, for ``POST /reload``."""
     app = FastAPI(title="eagle inspection service")
     registry = CollectorRegistry()
     answered = Counter("eagle_requests", "Inspection requests by HTTP status.", ["status"], registry=registry)
@@ -54,14 +62,15 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
                            buckets=(1, 2, 4, 8, 16, 32, 64))
     Gauge("eagle_queue_waiting", "Requests waiting for the scorer.", registry=registry).set_function(
         lambda: scorer.waiting)
-    watch = scorer.watch
-    if watch is not None:
+    if scorer.station.watch is not None:
+        # Read through the scorer: a reload brings a new threshold and a new watch.
         Gauge("eagle_drift_capital", "The drift watch's betting capital; the alarm fires at 1/delta.",
-              registry=registry).set_function(lambda: watch.state.capital)
+              registry=registry).set_function(lambda: scorer.station.watch.state.capital)
         Gauge("eagle_drift_alarm", "1 once the drift watch has fired: new parts no longer look like the "
-              "calibration.", registry=registry).set_function(lambda: watch.alarm_at is not None)
+              "calibration.", registry=registry).set_function(lambda: scorer.station.watch.alarm_at is not None)
         Gauge("eagle_drift_parts", "Parts the drift watch has seen.", registry=registry).set_function(
-            lambda: watch.parts)
+            lambda: scorer.station.watch.parts)
+    reloading = asyncio.Lock()
 
     def authorised(request: Request) -> bool:
         if api_key is None:
@@ -71,13 +80,37 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
 
     @app.get("/health")
     def health():
-        drift = None
-        if watch is not None:
-            state = watch.state
+        station, drift = scorer.station, None
+        if station.watch is not None:
+            state = station.watch.state
             drift = {"status": state.status, "since_part": state.alarm_at, "parts": state.parts,
-                     "capital": state.capital, "delta": watch.delta}
-        return {"status": "ok", "threshold": threshold_id, "tau": scorer.expert.tau, "waiting": scorer.waiting,
-                "eagle": __version__, "drift": drift}
+                     "capital": state.capital, "delta": station.watch.delta}
+        return {"status": "ok", "threshold": station.threshold_id, "tau": station.expert.tau,
+                "waiting": scorer.waiting, "eagle": __version__, "drift": drift}
+
+    @app.post("/reload")
+    async def reload_threshold(request: Request):
+        if api_key is None:
+            return JSONResponse({"error": "reloading over HTTP needs a client key (--client-key-env); or send the "
+                                 "service SIGHUP"}, status_code=403)
+        if not authorised(request):
+            return JSONResponse({"error": "a valid API key is needed"}, status_code=401)
+        if reload is None:
+            return JSONResponse({"error": "this service cannot reload"}, status_code=404)
+        body = await request.body()
+        try:
+            spec = json.loads(body).get("threshold") if body else None
+        except (ValueError, AttributeError):
+            return JSONResponse({"error": 'the body must be JSON like {"threshold": "ID"}, or empty for the '
+                                 "category's latest threshold"}, status_code=422)
+        async with reloading:  # one reload at a time; scoring goes on meanwhile
+            try:
+                station = await run_in_threadpool(reload, spec)
+            except Exception as exc:  # a failed load keeps the old expert, and says why
+                return JSONResponse({"error": f"{exc}; still serving {scorer.station.threshold_id}"},
+                                    status_code=422)
+            old = scorer.swap(station)
+        return {"threshold": station.threshold_id, "previous": old.threshold_id}
 
     @app.get("/metrics")
     def metrics(request: Request):
@@ -112,10 +145,15 @@ def create_app(scorer: BatchingScorer, *, threshold_id: str, max_bytes: int, max
         answered.labels("200").inc()
         latency.observe(time.perf_counter() - start)
         batch_size.observe(result.batch)
-        return {"request_id": request_id, "score": result.score, "anomalous": result.anomalous,
-                "uncertain": result.uncertain, "p_value": result.p_value, "tau": scorer.expert.tau,
-                "boxes": result.boxes, "width": image.width, "height": image.height, "threshold": threshold_id,
-                "eagle": __version__, "answer": answer}
+        reply = {"request_id": request_id, "score": result.score, "anomalous": result.anomalous,
+                 "uncertain": result.uncertain, "p_value": result.p_value, "tau": result.tau,
+                 "boxes": result.boxes, "width": image.width, "height": image.height, "threshold": result.threshold,
+                 "eagle": __version__, "answer": answer}
+        if audit is not None:
+            entry = {"time": datetime.now(timezone.utc).isoformat(), "image_sha256": hashlib.sha256(body).hexdigest(),
+                     "bytes": len(body), **reply}
+            await run_in_threadpool(audit.record, entry, body, _kind(body))
+        return reply
 
     return app
 
@@ -137,6 +175,14 @@ async def _read_limited(request: Request, max_bytes: int) -> bytes:
 
 #: How an image :func:`decode` refuses is answered.
 _STATUS = {"too_large": 413, "not_image": 415}
+
+
+def _kind(body: bytes) -> str:
+    """The file suffix of an uploaded image's format, for keeping it beside the audit log."""
+    try:
+        return (Image.open(io.BytesIO(body)).format or "img").lower()
+    except Exception:  # it was decoded once already; a name is all that is asked here
+        return "img"
 
 
 def _decode(body: bytes, max_pixels: int, min_side: int) -> Image.Image:

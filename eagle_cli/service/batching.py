@@ -36,7 +36,19 @@ class Inspection:
     uncertain: bool
     boxes: list[list[int]]
     batch: int  # how many images shared this forward
+    threshold: str  # the id of the threshold that judged it
+    tau: float
+    s_max: float
     p_value: float | None = None  # conformal, against the calibration scores (eagle_cli/drift.py)
+
+
+@dataclass(frozen=True)
+class Station:
+    """What judges the parts: an expert, the id of its threshold, and the drift watch its parts feed."""
+
+    expert: Expert | ExportedExpert
+    threshold_id: str
+    watch: DriftWatch | None = None
 
 
 @dataclass
@@ -50,15 +62,25 @@ class _Job:
 class BatchingScorer:
     """Score images submitted from any thread in batches of up to ``batch_size`` on one worker thread."""
 
-    def __init__(self, expert: Expert | ExportedExpert, *, batch_size: int = 8, max_wait_s: float = 0.01,
-                 queue_size: int = 64, watch: DriftWatch | None = None):
-        self.expert, self.batch_size, self.max_wait_s = expert, batch_size, max_wait_s
-        #: Fed every scored part in the order it was scored (only this worker thread updates it).
-        self.watch = watch
+    def __init__(self, expert: Expert | ExportedExpert, *, threshold_id: str = "", watch: DriftWatch | None = None,
+                 batch_size: int = 8, max_wait_s: float = 0.01, queue_size: int = 64):
+        #: Replaced whole by :meth:`swap`; a batch reads it once, so it is judged by one station from end to end.
+        self.station = Station(expert, threshold_id, watch)
+        self.batch_size, self.max_wait_s = batch_size, max_wait_s
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.batches = 0
         self._worker = threading.Thread(target=self._work, name="eagle-scorer", daemon=True)
         self._worker.start()
+
+    @property
+    def expert(self) -> Expert | ExportedExpert:
+        return self.station.expert
+
+    def swap(self, station: Station) -> Station:
+        """Judge the next batches with ``station`` (the batch being scored finishes on the old one); return the
+        old one."""
+        old, self.station = self.station, station
+        return old
 
     @property
     def waiting(self) -> int:
@@ -96,17 +118,20 @@ class BatchingScorer:
             self._score(jobs)
 
     def _score(self, jobs: list[_Job]) -> None:
+        station = self.station
+        expert, watch = station.expert, station.watch
         try:
-            scored = self.expert.score([job.image for job in jobs])
+            scored = expert.score([job.image for job in jobs])
             self.batches += 1
             for i, job in enumerate(jobs):
-                boxes = [box for box, _ in find_boxes(scored.maps[i], self.expert.tau)] if scored.anomalous[i] else []
+                boxes = [box for box, _ in find_boxes(scored.maps[i], expert.tau)] if scored.anomalous[i] else []
                 p_value = None
-                if self.watch is not None:
-                    self.watch.update(float(scored.scores[i]))
-                    p_value = float(p_values(self.watch.calibration, scored.scores[i:i + 1])[0])
+                if watch is not None:  # only this worker thread updates the watch
+                    watch.update(float(scored.scores[i]))
+                    p_value = float(p_values(watch.calibration, scored.scores[i:i + 1])[0])
                 job.result = Inspection(float(scored.scores[i]), bool(scored.anomalous[i]),
-                                        bool(scored.uncertain[i]), boxes, len(jobs), p_value)
+                                        bool(scored.uncertain[i]), boxes, len(jobs), station.threshold_id,
+                                        expert.tau, expert.s_max, p_value)
         except Exception as exc:  # the requests of this batch get the error; the service goes on
             for job in jobs:
                 job.error = exc

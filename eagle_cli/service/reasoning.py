@@ -21,7 +21,6 @@ from eagle_cli.prompts.questions import default_question, parse_answer
 from eagle_cli.prompts.render import draw_boxes
 from eagle_cli.prompts.templates import Templates
 from eagle_cli.service.batching import Inspection
-from eagle_cli.threshold import Threshold
 
 #: The service asks as `eagle prompt` does by default.
 PROMPTING = PromptParams()
@@ -30,16 +29,15 @@ PROMPTING = PromptParams()
 class ServiceReasoner:
     """Ask ``params``' model about one inspected image; the backend is loaded once, at start."""
 
-    def __init__(self, params: ReasonParams, *, category: str, threshold: Threshold):
-        self.params, self.category, self.threshold = params, category, threshold
+    def __init__(self, params: ReasonParams, *, category: str):
+        self.params, self.category = params, category
         self.templates = Templates.load(PROMPTING.template)
         self.backend = load_backend(params)
         self._one_at_a_time = threading.Lock() if params.backend == "hf" else nullcontext()
 
     def message(self, image: Image.Image, inspection: Inspection) -> list[dict]:
         """The items asked about one inspected image (image items hold the images themselves)."""
-        verdict = Verdict(self.category, inspection.anomalous, inspection.score, self.threshold.tau,
-                          self.threshold.s_max)
+        verdict = Verdict(self.category, inspection.anomalous, inspection.score, inspection.tau, inspection.s_max)
         shown = Visuals.of(PROMPTING, inspection.anomalous)
         boxes = (draw_boxes(image, inspection.boxes), len(inspection.boxes)) \
             if shown.boxes and inspection.boxes else None
