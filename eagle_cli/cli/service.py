@@ -30,7 +30,9 @@ def serve(
     the drift watch finds new parts still exchangeable with the calibration (ok, or drifting since part N);
     /metrics is Prometheus text. --runtime onnx --export DIR serves an `eagle export` folder without torch. A new
     threshold is taken up without a restart: POST /reload (with the client key; body {"threshold": "ID"}, or
-    empty for the category's latest) or SIGHUP (the latest); requests in flight finish on the old one.
+    empty for the category's latest) or SIGHUP (the latest); requests in flight finish on the old one. With
+    --feedback-dir DIR, POST /feedback {"request_id": …, "label": "good" or "defect"} files the part for eagle
+    update-bank --good DIR/good.
 
     Example: eagle serve --threshold 3f2a --port 8000, then curl --data-binary @part.png localhost:8000/inspect
     """
@@ -40,6 +42,7 @@ def serve(
         from eagle_cli.service.app import create_app
         from eagle_cli.service.audit import AuditLog
         from eagle_cli.service.batching import BatchingScorer, Station
+        from eagle_cli.service.feedback import FeedbackStore
     except ImportError as exc:
         raise ParameterError(f"eagle serve needs the serve extra ({exc.name} is missing): "
                              "pip install 'eagle-cli[serve]'.") from None
@@ -82,8 +85,9 @@ def serve(
     audit = None
     if settings.audit_log is not None:
         audit = AuditLog(settings.audit_log, max_bytes=int(settings.audit_max_mb * 1e6), images=settings.audit_images)
+    feedback = FeedbackStore(settings.feedback_dir) if settings.feedback_dir is not None else None
     service = create_app(scorer, max_bytes=settings.max_bytes, max_pixels=settings.max_image_pixels,
-                         api_key=client_key, reasoner=reasoner, audit=audit, reload=reload)
+                         api_key=client_key, reasoner=reasoner, audit=audit, reload=reload, feedback=feedback)
 
     def on_hangup(*_) -> None:
         def work() -> None:

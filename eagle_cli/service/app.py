@@ -36,6 +36,7 @@ from eagle_cli.data.images import decode
 from eagle_cli.errors import EagleError, ImageError
 from eagle_cli.service.audit import AuditLog
 from eagle_cli.service.batching import BatchingScorer, Busy, Station
+from eagle_cli.service.feedback import FeedbackStore, UnknownRequest
 
 if TYPE_CHECKING:
     from eagle_cli.service.reasoning import ServiceReasoner
@@ -49,10 +50,11 @@ class _Refused(Exception):
 
 def create_app(scorer: BatchingScorer, *, max_bytes: int, max_pixels: int, api_key: str | None = None,
                reasoner: ServiceReasoner | None = None, audit: AuditLog | None = None,
-               reload: Callable[[str | None], Station] | None = None) -> FastAPI:
+               reload: Callable[[str | None], Station] | None = None,
+               feedback: FeedbackStore | None = None) -> FastAPI:
     """The service over ``scorer`` (and ``reasoner``, whose answer joins each reply); ``audit`` records every
     verdict before it is answered; ``reload`` loads the station a threshold (id or path; None: the category's
-    latest) names, for ``POST /reload``."""
+    latest) names, for ``POST /reload``; ``feedback`` files the parts operators label (``POST /feedback``)."""
     app = FastAPI(title="eagle inspection service")
     registry = CollectorRegistry()
     answered = Counter("eagle_requests", "Inspection requests by HTTP status.", ["status"], registry=registry)
@@ -149,11 +151,36 @@ def create_app(scorer: BatchingScorer, *, max_bytes: int, max_pixels: int, api_k
                  "uncertain": result.uncertain, "p_value": result.p_value, "tau": result.tau,
                  "boxes": result.boxes, "width": image.width, "height": image.height, "threshold": result.threshold,
                  "eagle": __version__, "answer": answer}
+        kind = _kind(body) if audit is not None or feedback is not None else "img"
         if audit is not None:
             entry = {"time": datetime.now(timezone.utc).isoformat(), "image_sha256": hashlib.sha256(body).hexdigest(),
                      "bytes": len(body), **reply}
-            await run_in_threadpool(audit.record, entry, body, _kind(body))
+            await run_in_threadpool(audit.record, entry, body, kind)
+        if feedback is not None:
+            feedback.remember(request_id, body, kind, {key: reply[key] for key in ("score", "anomalous", "threshold")})
         return reply
+
+    @app.post("/feedback")
+    async def operator_feedback(request: Request):
+        if not authorised(request):
+            return JSONResponse({"error": "a valid API key is needed"}, status_code=401)
+        if feedback is None:
+            return JSONResponse({"error": "feedback is off; start eagle serve with --feedback-dir DIR"},
+                                status_code=404)
+        try:
+            given = json.loads(await request.body())
+            request_id, label, note = given["request_id"], given["label"], str(given.get("note", ""))
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": 'the body must be JSON like {"request_id": "…", "label": "good" or '
+                                 '"defect", "note": "…"}'}, status_code=422)
+        try:
+            path = await run_in_threadpool(feedback.label, str(request_id), label, note)
+        except UnknownRequest:
+            return JSONResponse({"error": f"request {request_id} is not among the last {feedback.window} this "
+                                 "service answered"}, status_code=404)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        return {"request_id": request_id, "label": label, "image": str(path)}
 
     return app
 

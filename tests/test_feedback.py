@@ -1,0 +1,66 @@
+"""The operator's loop on a real loopback service: inspect → feedback → eagle update-bank → reload."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from eagle_cli import artifacts
+from eagle_cli.cli import app
+from eagle_cli.formats.scores import read_scores
+from tests.test_audit import _free_port
+from tests.test_reload import _call
+
+
+def test_labelled_parts_grow_the_bank_and_the_service_takes_up_the_new_threshold(washer_scores, tmp_path):
+    shared = washer_scores.input("threshold")
+    store = tmp_path / "store"
+    shutil.copytree(shared.path.parents[3], store)
+    old = artifacts.open_artifact(store / shared.path.relative_to(shared.path.parents[3]))
+    run, feedback = old.path.parents[2].name, tmp_path / "feedback"
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "eagle_cli", "serve", "--threshold", str(old.path),
+                               "--artifacts", str(store), "--run", run, "--port", str(port), "--feedback-dir",
+                               str(feedback), "--client-key-env", "EAGLE_TEST_KEY"],
+                              env={**os.environ, "EAGLE_TEST_KEY": "k"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        good = [row for row in read_scores(washer_scores) if row.label == 0]
+        answers = [_call(url, "/inspect", Path(row.path).read_bytes(), "k")[1] for row in good]
+        for answer in answers:
+            status, filed = _call(url, "/feedback", json.dumps({"request_id": answer["request_id"], "label": "good",
+                                                                "note": "operator: fine"}).encode(), "k")
+            assert status == 200 and filed["label"] == "good"
+        assert _call(url, "/feedback", json.dumps({"request_id": "nope", "label": "good"}).encode(), "k")[0] == 404
+        assert _call(url, "/feedback", json.dumps({"request_id": answers[0]["request_id"],
+                                                   "label": "maybe"}).encode(), "k")[0] == 422
+        filed = {path.stem: path.read_bytes() for path in (feedback / "good").iterdir()}
+        sent = zip(answers, good, strict=True)
+        assert filed == {answer["request_id"]: Path(row.path).read_bytes() for answer, row in sent}
+        log = [json.loads(line) for line in (feedback / "feedback.jsonl").read_text().splitlines()]
+        assert [entry["label"] for entry in log] == ["good"] * len(good) and log[0]["threshold"] == old.id
+
+        grown = CliRunner().invoke(app, ["update-bank", "--bank", str(old.input("bank").path), "--good",
+                                         str(feedback / "good"), "--artifacts", str(store), "--run", run,
+                                         "--target-far", "0.2", "--json"])
+        assert grown.exit_code == 0, grown.output
+        new = next(artifacts.open_artifact(a["path"]) for a in json.loads(grown.stdout)["artifacts"]
+                   if a["kind"] == "threshold")
+        status, reply = _call(url, "/reload", b"", "k")
+        assert status == 200 and reply == {"threshold": new.id, "previous": old.id}
+        assert _call(url, "/inspect", Path(good[0].path).read_bytes(), "k")[1]["threshold"] == new.id
+    finally:
+        server.kill()
