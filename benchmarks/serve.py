@@ -31,7 +31,7 @@ from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
-from eagle_cli.service.app import create_app
+from eagle_cli.service.app import Station, create_app
 from eagle_cli.service.audit import AuditLog
 from eagle_cli.service.batching import BatchingScorer
 from eagle_cli.stages.extract import run_extract
@@ -110,7 +110,7 @@ def _serve(expert, threshold_id: str, plan: list[list[bytes]], images: list[byte
     """One load test of the service: (each client's latencies and answers, seconds, forwards)."""
     scorer = BatchingScorer(expert, threshold_id=threshold_id, batch_size=args.batch_size,
                             max_wait_s=args.max_wait_ms / 1000)
-    app = create_app(scorer, max_bytes=50_000_000, max_pixels=40_000_000, audit=audit)
+    app = create_app({"brick": Station(scorer)}, max_bytes=50_000_000, max_pixels=40_000_000, audit=audit)
     with serving_in_background(app) as url, ThreadPoolExecutor(args.clients) as pool:
         _client(url, images[:4])  # warm-up: first forward, faiss and thread start-up
         start = time.perf_counter()

@@ -598,8 +598,8 @@ class ServeParams:
                                   panel=SERVER, low=0, low_open=True)
     audit_images: AuditImages = setting("none", "Keep the uploaded images beside the audit log (images/<request "
                                         "id>.<kind>): none, anomalous or all.", panel=SERVER)
-    feedback_dir: Path | None = setting(None, "Keep the parts operators label through POST /feedback here: DIR/good "
-                                        "is what eagle update-bank --good takes; unset: feedback is off.",
+    feedback_dir: Path | None = setting(None, "Keep the parts operators label through POST /feedback here: "
+                                        "DIR/CATEGORY/good is what eagle update-bank --good takes; unset: off.",
                                         panel=SERVER)
     drift_delta: float = setting(0.01, "The drift watch's alarm level: on a line whose parts stay exchangeable with "
                                  "the calibration images it ever fires with at most this probability.",

@@ -47,20 +47,20 @@ def test_labelled_parts_grow_the_bank_and_the_service_takes_up_the_new_threshold
         assert _call(url, "/feedback", json.dumps({"request_id": "nope", "label": "good"}).encode(), "k")[0] == 404
         assert _call(url, "/feedback", json.dumps({"request_id": answers[0]["request_id"],
                                                    "label": "maybe"}).encode(), "k")[0] == 422
-        filed = {path.stem: path.read_bytes() for path in (feedback / "good").iterdir()}
+        filed = {path.stem: path.read_bytes() for path in (feedback / "washer" / "good").iterdir()}
         sent = zip(answers, good, strict=True)
         assert filed == {answer["request_id"]: Path(row.path).read_bytes() for answer, row in sent}
-        log = [json.loads(line) for line in (feedback / "feedback.jsonl").read_text().splitlines()]
+        log = [json.loads(line) for line in (feedback / "washer" / "feedback.jsonl").read_text().splitlines()]
         assert [entry["label"] for entry in log] == ["good"] * len(good) and log[0]["threshold"] == old.id
 
         grown = CliRunner().invoke(app, ["update-bank", "--bank", str(old.input("bank").path), "--good",
-                                         str(feedback / "good"), "--artifacts", str(store), "--run", run,
+                                         str(feedback / "washer" / "good"), "--artifacts", str(store), "--run", run,
                                          "--target-far", "0.2", "--json"])
         assert grown.exit_code == 0, grown.output
         new = next(artifacts.open_artifact(a["path"]) for a in json.loads(grown.stdout)["artifacts"]
                    if a["kind"] == "threshold")
         status, reply = _call(url, "/reload", b"", "k")
-        assert status == 200 and reply == {"threshold": new.id, "previous": old.id}
+        assert status == 200 and reply == {"category": "washer", "threshold": new.id, "previous": old.id}
         assert _call(url, "/inspect", Path(good[0].path).read_bytes(), "k")[1]["threshold"] == new.id
     finally:
         server.kill()

@@ -16,7 +16,7 @@ from eagle_cli.data import DataSource
 from eagle_cli.formats.features import read_errors
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.params import ScoreParams
-from eagle_cli.service.app import create_app
+from eagle_cli.service.app import Station, create_app
 from eagle_cli.service.batching import BatchingScorer
 from eagle_cli.stages.score import ScoreInputs, run_score
 from tests.mllm.servers import serving_in_background
@@ -66,7 +66,7 @@ def test_every_image_kind_gets_the_same_answer_from_eagle_score_and_the_service(
     assert {name: reason for name, reason in expected.items() if reason} == {
         name: next(part for part in expected.values() if part and part in reason) for name, reason in refused.items()}
     scorer = BatchingScorer(load_expert(threshold), threshold_id=threshold.id)
-    with serving_in_background(create_app(scorer, max_bytes=10**7, max_pixels=10**7)) as url:
+    with serving_in_background(create_app({"washer": Station(scorer)}, max_bytes=10**7, max_pixels=10**7)) as url:
         answers = {name: _post(url, (folder / name).read_bytes()) for name in expected}
     scorer.close()
     for name, (status, answer) in answers.items():

@@ -77,7 +77,7 @@ def test_a_reload_under_load_loses_no_request_and_later_answers_are_the_new_thre
         assert _call(url, "/reload", b"", None)[0] == 401
         status, reply = _call(url, "/reload", json.dumps({"threshold": new.id}).encode(), "k")
         reloaded = time.monotonic()
-        assert status == 200 and reply == {"threshold": new.id, "previous": old.id}
+        assert status == 200 and reply == {"category": "washer", "threshold": new.id, "previous": old.id}
         while sum(sent > reloaded for sent, *_ in answers) < 30:
             time.sleep(0.05)
         stop.set()

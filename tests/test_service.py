@@ -16,16 +16,16 @@ from eagle_cli.drift import DriftWatch
 from eagle_cli.formats.calibration import calibration_scores
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.params import CaasSettings, ReasonParams
-from eagle_cli.service.app import create_app
+from eagle_cli.service.app import Station, create_app
 from eagle_cli.service.batching import BatchingScorer
 from eagle_cli.service.reasoning import ServiceReasoner
 from tests.conftest import bomb_png
 from tests.mllm.servers import serving_in_background
 
 
-def serving(scorer, **limits):
+def serving(scorer, reasoner=None, **limits):
     settings = {"max_bytes": 10_000_000, "max_pixels": 4_000_000, **limits}
-    return serving_in_background(create_app(scorer, **settings))
+    return serving_in_background(create_app({"washer": Station(scorer, reasoner)}, **settings))
 
 
 def post(url, body: bytes, headers=None) -> tuple[int, dict]:
@@ -94,7 +94,7 @@ def test_every_answer_has_its_p_value_and_parts_unlike_the_calibration_raise_the
     scorer.close()
     assert all(answer["p_value"] == pytest.approx(1 / (len(calibration) + 1)) for answer in answers)
     assert drift["status"] == "drifting" and 1 < drift["since_part"] <= 12 and drift["parts"] == 12
-    assert "eagle_drift_alarm 1.0" in text and "eagle_drift_parts 12.0" in text
+    assert 'eagle_drift_alarm{category="washer"} 1.0' in text and 'eagle_drift_parts{category="washer"} 12.0' in text
 
 
 class _Gated:

@@ -118,6 +118,12 @@ class Expert:
             self._extractor = extractor
         return self._extractor
 
+    def adopt_extractor(self, extractor: PatchFeatureExtractor) -> None:
+        """Use ``extractor`` (another expert's, built with the same lineage) instead of building one."""
+        if self.lineage is not None:
+            self.lineage.check_matches(extractor.lineage, what="The shared backbone and this bank's features")
+        self._extractor = extractor
+
     def score(self, images: Sequence[Image.Image]) -> Scored:
         """Score images of any size and mode (resized, cropped and tiled as the bank's training images were);
         an image smaller than the frame, or of a kind eagle refuses, raises :class:`ImageError`."""

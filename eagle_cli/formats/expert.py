@@ -48,3 +48,16 @@ def scoring_expert(threshold: ArtifactRef, settings: ScoreParams) -> Expert | Ex
 
     return ExportedExpert.for_threshold(settings.export, threshold.id, threshold.category, settings.runtime,
                                         batch_size=settings.batch_size)
+
+
+def share_backbone(expert: Expert | ExportedExpert, other: Expert | ExportedExpert) -> bool:
+    """Let ``expert`` use ``other``'s feature network when both compute features alike (same backbone, weights,
+    layers, geometry and batch): one network in memory for several stations. Return whether it does."""
+    from eagle_cli.expert.model import Expert
+
+    if not (isinstance(expert, Expert) and isinstance(other, Expert)) or expert.lineage != other.lineage:
+        return False
+    if (expert.extract.batch_size, expert.extract.device) != (other.extract.batch_size, other.extract.device):
+        return False
+    expert.adopt_extractor(other.extractor)
+    return True

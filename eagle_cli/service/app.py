@@ -22,6 +22,7 @@ import io
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
@@ -35,7 +36,7 @@ from eagle_cli import __version__
 from eagle_cli.data.images import decode
 from eagle_cli.errors import EagleError, ImageError
 from eagle_cli.service.audit import AuditLog
-from eagle_cli.service.batching import BatchingScorer, Busy, Station
+from eagle_cli.service.batching import BatchingScorer, Busy, Judge
 from eagle_cli.service.feedback import FeedbackStore, UnknownRequest
 
 if TYPE_CHECKING:
@@ -48,13 +49,20 @@ class _Refused(Exception):
         self.status, self.message = status, message
 
 
-def create_app(scorer: BatchingScorer, *, max_bytes: int, max_pixels: int, api_key: str | None = None,
-               reasoner: ServiceReasoner | None = None, audit: AuditLog | None = None,
-               reload: Callable[[str | None], Station] | None = None,
-               feedback: FeedbackStore | None = None) -> FastAPI:
-    """The service over ``scorer`` (and ``reasoner``, whose answer joins each reply); ``audit`` records every
-    verdict before it is answered; ``reload`` loads the station a threshold (id or path; None: the category's
-    latest) names, for ``POST /reload``; ``feedback`` files the parts operators label (``POST /feedback``)."""
+@dataclass(frozen=True)
+class Station:
+    """One category on the line: its scorer, and optionally its model and its operator-feedback folder."""
+
+    scorer: BatchingScorer
+    reasoner: ServiceReasoner | None = None
+    feedback: FeedbackStore | None = None
+
+
+def create_app(stations: dict[str, Station], *, max_bytes: int, max_pixels: int, api_key: str | None = None,
+               audit: AuditLog | None = None, reload: Callable[[str, str | None], Judge] | None = None) -> FastAPI:
+    """The service over one station per category (``POST /inspect/{category}``; ``/inspect`` when there is one);
+    ``audit`` records every verdict before it is answered; ``reload(category, threshold)`` loads what a threshold
+    (id or path; None: the category's latest) judges with, for ``POST /reload``."""
     app = FastAPI(title="eagle inspection service")
     registry = CollectorRegistry()
     answered = Counter("eagle_requests", "Inspection requests by HTTP status.", ["status"], registry=registry)
@@ -62,16 +70,12 @@ def create_app(scorer: BatchingScorer, *, max_bytes: int, max_pixels: int, api_k
                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
     batch_size = Histogram("eagle_batch_images", "Images per backbone forward.", registry=registry,
                            buckets=(1, 2, 4, 8, 16, 32, 64))
-    Gauge("eagle_queue_waiting", "Requests waiting for the scorer.", registry=registry).set_function(
-        lambda: scorer.waiting)
-    if scorer.station.watch is not None:
-        # Read through the scorer: a reload brings a new threshold and a new watch.
-        Gauge("eagle_drift_capital", "The drift watch's betting capital; the alarm fires at 1/delta.",
-              registry=registry).set_function(lambda: scorer.station.watch.state.capital)
-        Gauge("eagle_drift_alarm", "1 once the drift watch has fired: new parts no longer look like the "
-              "calibration.", registry=registry).set_function(lambda: scorer.station.watch.alarm_at is not None)
-        Gauge("eagle_drift_parts", "Parts the drift watch has seen.", registry=registry).set_function(
-            lambda: scorer.station.watch.parts)
+    Gauge("eagle_queue_waiting", "Requests waiting for the scorers.", registry=registry).set_function(
+        lambda: sum(station.scorer.waiting for station in stations.values()))
+    drift = {name: Gauge(f"eagle_drift_{name}", text, ["category"], registry=registry) for name, text in (
+        ("capital", "The drift watch's betting capital; the alarm fires at 1/delta."),
+        ("alarm", "1 once the drift watch has fired: new parts no longer look like the calibration."),
+        ("parts", "Parts the drift watch has seen."))}
     reloading = asyncio.Lock()
 
     def authorised(request: Request) -> bool:
@@ -80,15 +84,28 @@ def create_app(scorer: BatchingScorer, *, max_bytes: int, max_pixels: int, api_k
         given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         return hmac.compare_digest(given.encode(), api_key.encode())
 
+    def station_named(category: str | None) -> str:
+        if category is None and len(stations) == 1:
+            return next(iter(stations))
+        if category not in stations:
+            raise _Refused(404, f"no station {category!r}; this service inspects {', '.join(sorted(stations))} "
+                                "(POST /inspect/CATEGORY)")
+        return category
+
+    def judge_state(category: str) -> dict:
+        judge, drift_state = stations[category].scorer.judge, None
+        if judge.watch is not None:
+            state = judge.watch.state
+            drift_state = {"status": state.status, "since_part": state.alarm_at, "parts": state.parts,
+                           "capital": state.capital, "delta": judge.watch.delta}
+        return {"threshold": judge.threshold_id, "tau": judge.expert.tau,
+                "waiting": stations[category].scorer.waiting, "drift": drift_state}
+
     @app.get("/health")
     def health():
-        station, drift = scorer.station, None
-        if station.watch is not None:
-            state = station.watch.state
-            drift = {"status": state.status, "since_part": state.alarm_at, "parts": state.parts,
-                     "capital": state.capital, "delta": station.watch.delta}
-        return {"status": "ok", "threshold": station.threshold_id, "tau": station.expert.tau,
-                "waiting": scorer.waiting, "eagle": __version__, "drift": drift}
+        every = {category: judge_state(category) for category in sorted(stations)}
+        only = next(iter(every.values())) if len(every) == 1 else {}
+        return {"status": "ok", "eagle": __version__, **only, "stations": every}
 
     @app.post("/reload")
     async def reload_threshold(request: Request):
@@ -101,35 +118,46 @@ def create_app(scorer: BatchingScorer, *, max_bytes: int, max_pixels: int, api_k
             return JSONResponse({"error": "this service cannot reload"}, status_code=404)
         body = await request.body()
         try:
-            spec = json.loads(body).get("threshold") if body else None
+            given = json.loads(body) if body else {}
+            spec, category = given.get("threshold"), station_named(given.get("category"))
         except (ValueError, AttributeError):
-            return JSONResponse({"error": 'the body must be JSON like {"threshold": "ID"}, or empty for the '
-                                 "category's latest threshold"}, status_code=422)
+            return JSONResponse({"error": 'the body must be JSON like {"threshold": "ID", "category": "NAME"}, or '
+                                 "empty for the latest threshold of the only category"}, status_code=422)
+        except _Refused as refused:
+            return JSONResponse({"error": refused.message}, status_code=refused.status)
+        scorer = stations[category].scorer
         async with reloading:  # one reload at a time; scoring goes on meanwhile
             try:
-                station = await run_in_threadpool(reload, spec)
+                judge = await run_in_threadpool(reload, category, spec)
             except Exception as exc:  # a failed load keeps the old expert, and says why
-                return JSONResponse({"error": f"{exc}; still serving {scorer.station.threshold_id}"},
-                                    status_code=422)
-            old = scorer.swap(station)
-        return {"threshold": station.threshold_id, "previous": old.threshold_id}
+                return JSONResponse({"error": f"{exc}; still serving {scorer.judge.threshold_id}"}, status_code=422)
+            old = scorer.swap(judge)
+        return {"category": category, "threshold": judge.threshold_id, "previous": old.threshold_id}
 
     @app.get("/metrics")
     def metrics(request: Request):
         if not authorised(request):
             return JSONResponse({"error": "a valid API key is needed"}, status_code=401)
+        for category, station in stations.items():
+            watch = station.scorer.judge.watch
+            if watch is not None:
+                state = watch.state
+                drift["capital"].labels(category).set(state.capital)
+                drift["alarm"].labels(category).set(state.alarm_at is not None)
+                drift["parts"].labels(category).set(state.parts)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/inspect")
-    async def inspect(request: Request):
+    async def inspect(request: Request, category: str | None):
         start = time.perf_counter()
         request_id = uuid.uuid4().hex
         try:
             if not authorised(request):
                 raise _Refused(401, "a valid API key is needed (Authorization: Bearer KEY or X-API-Key)")
+            category = station_named(category)
+            station = stations[category]
             body = await _read_limited(request, max_bytes)
-            image = await run_in_threadpool(_decode, body, max_pixels, scorer.expert.geometry.frame)
-            result = await run_in_threadpool(scorer.inspect, image)
+            image = await run_in_threadpool(_decode, body, max_pixels, station.scorer.expert.geometry.frame)
+            result = await run_in_threadpool(station.scorer.inspect, image)
         except _Refused as refused:
             answered.labels(str(refused.status)).inc()
             headers = {"Retry-After": "1"} if refused.status == 503 else None
@@ -139,46 +167,57 @@ def create_app(scorer: BatchingScorer, *, max_bytes: int, max_pixels: int, api_k
             return JSONResponse({"error": "busy: the queue is full, retry shortly"}, status_code=503,
                                 headers={"Retry-After": "1"})
         answer = None
-        if reasoner is not None:
+        if station.reasoner is not None:
             try:
-                answer = await run_in_threadpool(reasoner.ask, image, result)
+                answer = await run_in_threadpool(station.reasoner.ask, image, result)
             except EagleError as exc:  # the expert's verdict stands; say why the model's word is missing
                 answer = {"error": str(exc)}
         answered.labels("200").inc()
         latency.observe(time.perf_counter() - start)
         batch_size.observe(result.batch)
-        reply = {"request_id": request_id, "score": result.score, "anomalous": result.anomalous,
-                 "uncertain": result.uncertain, "p_value": result.p_value, "tau": result.tau,
-                 "boxes": result.boxes, "width": image.width, "height": image.height, "threshold": result.threshold,
-                 "eagle": __version__, "answer": answer}
-        kind = _kind(body) if audit is not None or feedback is not None else "img"
+        reply = {"request_id": request_id, "category": category, "score": result.score,
+                 "anomalous": result.anomalous, "uncertain": result.uncertain, "p_value": result.p_value,
+                 "tau": result.tau, "boxes": result.boxes, "width": image.width, "height": image.height,
+                 "threshold": result.threshold, "eagle": __version__, "answer": answer}
+        kind = _kind(body) if audit is not None or station.feedback is not None else "img"
         if audit is not None:
             entry = {"time": datetime.now(timezone.utc).isoformat(), "image_sha256": hashlib.sha256(body).hexdigest(),
                      "bytes": len(body), **reply}
             await run_in_threadpool(audit.record, entry, body, kind)
-        if feedback is not None:
-            feedback.remember(request_id, body, kind, {key: reply[key] for key in ("score", "anomalous", "threshold")})
+        if station.feedback is not None:
+            station.feedback.remember(request_id, body, kind,
+                                      {key: reply[key] for key in ("category", "score", "anomalous", "threshold")})
         return reply
+
+    @app.post("/inspect")
+    async def inspect_the_only_station(request: Request):
+        return await inspect(request, None)
+
+    @app.post("/inspect/{category}")
+    async def inspect_a_station(request: Request, category: str):
+        return await inspect(request, category)
 
     @app.post("/feedback")
     async def operator_feedback(request: Request):
         if not authorised(request):
             return JSONResponse({"error": "a valid API key is needed"}, status_code=401)
-        if feedback is None:
+        stores = [station.feedback for station in stations.values() if station.feedback is not None]
+        if not stores:
             return JSONResponse({"error": "feedback is off; start eagle serve with --feedback-dir DIR"},
                                 status_code=404)
         try:
             given = json.loads(await request.body())
-            request_id, label, note = given["request_id"], given["label"], str(given.get("note", ""))
+            request_id, label, note = str(given["request_id"]), given["label"], str(given.get("note", ""))
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": 'the body must be JSON like {"request_id": "…", "label": "good" or '
                                  '"defect", "note": "…"}'}, status_code=422)
+        store = next((store for store in stores if store.remembers(request_id)), None)
+        if store is None:
+            return JSONResponse({"error": f"request {request_id} is not among the last {stores[0].window} of its "
+                                 "station this service answered"}, status_code=404)
         try:
-            path = await run_in_threadpool(feedback.label, str(request_id), label, note)
-        except UnknownRequest:
-            return JSONResponse({"error": f"request {request_id} is not among the last {feedback.window} this "
-                                 "service answered"}, status_code=404)
-        except ValueError as exc:
+            path = await run_in_threadpool(store.label, request_id, label, note)
+        except (ValueError, UnknownRequest) as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
         return {"request_id": request_id, "label": label, "image": str(path)}
 

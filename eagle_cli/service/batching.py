@@ -43,7 +43,7 @@ class Inspection:
 
 
 @dataclass(frozen=True)
-class Station:
+class Judge:
     """What judges the parts: an expert, the id of its threshold, and the drift watch its parts feed."""
 
     expert: Expert | ExportedExpert
@@ -64,8 +64,8 @@ class BatchingScorer:
 
     def __init__(self, expert: Expert | ExportedExpert, *, threshold_id: str = "", watch: DriftWatch | None = None,
                  batch_size: int = 8, max_wait_s: float = 0.01, queue_size: int = 64):
-        #: Replaced whole by :meth:`swap`; a batch reads it once, so it is judged by one station from end to end.
-        self.station = Station(expert, threshold_id, watch)
+        #: Replaced whole by :meth:`swap`; a batch reads it once, so it is judged by one judge from end to end.
+        self.judge = Judge(expert, threshold_id, watch)
         self.batch_size, self.max_wait_s = batch_size, max_wait_s
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.batches = 0
@@ -74,12 +74,12 @@ class BatchingScorer:
 
     @property
     def expert(self) -> Expert | ExportedExpert:
-        return self.station.expert
+        return self.judge.expert
 
-    def swap(self, station: Station) -> Station:
-        """Judge the next batches with ``station`` (the batch being scored finishes on the old one); return the
+    def swap(self, judge: Judge) -> Judge:
+        """Judge the next batches with ``judge`` (the batch being scored finishes on the old one); return the
         old one."""
-        old, self.station = self.station, station
+        old, self.judge = self.judge, judge
         return old
 
     @property
@@ -118,8 +118,8 @@ class BatchingScorer:
             self._score(jobs)
 
     def _score(self, jobs: list[_Job]) -> None:
-        station = self.station
-        expert, watch = station.expert, station.watch
+        judge = self.judge
+        expert, watch = judge.expert, judge.watch
         try:
             scored = expert.score([job.image for job in jobs])
             self.batches += 1
@@ -130,7 +130,7 @@ class BatchingScorer:
                     watch.update(float(scored.scores[i]))
                     p_value = float(p_values(watch.calibration, scored.scores[i:i + 1])[0])
                 job.result = Inspection(float(scored.scores[i]), bool(scored.anomalous[i]),
-                                        bool(scored.uncertain[i]), boxes, len(jobs), station.threshold_id,
+                                        bool(scored.uncertain[i]), boxes, len(jobs), judge.threshold_id,
                                         expert.tau, expert.s_max, p_value)
         except Exception as exc:  # the requests of this batch get the error; the service goes on
             for job in jobs:

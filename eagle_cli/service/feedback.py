@@ -1,10 +1,11 @@
 """Operator feedback: a part the operator judged is kept, with its label, where `eagle update-bank` takes it.
 
-The service remembers the last ``window`` uploads by request id (their bytes; a bounded memory). ``POST
-/feedback`` with ``{"request_id": …, "label": "good" | "defect", "note": …}`` writes that part's image to
-``DIR/good/`` or ``DIR/defect/`` (named by its request id; written whole or not at all) and appends a line to
-``DIR/feedback.jsonl`` (time, request id, label, note, the score, verdict and threshold that judged it). The loop
-closes with ``eagle update-bank --good DIR/good`` and a reload of the service.
+The service remembers the last ``window`` uploads of a station by request id (their bytes; a bounded memory).
+``POST /feedback`` with ``{"request_id": …, "label": "good" | "defect", "note": …}`` writes that part's image to
+``DIR/good/`` or ``DIR/defect/`` (``DIR`` is the station's: ``--feedback-dir``/CATEGORY), named by its request
+id and written whole or not at all, and appends a line to ``DIR/feedback.jsonl`` (time, request id, label, note,
+the score, verdict and threshold that judged it). The loop closes with ``eagle update-bank --good DIR/good`` and
+a reload of the service.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class FeedbackStore:
             self._recent[request_id] = (image, kind, verdict)
             while len(self._recent) > self.window:
                 self._recent.popitem(last=False)
+
+    def remembers(self, request_id: str) -> bool:
+        with self._lock:
+            return request_id in self._recent
 
     def label(self, request_id: str, label: str, note: str = "") -> Path:
         """File the part under ``label``; return the image's path. :class:`UnknownRequest` if it is not remembered."""
