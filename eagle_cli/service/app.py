@@ -179,11 +179,15 @@ def create_app(stations: dict[str, Station], *, max_bytes: int, max_pixels: int,
                  "anomalous": result.anomalous, "uncertain": result.uncertain, "p_value": result.p_value,
                  "tau": result.tau, "boxes": result.boxes, "width": image.width, "height": image.height,
                  "threshold": result.threshold, "eagle": __version__, "answer": answer}
-        kind = _kind(body) if audit is not None or station.feedback is not None else "img"
+        keeps_image = (audit is not None and audit.images != "none") or station.feedback is not None
+        kind = _kind(body) if keeps_image else "img"
         if audit is not None:
             entry = {"time": datetime.now(timezone.utc).isoformat(), "image_sha256": hashlib.sha256(body).hexdigest(),
                      "bytes": len(body), **reply}
-            await run_in_threadpool(audit.record, entry, body, kind)
+            if audit.images == "none":
+                audit.record(entry)  # one short append: cheaper here than a hop to a worker thread
+            else:
+                await run_in_threadpool(audit.record, entry, body, kind)
         if station.feedback is not None:
             station.feedback.remember(request_id, body, kind,
                                       {key: reply[key] for key in ("category", "score", "anomalous", "threshold")})

@@ -43,7 +43,8 @@ class AuditLog:
             partial.write_bytes(image)
             partial.rename(target)  # whole or absent
         with self._lock:
-            if os.fstat(self._fd).st_size + len(line) > self.max_bytes and os.fstat(self._fd).st_size:
+            size = os.fstat(self._fd).st_size
+            if size and size + len(line) > self.max_bytes:
                 self._rotate()
             os.write(self._fd, line)
 
