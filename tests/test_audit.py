@@ -4,9 +4,6 @@ kill -9 of a loaded service loses at most the line being written."""
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -15,6 +12,7 @@ from pathlib import Path
 
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.service.audit import AuditLog
+from tests.served import eagle_serving
 
 
 def test_rotation_keeps_whole_lines_and_the_newest_files(tmp_path):
@@ -30,12 +28,6 @@ def test_rotation_keeps_whole_lines_and_the_newest_files(tmp_path):
     assert ids == sorted(ids) and ids[-1] == "0199"  # the newest, in order, nothing torn
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _post(url: str, body: bytes) -> dict | None:
     request = urllib.request.Request(url + "/inspect", data=body, method="POST")
     try:
@@ -46,19 +38,9 @@ def _post(url: str, body: bytes) -> dict | None:
 
 
 def test_a_killed_service_loses_at_most_the_line_being_written(washer_scores, tmp_path):
-    port, log = _free_port(), tmp_path / "audit" / "audit.jsonl"
-    server = subprocess.Popen([sys.executable, "-m", "eagle_cli", "serve", "--threshold",
-                               str(washer_scores.input("threshold").path), "--port", str(port), "--audit-log",
-                               str(log), "--audit-images", "anomalous", "--max-wait-ms", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+    log = tmp_path / "audit" / "audit.jsonl"
+    with eagle_serving("--threshold", str(washer_scores.input("threshold").path), "--audit-log", str(log),
+                       "--audit-images", "anomalous", "--max-wait-ms", "1") as (url, server):
         bodies = [Path(row.path).read_bytes() for row in read_scores(washer_scores)]
         answered, stop = [], threading.Event()
 
@@ -80,8 +62,6 @@ def test_a_killed_service_loses_at_most_the_line_being_written(washer_scores, tm
         stop.set()
         for thread in clients:
             thread.join()
-    finally:
-        server.kill()
     lines = log.read_bytes().split(b"\n")
     complete = [json.loads(line) for line in lines[:-1]]  # every line but a possibly torn last one parses
     assert lines[-1] == b"" or len(lines[-1]) < 10_000

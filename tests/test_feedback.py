@@ -1,12 +1,6 @@
 """The operator's loop on a real loopback service: inspect → feedback → eagle update-bank → reload."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -14,38 +8,22 @@ from typer.testing import CliRunner
 from eagle_cli import artifacts
 from eagle_cli.cli import app
 from eagle_cli.formats.scores import read_scores
-from tests.test_audit import _free_port
-from tests.test_reload import _call
+from tests.served import call, copied_store, eagle_serving
 
 
 def test_labelled_parts_grow_the_bank_and_the_service_takes_up_the_new_threshold(washer_scores, tmp_path):
-    shared = washer_scores.input("threshold")
-    store = tmp_path / "store"
-    shutil.copytree(shared.path.parents[3], store)
-    old = artifacts.open_artifact(store / shared.path.relative_to(shared.path.parents[3]))
-    run, feedback = old.path.parents[2].name, tmp_path / "feedback"
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "eagle_cli", "serve", "--threshold", str(old.path),
-                               "--artifacts", str(store), "--run", run, "--port", str(port), "--feedback-dir",
-                               str(feedback), "--client-key-env", "EAGLE_TEST_KEY"],
-                              env={**os.environ, "EAGLE_TEST_KEY": "k"}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+    context, old = copied_store(washer_scores.input("threshold"), tmp_path / "store")
+    store, run, feedback = context.artifacts, context.run, tmp_path / "feedback"
+    with eagle_serving("--threshold", str(old.path), "--artifacts", str(store), "--run", run, "--feedback-dir",
+                       str(feedback), "--client-key-env", "EAGLE_TEST_KEY", env={"EAGLE_TEST_KEY": "k"}) as (url, _):
         good = [row for row in read_scores(washer_scores) if row.label == 0]
-        answers = [_call(url, "/inspect", Path(row.path).read_bytes(), "k")[1] for row in good]
+        answers = [call(url, "/inspect", Path(row.path).read_bytes(), "k")[1] for row in good]
         for answer in answers:
-            status, filed = _call(url, "/feedback", json.dumps({"request_id": answer["request_id"], "label": "good",
+            status, filed = call(url, "/feedback", json.dumps({"request_id": answer["request_id"], "label": "good",
                                                                 "note": "operator: fine"}).encode(), "k")
             assert status == 200 and filed["label"] == "good"
-        assert _call(url, "/feedback", json.dumps({"request_id": "nope", "label": "good"}).encode(), "k")[0] == 404
-        assert _call(url, "/feedback", json.dumps({"request_id": answers[0]["request_id"],
+        assert call(url, "/feedback", json.dumps({"request_id": "nope", "label": "good"}).encode(), "k")[0] == 404
+        assert call(url, "/feedback", json.dumps({"request_id": answers[0]["request_id"],
                                                    "label": "maybe"}).encode(), "k")[0] == 422
         filed = {path.stem: path.read_bytes() for path in (feedback / "washer" / "good").iterdir()}
         sent = zip(answers, good, strict=True)
@@ -59,8 +37,6 @@ def test_labelled_parts_grow_the_bank_and_the_service_takes_up_the_new_threshold
         assert grown.exit_code == 0, grown.output
         new = next(artifacts.open_artifact(a["path"]) for a in json.loads(grown.stdout)["artifacts"]
                    if a["kind"] == "threshold")
-        status, reply = _call(url, "/reload", b"", "k")
+        status, reply = call(url, "/reload", b"", "k")
         assert status == 200 and reply == {"category": "washer", "threshold": new.id, "previous": old.id}
-        assert _call(url, "/inspect", Path(good[0].path).read_bytes(), "k")[1]["threshold"] == new.id
-    finally:
-        server.kill()
+        assert call(url, "/inspect", Path(good[0].path).read_bytes(), "k")[1]["threshold"] == new.id

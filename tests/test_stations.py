@@ -1,10 +1,6 @@
 """Several stations in one service: each category at /inspect/{category}, judged as `eagle score` judges it,
 with one backbone for the categories whose features were computed alike."""
 
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,8 +14,7 @@ from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
 from eagle_cli.stages.score import ScoreInputs, run_score
 from tests.conftest import TINY, threshold_of
-from tests.test_audit import _free_port
-from tests.test_reload import _call
+from tests.served import call, eagle_serving
 
 
 @pytest.fixture(scope="module")
@@ -43,28 +38,15 @@ def test_categories_computed_alike_share_one_backbone(two_categories):
 
 def test_each_station_answers_at_its_route_as_eagle_score_judged_it(two_categories):
     context, scores = two_categories
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "eagle_cli", "serve", "--category", "brick,washer",
-                               "--artifacts", str(context.artifacts), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        health = _call(url, "/health", None)[1]
+    with eagle_serving("--category", "brick,washer", "--artifacts", str(context.artifacts)) as (url, _):
+        health = call(url, "/health", None)[1]
         assert set(health["stations"]) == {"brick", "washer"}
         for category, ref in scores.items():
             assert health["stations"][category]["threshold"] == ref.input("threshold").id
             for row in read_scores(ref)[:4]:
-                status, answer = _call(url, f"/inspect/{category}", Path(row.path).read_bytes())
+                status, answer = call(url, f"/inspect/{category}", Path(row.path).read_bytes())
                 assert status == 200 and answer["category"] == category
                 assert answer["score"] == pytest.approx(row.score, rel=1e-4) and answer["anomalous"] == row.anomalous
-        status, answer = _call(url, "/inspect", Path(read_scores(scores["brick"])[0].path).read_bytes())
+        status, answer = call(url, "/inspect", Path(read_scores(scores["brick"])[0].path).read_bytes())
         assert status == 404 and "/inspect/CATEGORY" in answer["error"] and "brick, washer" in answer["error"]
-        assert _call(url, "/inspect/bottle", b"x")[0] == 404
-    finally:
-        server.kill()
+        assert call(url, "/inspect/bottle", b"x")[0] == 404

@@ -165,22 +165,31 @@ class PatchFeatureExtractor:
         two images, so a caller can write or search them as they come: an image of many tiles is
         never held whole.
         """
-        if self._weights is None:
-            # All 1 (layers pooled to one width, as the reference): nothing to multiply on every forward.
-            self._weights = self.layer_weights if any(w != 1 for w in self.layer_weights) else ()
         tiles = self.geometry.tiles(images)
         per_image = len(tiles) // len(images)
         step = self.batch_size if per_image > 1 else len(tiles)
         for start in range(0, len(tiles), step):
-            outputs = self.model(tiles[start:start + step].to(self.device, memory_format=torch.channels_last))
-            features = aggregate([outputs[layer] for layer in self.layers], pretrain_dim=self.pretrain_dim,
-                                 target_dim=self.target_dim, layer_weights=self._weights)
+            features = self.features(tiles[start:start + step].to(self.device, memory_format=torch.channels_last))
             tile = start
             while tile < start + len(features):
                 image = tile // per_image
                 end = min(start + len(features), (image + 1) * per_image)  # this image's last tile in the batch
                 yield image, features[tile - start:end - start].flatten(0, 1)
                 tile = end
+
+    def features(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Patch features ``(N, H * W, D)`` of tiles ``(N, 3, tile, tile)`` on the extractor's device: the backbone,
+        then the aggregation (what ``eagle export`` writes as a graph)."""
+        outputs = self.model(tiles)
+        return aggregate([outputs[layer] for layer in self.layers], pretrain_dim=self.pretrain_dim,
+                         target_dim=self.target_dim, layer_weights=self.multipliers())
+
+    def multipliers(self) -> tuple[float, ...]:
+        """The layer weights multiplied on every forward: none when all are 1 (layers pooled to one width, as the
+        reference)."""
+        if self._weights is None:
+            self._weights = self.layer_weights if any(w != 1 for w in self.layer_weights) else ()
+        return self._weights
 
     def grid(self) -> tuple[int, int]:
         """The patch grid (H, W) of one tile (the frame without tiling), read off one dummy forward."""

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from eagle_cli.data.images import as_rgb
 from eagle_cli.lineage import Lineage
 from eagle_cli.params import ExtractParams
 
@@ -102,6 +104,13 @@ class Geometry:
             image = image.crop((left, top, left + self.frame, top + self.frame))
         pixels = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255)
         return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+
+    def frames(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Opened images of any mode, as :func:`~eagle_cli.data.images.decode` would make them, framed:
+        ``(B, 3, frame, frame) float32`` and each original (width, height). An image smaller than the frame, or of a
+        kind eagle refuses, raises :class:`~eagle_cli.errors.ImageError`."""
+        checked = [as_rgb(image, min_side=self.frame) for image in images]
+        return np.stack([self.to_array(image) for image in checked]), [image.size for image in checked]
 
     def crop_mask(self, mask: np.ndarray) -> np.ndarray:
         """Bring an ``(H, W) bool`` mask into the frame (nearest neighbour, torch's rule: source index

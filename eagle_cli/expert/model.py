@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eagle_cli.data.images import as_rgb
 from eagle_cli.devices import resolve_device
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.bank import MemoryBank, fit_bank
@@ -91,9 +90,9 @@ class Expert:
         bank = bank.resolved(tiled=bool(extract.tile))
         extractor = PatchFeatureExtractor.from_params(extract)
         geometry = extractor.geometry
-        frames = [torch.from_numpy(geometry.to_array(as_rgb(image, min_side=geometry.frame))) for image in images]
+        frames = torch.from_numpy(geometry.frames(images)[0])
         step = geometry.images_per_batch(extract.batch_size)
-        features = torch.cat([extractor(torch.stack(frames[i:i + step])).cpu() for i in range(0, len(frames), step)])
+        features = torch.cat([extractor(frames[i:i + step]).cpu() for i in range(0, len(frames), step)])
         seed = category_seed(bank.seed, category)
         memory = fit_bank(features, bank, seed=seed, progress=progress)
         index = memory.index(device=resolve_device(calibration.device), backend=calibration.knn_backend)
@@ -127,9 +126,7 @@ class Expert:
     def score(self, images: Sequence[Image.Image]) -> Scored:
         """Score images of any size and mode (resized, cropped and tiled as the bank's training images were);
         an image smaller than the frame, or of a kind eagle refuses, raises :class:`ImageError`."""
-        checked = [as_rgb(image, min_side=self.geometry.frame) for image in images]
-        frames = np.stack([self.geometry.to_array(image) for image in checked])
-        return self.score_frames(frames, [image.size for image in checked])
+        return self.score_frames(*self.geometry.frames(images))
 
     def score_frames(self, frames: np.ndarray | torch.Tensor, sizes: list[tuple[int, int]]) -> Scored:
         """Score normalised frames ``(B, 3, frame, frame)`` of images whose original (width, height) are ``sizes``.

@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file
 
-from eagle_cli.data.images import as_rgb
 from eagle_cli.errors import ArtifactError
 from eagle_cli.expert.decision import Scored, decide
 from eagle_cli.expert.geometry import Geometry
@@ -93,9 +92,7 @@ class ExportedExpert:
     def score(self, images: Sequence[Image.Image]) -> Scored:
         """Score images of any size and mode, framed as the expert's training images were; an image smaller than
         the frame, or of a kind eagle refuses, raises :class:`~eagle_cli.errors.ImageError`."""
-        checked = [as_rgb(image, min_side=self.geometry.frame) for image in images]
-        frames = np.stack([self.geometry.to_array(image) for image in checked])
-        return self.score_frames(frames, [image.size for image in checked])
+        return self.score_frames(*self.geometry.frames(images))
 
     def score_frames(self, frames: np.ndarray, sizes: list[tuple[int, int]]) -> Scored:
         """Score normalised frames ``(B, 3, frame, frame)`` of images whose original (width, height) are ``sizes``.

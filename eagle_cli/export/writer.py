@@ -23,7 +23,7 @@ from safetensors.numpy import save_file
 
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.errors import ArtifactError, ParameterError
-from eagle_cli.expert.features import PatchFeatureExtractor, aggregate
+from eagle_cli.expert.features import PatchFeatureExtractor
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.expert.model import Expert
 from eagle_cli.export.folder import BANK, EXPERT, GRAPHS, MANIFEST, write_manifest
@@ -37,20 +37,17 @@ OPSET = 18
 
 
 class _FeatureGraph(torch.nn.Module):
-    """Tiles to patch features, as :meth:`PatchFeatureExtractor.stream` computes them."""
+    """Tiles to patch features: :meth:`PatchFeatureExtractor.features` as a module, its network registered so that
+    the exporter writes its weights."""
 
     def __init__(self, extractor: PatchFeatureExtractor):
         super().__init__()
         self.model = extractor.model
-        self.layers = extractor.layers
-        self.pretrain_dim, self.target_dim = extractor.pretrain_dim, extractor.target_dim
-        weights = extractor.layer_weights
-        self.weights = weights if any(w != 1 for w in weights) else ()
+        extractor.multipliers()  # decided (one probe forward) before tracing, not inside it
+        self._extractor = extractor
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(tiles)
-        return aggregate([outputs[layer] for layer in self.layers], pretrain_dim=self.pretrain_dim,
-                         target_dim=self.target_dim, layer_weights=self.weights)
+        return self._extractor.features(tiles)
 
 
 def export_expert(expert: Expert, out: Path, *, format: str = "onnx", threshold: dict | None = None) -> Path:

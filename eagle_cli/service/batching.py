@@ -123,15 +123,14 @@ class BatchingScorer:
         try:
             scored = expert.score([job.image for job in jobs])
             self.batches += 1
+            p = p_values(watch.calibration, scored.scores) if watch is not None else [None] * len(jobs)
             for i, job in enumerate(jobs):
                 boxes = [box for box, _ in find_boxes(scored.maps[i], expert.tau)] if scored.anomalous[i] else []
-                p_value = None
                 if watch is not None:  # only this worker thread updates the watch
                     watch.update(float(scored.scores[i]))
-                    p_value = float(p_values(watch.calibration, scored.scores[i:i + 1])[0])
                 job.result = Inspection(float(scored.scores[i]), bool(scored.anomalous[i]),
                                         bool(scored.uncertain[i]), boxes, len(jobs), judge.threshold_id,
-                                        expert.tau, expert.s_max, p_value)
+                                        expert.tau, expert.s_max, None if p[i] is None else float(p[i]))
         except Exception as exc:  # the requests of this batch get the error; the service goes on
             for job in jobs:
                 job.error = exc

@@ -90,9 +90,8 @@ def run_score(threshold_ref: ArtifactRef, test: ScoreInputs, params: ScoreParams
         category, samples, extra_inputs = test.category, source.scan(test.category, "test"), []
         identity, n_images = scores_params(params, source, samples_digest(samples, context.artifacts)), len(samples)
 
-    calibration = calibration_scores(threshold_ref.input("calibration"))
-
     def build(draft):
+        calibration = calibration_scores(threshold_ref.input("calibration"))
         # An exported runtime is asked for to be run: its scores are not taken from a sibling's.
         sibling = scores_of_same_bank(context.artifacts, context.run, category, threshold_ref, identity,
                                       extra_inputs) if params.runtime == "torch" else None
@@ -133,6 +132,7 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
     unmasked: list[str] = []
     with ScoresWriter(draft) as writer, context.reporter.task(f"score {category}", n_images) as advance:
         for records, scored in _scored_batches(test, samples, expert, params.batch_size, context, errors, advance):
+            p = p_values(calibration, scored.scores)
             for i, record in enumerate(records):
                 try:
                     masked = _original_mask(record) is not None
@@ -145,7 +145,7 @@ def _scored_anew(threshold_ref: ArtifactRef, test: ScoreInputs, samples: list[Sa
                     score=float(scored.scores[i]), anomalous=bool(scored.anomalous[i]),
                     uncertain=bool(scored.uncertain[i]), width=record.width, height=record.height,
                     observed_box=list(observed_box(expert.geometry, record.width, record.height)),
-                    p_value=float(p_values(calibration, scored.scores[i:i + 1])[0])))
+                    p_value=float(p[i])))
                 if record.label == 1 and not masked:
                     unmasked.append(record.path)
                 if record.label is not None and (record.label == 0 or masked):
