@@ -65,12 +65,20 @@ def projection(dim: int, proj_dim: int, *, generator: torch.Generator) -> torch.
     return (torch.rand(dim, proj_dim, generator=generator) * 2 - 1) * bound
 
 
-def project(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Project ``(N, D)`` features (any float dtype) by ``weight`` to ``(N, proj_dim) float32``, in chunks."""
+def project(features: torch.Tensor, weight: torch.Tensor, *, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Project ``(N, D)`` features (any float dtype) by ``weight`` to ``(N, proj_dim) float32``, in chunks; with
+    ``order``, row i of the result is the projection of ``features[order[i]]`` (computed in the same chunks, so
+    with the same values, as without)."""
     out = torch.empty(features.shape[0], weight.shape[1])
+    if order is not None:
+        place = torch.empty_like(order)
+        place[order] = torch.arange(len(order))
     for start in range(0, features.shape[0], _CHUNK):
         stop = start + _CHUNK
-        torch.mm(features[start:stop].float(), weight, out=out[start:stop])
+        if order is None:
+            torch.mm(features[start:stop].float(), weight, out=out[start:stop])
+        else:
+            out[place[start:stop]] = torch.mm(features[start:stop].float(), weight)
     return out
 
 
@@ -151,7 +159,7 @@ def select_coreset(
     if updates not in UPDATES:
         raise ParameterError(f"Unknown coreset updates {updates!r}; choose one of {', '.join(UPDATES)}.")
     if updates == "lists" and _lists_for(n):
-        state, order = _by_lists(project(features, weight), size, pool, generator)
+        state, order = _by_lists(features, weight, size, pool, generator)
         state.nearest.copy_(_starting_distances(state.proj, state.sq_norms, n_starts, init, generator))
         return _unpermuted(_run(state, progress), order)
     return _greedy(project(features, weight), size, n_starts, init, generator, progress, pool)
@@ -177,12 +185,13 @@ def continue_coreset(
     """
     n, n_old = features.shape[0], len(previous.cover)
     size = max(coreset_size(n, ratio), len(previous.selected))
-    proj = project(features, projection(features.shape[1], proj_dim, generator=generator))
+    weight = projection(features.shape[1], proj_dim, generator=generator)
     if updates == "lists" and _lists_for(n):
-        state, order = _by_lists(proj, size, pool, generator)
+        state, order = _by_lists(features, weight, size, pool, generator)
         position = torch.empty_like(order)
         position[order] = torch.arange(n)
     else:
+        proj = project(features, weight)
         state, order = _Cover(proj, _sq_norms(proj), torch.empty(n), size, min(pool, n)), None
         position = torch.arange(n)
     state.seed(position[previous.selected], previous.cover, previous.cover_sq_dist, rows=position[:n_old])
@@ -220,12 +229,14 @@ def _lists_for(n: int) -> int:
     return lists if lists > PROBES else 0
 
 
-def _by_lists(proj: torch.Tensor, size: int, pool: int, generator: torch.Generator
+def _by_lists(features: torch.Tensor, weight: torch.Tensor, size: int, pool: int, generator: torch.Generator
               ) -> tuple[_CoverByLists, torch.Tensor]:
-    """A greedy state updated by lists over ``proj``, its points reordered list by list, and that order
-    (``proj[order]`` is the state's); distances are left to the caller."""
+    """A greedy state updated by lists over the projection of ``features`` by ``weight``, its points reordered list
+    by list, and that order (the state's points are ``project(features[order])``); distances are left to the
+    caller."""
     import faiss
 
+    proj = project(features, weight)
     n, dim = proj.shape
     lists = _lists_for(n)
     kmeans = faiss.Kmeans(dim, lists, niter=10, max_points_per_centroid=64,
@@ -235,7 +246,11 @@ def _by_lists(proj: torch.Tensor, size: int, pool: int, generator: torch.Generat
     probes = torch.cat([torch.from_numpy(kmeans.index.search(proj[lo:lo + _COVER_ROWS].numpy(), PROBES)[1])
                         for lo in range(0, n, _COVER_ROWS)]).int()
     order = torch.argsort(probes[:, 0], stable=True)
-    proj, probes = proj[order], probes[order]  # each list's points contiguous: an update reads slices
+    probes = probes[order]
+    # Each list's points contiguous, so an update reads slices. Projected again straight into that order rather
+    # than copied: a permuted copy would hold the projection twice (2 GB for 20 images of 2048 px).
+    del proj
+    proj = project(features, weight, order=order)
     bounds = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(probes[:, 0], minlength=lists).cumsum(0)])
     return _CoverByLists(proj, _sq_norms(proj), torch.empty(n), size, min(pool, n), probes, bounds), order
 

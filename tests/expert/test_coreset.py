@@ -127,7 +127,7 @@ def test_list_updates_pick_as_the_plain_loop_with_the_same_restricted_updates(sm
     ours = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(5), updates="lists")
     # The plain loop on the same lists: each chosen point lowers the distances in its probed lists only.
     g = torch.Generator().manual_seed(5)
-    state, order = coresets._by_lists(project(features, projection(64, 128, generator=g)), 300, 1024, g)
+    state, order = coresets._by_lists(features, projection(64, 128, generator=g), 300, 1024, g)
     proj, probes = state.proj, state.probes
     sq = (proj * proj).sum(1)
 
@@ -144,6 +144,14 @@ def test_list_updates_pick_as_the_plain_loop_with_the_same_restricted_updates(sm
         nearest = torch.where(reached, torch.minimum(nearest, sq_dist(j)), nearest)
     assert len(torch.unique(probes[:, 0])) == 30 and probes.shape[1] == coresets.PROBES
     assert ours.selected.tolist() == order[chosen].tolist()
+
+
+def test_a_projection_in_another_order_holds_the_same_values_reordered(monkeypatch):
+    monkeypatch.setattr(coresets, "_CHUNK", 700)  # several chunks, the last one short
+    features = _patches().half()  # features are often stored in float16
+    weight = projection(64, 16, generator=torch.Generator().manual_seed(2))
+    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(project(features, weight, order=order), project(features, weight)[order])
 
 
 def test_list_updates_keep_the_covering_radius_and_record_each_points_cover_as_an_upper_bound(small_lists):
