@@ -24,6 +24,7 @@ of the images scored; the image rule (``expert/image_rule.py``) turns them into 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,17 @@ from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.params import BankParams, CalibrationParams
 from eagle_cli.progress import Advance
 
-#: Images whose patches go to faiss in one search: large enough to keep BLAS busy, small enough
-#: that the float32 copy of the queries (8 × 784 × 1024 × 4 B = 26 MB) stays small next to the bank.
-_IMAGES_PER_SEARCH = 8
+#: Patches that go to faiss in one search: enough to keep BLAS busy, few enough that the float32 queries and
+#: their k + extra neighbours (8192 × (1024 × 4 B + 33 × 12 B) ≈ 37 MB) stay small next to the bank however
+#: many patches an image has: a search group counted in images grew with the image (≈ 0.7 GB at 2048 px).
+_ROWS_PER_SEARCH = 8192
+#: Orphans whose distance bound is computed at once: 512 × 33 listed entries × 128 dims × 4 B ≈ 9 MB.
+_ROWS_PER_BOUND = 512
+#: A bound must lie this far (relatively) inside the radius to settle an orphan: float rounding of a bound is
+#: ~1e-5 relatively, so no orphan a search would place beyond the radius is settled.
+_BOUND_MARGIN = 1e-4
+#: Refill distances computed at once (32 MB of float32).
+_REFILL_DISTANCES = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -56,11 +65,6 @@ class Calibration:
         return placed
 
 
-def _groups(images: list[int] | np.ndarray) -> list[list[int]]:
-    images = list(images)
-    return [images[start:start + _IMAGES_PER_SEARCH] for start in range(0, len(images), _IMAGES_PER_SEARCH)]
-
-
 def sample_images(n_images: int, count: int, *, seed: int) -> np.ndarray:
     """The training images a calibration scores, sorted: all when ``count >= n_images``, else a seeded sample.
 
@@ -76,39 +80,47 @@ def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch
                      knn_k: int, min_unselected: int, extra: int, progress: Advance) -> Calibration:
     """Score the unselected patches ``unselected (n, P) bool`` of ``images``; leave out images with fewer than
     ``min_unselected``."""
+    _, patches, dim = features.shape
     counts = unselected.sum(1)
-    usable = [int(i) for i in images if counts[i] >= min_unselected]
-    row_of = {int(i): row for row, i in enumerate(images)}
-    per_patch = np.full((len(images), features.shape[1]), np.nan, dtype=np.float32)
-    fallback_rows = 0
+    usable = np.asarray([row for row, i in enumerate(images) if counts[i] >= min_unselected], dtype=np.int64)
+    per_patch = np.full((len(images), patches), np.nan, dtype=np.float32)
     progress(len(images) - len(usable))
-    for group in _groups(usable):
-        queries = torch.cat([features[i][unselected[i]] for i in group])
-        owners = np.repeat(group, [int(counts[i]) for i in group])
-        dist, _, fallback = index.search_leave_own_out(queries, knn_k, owners, extra=extra)
+    # Each patch to score as (its image's row in ``images``) × P + its patch: its place in ``per_patch``.
+    positions = np.concatenate([row * patches + np.flatnonzero(unselected[images[row]].numpy()) for row in usable]
+                               or [np.empty(0, dtype=np.int64)])
+    flat = features.reshape(-1, dim)
+    fallback_rows = 0
+    for lo in range(0, len(positions), _ROWS_PER_SEARCH):
+        chunk = positions[lo:lo + _ROWS_PER_SEARCH]
+        owners = np.asarray(images)[chunk // patches]
+        dist, _, fallback = index.search_leave_own_out(flat[torch.as_tensor(owners * patches + chunk % patches)],
+                                                       knn_k, owners, extra=extra)
+        per_patch[chunk // patches, chunk % patches] = patch_scores(dist)
         fallback_rows += fallback
-        bounds = np.cumsum([0] + [int(counts[i]) for i in group])
-        for i, lo, hi in zip(group, bounds[:-1], bounds[1:], strict=True):
-            per_patch[row_of[i], unselected[i].numpy()] = patch_scores(dist[lo:hi])
-        progress(len(group))
+        progress(len(usable) * len(chunk) / len(positions))
     return Calibration(np.asarray(images), per_patch, fallback_rows)
 
 
 def own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
-                    progress: Advance) -> tuple[np.ndarray, int]:
+                   progress: Advance, seen: Callable[[np.ndarray, np.ndarray], None] | None = None
+                   ) -> tuple[np.ndarray, int]:
     """Every patch of ``images`` against the other images' entries: distances ``(len(images), P, k)`` and the
-    number of fallback rows."""
+    number of fallback rows. ``seen``, if given, gets each search's patches (rows of the flattened features)
+    and the bank rows the search listed for them."""
     _, patches, dim = features.shape
-    dists = np.empty((len(images), patches, knn_k), dtype=np.float32)
+    rows = (np.asarray(images, dtype=np.int64)[:, None] * patches + np.arange(patches)).ravel()
+    dists = np.empty((len(rows), knn_k), dtype=np.float32)
+    flat = features.reshape(-1, dim)
     fallback_rows = 0
-    for lo in range(0, len(images), _IMAGES_PER_SEARCH):
-        group = images[lo:lo + _IMAGES_PER_SEARCH]
-        queries = features[torch.as_tensor(group)].reshape(-1, dim)
-        dist, _, fallback = index.search_leave_own_out(queries, knn_k, np.repeat(group, patches), extra=extra)
-        dists[lo:lo + len(group)] = dist.reshape(len(group), patches, knn_k)
+    for lo in range(0, len(rows), _ROWS_PER_SEARCH):
+        chunk = rows[lo:lo + _ROWS_PER_SEARCH]
+        dists[lo:lo + len(chunk)], listed, fallback = index.search_leave_own_out(flat[torch.as_tensor(chunk)], knn_k,
+                                                                                 chunk // patches, extra=extra)
+        if seen is not None:
+            seen(chunk, listed)
         fallback_rows += fallback
-        progress(len(group))
-    return dists, fallback_rows
+        progress(len(chunk) / patches)
+    return dists.reshape(len(images), patches, knn_k), fallback_rows
 
 
 def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, knn_k: int,
@@ -120,26 +132,38 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     i's orphans are the other images' patches covered by one of i's entries; they are refilled
     farthest-first until every one lies within the bank's covering radius r (the largest projected
     distance of any training patch to its covering entry): the cover a coreset of the other n − 1
-    images reaches everywhere. Only the orphans of ``images`` are projected, a chunk at a time, so
-    time and memory follow the images scored.
+    images reaches everywhere. Only orphans farther than r from every entry of the other images matter;
+    the leave-own-out search already listed entries near most orphans, and one of them within r settles
+    an orphan without a search of its own, so the refill costs a fraction of a second search.
     """
     _, patches, dim = features.shape
-    # Two passes over the images, each half of the work: progress advances by halves.
-    dists, fallback_rows = own_out_search(features, index, images, knn_k=knn_k, extra=extra,
-                                           progress=lambda n: progress(n / 2))
     flat = features.reshape(-1, dim)
     weight = projection(dim, proj_dim, generator=generator)
-    bank = torch.cat([project(flat[rows], weight)
-                      for rows in torch.split(cover.selected, _IMAGES_PER_SEARCH * patches)])
-    projected = BankIndex(bank, torch.as_tensor(index.image_ids), backend="faiss", device=torch.device("cpu"))
+    bank = torch.cat([project(flat[rows], weight) for rows in torch.split(cover.selected, _ROWS_PER_SEARCH)])
     radius = float(cover.cover_sq_dist.max())
     covered_by = index.image_ids[cover.cover.numpy()]
     # An orphan is a patch covered by another image's entry: removing that image uncovers it.
-    orphans = np.flatnonzero(np.isin(covered_by, images) & (covered_by != np.arange(len(covered_by)) // patches))
+    is_orphan = np.isin(covered_by, images) & (covered_by != np.arange(len(covered_by)) // patches)
+    orphans = np.flatnonzero(is_orphan)
     orphan_of = covered_by[orphans]
-    orphan_dist = np.empty(len(orphans), dtype=np.float32)
-    for lo in range(0, len(orphans), _IMAGES_PER_SEARCH * patches):
-        rows = slice(lo, lo + _IMAGES_PER_SEARCH * patches)
+    # Each orphan's squared projected distance to the nearest entry not from the image whose entry covers it,
+    # or an upper bound of it where that is enough to know it lies within the radius.
+    orphan_dist = np.full(len(orphans), np.inf, dtype=np.float32)
+
+    def bound(chunk: np.ndarray, listed: np.ndarray) -> None:
+        hit = is_orphan[chunk]
+        at = np.searchsorted(orphans, chunk[hit])
+        orphan_dist[at] = _nearest_listed(project(flat[torch.as_tensor(chunk[hit])], weight), bank, listed[hit],
+                                          index.image_ids, orphan_of[at])
+
+    # Two passes over the images, each half of the work: progress advances by halves.
+    dists, fallback_rows = own_out_search(features, index, images, knn_k=knn_k, extra=extra,
+                                          progress=lambda n: progress(n / 2), seen=bound)
+    # A bound within the radius (less a margin for float rounding) settles an orphan; the others are searched.
+    searched = np.flatnonzero(orphan_dist > radius * (1 - _BOUND_MARGIN))
+    projected = BankIndex(bank, torch.as_tensor(index.image_ids), backend="faiss", device=torch.device("cpu"))
+    for lo in range(0, len(searched), _ROWS_PER_SEARCH):
+        rows = searched[lo:lo + _ROWS_PER_SEARCH]
         dist, _, fallback = projected.search_leave_own_out(project(flat[torch.as_tensor(orphans[rows])], weight), 1,
                                                            orphan_of[rows], extra=extra)
         orphan_dist[rows] = dist[:, 0]
@@ -149,17 +173,45 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     per_patch = np.empty((len(images), patches), dtype=np.float32)
     for position, i in enumerate(images):
         members = order[starts[position]:ends[position]]
+        # Farthest-first only ever picks orphans beyond the radius, and only those picked move the others'
+        # distances: the orphans within it can be left out of the refill.
+        members = members[orphan_dist[members] > radius]
         patch_dists = dists[position]
         if len(members):
             chosen = _farthest_first(project(flat[torch.as_tensor(orphans[members])], weight),
                                      torch.from_numpy(orphan_dist[members]), radius)
-            if chosen:
-                refill = flat[torch.as_tensor(orphans[members[chosen]])].float()
-                extra_dists = torch.cdist(features[i].float(), refill).square_().numpy()
-                patch_dists = np.sort(np.concatenate([patch_dists, extra_dists], axis=1), axis=1)[:, :knn_k]
+            refill = flat[torch.as_tensor(orphans[members[chosen]])].float()
+            patch_dists = np.sort(np.concatenate([patch_dists, _nearest_refill(features[i], refill, knn_k)], axis=1),
+                                  axis=1)[:, :knn_k]
         per_patch[position] = patch_scores(patch_dists)
         progress(0.5)
     return Calibration(np.asarray(images), per_patch, fallback_rows)
+
+
+def _nearest_refill(points: torch.Tensor, refill: torch.Tensor, k: int) -> np.ndarray:
+    """Squared distances ``(P, min(k, R))`` from each of ``points (P, D)`` to its nearest rows of ``refill (R, D)``,
+    for a few million distances at a time: the whole P × R matrix grows with the image and the refill (≈ 0.4 GB
+    for a 2048 px image and a thousand refilled entries)."""
+    rows = max(1, _REFILL_DISTANCES // len(refill))
+    return torch.cat([torch.cdist(points[lo:lo + rows].float(), refill).square_()
+                      .topk(min(k, len(refill)), dim=1, largest=False).values
+                      for lo in range(0, len(points), rows)]).numpy()
+
+
+def _nearest_listed(points: torch.Tensor, bank: torch.Tensor, listed: np.ndarray, image_ids: np.ndarray,
+                    excluded: np.ndarray) -> np.ndarray:
+    """Each of ``points (m, d)``'s squared distance to the nearest of its ``listed (m, L)`` rows of ``bank`` not
+    from image ``excluded[m]``; inf where every listed row is. Computed as the sum of squared differences, not
+    from norms, so the value is accurate to float rounding of the distance itself."""
+    out = np.empty(len(points), dtype=np.float32)
+    # A few hundred rows at a time: the differences take rows × L × d floats.
+    for lo in range(0, len(points), _ROWS_PER_BOUND):
+        rows = slice(lo, lo + _ROWS_PER_BOUND)
+        near = torch.as_tensor(listed[rows])
+        sq = (points[rows, None, :] - bank[near]).square_().sum(2)
+        sq[torch.as_tensor(image_ids[listed[rows]] == excluded[rows, None])] = float("inf")
+        out[rows] = sq.min(1).values.numpy()
+    return out
 
 
 def _farthest_first(points: torch.Tensor, sq_dist: torch.Tensor, radius: float) -> list[int]:

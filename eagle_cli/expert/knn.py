@@ -61,18 +61,19 @@ class BankIndex:
             raise ParameterError(f"k = {k} neighbours requested but the bank has only {self.size} entries.")
         if self.backend == "faiss":
             return self.index.search(_as_float32(queries), k)
-        return self._torch_search(queries, k, None)[:2]
+        return self._torch_search(queries, k, None)
 
     def search_leave_own_out(self, queries: torch.Tensor, k: int, owners: np.ndarray, *,
                              extra: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Squared distances ``(Q, k)`` to the k nearest entries not from each row's own image ``owners[q]``.
 
-        Also returns each row's nearest bank row from any image ``(Q,)`` (the one a plain search
-        finds) and how many rows needed the exact fallback search.
+        Also returns the bank rows the search listed for each row, nearest first ``(Q, ≥ k)`` (faiss lists the
+        k + ``extra`` nearest of any image, torch the k nearest of the other images), and how many rows needed
+        the exact fallback search.
         """
         if self.backend == "torch":
-            dist, _, nearest = self._torch_search(queries, k, owners)
-            return dist, nearest, 0
+            dist, rows = self._torch_search(queries, k, owners)
+            return dist, rows, 0
         depth = min(self.size, k + extra)
         dist, rows = self.index.search(_as_float32(queries), depth)
         keep = self.image_ids[rows] != owners[:, None]
@@ -89,24 +90,23 @@ class BankIndex:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(own.astype(np.int64)))
             out[rows_of] = self.index.search(_as_float32(queries[torch.as_tensor(rows_of)]), k,
                                              params=faiss.SearchParameters(sel=selector))[0]
-        return out, rows[:, 0], int(short.sum())
+        return out, rows, int(short.sum())
 
     def _torch_search(self, queries: torch.Tensor, k: int, owners: np.ndarray | None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distances and rows ``(Q, k)``, skipping ``owners``' entries when given; and the plain nearest rows."""
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and rows ``(Q, k)``, skipping ``owners``' entries when given."""
         ids = torch.as_tensor(self.image_ids, device=self.device)
-        dists, rows, nearest = [], [], []
+        dists, rows = [], []
         for start in range(0, queries.shape[0], _TORCH_CHUNK):
             q = queries[start:start + _TORCH_CHUNK].to(self.device, torch.float32)
             d = torch.addmm(self.bank_sq, q, self.bank.T, alpha=-2).add_((q * q).sum(1, keepdim=True)).clamp_(min=0)
-            nearest.append(d.argmin(1).cpu())
             if owners is not None:
                 own = torch.as_tensor(owners[start:start + _TORCH_CHUNK], device=self.device)
                 d.masked_fill_(ids[None, :] == own[:, None], float("inf"))
             top = torch.topk(d, k, dim=1, largest=False)
             dists.append(top.values.cpu())
             rows.append(top.indices.cpu())
-        return torch.cat(dists).numpy(), torch.cat(rows).numpy(), torch.cat(nearest).numpy()
+        return torch.cat(dists).numpy(), torch.cat(rows).numpy()
 
 
 def _as_float32(queries: torch.Tensor) -> np.ndarray:

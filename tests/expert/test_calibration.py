@@ -127,6 +127,19 @@ def test_a_sample_scores_its_images_as_the_whole_calibration_does_and_no_other(s
     assert np.allclose(part[sample], whole[sample], rtol=1e-5)
 
 
+@pytest.mark.parametrize("estimator", ["reference", "leave-own-out", "refill"])
+def test_scores_do_not_depend_on_how_many_patches_one_search_or_bound_takes(setup, estimator, monkeypatch):
+    sample = cal.sample_images(N_IMAGES, 7, seed=2)
+    whole = [estimate(estimator, setup, sample, image_top=top) for top in (1, PATCHES)]
+    monkeypatch.setattr(cal, "_ROWS_PER_SEARCH", 7)  # not a divisor of the patches: searches end mid-image
+    monkeypatch.setattr(cal, "_ROWS_PER_BOUND", 3)
+    monkeypatch.setattr(cal, "_REFILL_DISTANCES", 7)  # a patch or two against the refill at a time
+    split = [estimate(estimator, setup, sample, image_top=top) for top in (1, PATCHES)]
+    for before, after in zip(whole, split, strict=True):
+        assert np.isfinite(before).sum() == 7
+        assert np.allclose(after, before, rtol=1e-5, equal_nan=True)
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_every_estimator_scores_an_image_by_the_banks_rule(setup, estimator):
     highest, top4, every = (estimate(estimator, setup, image_top=top) for top in (1, 4, PATCHES))
@@ -174,3 +187,38 @@ def test_a_fold_bank_smaller_than_k_is_refused(setup):
     settings = BankParams(coreset_ratio=0.01, proj_dim=8, n_starts=3, knn_k=3)
     with pytest.raises(ParameterError, match="fewer than k = 3 entries; use fewer folds"):
         estimators.cross_fit_scores(setup[0], ALL, folds=2, coreset=settings, seed=0, progress=quiet)
+
+
+def test_a_listed_entry_bounds_an_orphan_by_its_exact_distance_skipping_the_excluded_image():
+    g = torch.Generator().manual_seed(4)
+    points, bank = torch.randn(700, 8, generator=g), torch.randn(40, 8, generator=g)
+    image_ids = np.arange(40) % 5
+    listed = torch.randint(0, 40, (700, 6), generator=g).numpy()
+    excluded = image_ids[listed[:, 0]]  # the first listed entry is always from the excluded image
+    listed[:3] = listed[:3, :1]  # three rows list nothing but that image's entry
+    bound = cal._nearest_listed(points, bank, listed, image_ids, excluded)
+    sq = ((points[:, None, :] - bank[torch.as_tensor(listed)]) ** 2).sum(2).numpy()
+    expected = np.where(image_ids[listed] == excluded[:, None], np.inf, sq).min(1)
+    assert np.isinf(bound[:3]).all()
+    np.testing.assert_allclose(bound, expected, rtol=1e-6)
+
+
+def test_the_refill_searches_only_orphans_no_listed_entry_settles_and_scores_as_if_it_searched_all(
+        setup, monkeypatch):
+    features, index, cover, _ = setup
+    searched = []
+    search = BankIndex.search_leave_own_out
+
+    def counted(self, queries, k, owners, *, extra):
+        if queries.shape[1] == 8:  # projected orphans, not the training patches (DIM 16)
+            searched.append(len(queries))
+        return search(self, queries, k, owners, extra=extra)
+
+    monkeypatch.setattr(BankIndex, "search_leave_own_out", counted)
+    settled = refill(features, index, cover)
+    some = sum(searched)
+    monkeypatch.setattr(cal, "_BOUND_MARGIN", 2.0)  # no bound lies within a negative radius: every orphan searched
+    searched.clear()
+    every = refill(features, index, cover)
+    assert 0 < some < sum(searched) / 2
+    np.testing.assert_array_equal(settled.per_patch, every.per_patch)

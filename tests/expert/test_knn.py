@@ -34,10 +34,11 @@ def test_leave_own_out_never_returns_the_own_image_and_matches_an_exact_search(e
     rows = np.concatenate([np.flatnonzero(ids.numpy() == o)[:10] for o in range(6)])
     queries = bank[rows] + 0.01
     faiss_index = BankIndex(bank, ids, backend="faiss", device=CPU)
-    dist, nearest, fallback = faiss_index.search_leave_own_out(queries, 2, owners, extra=extra)
-    exact, nearest_torch, _ = BankIndex(bank, ids, backend="torch", device=CPU).search_leave_own_out(
+    dist, listed, fallback = faiss_index.search_leave_own_out(queries, 2, owners, extra=extra)
+    exact, listed_torch, _ = BankIndex(bank, ids, backend="torch", device=CPU).search_leave_own_out(
         queries, 2, owners, extra=extra)
-    assert np.array_equal(nearest, rows) and np.array_equal(nearest_torch, rows)  # a plain search finds the own row
+    assert listed.shape == (60, 2 + extra) and np.array_equal(listed[:, 0], rows)  # faiss lists the own row first
+    assert listed_torch.shape == (60, 2) and (ids.numpy()[listed_torch] != owners[:, None]).all()
     np.testing.assert_allclose(dist, exact, rtol=1e-4, atol=1e-3)
     assert (dist > 0.5).all()  # the 0.01-away own neighbour was excluded
     # With no extra neighbours every row needs the exact fallback; with many, none does.
