@@ -35,7 +35,7 @@ def data_synth(
     data: Categories, settings: SynthParams, output: OutputParams,
 ):
     """Generate a seeded synthetic MVTec-AD-style dataset with exact defect masks (offline). Categories: clean has
-    brick, grass, gravel, washer; realistic adds tissue and coins; highres has brick, grass, gravel, tissue.
+    brick, grass, gravel, washer; realistic adds tissue and coins; highres has the realistic ones.
 
     Example: eagle data synth data/realistic --variation realistic --train 60 --test-good 20
     """
