@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,25 +39,30 @@ MODES = {"auto": BASE, "crop": replace(BASE, tile=0), "full": replace(BASE, tile
 NAMES = {"auto": "tiles, auto (default)", "crop": "crop 256→224", "full": "full frame at 512"}
 
 
+def stages(source: DataSource, category: str, extract: ExtractParams
+           ) -> dict[str, Callable[[dict[str, ArtifactRef], Context], ArtifactRef]]:
+    """The chain as a user runs it, every setting beyond ``extract`` at its default: each stage makes its artifact
+    from those the stages before it ``made`` (keyed by stage)."""
+    return {"extract": lambda made, context: run_extract(source, category, "train", extract, context=context),
+            "fit-bank": lambda made, context: run_fit_bank(made["extract"], BankParams(), context=context),
+            "fit-threshold": lambda made, context: run_threshold(made["fit-bank"], CalibrationParams(),
+                                                                 ThresholdParams(), context=context),
+            "score": lambda made, context: run_score(made["fit-threshold"],
+                                                     ScoreInputs(source=source, category=category),
+                                                     ScoreParams(device="cpu"), context=context)}
+
+
 def timed_chain(source: DataSource, category: str, extract: ExtractParams, context: Context
                 ) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef, dict]:
-    """Extract, fit-bank, fit-threshold and score ``category`` with default settings beyond ``extract``: the
-    features, bank and scores, and the seconds of each stage (scoring per test image)."""
-    timed = {}
-    start = time.perf_counter()
-    features = run_extract(source, category, "train", extract, context=context)
-    timed["extract"] = time.perf_counter() - start
-    start = time.perf_counter()
-    bank = run_fit_bank(features, BankParams(), context=context)
-    timed["fit-bank"] = time.perf_counter() - start
-    start = time.perf_counter()
-    threshold = run_threshold(bank, CalibrationParams(), ThresholdParams(), context=context)
-    timed["fit-threshold"] = time.perf_counter() - start
-    start = time.perf_counter()
-    scores = run_score(threshold, ScoreInputs(source=source, category=category), ScoreParams(device="cpu"),
-                       context=context)
-    timed["score per image"] = (time.perf_counter() - start) / scores.summary["images"]
-    return features, bank, scores, timed
+    """Run :func:`stages` on ``category``: the features, bank and scores, and the seconds of each stage (scoring
+    per test image)."""
+    timed, made = {}, {}
+    for name, stage in stages(source, category, extract).items():
+        start = time.perf_counter()
+        made[name] = stage(made, context)
+        timed[name] = time.perf_counter() - start
+    timed["score per image"] = timed.pop("score") / made["score"].summary["images"]
+    return made["extract"], made["fit-bank"], made["score"], timed
 
 
 def one_category(root: Path, category: str, context: Context, size: int, modes: list[str]) -> dict:

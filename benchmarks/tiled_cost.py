@@ -2,15 +2,16 @@
 
     python -m benchmarks.tiled_cost [--sizes 512,1024,2048] [--train 20] [--test 6]
 
-For each image size, in a fresh process (so its peak memory is its own), on the ``highres`` brick
-category with every setting at its default (``--tile auto``, MobileNetV2, ImageNet weights):
+For each image size, on the ``highres`` brick category with every setting at its default (``--tile auto``,
+MobileNetV2, ImageNet weights), each stage runs in a fresh process that reuses the artifacts of the stages
+before it and redoes its own, so its time and peak memory are its own:
 
 * fit: the training images' extraction time E, then fit-bank (B) and fit-threshold (C), as ratios to E;
 * score: the score stage's time per image, against one image's tiles pushed through the backbone in
   batches (the extractor alone) plus one exact search of their patches in the bank, timed in the same
-  process;
-* memory: the process's peak resident memory, and the training features' own size, which any fit
-  holds (memory-mapped).
+  process after the stage;
+* memory: each stage's peak resident memory, and the training features' own size (float16 on disk, read
+  memory-mapped).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
 
-from benchmarks.highres import timed_chain
+from benchmarks.highres import stages
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
@@ -40,25 +42,32 @@ from eagle_cli.lineage import Lineage
 from eagle_cli.params import ExtractParams
 
 EXTRACT = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu", feature_dtype="float16")
+STAGES = ("extract", "fit-bank", "fit-threshold", "score")
 
 
-def one_size(workdir: Path, size: int, train: int, test: int) -> dict:
-    """Every figure of one image size (run in its own process)."""
+def one_stage(workdir: Path, size: int, measured: str) -> dict:
+    """The stages up to ``measured`` on the images of ``size``: earlier ones reused, this one redone and measured
+    (run in its own process)."""
     torch.set_num_threads(2)
     faiss.omp_set_num_threads(2)
-    root = workdir / f"data-{size}"
-    generate(root, categories=("brick",), variation="highres", n_train=train, n_test_good=test,
-             n_test_per_defect=1, size=size, seed=0)
     context = Context(artifacts=workdir / f"artifacts-{size}")
-    features, bank, _, timed = timed_chain(DataSource(root=root), "brick", EXTRACT, context)
-    timed["tiles alone per image"] = _tiles_alone(features, bank)
-    info = features_info(features)
-    geometry = Geometry.of(Lineage.from_dict(features.lineage))
-    tiles = len(geometry.tile_offsets())
-    return {"size": size, "tiles": tiles, "frame": geometry.frame, "patches": tiles * info.grid[0] * info.grid[1],
-            "bank": open_bank(bank).size, "seconds": timed,
-            "features_mb": sum(f.stat().st_size for f in features.path.glob("*.safetensors")) / 2**20,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    made = {}
+    for name, stage in stages(DataSource(root=workdir / f"data-{size}"), "brick", EXTRACT).items():
+        start = time.perf_counter()
+        made[name] = stage(made, replace(context, force=name == measured))
+        if name == measured:
+            break
+    out = {"seconds": time.perf_counter() - start,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if measured == "score":
+        out["seconds"] /= made["score"].summary["images"]
+        out["tiles alone"] = _tiles_alone(made["extract"], made["fit-bank"])
+    if measured == "fit-bank":
+        info = features_info(made["extract"])
+        tiles = len(Geometry.of(Lineage.from_dict(made["extract"].lineage)).tile_offsets())
+        out.update(tiles=tiles, patches=tiles * info.grid[0] * info.grid[1], bank=open_bank(made["fit-bank"]).size,
+                   features_mb=sum(f.stat().st_size for f in made["extract"].path.glob("*.safetensors")) / 2**20)
+    return out
 
 
 def _tiles_alone(features, bank) -> float:
@@ -79,34 +88,46 @@ def _tiles_alone(features, bank) -> float:
     return best
 
 
+def one_size(workdir: Path, size: int, train: int, test: int) -> dict:
+    """Every figure of one image size, each stage in its own process."""
+    generate(workdir / f"data-{size}", categories=("brick",), variation="highres", n_train=train, n_test_good=test,
+             n_test_per_defect=1, size=size, seed=0)
+    row = {"size": size}
+    for stage in STAGES:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.tiled_cost", "--one", str(size), "--stage", stage,
+                              "--workdir", str(workdir)], capture_output=True, text=True, check=True)
+        row[stage] = json.loads(out.stdout.strip().splitlines()[-1])
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="512,1024,2048")
     parser.add_argument("--train", type=int, default=20)
     parser.add_argument("--test", type=int, default=6, help="Good test images (plus one per defect kind).")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_size(args.workdir, args.one, args.train, args.test)))
+        print(json.dumps(one_stage(args.workdir, args.one, args.stage)))
         return
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in [int(s) for s in args.sizes.split(",")]:
-            out = subprocess.run([sys.executable, "-m", "benchmarks.tiled_cost", "--one", str(size), "--workdir",
-                                  scratch, "--train", str(args.train), "--test", str(args.test)],
-                                 capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(one_size(Path(scratch), size, args.train, args.test))
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| image px | tiles | patches / image | bank | fit-bank / extract | (fit-bank + fit-threshold) / extract "
-          "| score / (tiles alone) | s / image scored | features MB | peak RSS MB |")
+    print("\n| image px | tiles | patches / image | bank | fit-bank / extract | fit-threshold / extract "
+          "| score / (tiles alone) | s / image scored | features MB | peak RSS MB: extract / fit-bank / fit-threshold "
+          "/ score |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        s = row["seconds"]
-        print(f"| {row['size']} | {row['tiles']} | {row['patches']} | {row['bank']} | "
-              f"{s['fit-bank'] / s['extract']:.2f} | {(s['fit-bank'] + s['fit-threshold']) / s['extract']:.2f} | "
-              f"{s['score per image'] / s['tiles alone per image']:.2f} | {s['score per image']:.2f} | "
-              f"{row['features_mb']:.0f} | {row['peak_rss_mb']:.0f} |")
+        extract, bank, score = row["extract"]["seconds"], row["fit-bank"], row["score"]
+        peaks = " / ".join(f"{row[stage]['peak_rss_mb']:.0f}" for stage in STAGES)
+        print(f"| {row['size']} | {bank['tiles']} | {bank['patches']} | {bank['bank']} | "
+              f"{bank['seconds'] / extract:.2f} | {row['fit-threshold']['seconds'] / extract:.2f} | "
+              f"{score['seconds'] / score['tiles alone']:.2f} | {score['seconds']:.2f} | {bank['features_mb']:.0f} | "
+              f"{peaks} |")
 
 
 if __name__ == "__main__":
