@@ -95,7 +95,9 @@ def one_size(workdir: Path, size: int, train: int, test: int) -> dict:
     row = {"size": size}
     for stage in STAGES:
         out = subprocess.run([sys.executable, "-m", "benchmarks.tiled_cost", "--one", str(size), "--stage", stage,
-                              "--workdir", str(workdir)], capture_output=True, text=True, check=True)
+                              "--workdir", str(workdir)], capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"{stage} at {size} px failed:\n{out.stderr[-3000:]}")
         row[stage] = json.loads(out.stdout.strip().splitlines()[-1])
     return row
 

@@ -67,3 +67,12 @@ def test_runtime_benchmark_compares_the_export_with_the_torch_path():
     table = _run("benchmarks.runtime", "--backbones", "mobilenet_v2", "--runtimes", "onnx", "--rss-images", "30")
     assert "| mobilenet_v2 | torch |" in table and "| mobilenet_v2 | onnx |" in table
     assert "| onnx | 30 |" in table
+
+
+def test_tiled_cost_benchmark_measures_every_stage_in_its_own_process():
+    table = _run("benchmarks.tiled_cost", "--sizes", "512", "--train", "19", "--test", "1")
+    row = next(line for line in table.splitlines() if line.startswith("| 512 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:3] == ["9", str(9 * 28 * 28)]  # 9 tiles of 224 over 512 px, 784 patches each
+    peaks = [float(mb) for mb in cells[-1].split(" / ")]
+    assert len(peaks) == 4 and all(peak > 0 for peak in peaks)
