@@ -83,8 +83,17 @@ def project(features: torch.Tensor, weight: torch.Tensor, *, order: torch.Tensor
 
 
 def _sq_norms(proj: torch.Tensor) -> torch.Tensor:
-    """Each row's squared norm, a chunk at a time (``proj * proj`` would be a second projection-sized tensor)."""
-    return torch.cat([chunk.square().sum(1) for chunk in torch.split(proj, _CHUNK)])
+    """Each row's squared norm, a chunk at a time (``proj * proj`` would be a second projection-sized tensor).
+
+    The squares go through one buffer: a fresh one per chunk, freed between the small results, could leave the
+    heap fragmented (seen: 0.8 GB more at the peak for 1.9 M rows, in some runs and not others).
+    """
+    out = torch.empty(proj.shape[0])
+    buf = torch.empty(min(_CHUNK, proj.shape[0]), proj.shape[1])
+    for lo in range(0, proj.shape[0], _CHUNK):
+        chunk = proj[lo:lo + _CHUNK]
+        torch.sum(torch.square(chunk, out=buf[:len(chunk)]), 1, out=out[lo:lo + len(chunk)])
+    return out
 
 
 def _sq_dist_to(points: torch.Tensor, sq_norms: torch.Tensor, centre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
