@@ -27,6 +27,7 @@ from benchmarks.large_parts import in_border
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
+from eagle_cli.formats.calibration import calibration_scores
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
@@ -83,22 +84,32 @@ def one_category(root: Path, category: str, context: Context, size: int, modes: 
                      "far": float(np.mean([r.anomalous for r in good])),
                      "miss": float(np.mean([not r.anomalous for r in defects])),
                      "border_found": float(found_in_border.mean()), "central_found": float(found_elsewhere.mean()),
-                     "seconds": timed}
+                     "calibration_bias": calibration_bias(scores, good), "seconds": timed}
     return out
+
+
+def calibration_bias(scores: ArtifactRef, good: list) -> float:
+    """How far the calibration's image scores sit above the held-out good parts', in good-part standard deviations
+    (as ``benchmarks/calibration.py`` measures it): above 0, τ is conservative."""
+    calibration = calibration_scores(scores.input("threshold").input("calibration"))
+    good_scores = np.array([r.score for r in good])
+    return float((calibration.mean() - good_scores.mean()) / good_scores.std())
 
 
 def summarise(rows: list[dict]) -> None:
     modes = [mode for mode in MODES if mode in rows[0]]
     categories = list(dict.fromkeys(r["category"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
-    keys = ("image_auroc", "pixel_auroc", "pro", "far", "miss", "border_found", "central_found")
+    keys = ("image_auroc", "pixel_auroc", "pro", "far", "miss", "border_found", "central_found", "calibration_bias")
     for mode in modes:
         print(f"\n{NAMES[mode]}: per category, mean ± SD over seeds {seeds}")
         print("| category | " + " | ".join(keys) + " |")
         print("|---|" + "---|" * len(keys))
         for category in categories + ["mean"]:
             chosen = [r[mode] for r in rows if category in ("mean", r["category"])]
-            cells = [f"{np.mean([c[k] for c in chosen]):.3f} ± {np.std([c[k] for c in chosen]):.3f}" for k in keys]
+            # Rows measured before a figure existed leave it out (NaN).
+            values = {k: [c.get(k, np.nan) for c in chosen] for k in keys}
+            cells = [f"{np.mean(values[k]):.3f} ± {np.std(values[k]):.3f}" for k in keys]
             print(f"| {category} | " + " | ".join(cells) + " |")
         times = {k: np.mean([r[mode]["seconds"][k] for r in rows]) for k in rows[0][mode]["seconds"]}
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 KINDS = ("features", "bank", "calibration", "threshold", "scores", "prompts", "answers", "report")
 
 #: Current schema version per kind; a reader refuses any other (what each bump changed: CHANGELOG.md).
-SCHEMAS = {"features": 3, "bank": 6, "calibration": 4, "threshold": 4, "scores": 4, "prompts": 3, "answers": 3,
+SCHEMAS = {"features": 3, "bank": 7, "calibration": 4, "threshold": 4, "scores": 4, "prompts": 3, "answers": 3,
            "report": 3}
 
 MANIFEST = "manifest.json"

@@ -42,6 +42,9 @@ BACKBONE_NAMES: tuple[str, ...] = get_args(Backbone)
 IN, EXPERT, OUTPUT, RUNTIME = "Inputs", "Expert", "Output", "Runtime"
 PROMPT, MODEL, CAAS, SERVER = "Prompt", "Model", "CAAS", "Server"
 
+#: The bank's most entries for tiled features (``--coreset-max auto``).
+TILED_BANK_MAX = 8192
+
 #: Short names for the models people ask for most; anything else is a hub id or a local folder.
 PRESETS = {
     "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
@@ -94,8 +97,8 @@ def parse_layers(spec: str | list | tuple) -> tuple[float, ...]:
     return tuple(sorted(layers))
 
 
-def parse_tile(value: int | str) -> int | str:
-    """``auto`` or a number of pixels, from text or YAML (anything else is left for the check to name)."""
+def parse_count(value: int | str) -> int | str:
+    """``auto`` or a whole number, from text or YAML (anything else is left for the check to name)."""
     text = str(value).strip()
     return int(text) if text.isdigit() else text
 
@@ -218,7 +221,7 @@ class ExtractParams:
         "Maps are stitched (overlaps averaged) and the image is scored as --image-score says. 0: no tiles. auto: "
         "images at least twice the backbone's input are seen whole at their own resolution (up to 2048 px a side) in "
         "tiles of that input overlapping by 10 %, smaller ones as --resize and --crop say.", panel=EXPERT, low=0,
-        parse=parse_tile, text=str)
+        parse=parse_count, text=str)
     overlap: float = setting(0.25, "Share of a tile its neighbour covers again: a defect on a seam is then seen "
                              "whole by one tile.", panel=EXPERT, low=0, high=1, high_open=True,
                              only=lambda s: s.tile not in (0, "auto"), when="with --tile N")
@@ -265,6 +268,14 @@ class BankParams:
     coreset_ratio: float | Literal["auto"] = setting(
         "auto", "Share of patches kept in the bank. auto: 10 % (the reference's), 1 % of tiled features.",
         panel=EXPERT, low=0, high=1, low_open=True, parse=parse_ratio, text=str)
+    # Every search costs bank entries × patches searched, and a tiled bank grows with the patches: at 1 % of 20
+    # images of 2048 px it holds 19,000 entries and calibrating costs 3× extracting. Past a few thousand entries
+    # the high-resolution set finds no more defects (BENCHMARKS.md, "A bank of bounded size").
+    coreset_max: int | Literal["auto"] = setting(
+        "auto", "Most entries the bank keeps, whatever --coreset-ratio gives. auto: "
+        f"{TILED_BANK_MAX} for tiled features (a large image's patches are many; a larger bank makes every search "
+        "slower and found no more defects), no limit otherwise. 0: no limit.", panel=EXPERT, low=0, parse=parse_count,
+        text=str)
     proj_dim: int = setting(128, "Random-projection size for coreset distances (it only needs to keep distances; "
                             "128 does).", panel=EXPERT, low=1, high=4096)
     n_starts: int = setting(10, "Coreset starting points.", panel=EXPERT, low=1)
@@ -297,6 +308,7 @@ class BankParams:
         """These settings with every ``auto`` decided for features that are ``tiled`` or not."""
         return replace(self, coreset_ratio=(0.01 if tiled else 0.1) if self.coreset_ratio == "auto" else
                        self.coreset_ratio,
+                       coreset_max=(TILED_BANK_MAX if tiled else 0) if self.coreset_max == "auto" else self.coreset_max,
                        coreset_updates=("lists" if tiled else "exact") if self.coreset_updates == "auto" else
                        self.coreset_updates,
                        image_score=("peak" if tiled else "top-mean") if self.image_score == "auto" else

@@ -20,7 +20,7 @@ EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 #: Values for settings whose type alone does not say what a valid other value is.
 OTHER = {"device": "cpu", "weights": "none", "model": "some/model", "task": "all", "base_url": "http://h:1/v1",
          "api_key_env": "KEY", "caas_layers": "1-2", "layer_weights": "3,1", "min_pixels": 64 * 28 * 28,
-         "layers": "layer1,layer2", "tile": 112, "coreset_ratio": 0.05,
+         "layers": "layer1,layer2", "tile": 112, "coreset_ratio": 0.05, "coreset_max": 4096,
          "out": "elsewhere"}
 #: What the text values of tuple settings become.
 PARSED = {"caas_layers": (1, 2), "layer_weights": (3.0, 1.0), "layers": ("layer1", "layer2")}

@@ -82,9 +82,9 @@ def update_bank(
     """Add good images to a bank without refitting it: a new **bank** (and its **calibration** and **threshold**).
 
     Only the new images are extracted, with the bank's own settings; the greedy coreset continues from the bank's
-    selection over old and new patches (the same bank as a greedy run seeded with the old selection), and the
-    threshold is refitted on a calibration that includes the new images. The old bank is left as it was and is
-    listed among the new bank's inputs.
+    selection over old and new patches (the same bank as a greedy run seeded with the old selection; a bank with a
+    --coreset-max grows by at least the new images' share of it), and the threshold is refitted on a calibration
+    that includes the new images. The old bank is left as it was and is listed among the new bank's inputs.
 
     Example: eagle update-bank --bank 3fa9c2e1d0b47a65 --good new_good_parts/
     """

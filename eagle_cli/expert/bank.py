@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from eagle_cli.errors import ParameterError
-from eagle_cli.expert.coreset import Coreset, continue_coreset, coreset_size, select_coreset
+from eagle_cli.expert.coreset import Coreset, continue_coreset, coreset_size, grown_size, select_coreset
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.params import BankParams
 from eagle_cli.progress import Advance
@@ -49,17 +49,17 @@ class MemoryBank:
 def fit_bank(features: torch.Tensor, params: BankParams, *, seed: int, progress: Advance | None = None) -> MemoryBank:
     """Select the coreset of training features ``(n, P, D)`` (float32 or float16, memory-mapped or not) with
     ``params`` decided for them (:meth:`BankParams.resolved`)."""
-    if "auto" in (params.coreset_ratio, params.coreset_updates, params.image_score):
+    if "auto" in (params.coreset_ratio, params.coreset_max, params.coreset_updates, params.image_score):
         raise ParameterError("The bank's automatic settings are decided by the features: pass "
                              "params.resolved(tiled=...) to fit_bank.")
     n_images, patches, dim = features.shape
     flat = features.reshape(-1, dim)
-    size = coreset_size(flat.shape[0], params.coreset_ratio)
+    size = coreset_size(flat.shape[0], params.coreset_ratio, params.coreset_max)
     if size < params.knn_k:
         raise ParameterError(f"The bank would hold {size} entries, fewer than --knn-k {params.knn_k}.")
     coreset = select_coreset(flat, params.coreset_ratio, proj_dim=params.proj_dim, n_starts=params.n_starts,
                              init=params.init, generator=torch.Generator().manual_seed(seed), progress=progress,
-                             updates=params.coreset_updates)
+                             updates=params.coreset_updates, most=params.coreset_max)
     return MemoryBank(flat[coreset.selected].float(), coreset, patches, n_images, params, seed)
 
 
@@ -71,10 +71,10 @@ def grow_bank(features: torch.Tensor, previous: Coreset, params: BankParams, *, 
     flat = features.reshape(-1, dim)
     coreset = continue_coreset(flat, previous, params.coreset_ratio, proj_dim=params.proj_dim,
                                generator=torch.Generator().manual_seed(seed), progress=progress,
-                               updates=params.coreset_updates)
+                               updates=params.coreset_updates, most=params.coreset_max)
     return MemoryBank(flat[coreset.selected].float(), coreset, patches, n_images, params, seed)
 
 
 def members_to_add(n_images: int, patches: int, previous: Coreset, params: BankParams) -> int:
     """How many members growing a bank of ``previous`` to ``n_images`` images adds (for progress)."""
-    return max(coreset_size(n_images * patches, params.coreset_ratio) - len(previous.selected), 0)
+    return grown_size(n_images * patches, previous, params.coreset_ratio, params.coreset_max) - len(previous.selected)

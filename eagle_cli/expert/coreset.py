@@ -45,11 +45,14 @@ _CHUNK = 1 << 15
 _PRUNE_SLACK = 1e-4
 
 
-def coreset_size(n_points: int, ratio: float) -> int:
-    """Number of coreset members, ``floor(n_points * ratio)``; refuses an empty coreset."""
+def coreset_size(n_points: int, ratio: float, most: int = 0) -> int:
+    """Number of coreset members, ``floor(n_points * ratio)``, at most ``most`` (0: no limit); refuses an empty
+    coreset."""
     if not 0 < ratio <= 1:
         raise ParameterError(f"coreset ratio must be in (0, 1], got {ratio}.")
     size = int(math.floor(n_points * ratio))
+    if most:
+        size = min(size, most)
     if size < 1:
         raise ParameterError(
             f"coreset ratio {ratio} of {n_points} patch features selects no point; raise --coreset-ratio or add images."
@@ -156,14 +159,15 @@ def select_coreset(
     progress: Callable[[int], None] | None = None,
     pool: int = 1024,
     updates: str = "exact",
+    most: int = 0,
 ) -> Coreset:
-    """Select ``floor(N * ratio)`` rows of ``(N, D)`` features.
+    """Select ``floor(N * ratio)`` rows of ``(N, D)`` features, at most ``most`` (0: no limit).
 
     ``updates="lists"`` lowers each member's distances in its nearest k-means lists only (module docstring).
     ``progress(k)`` is told each time k more members are chosen.
     """
     n = features.shape[0]
-    size = coreset_size(n, ratio)
+    size = coreset_size(n, ratio, most)
     weight = projection(features.shape[1], proj_dim, generator=generator)
     if updates not in UPDATES:
         raise ParameterError(f"Unknown coreset updates {updates!r}; choose one of {', '.join(UPDATES)}.")
@@ -184,16 +188,17 @@ def continue_coreset(
     progress: Callable[[int], None] | None = None,
     pool: int = 1024,
     updates: str = "exact",
+    most: int = 0,
 ) -> Coreset:
     """Grow ``previous``, a coreset of the first ``len(previous.cover)`` rows of ``features``, to
-    ``floor(N * ratio)`` members of all N rows: the greedy run seeded with the previous selection.
+    :func:`grown_size` members of all N rows: the greedy run seeded with the previous selection.
 
     ``generator`` must be seeded as the previous selection's was, so the projection is the same. The
     old rows start from their recorded distance to the previous members, the new rows from an exact
     search against them; the greedy then continues over all rows, with ``updates`` as the selection had.
     """
     n, n_old = features.shape[0], len(previous.cover)
-    size = max(coreset_size(n, ratio), len(previous.selected))
+    size = grown_size(n, previous, ratio, most)
     weight = projection(features.shape[1], proj_dim, generator=generator)
     if updates == "lists" and _lists_for(n):
         state, order = _by_lists(features, weight, size, pool, generator)
@@ -207,6 +212,15 @@ def continue_coreset(
     state.cover_the_rest(rows=position[n_old:])
     coreset = _run(state, progress)
     return coreset if order is None else _unpermuted(coreset, order)
+
+
+def grown_size(n_points: int, previous: Coreset, ratio: float, most: int = 0) -> int:
+    """Members of a coreset ``previous`` grown to ``n_points``: those of a coreset of them all (:func:`coreset_size`),
+    never fewer than it had. With a limit ``most``, at least the new points' share of that size more than it had:
+    a coreset at its limit would otherwise take no member from the new points, however new their appearance."""
+    fresh = coreset_size(n_points, ratio, most)
+    share = fresh * (n_points - len(previous.cover)) // n_points if most else 0
+    return max(fresh, len(previous.selected) + share)
 
 
 def _greedy(proj: torch.Tensor, size: int, n_starts: int, init: str, generator: torch.Generator,

@@ -26,7 +26,7 @@ def run_fit_bank(features_ref: ArtifactRef, params: BankParams, *, context: Cont
 
     def build(draft):
         features, _, _ = read_features(features_ref)
-        size = coreset_size(features.shape[0] * features.shape[1], params.coreset_ratio)
+        size = coreset_size(features.shape[0] * features.shape[1], params.coreset_ratio, params.coreset_max)
         with context.reporter.task(f"coreset {info.category}", size) as advance:
             bank = fit_bank(features, params, seed=category_seed(params.seed, info.category), progress=advance)
         write_bank(draft, bank)

@@ -3,7 +3,14 @@ import torch
 
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert import coreset as coresets
-from eagle_cli.expert.coreset import continue_coreset, project, projection, select_coreset, starting_points
+from eagle_cli.expert.coreset import (
+    continue_coreset,
+    coreset_size,
+    project,
+    projection,
+    select_coreset,
+    starting_points,
+)
 from eagle_cli.params import BankParams
 
 
@@ -70,6 +77,31 @@ def test_starting_points_are_distinct_and_clipped(init):
 def test_empty_coreset_is_refused_naming_ratio_and_count():
     with pytest.raises(ParameterError, match="coreset ratio 0.001 of 100"):
         select_coreset(torch.randn(100, 8), 0.001, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("updates", ["exact", "lists"])
+def test_a_limited_coreset_is_the_greedy_stopped_at_the_limit(small_lists, updates):
+    features = _patches(3000)
+    full = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(6), updates=updates)
+    limited = select_coreset(features, 0.1, generator=torch.Generator().manual_seed(6), updates=updates, most=120)
+    assert len(full.selected) == 300 and torch.equal(limited.selected, full.selected[:120])
+    # Every point's cover is one of the members the limited greedy kept.
+    assert int(limited.cover.max()) < 120
+    assert coreset_size(3000, 0.01, 120) == 30  # the ratio's share where it is below the limit
+
+
+def test_a_limited_coreset_grows_by_at_least_the_new_points_share_of_the_limit():
+    features = _patches(3000)
+    previous = select_coreset(features[:2000], 0.1, generator=torch.Generator().manual_seed(5))
+    unlimited = continue_coreset(features, previous, 0.1, generator=torch.Generator().manual_seed(5))
+    assert len(unlimited.selected) == 300
+    # At its limit already (200): the 1,000 new points still get their third of it, taken farthest first.
+    full = continue_coreset(features, previous, 0.1, generator=torch.Generator().manual_seed(5), most=200)
+    assert len(full.selected) == 200 + 200 * 1000 // 3000 and torch.equal(full.selected[:200], previous.selected)
+    assert (full.selected[200:] >= 2000).float().mean() > 0.5
+    # Below it, a limit the ratio does not reach changes nothing.
+    roomy = continue_coreset(features, previous, 0.1, generator=torch.Generator().manual_seed(5), most=1000)
+    assert torch.equal(roomy.selected, unlimited.selected)
 
 
 def test_float16_features_select_like_float32():

@@ -80,6 +80,16 @@ def test_a_grown_bank_keeps_the_parents_scoring_rule_and_selection(folders, cont
     assert (open_bank(grown).params.image_top, open_bank(grown).params.coreset_updates) == (image_top, updates)
 
 
+def test_a_bank_at_its_limit_grows_by_the_new_images_share_of_it(folders, context):
+    old, new = folders
+    parent = _bank(old, context, BankParams(coreset_ratio=0.1, coreset_max=30))
+    grown = _grow(parent, new, context)
+    assert open_bank(parent).size == 30 and open_bank(grown).size == 30 + 30 * 2 // 8
+    rows = open_bank(grown).coreset().selected
+    assert torch.equal(rows[:30], open_bank(parent).coreset().selected)
+    assert open_bank(grown).params.coreset_max == 30
+
+
 def test_growing_refuses_what_it_cannot_do_and_writes_nothing(folders, context):
     old, new = folders
     parent = _bank(old, context)

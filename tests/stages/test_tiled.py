@@ -19,7 +19,7 @@ from eagle_cli.formats.features import read_features
 from eagle_cli.formats.prompts import read_prompts
 from eagle_cli.formats.scores import read_maps, read_scores
 from eagle_cli.lineage import Lineage
-from eagle_cli.params import BankParams, CalibrationParams, ExtractParams
+from eagle_cli.params import TILED_BANK_MAX, BankParams, CalibrationParams, ExtractParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
 from eagle_cli.stages.fit_threshold import run_calibrate
@@ -67,10 +67,19 @@ def test_one_bank_and_one_threshold_cover_every_tile(tiled_run):
 def test_a_tiled_bank_decides_its_automatic_settings_for_tiles(tiled_run):
     refs, _ = tiled_run
     params = open_bank(refs["fit-bank"]).params
-    assert (params.coreset_ratio, params.coreset_updates, params.image_score) == (0.01, "lists", "peak")
+    assert (params.coreset_ratio, params.coreset_max, params.coreset_updates, params.image_score) == (
+        0.01, TILED_BANK_MAX, "lists", "peak")
     assert open_bank(refs["fit-bank"]).size == int(8 * 9 * 36 * 0.01)
     norm = read_cell_norm(refs["fit-threshold"].input("calibration"))
     assert norm.mean.shape == norm.std.shape == (36,) and (norm.std > 0).all()
+
+
+def test_a_tiled_bank_keeps_at_most_its_limit_and_an_untiled_one_has_none(tiled_run, context):
+    refs, _ = tiled_run
+    limited = run_fit_bank(refs["extract"], BankParams(coreset_max=20), context=context)
+    assert open_bank(limited).size == 20 < int(8 * 9 * 36 * 0.01)
+    assert open_bank(limited).params.coreset_ratio == 0.01
+    assert BankParams().resolved(tiled=False).coreset_max == 0
 
 
 def test_an_image_scores_the_peak_of_its_stitched_map_as_shown(tiled_run):
