@@ -29,7 +29,7 @@ from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.formats.calibration import calibration_scores
 from eagle_cli.formats.scores import read_scores
-from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
+from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams, parse_count
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank
 from eagle_cli.stages.fit_threshold import run_threshold
@@ -40,12 +40,12 @@ MODES = {"auto": BASE, "crop": replace(BASE, tile=0), "full": replace(BASE, tile
 NAMES = {"auto": "tiles, auto (default)", "crop": "crop 256→224", "full": "full frame at 512"}
 
 
-def stages(source: DataSource, category: str, extract: ExtractParams
+def stages(source: DataSource, category: str, extract: ExtractParams, bank: BankParams = BankParams()
            ) -> dict[str, Callable[[dict[str, ArtifactRef], Context], ArtifactRef]]:
-    """The chain as a user runs it, every setting beyond ``extract`` at its default: each stage makes its artifact
-    from those the stages before it ``made`` (keyed by stage)."""
+    """The chain as a user runs it, every setting beyond ``extract`` and ``bank`` at its default: each stage makes
+    its artifact from those the stages before it ``made`` (keyed by stage)."""
     return {"extract": lambda made, context: run_extract(source, category, "train", extract, context=context),
-            "fit-bank": lambda made, context: run_fit_bank(made["extract"], BankParams(), context=context),
+            "fit-bank": lambda made, context: run_fit_bank(made["extract"], bank, context=context),
             "fit-threshold": lambda made, context: run_threshold(made["fit-bank"], CalibrationParams(),
                                                                  ThresholdParams(), context=context),
             "score": lambda made, context: run_score(made["fit-threshold"],
@@ -53,12 +53,12 @@ def stages(source: DataSource, category: str, extract: ExtractParams
                                                      ScoreParams(device="cpu"), context=context)}
 
 
-def timed_chain(source: DataSource, category: str, extract: ExtractParams, context: Context
-                ) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef, dict]:
+def timed_chain(source: DataSource, category: str, extract: ExtractParams, context: Context,
+                bank: BankParams = BankParams()) -> tuple[ArtifactRef, ArtifactRef, ArtifactRef, dict]:
     """Run :func:`stages` on ``category``: the features, bank and scores, and the seconds of each stage (scoring
     per test image)."""
     timed, made = {}, {}
-    for name, stage in stages(source, category, extract).items():
+    for name, stage in stages(source, category, extract, bank).items():
         start = time.perf_counter()
         made[name] = stage(made, context)
         timed[name] = time.perf_counter() - start
@@ -66,14 +66,15 @@ def timed_chain(source: DataSource, category: str, extract: ExtractParams, conte
     return made["extract"], made["fit-bank"], made["score"], timed
 
 
-def one_category(root: Path, category: str, context: Context, size: int, modes: list[str]) -> dict:
+def one_category(root: Path, category: str, context: Context, size: int, modes: list[str], bank: BankParams
+                 ) -> dict:
     context = replace(context, force=True)  # every figure is measured in this run
     out = {"category": category}
     source = DataSource(root=root)
     border_of = {str(sample.path): in_border(str(sample.mask), size)
                  for sample in source.resolved().scan(category, "test") if sample.mask}
     for mode in modes:
-        _, _, scores, timed = timed_chain(source, category, MODES[mode], context)
+        _, _, scores, timed = timed_chain(source, category, MODES[mode], context, bank)
         rows = read_scores(scores)
         good = [r for r in rows if r.label == 0]
         defects = [r for r in rows if r.label == 1]
@@ -120,11 +121,13 @@ def main() -> None:
     realistic.add_arguments(parser, seeds="0,1,2", train=60, test_good=40, variation="highres", size=1024)
     parser.set_defaults(test_per_defect=7, categories="brick,gravel,coins")
     parser.add_argument("--modes", default="auto,crop,full", help=f"Some of {', '.join(MODES)}.")
+    parser.add_argument("--coreset-max", default="auto", help="The bank's most entries (eagle fit-bank --coreset-max).")
     realistic.add_row_files(parser)
     args = parser.parse_args()
     modes = args.modes.split(",")
+    bank = BankParams(coreset_max=parse_count(args.coreset_max))
     realistic.measure_or_summarise(
-        args, lambda root, category, context: one_category(root, category, context, args.size, modes), summarise)
+        args, lambda root, category, context: one_category(root, category, context, args.size, modes, bank), summarise)
 
 
 if __name__ == "__main__":
