@@ -50,6 +50,12 @@ def balanced_accuracy(good: np.ndarray, bad: np.ndarray, tau: float) -> float:
     return 0.5 * (np.mean(good < tau) + np.mean(bad >= tau))
 
 
+def bias(calibration: np.ndarray, good: np.ndarray) -> float:
+    """How far the calibration scores' mean sits above the good test images', in good-test standard deviations:
+    above 0, τ is conservative."""
+    return float((calibration.mean() - good.mean()) / good.std())
+
+
 def oracle(good: np.ndarray, bad: np.ndarray) -> float:
     candidates = np.concatenate([good, bad, [np.inf]])
     return max(balanced_accuracy(good, bad, t) for t in candidates)
@@ -108,7 +114,7 @@ def one_category(root: Path, category: str, context: Context, extract: ExtractPa
             taus[rule] = fitted_tau(scores, method)
         out["estimators"][name] = {
             "seconds": seconds, "cost": seconds / extract_seconds,
-            "bias": float((scores.mean() - good.mean()) / good.std()),
+            "bias": bias(scores, good),
             "std_ratio": float(scores.std() / good.std()),
             **{rule: {"far": float(np.mean(good >= tau)), "miss": float(np.mean(bad < tau)),
                       "bal_acc": balanced_accuracy(good, bad, tau)} for rule, tau in taus.items()},

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import realistic
+from benchmarks.calibration import bias
 from benchmarks.large_parts import in_border
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
@@ -90,11 +91,9 @@ def one_category(root: Path, category: str, context: Context, size: int, modes: 
 
 
 def calibration_bias(scores: ArtifactRef, good: list) -> float:
-    """How far the calibration's image scores sit above the held-out good parts', in good-part standard deviations
-    (as ``benchmarks/calibration.py`` measures it): above 0, τ is conservative."""
+    """:func:`benchmarks.calibration.bias` of the calibration behind ``scores`` against its ``good`` test rows."""
     calibration = calibration_scores(scores.input("threshold").input("calibration"))
-    good_scores = np.array([r.score for r in good])
-    return float((calibration.mean() - good_scores.mean()) / good_scores.std())
+    return bias(calibration, np.array([r.score for r in good]))
 
 
 def summarise(rows: list[dict]) -> None:
