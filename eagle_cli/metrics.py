@@ -13,6 +13,9 @@ import numpy as np
 from scipy import ndimage
 
 PRO_FPR_LIMIT = 0.3
+#: Positions (in threshold steps) this close to a threshold are searched: float32 rounding of a position is
+#: ~1e-7 × 4,096 steps, far inside it.
+_NEAR_THRESHOLD = 1e-2
 
 
 def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -47,9 +50,22 @@ class PixelMetrics:
 
     def _at_or_above(self, values: np.ndarray) -> np.ndarray:
         """How many of ``values`` are ≥ each threshold, ``(levels,)``."""
-        bins = np.searchsorted(self.edges, values, side="right") - 1  # -1: below every threshold
-        counts = np.bincount(bins[bins >= 0], minlength=len(self.edges))
+        counts = np.bincount(self._bins(values) + 1, minlength=len(self.edges) + 1)[1:]  # bin -1: below every one
         return np.cumsum(counts[::-1])[::-1]
+
+    def _bins(self, values: np.ndarray) -> np.ndarray:
+        """The index of the last threshold ≤ each value (-1 below all), as ``searchsorted(edges, values, "right")
+        - 1`` finds it: read off the even spacing in float32, ~8× faster than a binary search over millions of
+        pixels; the few values within rounding of a threshold are searched."""
+        values = np.asarray(values, dtype=np.float32).ravel()
+        last = len(self.edges) - 1
+        position = (values - np.float32(self.edges[0])) * np.float32(last / (self.edges[-1] - self.edges[0]))
+        np.clip(position, -1, last, out=position)
+        with np.errstate(invalid="ignore"):  # a NaN casts to any index: it is searched below
+            bins = np.floor(position).astype(np.intp)
+        near = np.flatnonzero(~(np.abs(position - np.rint(position)) >= _NEAR_THRESHOLD))  # NaN is searched too
+        bins[near] = np.searchsorted(self.edges, values[near], side="right") - 1
+        return bins
 
     def add(self, amap: np.ndarray, mask: np.ndarray) -> None:
         """One map ``(H, W)`` and its boolean defect mask of the same shape."""

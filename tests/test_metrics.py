@@ -60,6 +60,15 @@ def test_streamed_metrics_do_not_depend_on_how_the_maps_are_split():
     assert whole.pro() == pytest.approx(exact_pro(masks, maps), abs=0.002)
 
 
+def test_pixels_fall_at_the_thresholds_a_binary_search_puts_them():
+    pixel = metrics.PixelMetrics(-1.3, 7.7, levels=4096)
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(2, 3, 100_000), pixel.edges, np.nextafter(pixel.edges, -np.inf),
+                             [-50.0, 50.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    np.testing.assert_array_equal(pixel._bins(values),
+                                  np.searchsorted(pixel.edges, values, side="right") - 1)
+
+
 def test_pro_perfect_inverted_and_region_weighted():
     masks = np.zeros((2, 20, 20), bool)
     masks[0, 2:4, 2:4] = True      # a small region

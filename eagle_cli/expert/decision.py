@@ -7,10 +7,12 @@ is judged by one piece of code whichever network produced its patch features.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from eagle_cli.expert.anomaly_map import frame_map, to_original_frame
+from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.expert.scoring import verdicts
 
@@ -23,7 +25,14 @@ class Scored:
     anomalous: np.ndarray  # (B,) bool, score ≥ τ
     uncertain: np.ndarray  # (B,) bool, τ < score < S_max (the CAAS window)
     crop_maps: list[np.ndarray]  # (frame, frame) float32 each, the frame the expert saw (standardised: peak rule)
-    maps: list[np.ndarray]  # (height, width) float32 each, the original image's frame
+    geometry: Geometry
+    sizes: list[tuple[int, int]]  # each image's original (width, height)
+
+    @cached_property
+    def maps(self) -> list[np.ndarray]:
+        """``(height, width) float32`` each, the original image's frame. Drawn when first asked for: the score
+        stage stores the frame maps and never needs these (a 16 MB resampling per image at 2048 px)."""
+        return [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(self.crop_maps, self.sizes, strict=True)]
 
 
 def decide(per_patch: np.ndarray, sizes: list[tuple[int, int]], rule: ImageRule, *, tau: float, s_max: float,
@@ -31,8 +40,8 @@ def decide(per_patch: np.ndarray, sizes: list[tuple[int, int]], rule: ImageRule,
     """Image scores, verdicts and maps of patch scores ``(B, P)`` of images whose original (width, height) are
     ``sizes``; the maps are smoothed with σ = ``sigma_px``."""
     values = rule.values(per_patch)
-    scores = rule.scores(values)
-    anomalous, uncertain = verdicts(scores, tau, s_max)
     crop_maps = [frame_map(v, rule.grid, rule.geometry, sigma_px=sigma_px) for v in values]
-    maps = [to_original_frame(m, rule.geometry, w, h) for m, (w, h) in zip(crop_maps, sizes, strict=True)]
-    return Scored(scores, anomalous, uncertain, crop_maps, maps)
+    # By default the peak rule smooths as the maps are smoothed: its peak is then the map's own maximum.
+    scores = rule.scores(values, crop_maps if rule.sigma_px == sigma_px else None)
+    anomalous, uncertain = verdicts(scores, tau, s_max)
+    return Scored(scores, anomalous, uncertain, crop_maps, rule.geometry, list(sizes))

@@ -29,6 +29,10 @@ from eagle_cli.params import ExtractParams
 
 IMAGENET_MEAN = np.array((0.485, 0.456, 0.406), dtype=np.float32)
 IMAGENET_STD = np.array((0.229, 0.224, 0.225), dtype=np.float32)
+#: Every 8-bit value of each channel, normalised: ``(3, 256) float32``, the same float32 arithmetic per value as
+#: normalising the pixels one by one, in one table look-up each (3× faster on a 2048 px frame).
+_NORMALISED = ((np.arange(256, dtype=np.float32)[None, :] / np.float32(255) - IMAGENET_MEAN[:, None])
+               / IMAGENET_STD[:, None])
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,8 @@ class Geometry:
             image = image.resize(size, Image.Resampling.BILINEAR)
         if self.crop:
             image = image.crop((left, top, left + self.frame, top + self.frame))
-        pixels = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255)
-        return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+        pixels = np.asarray(image, dtype=np.uint8)
+        return np.stack([channel[pixels[..., c]] for c, channel in enumerate(_NORMALISED)])
 
     def frames(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Opened images of any mode, as :func:`~eagle_cli.data.images.decode` would make them, framed:

@@ -106,15 +106,17 @@ class ImageRule:
             raise ParameterError("The peak image rule has no calibration yet; run eagle fit-threshold.")
         return self.norm.standardise(per_patch)
 
-    def scores(self, values: np.ndarray) -> np.ndarray:
-        """Image scores ``(B,)`` of :meth:`values` ``(B, P)``."""
+    def scores(self, values: np.ndarray, maps: list[np.ndarray] | None = None) -> np.ndarray:
+        """Image scores ``(B,)`` of :meth:`values` ``(B, P)``. ``maps``: their frame maps if already drawn with this
+        rule's σ (the peak rule then reads them instead of drawing them again)."""
         if self.kind == "top-mean":
             return image_scores(values, self.top).astype(np.float64)
-        return self._peak(values)
+        return self._peak(values, maps)
 
-    def _peak(self, values: np.ndarray) -> np.ndarray:
-        return np.array([frame_map(v, self.grid, self.geometry, sigma_px=self.sigma_px).max() for v in values],
-                        dtype=np.float64)
+    def _peak(self, values: np.ndarray, maps: list[np.ndarray] | None = None) -> np.ndarray:
+        if maps is None:
+            maps = [frame_map(v, self.grid, self.geometry, sigma_px=self.sigma_px) for v in values]
+        return np.array([m.max() for m in maps], dtype=np.float64)
 
 
 def scored_top_mean(per_patch: np.ndarray, top: int) -> np.ndarray:

@@ -56,7 +56,7 @@ def test_the_full_frame_sees_the_whole_image_and_maps_it_back_without_a_blind_st
 
 
 @pytest.mark.parametrize("geometry", [Geometry(256, 224), Geometry(64, 0), Geometry(300, 0, 224, 0.1)])
-@pytest.mark.parametrize("size", [(300, 200), (200, 300), (1024, 777)])
+@pytest.mark.parametrize("size", [(300, 200), (200, 300), (1024, 777), (300, 300)])
 def test_maps_and_masks_come_back_as_torch_samples_them(geometry, size):
     """The numpy resampling (no torch at run time, for the exported runtime) is torch's grid_sample and nearest
     resize, which the maps and masks were first drawn with."""

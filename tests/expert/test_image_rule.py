@@ -93,6 +93,19 @@ def test_the_peak_is_the_maximum_of_the_map_it_smooths():
     assert fitted.scores(values)[0] == pytest.approx(float(frame_map(values[0], GRID, TILED, sigma_px=2.0).max()))
 
 
+@pytest.mark.parametrize("map_sigma", [2.0, 4.0])
+def test_a_verdict_reads_the_peak_at_the_rules_smoothing_whatever_the_maps(map_sigma):
+    from eagle_cli.expert.anomaly_map import frame_map
+    from eagle_cli.expert.decision import decide
+
+    _, fitted = peak_rule(peak_sigma_px=2.0).calibrated(good_patches(10, seed=5))
+    image = good_patches(1, seed=8)
+    scored = decide(image, [(144, 144)], fitted, tau=1.0, s_max=2.0, sigma_px=map_sigma)
+    values = fitted.values(image)[0]
+    assert scored.scores[0] == pytest.approx(float(frame_map(values, GRID, TILED, sigma_px=2.0).max()))
+    np.testing.assert_array_equal(scored.crop_maps[0], frame_map(values, GRID, TILED, sigma_px=map_sigma))
+
+
 def test_the_peak_needs_every_patch_scored_and_a_calibration():
     partial = good_patches(6, seed=7)
     partial[0, 3] = np.nan
