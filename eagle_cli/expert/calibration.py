@@ -153,8 +153,14 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     def bound(chunk: np.ndarray, listed: np.ndarray) -> None:
         hit = is_orphan[chunk]
         at = np.searchsorted(orphans, chunk[hit])
-        orphan_dist[at] = _nearest_listed(project(flat[torch.as_tensor(chunk[hit])], weight), bank, listed[hit],
-                                          index.image_ids, orphan_of[at])
+        points, listed, excluded = project(flat[torch.as_tensor(chunk[hit])], weight), listed[hit], orphan_of[at]
+        # The nearest listed entry of another image settles almost every orphan, for a 33rd of the work of all
+        # of them; the nearest of all listed is worked out only where it does not.
+        dist = _first_listed(points, bank, listed, index.image_ids, excluded)
+        unsettled = np.flatnonzero(dist > radius * (1 - _BOUND_MARGIN))
+        dist[unsettled] = _nearest_listed(points[torch.as_tensor(unsettled)], bank, listed[unsettled],
+                                          index.image_ids, excluded[unsettled])
+        orphan_dist[at] = dist
 
     # Two passes over the images, each half of the work: progress advances by halves.
     dists, fallback_rows = own_out_search(features, index, images, knn_k=knn_k, extra=extra,
@@ -196,6 +202,17 @@ def _nearest_refill(points: torch.Tensor, refill: torch.Tensor, k: int) -> np.nd
     return torch.cat([torch.cdist(points[lo:lo + rows].float(), refill).square_()
                       .topk(min(k, len(refill)), dim=1, largest=False).values
                       for lo in range(0, len(points), rows)]).numpy()
+
+
+def _first_listed(points: torch.Tensor, bank: torch.Tensor, listed: np.ndarray, image_ids: np.ndarray,
+                  excluded: np.ndarray) -> np.ndarray:
+    """Each of ``points (m, d)``'s squared distance to the first of its ``listed (m, L)`` rows of ``bank`` not from
+    image ``excluded[m]`` (an upper bound of :func:`_nearest_listed`); inf where every listed row is."""
+    other = image_ids[listed] != excluded[:, None]
+    first = torch.as_tensor(listed[np.arange(len(listed)), other.argmax(1)])
+    out = (points - bank[first]).square_().sum(1).numpy()
+    out[~other.any(1)] = np.inf
+    return out
 
 
 def _nearest_listed(points: torch.Tensor, bank: torch.Tensor, listed: np.ndarray, image_ids: np.ndarray,

@@ -201,6 +201,12 @@ def test_a_listed_entry_bounds_an_orphan_by_its_exact_distance_skipping_the_excl
     expected = np.where(image_ids[listed] == excluded[:, None], np.inf, sq).min(1)
     assert np.isinf(bound[:3]).all()
     np.testing.assert_allclose(bound, expected, rtol=1e-6)
+    # The cheaper bound: the first listed entry of another image, never below the nearest of them.
+    first = cal._first_listed(points, bank, listed, image_ids, excluded)
+    column = np.argmax(image_ids[listed] != excluded[:, None], axis=1)
+    assert np.isinf(first[:3]).all()
+    np.testing.assert_allclose(first[3:], sq[np.arange(3, 700), column[3:]], rtol=1e-6)
+    assert (first >= bound).all() and (first > bound).any()
 
 
 def test_the_refill_searches_only_orphans_no_listed_entry_settles_and_scores_as_if_it_searched_all(
