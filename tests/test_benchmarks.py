@@ -74,5 +74,7 @@ def test_tiled_cost_benchmark_measures_every_stage_in_its_own_process():
     row = next(line for line in table.splitlines() if line.startswith("| 512 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1:3] == ["9", str(9 * 28 * 28)]  # 9 tiles of 224 over 512 px, 784 patches each
+    seconds = [float(s) for s in cells[7].split(",")]  # a scored image: fresh process, then warm
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
     peaks = [float(mb) for mb in cells[-1].split(" / ")]
     assert len(peaks) == 4 and all(peak > 0 for peak in peaks)
