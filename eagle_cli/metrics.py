@@ -57,7 +57,7 @@ class PixelMetrics:
         """The index of the last threshold ≤ each value (-1 below all), as ``searchsorted(edges, values, "right")
         - 1`` finds it: read off the even spacing in float32, ~8× faster than a binary search over millions of
         pixels; the few values within rounding of a threshold are searched."""
-        values = np.asarray(values, dtype=np.float32).ravel()
+        values = np.asarray(values).ravel()  # float32 maps: float32 arithmetic; float64 stays float64
         last = len(self.edges) - 1
         position = (values - np.float32(self.edges[0])) * np.float32(last / (self.edges[-1] - self.edges[0]))
         np.clip(position, -1, last, out=position)

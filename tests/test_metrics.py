@@ -60,11 +60,12 @@ def test_streamed_metrics_do_not_depend_on_how_the_maps_are_split():
     assert whole.pro() == pytest.approx(exact_pro(masks, maps), abs=0.002)
 
 
-def test_pixels_fall_at_the_thresholds_a_binary_search_puts_them():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pixels_fall_at_the_thresholds_a_binary_search_puts_them(dtype):
     pixel = metrics.PixelMetrics(-1.3, 7.7, levels=4096)
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(2, 3, 100_000), pixel.edges, np.nextafter(pixel.edges, -np.inf),
-                             [-50.0, 50.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+                             [-50.0, 50.0, np.inf, -np.inf, np.nan]]).astype(dtype)
     np.testing.assert_array_equal(pixel._bins(values),
                                   np.searchsorted(pixel.edges, values, side="right") - 1)
 

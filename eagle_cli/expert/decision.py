@@ -31,7 +31,7 @@ class Scored:
     @cached_property
     def maps(self) -> list[np.ndarray]:
         """``(height, width) float32`` each, the original image's frame. Drawn when first asked for: the score
-        stage stores the frame maps and never needs these (a 16 MB resampling per image at 2048 px)."""
+        stage stores the frame maps and never needs these (a resampling of 4 M pixels per image at 2048 px)."""
         return [to_original_frame(m, self.geometry, w, h) for m, (w, h) in zip(self.crop_maps, self.sizes, strict=True)]
 
 
