@@ -2,10 +2,11 @@
 
 glibc serves an allocation above its mmap threshold (128 KB, rising with what is freed to at most 32 MB) from
 fresh pages, and gives the top of its heap back beyond a trim threshold. A backbone forward on a batch of
-tiles allocates and frees hundreds of MB of activations, so every batch faulted in — and the kernel zeroed —
-the same memory again: on 2 CPU cores that was over half of a MobileNetV2 forward on 25 tiles of 224 px
-(0.36 s, 0.15 s with the thresholds below; BENCHMARKS.md, "The allocator"). Buffers up to ``_MMAP_THRESHOLD``
-now come from the heap, and up to ``_TRIM_THRESHOLD`` of freed heap stays with the process for the next batch.
+tiles allocates and frees hundreds of MB of activations (one MobileNetV2 layer of 25 tiles is 120 MB), so
+every batch faulted in — and the kernel zeroed — the same memory again: 180,000 page faults and over half the
+time of a forward on 2 CPU cores (``python -m benchmarks.allocator``: 0.41 s → 0.18 s for 25 tiles of 224 px,
+peak RSS +60 MB). Buffers up to ``_MMAP_THRESHOLD`` now come from the heap, and up to ``_TRIM_THRESHOLD`` of
+freed heap stays with the process for the next batch.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import ctypes
 import ctypes.util
 import platform
 
-_MMAP_THRESHOLD = 64 << 20
-_TRIM_THRESHOLD = 256 << 20
+_MMAP_THRESHOLD = 128 << 20
+_TRIM_THRESHOLD = 512 << 20
 # mallopt's parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3

@@ -69,6 +69,11 @@ def test_runtime_benchmark_compares_the_export_with_the_torch_path():
     assert "| onnx | 30 |" in table
 
 
+def test_allocator_benchmark_compares_glibcs_defaults_with_eagles_setting():
+    table = _run("benchmarks.allocator", "--tiles", "2", "--side", "64", "--repeats", "2")
+    assert "| default |" in table and "| tuned |" in table and "× the time per forward" in table
+
+
 def test_tiled_cost_benchmark_measures_every_stage_in_its_own_process():
     table = _run("benchmarks.tiled_cost", "--sizes", "512", "--train", "19", "--test", "1")
     row = next(line for line in table.splitlines() if line.startswith("| 512 |"))
