@@ -1,10 +1,10 @@
 """What a tiled expert costs as the image grows, against what its tiles cost on their own.
 
-    python -m benchmarks.tiled_cost [--sizes 512,1024,2048] [--train 20] [--test 6]
+    python -m benchmarks.tiled_cost [--sizes 512,1024,2048] [--train 20] [--test 6] [--coreset-max auto[,4096…]]
 
-For each image size, on the ``highres`` brick category with every setting at its default (``--tile auto``,
-MobileNetV2, ImageNet weights), each stage runs in a fresh process that reuses the artifacts of the stages
-before it and redoes its own, so its time and peak memory are its own:
+For each image size and each bank limit ``--coreset-max`` asks for, on the ``highres`` brick category with every
+other setting at its default (``--tile auto``, MobileNetV2, ImageNet weights), each stage runs in a fresh process
+that reuses the artifacts of the stages before it and redoes its own, so its time and peak memory are its own:
 
 * fit: the training images' extraction time E, then fit-bank (B) and fit-threshold (C), as ratios to E;
 * score: the score stage's time per image, first in a fresh process (start-up included, shared by the few
@@ -41,20 +41,20 @@ from eagle_cli.expert.geometry import Geometry
 from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.features import features_info
 from eagle_cli.lineage import Lineage
-from eagle_cli.params import ExtractParams
+from eagle_cli.params import BankParams, ExtractParams, parse_count
 
 EXTRACT = ExtractParams(backbone="mobilenet_v2", weights="imagenet", device="cpu", feature_dtype="float16")
 STAGES = ("extract", "fit-bank", "fit-threshold", "score")
 
 
-def one_stage(workdir: Path, size: int, measured: str) -> dict:
+def one_stage(workdir: Path, size: int, measured: str, bank: BankParams) -> dict:
     """The stages up to ``measured`` on the images of ``size``: earlier ones reused, this one redone and measured
     (run in its own process)."""
     torch.set_num_threads(2)
     faiss.omp_set_num_threads(2)
     context = Context(artifacts=workdir / f"artifacts-{size}")
     made = {}
-    for name, stage in stages(DataSource(root=workdir / f"data-{size}"), "brick", EXTRACT).items():
+    for name, stage in stages(DataSource(root=workdir / f"data-{size}"), "brick", EXTRACT, bank).items():
         start = time.perf_counter()
         made[name] = stage(made, replace(context, force=name == measured))
         if name == measured:
@@ -68,7 +68,7 @@ def one_stage(workdir: Path, size: int, measured: str) -> dict:
         # hours pays the backbone's build and first batches once, and only this per image.
         shutil.rmtree(made["score"].path)
         start = time.perf_counter()
-        stages(DataSource(root=workdir / f"data-{size}"), "brick", EXTRACT)["score"](made, context)
+        stages(DataSource(root=workdir / f"data-{size}"), "brick", EXTRACT, bank)["score"](made, context)
         out["warm seconds"] = (time.perf_counter() - start) / images
         out["tiles alone"] = _tiles_alone(made["extract"], made["fit-bank"])
     if measured == "fit-bank":
@@ -97,14 +97,12 @@ def _tiles_alone(features, bank) -> float:
     return best
 
 
-def one_size(workdir: Path, size: int, train: int, test: int) -> dict:
-    """Every figure of one image size, each stage in its own process."""
-    generate(workdir / f"data-{size}", categories=("brick",), variation="highres", n_train=train, n_test_good=test,
-             n_test_per_defect=1, size=size, seed=0)
-    row = {"size": size}
+def one_size(workdir: Path, size: int, coreset_max: str) -> dict:
+    """Every figure of one image size and bank limit, each stage in its own process."""
+    row = {"size": size, "coreset_max": coreset_max}
     for stage in STAGES:
         out = subprocess.run([sys.executable, "-m", "benchmarks.tiled_cost", "--one", str(size), "--stage", stage,
-                              "--workdir", str(workdir)], capture_output=True, text=True)
+                              "--workdir", str(workdir), "--coreset-max", coreset_max], capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"{stage} at {size} px failed:\n{out.stderr[-3000:]}")
         row[stage] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -116,26 +114,32 @@ def main() -> None:
     parser.add_argument("--sizes", default="512,1024,2048")
     parser.add_argument("--train", type=int, default=20)
     parser.add_argument("--test", type=int, default=6, help="Good test images (plus one per defect kind).")
+    parser.add_argument("--coreset-max", default="auto",
+                        help="The bank's most entries (eagle fit-bank --coreset-max); several, comma-separated.")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_stage(args.workdir, args.one, args.stage)))
+        bank = BankParams(coreset_max=parse_count(args.coreset_max))
+        print(json.dumps(one_stage(args.workdir, args.one, args.stage, bank)))
         return
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in [int(s) for s in args.sizes.split(",")]:
-            rows.append(one_size(Path(scratch), size, args.train, args.test))
-            print(json.dumps(rows[-1]), flush=True)
-    print("\n| image px | tiles | patches / image | bank | fit-bank / extract | fit-threshold / extract "
-          "| score / (tiles alone): fresh process, warm | s / image scored: fresh, warm | features MB "
-          "| peak RSS MB: extract / fit-bank / fit-threshold / score |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+            generate(Path(scratch) / f"data-{size}", categories=("brick",), variation="highres", n_train=args.train,
+                     n_test_good=args.test, n_test_per_defect=1, size=size, seed=0)
+            for coreset_max in args.coreset_max.split(","):
+                rows.append(one_size(Path(scratch), size, coreset_max))
+                print(json.dumps(rows[-1]), flush=True)
+    print("\n| image px | --coreset-max | tiles | patches / image | bank | fit-bank / extract "
+          "| fit-threshold / extract | score / (tiles alone): fresh process, warm | s / image scored: fresh, warm "
+          "| features MB | peak RSS MB: extract / fit-bank / fit-threshold / score |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         extract, bank, score = row["extract"]["seconds"], row["fit-bank"], row["score"]
         peaks = " / ".join(f"{row[stage]['peak_rss_mb']:.0f}" for stage in STAGES)
-        print(f"| {row['size']} | {bank['tiles']} | {bank['patches']} | {bank['bank']} | "
+        print(f"| {row['size']} | {row['coreset_max']} | {bank['tiles']} | {bank['patches']} | {bank['bank']} | "
               f"{bank['seconds'] / extract:.2f} | {row['fit-threshold']['seconds'] / extract:.2f} | "
               f"{score['seconds'] / score['tiles alone']:.2f}, {score['warm seconds'] / score['tiles alone']:.2f} | "
               f"{score['seconds']:.2f}, {score['warm seconds']:.2f} | {bank['features_mb']:.0f} | "

@@ -75,11 +75,23 @@ def test_allocator_benchmark_compares_glibcs_defaults_with_eagles_setting():
 
 
 def test_tiled_cost_benchmark_measures_every_stage_in_its_own_process():
-    table = _run("benchmarks.tiled_cost", "--sizes", "512", "--train", "19", "--test", "1")
+    # 19 images × 7,056 patches: a 1 % bank would have 1,340 entries, so the limit of 1,000 binds.
+    table = _run("benchmarks.tiled_cost", "--sizes", "512", "--train", "19", "--test", "1", "--coreset-max", "1000")
     row = next(line for line in table.splitlines() if line.startswith("| 512 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[1:3] == ["9", str(9 * 28 * 28)]  # 9 tiles of 224 over 512 px, 784 patches each
-    seconds = [float(s) for s in cells[7].split(",")]  # a scored image: fresh process, then warm
+    assert cells[1:5] == ["1000", "9", str(9 * 28 * 28), "1000"]  # 9 tiles of 224 over 512 px, 784 patches each
+    seconds = [float(s) for s in cells[8].split(",")]  # a scored image: fresh process, then warm
     assert len(seconds) == 2 and all(s > 0 for s in seconds)
     peaks = [float(mb) for mb in cells[-1].split(" / ")]
     assert len(peaks) == 4 and all(peak > 0 for peak in peaks)
+
+
+def test_exact_search_benchmark_compares_the_calibrations_search_with_its_alternatives():
+    table = _run("benchmarks.exact_search", "--size", "512", "--train", "4", "--images", "1")
+    rows = {line.split("|")[1].split(":")[0].strip(): [cell.strip() for cell in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith(("| listed", "| nearest", "| filtered"))}
+    assert set(rows) == {"listed", "nearest", "filtered"}
+    assert rows["listed"][2] == "1.00" and all(float(row[1]) > 0 for row in rows.values())
+    # The nearest entry of another image is the same however it is found; what the filter proves, it proves right.
+    assert rows["nearest"][4] == "1.0000" and rows["filtered"][4] == "1.0000"
+    assert 0 < float(rows["filtered"][3]) <= 1

@@ -1,0 +1,124 @@
+"""Why the calibration's exact search is not cheaper: what faiss's flat search costs against the ways around it.
+
+    python -m benchmarks.exact_search [--size 2048] [--train 20] [--images 3] [--coreset-max auto]
+
+fit-threshold searches every patch of every training image against the bank, leaving the image's own entries
+out: faiss's flat index lists the k + 32 nearest of any image and the first k of other images are kept. On the
+``highres`` brick category (``--tile auto``, MobileNetV2 ImageNet weights, the bank as fit-bank makes it), for
+the patches of ``--images`` training images, each timed in this process, the same patches, per image:
+
+* ``listed``: the calibration's search (the baseline);
+* ``nearest``: the least a flat search can do — the single nearest entry, in a copy of the bank without the
+  image's entries (no list, so nothing for the refill's bounds);
+* ``filtered``: the nearest among the candidates a cheaper search finds in the bank's top principal components,
+  then measured exactly. A projection onto orthonormal components never lengthens a distance, so the candidates'
+  best is proven exact where it is no farther than the first candidate left out; ``certified`` is that share of
+  patches (the rest would need the full search again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from benchmarks.highres import stages
+from benchmarks.tiled_cost import EXTRACT
+from eagle_cli.context import Context
+from eagle_cli.data import DataSource
+from eagle_cli.data.synthetic import generate
+from eagle_cli.formats.bank import open_bank
+from eagle_cli.formats.features import read_features
+from eagle_cli.params import BankParams, CalibrationParams, parse_count
+
+
+def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The mean, the top ``count`` orthonormal components ``(D, count)`` of ``rows`` and the share of variance
+    they hold."""
+    mean = rows.mean(0)
+    values, vectors = np.linalg.eigh(np.cov((rows - mean).T))
+    top = vectors[:, ::-1][:, :count]
+    return mean, np.ascontiguousarray(top, dtype=np.float32), float(values[::-1][:count].sum() / values.sum())
+
+
+def measure(patches: np.ndarray, own: int, bank: np.ndarray, image_ids: np.ndarray, *, depth: int, dims: int,
+            candidates: int) -> dict:
+    """Seconds of each search over one image's ``patches`` and what the filtered one proved."""
+    start = time.perf_counter()
+    dist, rows = faiss.knn(patches, bank, depth)
+    keep = image_ids[rows] != own
+    listed = dist[np.arange(len(dist)), keep.argmax(1)]
+    listed_s = time.perf_counter() - start
+
+    others = np.ascontiguousarray(bank[image_ids != own])
+    start = time.perf_counter()
+    nearest = faiss.knn(patches, others, 1)[0][:, 0]
+    nearest_s = time.perf_counter() - start
+
+    mean, components, _ = principal_components(others, dims)
+    reduced = np.ascontiguousarray((others - mean) @ components)
+    start = time.perf_counter()
+    low, found = faiss.knn(np.ascontiguousarray((patches - mean) @ components), reduced, candidates + 1)
+    chosen = np.ascontiguousarray(found[:, :candidates])
+    exact = np.empty(chosen.shape, dtype=np.float32)
+    faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(exact), faiss.swig_ptr(patches), faiss.swig_ptr(others),
+                            faiss.swig_ptr(chosen), patches.shape[1], len(patches), candidates)
+    best = exact.min(1)
+    filtered_s = time.perf_counter() - start
+    # A margin for float rounding of the reduced distances, so no patch is called proven by rounding.
+    certified = best <= low[:, candidates] * (1 - 1e-4)
+    return {"listed": listed_s, "nearest": nearest_s, "filtered": filtered_s, "certified": float(certified.mean()),
+            # Each search's nearest against the listed one (the filtered one where it proved it).
+            "nearest agrees": float(np.isclose(nearest, listed, rtol=1e-4).mean()),
+            "filtered agrees": float(np.isclose(best[certified], listed[certified], rtol=1e-4).mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--train", type=int, default=20)
+    parser.add_argument("--images", type=int, default=3, help="Training images whose patches are searched.")
+    parser.add_argument("--coreset-max", default="auto", help="The bank's most entries (eagle fit-bank).")
+    parser.add_argument("--dims", type=int, default=32, help="Principal components of the filtered search.")
+    parser.add_argument("--candidates", type=int, default=32, help="Candidates the filtered search measures.")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    faiss.omp_set_num_threads(2)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        generate(root / "data", categories=("brick",), variation="highres", n_train=args.train, n_test_good=1,
+                 n_test_per_defect=0, size=args.size, seed=0)
+        chain = stages(DataSource(root=root / "data"), "brick", EXTRACT,
+                       BankParams(coreset_max=parse_count(args.coreset_max)))
+        context = Context(artifacts=root / "artifacts")
+        made = {"extract": chain["extract"]({}, context)}
+        made["fit-bank"] = chain["fit-bank"](made, context)
+        features = read_features(made["extract"])[0]
+        opened = open_bank(made["fit-bank"])
+        tensors = opened.tensors(("bank", "image_ids"))
+        bank, image_ids = np.ascontiguousarray(tensors["bank"].numpy()), tensors["image_ids"].numpy()
+        depth = opened.params.knn_k + CalibrationParams().extra_neighbours
+        _, _, share = principal_components(bank, args.dims)
+        rows = [measure(np.ascontiguousarray(features[i].float().numpy()), i, bank, image_ids, depth=depth,
+                        dims=args.dims, candidates=args.candidates) for i in range(min(args.images, len(features)))]
+    patches = features.shape[1]
+    print(f"{args.size} px: {patches} patches per image against {len(bank)} entries of {bank.shape[1]} dimensions; "
+          f"{args.dims} principal components hold {share:.1%} of the bank's variance.\n")
+    print("| search | s / image | × the calibration's search | patches proven exact | same distance as listed |")
+    print("|---|---|---|---|---|")
+    listed = np.mean([r["listed"] for r in rows])
+    for name, label in (("listed", f"listed: flat, {depth} nearest"), ("nearest", "nearest: flat, 1, own left out"),
+                        ("filtered", f"filtered: {args.candidates} in {args.dims} components, then exact")):
+        seconds = np.mean([r[name] for r in rows])
+        proven = f"{np.mean([r['certified'] for r in rows]):.3f}" if name == "filtered" else "1"
+        agrees = f"{np.mean([r[name + ' agrees'] for r in rows]):.4f}" if name != "listed" else "1"
+        print(f"| {label} | {seconds:.2f} | {seconds / listed:.2f} | {proven} | {agrees} |")
+
+
+if __name__ == "__main__":
+    main()
