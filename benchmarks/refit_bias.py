@@ -52,7 +52,7 @@ def main() -> None:
     features, _, grid = read_features(stored.ref.input("features"), check_finite=False)
     rule = ImageRule.of(expert.bank, expert.geometry, grid, expert.norm)
     image_ids, rows = expert.index.image_ids, expert.index.rows()
-    held = set(stored.coreset().selected.tolist())
+    held = stored.coreset().selected.numpy()
     n_images, patches, _ = features.shape
     good = np.array([row.score for row in read_scores(scores) if row.label == 0])
     images = [i for i in (int(s) for s in args.images.split(",")) if i < n_images]
@@ -69,7 +69,7 @@ def main() -> None:
         # The refitted bank's entries as places among all training patches, to compare with the fitted bank's.
         selected = refit.coreset.selected.numpy()
         places = others.numpy()[selected // patches] * patches + selected % patches
-        shared = float(np.isin(places, list(held)).mean())
+        shared = float(np.isin(places, held).mean())
         print(f"| {image} | {own_out[-1]:.3f} | {refitted[-1]:.3f} | {shared:.2f} |", flush=True)
     print(f"\n{len(good)} good test images: mean {good.mean():.3f}, SD {good.std():.3f}. Bias (SD): own entries left "
           f"out {bias(np.array(own_out), good):+.2f}, refitted {bias(np.array(refitted), good):+.2f}.")
