@@ -30,11 +30,11 @@ from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.expert import load_expert
 from eagle_cli.formats.features import read_features
 from eagle_cli.formats.scores import read_scores
+from eagle_cli.params import CalibrationParams
 
 
-def image_score(rule: ImageRule, patches: np.ndarray, rows: np.ndarray, k: int) -> float:
-    """The image score of one image's ``patches (P, D)`` against bank ``rows``."""
-    dist = faiss.knn(patches, np.ascontiguousarray(rows), k)[0]
+def image_score(rule: ImageRule, dist: np.ndarray) -> float:
+    """The image score of one image's squared distances to its nearest entries ``(P, k)``."""
     return float(rule.scores(rule.values(patch_scores(dist)[None]))[0])
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     stored = open_bank(threshold.input("bank"))
     features, _, grid = read_features(stored.ref.input("features"), check_finite=False)
     rule = ImageRule.of(expert.bank, expert.geometry, grid, expert.norm)
-    image_ids, rows = expert.index.image_ids, expert.index.rows()
+    k, extra = expert.bank.knn_k, CalibrationParams().extra_neighbours
     held = stored.coreset().selected.numpy()
     n_images, patches, _ = features.shape
     good = np.array([row.score for row in read_scores(scores) if row.label == 0])
@@ -61,11 +61,13 @@ def main() -> None:
     print("|---|---|---|---|")
     own_out, refitted = [], []
     for image in images:
-        own = np.ascontiguousarray(features[image].float().numpy())
-        own_out.append(image_score(rule, own, rows[image_ids != image], expert.bank.knn_k))
+        own = features[image].float()
+        # The calibration's own search: the k nearest entries of other images.
+        dist = expert.index.search_leave_own_out(own, k, np.full(patches, image), extra=extra)[0]
+        own_out.append(image_score(rule, dist))
         others = torch.as_tensor([i for i in range(n_images) if i != image])
         refit = fit_bank(features[others], expert.bank, seed=stored.seed)
-        refitted.append(image_score(rule, own, refit.rows.numpy(), expert.bank.knn_k))
+        refitted.append(image_score(rule, refit.index(backend="faiss").search(own, k)[0]))
         # The refitted bank's entries as places among all training patches, to compare with the fitted bank's.
         selected = refit.coreset.selected.numpy()
         places = others.numpy()[selected // patches] * patches + selected % patches
