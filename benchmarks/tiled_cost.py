@@ -11,8 +11,8 @@ that reuses the artifacts of the stages before it and redoes its own, so its tim
   test images) and then again in the same process (warm), against one image's tiles pushed through the
   backbone in batches (the extractor alone) plus one exact search of their patches in the bank, timed in
   the same process after the stage;
-* memory: each stage's peak resident memory, and the training features' own size (float16 on disk, read
-  memory-mapped).
+* memory: each stage's peak resident memory, what its process held before the stage began (the libraries:
+  torch, faiss and eagle imported), and the training features' own size (float16 on disk, read memory-mapped).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def one_stage(workdir: Path, size: int, measured: str, bank: BankParams) -> dict
     (run in its own process)."""
     torch.set_num_threads(2)
     faiss.omp_set_num_threads(2)
+    libraries_mb = _resident_mb()
     context = Context(artifacts=workdir / f"artifacts-{size}")
     made = {}
     for name, stage in stages(DataSource(root=workdir / f"data-{size}"), "brick", EXTRACT, bank).items():
@@ -59,7 +60,7 @@ def one_stage(workdir: Path, size: int, measured: str, bank: BankParams) -> dict
         made[name] = stage(made, replace(context, force=name == measured))
         if name == measured:
             break
-    out = {"seconds": time.perf_counter() - start,
+    out = {"seconds": time.perf_counter() - start, "libraries_mb": libraries_mb,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if measured == "score":
         images = made["score"].summary["images"]
@@ -77,6 +78,12 @@ def one_stage(workdir: Path, size: int, measured: str, bank: BankParams) -> dict
         out.update(tiles=tiles, patches=tiles * info.grid[0] * info.grid[1], bank=open_bank(made["fit-bank"]).size,
                    features_mb=sum(f.stat().st_size for f in made["extract"].path.glob("*.safetensors")) / 2**20)
     return out
+
+
+def _resident_mb() -> float:
+    """This process's resident memory now (Linux)."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
 
 def _tiles_alone(features, bank) -> float:
@@ -134,16 +141,17 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     print("\n| image px | --coreset-max | tiles | patches / image | bank | fit-bank / extract "
           "| fit-threshold / extract | score / (tiles alone): fresh process, warm | s / image scored: fresh, warm "
-          "| features MB | peak RSS MB: extract / fit-bank / fit-threshold / score |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| features MB | peak RSS MB: extract / fit-bank / fit-threshold / score | of which libraries MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         extract, bank, score = row["extract"]["seconds"], row["fit-bank"], row["score"]
         peaks = " / ".join(f"{row[stage]['peak_rss_mb']:.0f}" for stage in STAGES)
+        libraries = max(row[stage]["libraries_mb"] for stage in STAGES)
         print(f"| {row['size']} | {row['coreset_max']} | {bank['tiles']} | {bank['patches']} | {bank['bank']} | "
               f"{bank['seconds'] / extract:.2f} | {row['fit-threshold']['seconds'] / extract:.2f} | "
               f"{score['seconds'] / score['tiles alone']:.2f}, {score['warm seconds'] / score['tiles alone']:.2f} | "
               f"{score['seconds']:.2f}, {score['warm seconds']:.2f} | {bank['features_mb']:.0f} | "
-              f"{peaks} |")
+              f"{peaks} | {libraries:.0f} |")
 
 
 if __name__ == "__main__":
