@@ -15,6 +15,12 @@ timed in this process, the same patches, per image:
   then measured exactly. A projection onto orthonormal components never lengthens a distance, so the candidates'
   best is proven exact where it is no farther than the first candidate left out; ``certified`` is that share of
   patches (the rest would need the full search again).
+
+What the list is for: the refill's orphans (an image's patches covered by another image's entry) are settled when
+an entry not from the covering image lies within the covering radius in the bank's projection, and only the rest
+are searched again. A second table gives the share of orphans each candidate set settles: the calibration's list;
+the ``nearest`` search's entry plus the ``--neighbours`` entries nearest to the orphan's covering entry (a list the
+single-nearest search could use, found once per bank); and every entry (the most any candidates can settle).
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from benchmarks.tiled_cost import EXTRACT
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
+from eagle_cli.expert.calibration import _nearest_listed
+from eagle_cli.expert.coreset import project, projection
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.formats.bank import open_bank
+from eagle_cli.formats.bank import StoredBank, open_bank
 from eagle_cli.formats.features import read_features
 from eagle_cli.params import BankParams, CalibrationParams, parse_count
 
@@ -48,18 +56,52 @@ def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.n
     return mean, np.ascontiguousarray(top, dtype=np.float32), float(values[::-1][:count].sum() / values.sum())
 
 
-def measure(patches: np.ndarray, own: int, index: BankIndex, bank: np.ndarray, *, extra: int, dims: int,
-            candidates: int) -> dict:
-    """Seconds of each search over one image's ``patches`` and what the filtered one proved."""
+class Orphans:
+    """What settling an image's orphans needs: the bank in its projection, each entry's nearest entries there, each
+    training patch's covering entry and the covering radius."""
+
+    def __init__(self, stored: StoredBank, rows: np.ndarray, neighbours: int):
+        coreset = stored.coreset()
+        self.weight = projection(rows.shape[1], stored.params.proj_dim, generator=torch.Generator().manual_seed(
+            stored.seed))
+        self.bank = project(torch.from_numpy(rows), self.weight)
+        self.near = faiss.knn(self.bank.numpy(), self.bank.numpy(), neighbours + 1)[1][:, 1:]  # itself first
+        self.cover, self.radius = coreset.cover.numpy(), float(coreset.cover_sq_dist.max())
+
+    def settled(self, patches: np.ndarray, own: int, image_ids: np.ndarray, listed: np.ndarray, nearest: np.ndarray
+                ) -> dict:
+        """Shares of the image's orphans within the radius of an entry among the listed, among the nearest and its
+        cover's neighbours, and among all entries not from the covering image."""
+        cover = self.cover[own * len(patches):(own + 1) * len(patches)]
+        orphans = np.flatnonzero(image_ids[cover] != own)
+        excluded, points = image_ids[cover[orphans]], project(torch.from_numpy(patches[orphans]), self.weight)
+        everywhere = np.empty(len(orphans), dtype=np.float32)
+        for image in np.unique(excluded):
+            mine = np.flatnonzero(excluded == image)
+            everywhere[mine] = faiss.knn(points[mine].numpy(), self.bank[image_ids != image].numpy(), 1)[0][:, 0]
+        with_neighbours = np.concatenate([nearest[orphans, None], self.near[cover[orphans]]], axis=1)
+        return {name: float(np.mean(dist <= self.radius)) for name, dist in (
+            ("listed", _nearest_listed(points, self.bank, listed[orphans], image_ids, excluded)),
+            ("neighbours", _nearest_listed(points, self.bank, with_neighbours, image_ids, excluded)),
+            ("everywhere", everywhere))} | {"orphans": len(orphans) / len(patches)}
+
+
+def measure(patches: np.ndarray, own: int, index: BankIndex, bank: np.ndarray, orphans: Orphans, *, extra: int,
+            dims: int, candidates: int) -> dict:
+    """Seconds of each search over one image's ``patches``, what the filtered one proved and what each list
+    settles of the image's orphans."""
     start = time.perf_counter()
-    listed = index.search_leave_own_out(torch.from_numpy(patches), 1, np.full(len(patches), own), extra=extra)[0][:, 0]
+    listed, listed_rows, _ = index.search_leave_own_out(torch.from_numpy(patches), 1, np.full(len(patches), own),
+                                                        extra=extra)
+    listed = listed[:, 0]
     listed_s = time.perf_counter() - start
 
     image_ids = index.image_ids
     others = np.ascontiguousarray(bank[image_ids != own])
     start = time.perf_counter()
-    nearest = faiss.knn(patches, others, 1)[0][:, 0]
+    nearest, nearest_rows = faiss.knn(patches, others, 1)
     nearest_s = time.perf_counter() - start
+    nearest, nearest_rows = nearest[:, 0], np.flatnonzero(image_ids != own)[nearest_rows[:, 0]]
 
     mean, components, _ = principal_components(others, dims)
     reduced = np.ascontiguousarray((others - mean) @ components)
@@ -76,7 +118,8 @@ def measure(patches: np.ndarray, own: int, index: BankIndex, bank: np.ndarray, *
     return {"listed": listed_s, "nearest": nearest_s, "filtered": filtered_s, "certified": float(certified.mean()),
             # Each search's nearest against the listed one (the filtered one where it proved it).
             "nearest agrees": float(np.isclose(nearest, listed, rtol=1e-4).mean()),
-            "filtered agrees": float(np.isclose(best[certified], listed[certified], rtol=1e-4).mean())}
+            "filtered agrees": float(np.isclose(best[certified], listed[certified], rtol=1e-4).mean()),
+            "settled": orphans.settled(patches, own, image_ids, listed_rows, nearest_rows)}
 
 
 def main() -> None:
@@ -87,6 +130,8 @@ def main() -> None:
     parser.add_argument("--coreset-max", default="auto", help="The bank's most entries (eagle fit-bank).")
     parser.add_argument("--dims", type=int, default=32, help="Principal components of the filtered search.")
     parser.add_argument("--candidates", type=int, default=32, help="Candidates the filtered search measures.")
+    parser.add_argument("--neighbours", type=int, default=16,
+                        help="Entries nearest to an orphan's covering entry tried as its bound.")
     args = parser.parse_args()
     torch.set_num_threads(2)
     faiss.omp_set_num_threads(2)
@@ -100,10 +145,12 @@ def main() -> None:
         made = {"extract": chain["extract"]({}, context)}
         made["fit-bank"] = chain["fit-bank"](made, context)
         features = read_features(made["extract"])[0]
-        index = open_bank(made["fit-bank"]).index(backend="faiss", device="cpu")
+        stored = open_bank(made["fit-bank"])
+        index = stored.index(backend="faiss", device="cpu")
         bank, extra = index.rows(), CalibrationParams().extra_neighbours
         _, _, share = principal_components(bank, args.dims)
-        rows = [measure(np.ascontiguousarray(features[i].float().numpy()), i, index, bank, extra=extra,
+        orphans = Orphans(stored, bank, args.neighbours)
+        rows = [measure(np.ascontiguousarray(features[i].float().numpy()), i, index, bank, orphans, extra=extra,
                         dims=args.dims, candidates=args.candidates) for i in range(min(args.images, len(features)))]
     patches = features.shape[1]
     print(f"{args.size} px: {patches} patches per image against {len(bank)} entries of {bank.shape[1]} dimensions; "
@@ -117,6 +164,14 @@ def main() -> None:
         proven = f"{np.mean([r['certified'] for r in rows]):.3f}" if name == "filtered" else "1"
         agrees = f"{np.mean([r[name + ' agrees'] for r in rows]):.4f}" if name != "listed" else "1"
         print(f"| {label} | {seconds:.2f} | {seconds / listed:.2f} | {proven} | {agrees} |")
+    settled = {key: np.mean([r["settled"][key] for r in rows]) for key in rows[0]["settled"]}
+    print(f"\nOrphans: {settled['orphans']:.1%} of an image's patches are covered by another image's entry.\n")
+    print("| an orphan's candidates | orphans settled (an entry not from the covering image within the radius) |")
+    print("|---|---|")
+    for key, label in (("listed", f"by list: the calibration's {1 + extra} listed"),
+                       ("neighbours", f"by cover: the nearest, and the {args.neighbours} entries nearest its cover"),
+                       ("everywhere", "by every entry: the most any candidates settle")):
+        print(f"| {label} | {settled[key]:.4f} |")
 
 
 if __name__ == "__main__":

@@ -96,3 +96,8 @@ def test_exact_search_benchmark_compares_the_calibrations_search_with_its_altern
     # The nearest entry of another image is the same however it is found; what the filter proves, it proves right.
     assert rows["nearest"][4] == "1.0000" and rows["filtered"][4] == "1.0000"
     assert 0 < float(rows["filtered"][3]) <= 1
+    settled = {line.split("|")[1].split(":")[0].strip(): float(line.strip("|").split("|")[1])
+               for line in table.splitlines() if line.startswith("| by ")}
+    assert set(settled) == {"by list", "by cover", "by every entry"}
+    # Candidates settle an orphan only where some entry does: no list settles more than every entry.
+    assert all(0 < share <= settled["by every entry"] for share in settled.values())
