@@ -71,15 +71,14 @@ def estimate(name: str, category: str, features, index, cover: Coreset, bank_par
         selected = torch.zeros(n_images * patches, dtype=torch.bool)
         selected[cover.selected] = True
         result = cal.reference_scores(features, index, ~selected.reshape(n_images, patches), images,
-                                      knn_k=bank_params.knn_k, min_unselected=32, extra=32, progress=quiet)
+                                      knn_k=bank_params.knn_k, min_unselected=32, progress=quiet)
     elif name == "leave-own-out":
-        result = experiments.leave_own_out_scores(features, index, images, knn_k=bank_params.knn_k, extra=32,
-                                                  progress=quiet)
+        result = experiments.leave_own_out_scores(features, index, images, knn_k=bank_params.knn_k, progress=quiet)
     elif name == "refill":
         seed = category_seed(bank_params.seed, category)
         result = cal.refill_scores(features, index, cover, images, knn_k=bank_params.knn_k,
                                    proj_dim=bank_params.proj_dim, generator=torch.Generator().manual_seed(seed),
-                                   extra=32, progress=quiet)
+                                   neighbours=32, progress=quiet)
     else:
         folds = int(name.rsplit("-", 1)[1])
         result, _ = experiments.cross_fit_scores(features, images, folds=folds, coreset=bank_params, seed=7,

@@ -24,11 +24,11 @@ from eagle_cli.params import BankParams
 from eagle_cli.progress import Advance
 
 
-def leave_own_out_scores(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
+def leave_own_out_scores(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int,
                          progress: Advance) -> Calibration:
     """Score all patches of each of ``images`` against the bank without that image's entries."""
-    dists, fallback_rows = own_out_search(features, index, images, knn_k=knn_k, extra=extra, progress=progress)
-    return Calibration(np.asarray(images), patch_scores(dists), fallback_rows)
+    dists = own_out_search(features, index, images, knn_k=knn_k, progress=progress)
+    return Calibration(np.asarray(images), patch_scores(dists))
 
 
 def fold_assignment(n_images: int, folds: int, *, seed: int) -> np.ndarray:

@@ -30,7 +30,6 @@ from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.expert import load_expert
 from eagle_cli.formats.features import read_features
 from eagle_cli.formats.scores import read_scores
-from eagle_cli.params import CalibrationParams
 
 
 def image_score(rule: ImageRule, dist: np.ndarray) -> float:
@@ -51,7 +50,7 @@ def main() -> None:
     stored = open_bank(threshold.input("bank"))
     features, _, grid = read_features(stored.ref.input("features"), check_finite=False)
     rule = ImageRule.of(expert.bank, expert.geometry, grid, expert.norm)
-    k, extra = expert.bank.knn_k, CalibrationParams().extra_neighbours
+    k = expert.bank.knn_k
     held = stored.coreset().selected.numpy()
     n_images, patches, _ = features.shape
     good = np.array([row.score for row in read_scores(scores) if row.label == 0])
@@ -63,7 +62,7 @@ def main() -> None:
     for image in images:
         own = features[image].float()
         # The calibration's own search: the k nearest entries of other images.
-        dist = expert.index.search_leave_own_out(own, k, np.full(patches, image), extra=extra)[0]
+        dist = expert.index.search_leave_own_out(own, k, np.full(patches, image))[0]
         own_out.append(image_score(rule, dist))
         others = torch.as_tensor([i for i in range(n_images) if i != image])
         refit = fit_bank(features[others], expert.bank, seed=stored.seed)

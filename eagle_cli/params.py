@@ -330,8 +330,10 @@ class CalibrationParams:
         200, "Score at most this many training images for calibration, a seeded random sample (still exchangeable "
         "with new good parts, so the conformal promise holds for them): the calibration's time grows with the bank "
         "times this number. 0: all.", panel=EXPERT, low=0, runtime=True)
-    extra_neighbours: int = setting(32, "Extra neighbours searched to skip an image's own bank entries (an exact "
-                                    "search follows where they do not suffice).", panel=RUNTIME, low=0, runtime=True)
+    extra_neighbours: int = setting(32, "Entries near an orphan's covering entry tried as its bound before it is "
+                                    "searched again (time only: the scores do not change).",
+                                    panel=RUNTIME, low=0, runtime=True, only=lambda s: s.calibration == "refill",
+                                    when="refill")
     knn_backend: KnnBackend = _knn_backend()
     device: str = _device()
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import torch
 
@@ -36,11 +37,11 @@ from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.params import BankParams, CalibrationParams
 from eagle_cli.progress import Advance
 
-#: Patches that go to faiss in one search: enough to keep BLAS busy, few enough that the float32 queries and
-#: their k + extra neighbours (8192 × (1024 × 4 B + 33 × 12 B) ≈ 37 MB) stay small next to the bank however
-#: many patches an image has: a search group counted in images grew with the image (≈ 0.7 GB at 2048 px).
+#: Patches that go to faiss in one search: enough to keep BLAS busy, few enough that the float32 queries
+#: (8192 × 1024 × 4 B ≈ 34 MB) stay small next to the bank however many patches an image has: a search group
+#: counted in images grew with the image (≈ 0.7 GB at 2048 px).
 _ROWS_PER_SEARCH = 8192
-#: Orphans whose distance bound is computed at once: 512 × 33 listed entries × 128 dims × 4 B ≈ 9 MB.
+#: Orphans whose distance bound is computed at once: 512 × 33 candidate entries × 128 dims × 4 B ≈ 9 MB.
 _ROWS_PER_BOUND = 512
 #: A bound must lie this far (relatively) inside the radius to settle an orphan: float rounding of a bound is
 #: ~1e-5 relatively, so no orphan a search would place beyond the radius is settled.
@@ -56,7 +57,6 @@ class Calibration:
 
     images: np.ndarray
     per_patch: np.ndarray
-    fallback_rows: int = 0
 
     def per_image(self, scores: np.ndarray, n_images: int) -> np.ndarray:
         """Image ``scores`` of the images scored, in their order, placed among all ``n_images`` (NaN elsewhere)."""
@@ -77,7 +77,7 @@ def sample_images(n_images: int, count: int, *, seed: int) -> np.ndarray:
 
 
 def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch.Tensor, images: np.ndarray, *,
-                     knn_k: int, min_unselected: int, extra: int, progress: Advance) -> Calibration:
+                     knn_k: int, min_unselected: int, progress: Advance) -> Calibration:
     """Score the unselected patches ``unselected (n, P) bool`` of ``images``; leave out images with fewer than
     ``min_unselected``."""
     _, patches, dim = features.shape
@@ -89,42 +89,35 @@ def reference_scores(features: torch.Tensor, index: BankIndex, unselected: torch
     positions = np.concatenate([row * patches + np.flatnonzero(unselected[images[row]].numpy()) for row in usable]
                                or [np.empty(0, dtype=np.int64)])
     flat = features.reshape(-1, dim)
-    fallback_rows = 0
     for lo in range(0, len(positions), _ROWS_PER_SEARCH):
         chunk = positions[lo:lo + _ROWS_PER_SEARCH]
         owners = np.asarray(images)[chunk // patches]
-        dist, _, fallback = index.search_leave_own_out(flat[torch.as_tensor(owners * patches + chunk % patches)],
-                                                       knn_k, owners, extra=extra)
+        dist, _ = index.search_leave_own_out(flat[torch.as_tensor(owners * patches + chunk % patches)], knn_k, owners)
         per_patch[chunk // patches, chunk % patches] = patch_scores(dist)
-        fallback_rows += fallback
         progress(len(usable) * len(chunk) / len(positions))
-    return Calibration(np.asarray(images), per_patch, fallback_rows)
+    return Calibration(np.asarray(images), per_patch)
 
 
-def own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, extra: int,
-                   progress: Advance, seen: Callable[[np.ndarray, np.ndarray], None] | None = None
-                   ) -> tuple[np.ndarray, int]:
-    """Every patch of ``images`` against the other images' entries: distances ``(len(images), P, k)`` and the
-    number of fallback rows. ``seen``, if given, gets each search's patches (rows of the flattened features)
-    and the bank rows the search listed for them."""
+def own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray, *, knn_k: int, progress: Advance,
+                   seen: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
+    """Every patch of ``images`` against the other images' entries: distances ``(len(images), P, k)``. ``seen``,
+    if given, gets each search's patches (rows of the flattened features) and the bank rows found for them."""
     _, patches, dim = features.shape
     rows = (np.asarray(images, dtype=np.int64)[:, None] * patches + np.arange(patches)).ravel()
     dists = np.empty((len(rows), knn_k), dtype=np.float32)
     flat = features.reshape(-1, dim)
-    fallback_rows = 0
     for lo in range(0, len(rows), _ROWS_PER_SEARCH):
         chunk = rows[lo:lo + _ROWS_PER_SEARCH]
-        dists[lo:lo + len(chunk)], listed, fallback = index.search_leave_own_out(flat[torch.as_tensor(chunk)], knn_k,
-                                                                                 chunk // patches, extra=extra)
+        dists[lo:lo + len(chunk)], found = index.search_leave_own_out(flat[torch.as_tensor(chunk)], knn_k,
+                                                                      chunk // patches)
         if seen is not None:
-            seen(chunk, listed)
-        fallback_rows += fallback
+            seen(chunk, found)
         progress(len(chunk) / patches)
-    return dists.reshape(len(images), patches, knn_k), fallback_rows
+    return dists.reshape(len(images), patches, knn_k)
 
 
 def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, knn_k: int,
-                  proj_dim: int, generator: torch.Generator, extra: int, progress: Advance) -> Calibration:
+                  proj_dim: int, generator: torch.Generator, neighbours: int, progress: Advance) -> Calibration:
     """Leave-own-out with the removed entries' orphans refilled (see the module docstring).
 
     ``cover`` is the bank's coreset as fit-bank recorded it. The refill continues its greedy in its own
@@ -132,9 +125,12 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     i's orphans are the other images' patches covered by one of i's entries; they are refilled
     farthest-first until every one lies within the bank's covering radius r (the largest projected
     distance of any training patch to its covering entry): the cover a coreset of the other n − 1
-    images reaches everywhere. Only orphans farther than r from every entry of the other images matter;
-    the leave-own-out search already listed entries near most orphans, and one of them within r settles
-    an orphan without a search of its own, so the refill costs a fraction of a second search.
+    images reaches everywhere. Only orphans farther than r from every entry of the other images matter, and
+    an entry within r settles an orphan without a search of its own: the candidates are the entries the
+    leave-own-out search found for it and the ``neighbours`` entries nearest its covering entry (found once
+    for the bank). They settle nearly every orphan (97.9 % at 2048 px, where every entry settles 99.7 %:
+    BENCHMARKS.md), so the refill costs a small fraction of a second search; the scores do not depend on
+    ``neighbours``, only the time.
     """
     _, patches, dim = features.shape
     flat = features.reshape(-1, dim)
@@ -146,16 +142,22 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     is_orphan = np.isin(covered_by, images) & (covered_by != np.arange(len(covered_by)) // patches)
     orphans = np.flatnonzero(is_orphan)
     orphan_of = covered_by[orphans]
+    # The entries nearest each entry that covers an orphan (itself among them): an orphan's candidates.
+    near_cover = np.zeros((len(bank), min(neighbours, len(bank))), dtype=np.int64)
+    covering = np.unique(cover.cover.numpy()[orphans])
+    if near_cover.shape[1] and len(covering):
+        near_cover[covering] = faiss.knn(bank[torch.as_tensor(covering)].numpy(), bank.numpy(), near_cover.shape[1])[1]
     # Each orphan's squared projected distance to the nearest entry not from the image whose entry covers it,
     # or an upper bound of it where that is enough to know it lies within the radius.
     orphan_dist = np.full(len(orphans), np.inf, dtype=np.float32)
 
-    def bound(chunk: np.ndarray, listed: np.ndarray) -> None:
+    def bound(chunk: np.ndarray, found: np.ndarray) -> None:
         hit = is_orphan[chunk]
         at = np.searchsorted(orphans, chunk[hit])
-        points, listed, excluded = project(flat[torch.as_tensor(chunk[hit])], weight), listed[hit], orphan_of[at]
-        # The nearest listed entry of another image settles almost every orphan, for a 33rd of the work of all
-        # of them; the nearest of all listed is worked out only where it does not.
+        listed = np.concatenate([found[hit], near_cover[cover.cover[chunk[hit]].numpy()]], axis=1)
+        points, excluded = project(flat[torch.as_tensor(chunk[hit])], weight), orphan_of[at]
+        # The first candidate of another image settles most orphans, for a fraction of the work of all of
+        # them; the nearest of all candidates is worked out only where it does not.
         dist = _first_listed(points, bank, listed, index.image_ids, excluded)
         unsettled = np.flatnonzero(dist > radius * (1 - _BOUND_MARGIN))
         dist[unsettled] = _nearest_listed(points[torch.as_tensor(unsettled)], bank, listed[unsettled],
@@ -163,17 +165,15 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
         orphan_dist[at] = dist
 
     # Two passes over the images, each half of the work: progress advances by halves.
-    dists, fallback_rows = own_out_search(features, index, images, knn_k=knn_k, extra=extra,
-                                          progress=lambda n: progress(n / 2), seen=bound)
+    dists = own_out_search(features, index, images, knn_k=knn_k, progress=lambda n: progress(n / 2), seen=bound)
     # A bound within the radius (less a margin for float rounding) settles an orphan; the others are searched.
     searched = np.flatnonzero(orphan_dist > radius * (1 - _BOUND_MARGIN))
     projected = BankIndex(bank, torch.as_tensor(index.image_ids), backend="faiss", device=torch.device("cpu"))
     for lo in range(0, len(searched), _ROWS_PER_SEARCH):
         rows = searched[lo:lo + _ROWS_PER_SEARCH]
-        dist, _, fallback = projected.search_leave_own_out(project(flat[torch.as_tensor(orphans[rows])], weight), 1,
-                                                           orphan_of[rows], extra=extra)
+        dist, _ = projected.search_leave_own_out(project(flat[torch.as_tensor(orphans[rows])], weight), 1,
+                                                 orphan_of[rows])
         orphan_dist[rows] = dist[:, 0]
-        fallback_rows += fallback
     order = np.argsort(orphan_of, kind="stable")
     starts, ends = (np.searchsorted(orphan_of[order], images, side=side) for side in ("left", "right"))
     per_patch = np.empty((len(images), patches), dtype=np.float32)
@@ -191,7 +191,7 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
                                   axis=1)[:, :knn_k]
         per_patch[position] = patch_scores(patch_dists)
         progress(0.5)
-    return Calibration(np.asarray(images), per_patch, fallback_rows)
+    return Calibration(np.asarray(images), per_patch)
 
 
 def _nearest_refill(points: torch.Tensor, refill: torch.Tensor, k: int) -> np.ndarray:
@@ -254,9 +254,8 @@ def calibrate(features: torch.Tensor, index: BankIndex, coreset: Coreset, bank: 
         selected = torch.zeros(n_images * patches, dtype=torch.bool)
         selected[coreset.selected] = True
         return reference_scores(features, index, ~selected.reshape(n_images, patches), images, knn_k=bank.knn_k,
-                                min_unselected=params.min_unselected, extra=params.extra_neighbours,
-                                progress=progress)
+                                min_unselected=params.min_unselected, progress=progress)
     # The bank's own projection: the same generator, seeded as the bank's selection was.
     return refill_scores(features, index, coreset, images, knn_k=bank.knn_k, proj_dim=bank.proj_dim,
-                         generator=torch.Generator().manual_seed(seed), extra=params.extra_neighbours,
+                         generator=torch.Generator().manual_seed(seed), neighbours=params.extra_neighbours,
                          progress=progress)

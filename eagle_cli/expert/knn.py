@@ -1,9 +1,10 @@
 """Exact nearest-neighbour search over the memory bank, in squared L2 (as faiss ``IndexFlatL2``).
 
 Two backends return the same neighbours: faiss on the CPU, torch matmul on a GPU (or anywhere,
-on request). Leave-own-out search for training images asks for a few extra neighbours and drops
-those from the image itself; only rows left with fewer than k neighbours are searched again,
-exactly, with the image's entries excluded.
+on request). A training image is searched against the other images' entries only (leave-own-out).
+faiss holds the rows image by image, so the other images' entries are the two runs beside the image's
+own and are searched where they lie: a copy of the bank without them would hold it twice, and faiss's
+ID selectors leave its matrix-product path (3.9× slower, BENCHMARKS.md). torch masks them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from eagle_cli.errors import ParameterError
 
 BACKENDS = ("auto", "faiss", "torch")
 _TORCH_CHUNK = 4096
+#: Rows copied into the faiss index at a time: a memory-mapped bank is never held twice.
+_ADD_ROWS = 65536
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
@@ -27,32 +30,35 @@ def pick_backend(backend: str, device: torch.device) -> str:
 
 
 class BankIndex:
-    """The memory bank ``(M, D) float32`` with the source image id of every row.
+    """The memory bank ``(M, D) float32`` with the source image id of every row; rows are always told by their
+    place in ``bank``.
 
-    On the faiss backend the rows live in faiss's index only; ``bank`` may then be None when
-    ``faiss_index`` is given.
+    On the faiss backend the rows live in faiss's index only, image by image; ``bank`` may be memory-mapped (it is
+    read a block at a time).
     """
 
-    def __init__(self, bank: torch.Tensor | None, image_ids: torch.Tensor, *, backend: str, device: torch.device,
-                 faiss_index: faiss.Index | None = None):
+    def __init__(self, bank: torch.Tensor, image_ids: torch.Tensor, *, backend: str, device: torch.device):
         self.image_ids = image_ids.numpy().astype(np.int64)
         self.backend = pick_backend(backend, device)
         self.device = device
+        self.size = bank.shape[0]
         if self.backend == "faiss":
-            if faiss_index is None:
-                faiss_index = faiss.IndexFlatL2(bank.shape[1])
-                faiss_index.add(np.ascontiguousarray(bank.numpy(), dtype=np.float32))
-            self.index = faiss_index
-            self.size = faiss_index.ntotal
+            # The index's row i is the bank's row order[i]; an image's entries are one run of it.
+            self._order = np.argsort(self.image_ids, kind="stable")
+            self._sorted_ids = self.image_ids[self._order]
+            self.index = faiss.IndexFlatL2(bank.shape[1])
+            for start in range(0, self.size, _ADD_ROWS):
+                self.index.add(_as_float32(bank[torch.as_tensor(self._order[start:start + _ADD_ROWS])]))
         else:
             self.bank = bank.to(device, torch.float32)
             self.bank_sq = (self.bank * self.bank).sum(1)
-            self.size = bank.shape[0]
 
     def rows(self) -> np.ndarray:
         """The bank's rows ``(M, D) float32``, wherever they live."""
         if self.backend == "faiss":
-            return self.index.reconstruct_n(0, self.size)
+            out = np.empty((self.size, self.index.d), dtype=np.float32)
+            out[self._order] = self.index.reconstruct_n(0, self.size)
+            return out
         return self.bank.cpu().numpy()
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,37 +66,34 @@ class BankIndex:
         if k > self.size:
             raise ParameterError(f"k = {k} neighbours requested but the bank has only {self.size} entries.")
         if self.backend == "faiss":
-            return self.index.search(_as_float32(queries), k)
+            dist, found = self.index.search(_as_float32(queries), k)
+            return dist, self._order[found]
         return self._torch_search(queries, k, None)
 
-    def search_leave_own_out(self, queries: torch.Tensor, k: int, owners: np.ndarray, *,
-                             extra: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Squared distances ``(Q, k)`` to the k nearest entries not from each row's own image ``owners[q]``.
-
-        Also returns the bank rows the search listed for each row, nearest first ``(Q, ≥ k)`` (faiss lists the
-        k + ``extra`` nearest of any image, torch the k nearest of the other images), and how many rows needed
-        the exact fallback search.
-        """
+    def search_leave_own_out(self, queries: torch.Tensor, k: int, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances and bank rows ``(Q, k)`` of the k nearest entries not from each row's own image
+        ``owners[q]``."""
         if self.backend == "torch":
-            dist, rows = self._torch_search(queries, k, owners)
-            return dist, rows, 0
-        depth = min(self.size, k + extra)
-        dist, rows = self.index.search(_as_float32(queries), depth)
-        keep = self.image_ids[rows] != owners[:, None]
-        short = keep.sum(1) < k
-        out = np.empty((len(rows), k), dtype=np.float32)
-        first_k = keep & (np.cumsum(keep, axis=1) <= k)
-        out[~short] = dist[~short][first_k[~short]].reshape(-1, k)
-        for owner in np.unique(owners[short]):
-            own = np.flatnonzero(self.image_ids == owner)
-            if self.size - len(own) < k:
-                raise ParameterError(f"Only {self.size - len(own)} bank entries come from other images than "
+            return self._torch_search(queries, k, owners)
+        dist = np.empty((len(queries), k), dtype=np.float32)
+        rows = np.empty((len(queries), k), dtype=np.int64)
+        stored = faiss.rev_swig_ptr(self.index.get_xb(), self.size * self.index.d).reshape(self.size, self.index.d)
+        for owner in np.unique(owners):
+            lo, hi = (int(np.searchsorted(self._sorted_ids, owner, side=side)) for side in ("left", "right"))
+            if self.size - (hi - lo) < k:
+                raise ParameterError(f"Only {self.size - (hi - lo)} bank entries come from other images than "
                                      f"image {owner}; fewer than k = {k}.")
-            rows_of = short & (owners == owner)
-            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(own.astype(np.int64)))
-            out[rows_of] = self.index.search(_as_float32(queries[torch.as_tensor(rows_of)]), k,
-                                             params=faiss.SearchParameters(sel=selector))[0]
-        return out, rows, int(short.sum())
+            mine = np.flatnonzero(owners == owner)
+            points = _as_float32(queries if len(mine) == len(queries) else queries[torch.as_tensor(mine)])
+            found = [(*faiss.knn(points, stored[first:last], min(k, last - first)), first)
+                     for first, last in ((0, lo), (hi, self.size)) if last > first]
+            near = np.concatenate([d for d, _, _ in found], axis=1)
+            at = np.concatenate([i + first for _, i, first in found], axis=1)
+            if len(found) > 1:
+                pick = np.argsort(near, axis=1, kind="stable")[:, :k]
+                near, at = np.take_along_axis(near, pick, 1), np.take_along_axis(at, pick, 1)
+            dist[mine], rows[mine] = near, self._order[at]
+        return dist, rows
 
     def _torch_search(self, queries: torch.Tensor, k: int, owners: np.ndarray | None
                       ) -> tuple[np.ndarray, np.ndarray]:

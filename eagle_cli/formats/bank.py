@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import faiss
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -24,13 +22,12 @@ from eagle_cli.devices import resolve_device
 from eagle_cli.expert.bank import MemoryBank
 from eagle_cli.expert.coreset import Coreset
 from eagle_cli.expert.knn import BankIndex, pick_backend
+from eagle_cli.formats.features import map_tensor
 from eagle_cli.params import BankParams
 from eagle_cli.seeds import category_seed
 from eagle_cli.settings import build
 
 BANK_FILE = "bank.safetensors"
-#: Rows copied into a faiss index at a time: the bank is never held twice in memory.
-_ADD_ROWS = 65536
 
 
 def write_bank(draft: Draft, bank: MemoryBank) -> None:
@@ -55,22 +52,13 @@ class StoredBank:
     size: int
 
     def index(self, *, backend: str, device: str) -> BankIndex:
-        """The exact index on the backend that fits ``device``: faiss gets the rows a block at a time (never held
-        twice); torch reads them whole."""
+        """The exact index on the backend that fits ``device``: faiss reads the rows from the memory-mapped file a
+        block at a time (never held twice); torch reads them whole."""
         device = resolve_device(device)
         backend = pick_backend(backend, device)
-        tensors = self.tensors(("image_ids", "bank") if backend == "torch" else ("image_ids",))
-        index = self._exact_index() if backend == "faiss" else None
-        return BankIndex(tensors.get("bank"), tensors["image_ids"], backend=backend, device=device, faiss_index=index)
-
-    def _exact_index(self) -> faiss.Index:
-        with safe_open(str(self.ref.path / BANK_FILE), framework="numpy") as fh:
-            rows = fh.get_slice("bank")
-            count, dim = rows.get_shape()
-            index = faiss.IndexFlatL2(dim)
-            for start in range(0, count, _ADD_ROWS):
-                index.add(np.ascontiguousarray(rows[start:min(start + _ADD_ROWS, count)], dtype=np.float32))
-        return index
+        rows = (map_tensor(self.ref.path / BANK_FILE, "bank")[0] if backend == "faiss"
+                else self.tensors(("bank",))["bank"])
+        return BankIndex(rows, self.tensors(("image_ids",))["image_ids"], backend=backend, device=device)
 
     def tensors(self, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         """The bank file's tensors (``keys``, default all)."""

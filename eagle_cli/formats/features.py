@@ -170,7 +170,7 @@ def write_features(draft: Draft, features: torch.Tensor, records: list[ImageReco
 def write_joined(draft: Draft, parts: list[ArtifactRef]) -> None:
     """Join ``parts`` (plain features artifacts of one extraction) into ``draft`` by reference: the image
     table renumbered and the error lists, no tensor copy; the draft's lineage and summary are set."""
-    shapes = {part.id: _map_tensor(part.path / FEATURES_FILE, "features") for part in parts}
+    shapes = {part.id: map_tensor(part.path / FEATURES_FILE, "features") for part in parts}
     (first, metadata), *_ = shapes.values()
     for part in parts[1:]:
         tensor, other = shapes[part.id]
@@ -212,7 +212,7 @@ def read_features(ref: ArtifactRef, *, check_finite: bool = True
     import torch
 
     path = ref.path / FEATURES_FILE
-    mapped = [_map_tensor(part.path / FEATURES_FILE, "features") for part in feature_parts(ref)]
+    mapped = [map_tensor(part.path / FEATURES_FILE, "features") for part in feature_parts(ref)]
     features = mapped[0][0] if len(mapped) == 1 else torch.cat([tensor for tensor, _ in mapped])
     grid = tuple(int(v) for v in mapped[0][1]["grid"].split("x"))
     bad = [i for i in range(len(features)) if check_finite and not bool(torch.isfinite(features[i]).all())]
@@ -233,7 +233,7 @@ def read_errors(ref: ArtifactRef) -> list[ErrorRow]:
     return read_rows(ref.path / ERRORS_FILE, ErrorRow)
 
 
-def _map_tensor(path: Path, key: str) -> tuple[torch.Tensor, dict]:
+def map_tensor(path: Path, key: str) -> tuple[torch.Tensor, dict]:
     """Memory-map one tensor of a safetensors file copy-on-write, so a large file costs no second copy."""
     import torch
 

@@ -84,7 +84,7 @@ def run_calibrate(bank_ref: ArtifactRef, params: CalibrationParams, *, context: 
         draft.summary = {"estimator": params.calibration, "image_score": rule.kind, "images": info.n_images,
                          "sampled": len(result.images),
                          "used": int(scored.sum()), "mean": float(used.mean()), "std": float(used.std()),
-                         "max": float(used.max()), "fallback_rows": result.fallback_rows}
+                         "max": float(used.max())}
 
     return artifacts.produce("calibration", context=context, category=info.category,
                              params=calibration_params(params, sampled=sampled, n_images=info.n_images),

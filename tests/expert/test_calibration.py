@@ -49,14 +49,13 @@ def scores(result, top=1):
 
 def refill(features, index, cover, knn_k=1, progress=quiet):
     return cal.refill_scores(features, index, cover, ALL, knn_k=knn_k, proj_dim=8,
-                             generator=torch.Generator().manual_seed(11), extra=8, progress=progress)
+                             generator=torch.Generator().manual_seed(11), neighbours=8, progress=progress)
 
 
 def test_all_patches_never_score_below_the_unselected_ones(setup):
     features, index, _, unselected = setup
-    reference = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=1,
-                                     extra=8, progress=quiet)
-    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=1, extra=8, progress=quiet)
+    reference = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=1, progress=quiet)
+    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=1, progress=quiet)
     assert np.isfinite(scores(reference)).all()
     assert (scores(own_out) >= scores(reference) - 1e-4).all()
     assert (scores(own_out) > scores(reference) + 1e-3).any()
@@ -66,16 +65,14 @@ def test_reference_leaves_out_images_with_too_few_unselected_patches(setup):
     features, index, _, unselected = setup
     counts = unselected.sum(1).numpy()
     cut = int(np.median(counts)) + 1
-    result = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=cut,
-                                  extra=8, progress=quiet)
+    result = cal.reference_scores(features, index, unselected, ALL, knn_k=1, min_unselected=cut, progress=quiet)
     assert np.array_equal(np.isnan(scores(result)), counts < cut)
 
 
 @pytest.mark.parametrize("knn_k", [1, 3])
 def test_refill_only_adds_entries_back_so_it_never_scores_above_leave_own_out(setup, knn_k):
     features, index, cover, _ = setup
-    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=knn_k, extra=8,
-                                              progress=quiet)
+    own_out = estimators.leave_own_out_scores(features, index, ALL, knn_k=knn_k, progress=quiet)
     refilled = refill(features, index, cover, knn_k=knn_k)
     assert (scores(refilled) <= scores(own_out) + 1e-4).all()
     assert (scores(refilled) < scores(own_out) - 1e-3).any()  # some removed entry left orphans to refill
@@ -102,13 +99,13 @@ def estimate(estimator, setup, images=ALL, image_top=1):
     """One estimator's scores; the reference's rule (k = 1, the highest patch) unless told otherwise."""
     features, index, cover, unselected = setup
     if estimator == "reference":
-        result = cal.reference_scores(features, index, unselected, images, knn_k=1, min_unselected=1, extra=8,
+        result = cal.reference_scores(features, index, unselected, images, knn_k=1, min_unselected=1,
                                       progress=quiet)
     elif estimator == "leave-own-out":
-        result = estimators.leave_own_out_scores(features, index, images, knn_k=1, extra=8, progress=quiet)
+        result = estimators.leave_own_out_scores(features, index, images, knn_k=1, progress=quiet)
     elif estimator == "refill":
         result = cal.refill_scores(features, index, cover, images, knn_k=1, proj_dim=8,
-                                   generator=torch.Generator().manual_seed(11), extra=8, progress=quiet)
+                                   generator=torch.Generator().manual_seed(11), neighbours=8, progress=quiet)
     else:
         settings = BankParams(coreset_ratio=RATIO, proj_dim=8, n_starts=3, coreset_updates="exact")
         result = estimators.cross_fit_scores(features, images, folds=3, coreset=settings, seed=5, progress=quiet)[0]
@@ -215,10 +212,10 @@ def test_the_refill_searches_only_orphans_no_listed_entry_settles_and_scores_as_
     searched = []
     search = BankIndex.search_leave_own_out
 
-    def counted(self, queries, k, owners, *, extra):
+    def counted(self, queries, k, owners):
         if queries.shape[1] == 8:  # projected orphans, not the training patches (DIM 16)
             searched.append(len(queries))
-        return search(self, queries, k, owners, extra=extra)
+        return search(self, queries, k, owners)
 
     monkeypatch.setattr(BankIndex, "search_leave_own_out", counted)
     settled = refill(features, index, cover)

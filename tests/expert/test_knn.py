@@ -26,23 +26,30 @@ def test_faiss_and_torch_return_the_same_neighbours(k):
     assert np.array_equal(r_faiss, exact.indices.numpy())
 
 
-@pytest.mark.parametrize("extra", [0, 2, 50])
-def test_leave_own_out_never_returns_the_own_image_and_matches_an_exact_search(extra):
+def _interleaved_bank():
+    """Images' entries interleaved, as a coreset selects them."""
     bank, ids = _bank()
-    # Queries sit right next to bank rows of their own image, so the own image wins a plain search.
-    owners = np.repeat(np.arange(6), 10)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(2))
+    return bank[order], ids[order]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_leave_own_out_is_the_exact_search_among_the_other_images_entries(k):
+    bank, ids = _interleaved_bank()
+    owners = np.repeat(np.arange(6), 10)  # the first and the last image too: other entries on one side only
     rows = np.concatenate([np.flatnonzero(ids.numpy() == o)[:10] for o in range(6)])
-    queries = bank[rows] + 0.01
-    faiss_index = BankIndex(bank, ids, backend="faiss", device=CPU)
-    dist, listed, fallback = faiss_index.search_leave_own_out(queries, 2, owners, extra=extra)
-    exact, listed_torch, _ = BankIndex(bank, ids, backend="torch", device=CPU).search_leave_own_out(
-        queries, 2, owners, extra=extra)
-    assert listed.shape == (60, 2 + extra) and np.array_equal(listed[:, 0], rows)  # faiss lists the own row first
-    assert listed_torch.shape == (60, 2) and (ids.numpy()[listed_torch] != owners[:, None]).all()
-    np.testing.assert_allclose(dist, exact, rtol=1e-4, atol=1e-3)
-    assert (dist > 0.5).all()  # the 0.01-away own neighbour was excluded
-    # With no extra neighbours every row needs the exact fallback; with many, none does.
-    if extra == 0:
-        assert fallback == 60
-    if extra == 50:
-        assert fallback == 0
+    queries = bank[rows] + 0.01  # right next to an own entry, which a plain search would return
+    exact = torch.cdist(queries, bank).square().masked_fill_(
+        torch.as_tensor(ids.numpy()[None, :] == owners[:, None]), float("inf")).topk(k, largest=False)
+    for backend in ("faiss", "torch"):
+        dist, found = BankIndex(bank, ids, backend=backend, device=CPU).search_leave_own_out(queries, k, owners)
+        assert np.array_equal(found, exact.indices.numpy())
+        np.testing.assert_allclose(dist, exact.values.numpy(), rtol=1e-4, atol=1e-3)
+        assert (dist > 0.5).all()  # the 0.01-away own neighbour was excluded
+
+
+def test_faiss_tells_rows_by_their_place_in_the_bank_whatever_order_it_holds_them_in():
+    bank, ids = _interleaved_bank()
+    index = BankIndex(bank, ids, backend="faiss", device=CPU)
+    np.testing.assert_array_equal(index.rows(), bank.numpy())
+    assert np.array_equal(index.search(bank[:50] + 0.001, 1)[1][:, 0], np.arange(50))
