@@ -129,8 +129,8 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     an entry within r settles an orphan without a search of its own: the candidates are the entries the
     leave-own-out search found for it and the ``neighbours`` entries nearest its covering entry (found once
     for the bank). They settle nearly every orphan (99.1 % at 2048 px with 32 neighbours, where every entry
-    settles 99.7 %: BENCHMARKS.md), so the refill costs a small fraction of a second search; the scores do not depend on
-    ``neighbours``, only the time.
+    settles 99.7 %: BENCHMARKS.md), so the refill costs a small fraction of a second search; the scores do
+    not depend on ``neighbours``, only the time.
     """
     _, patches, dim = features.shape
     flat = features.reshape(-1, dim)
