@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from eagle_cli.errors import ParameterError
 from eagle_cli.expert.knn import BankIndex
 
 CPU = torch.device("cpu")
@@ -46,6 +47,20 @@ def test_leave_own_out_is_the_exact_search_among_the_other_images_entries(k):
         assert np.array_equal(found, exact.indices.numpy())
         np.testing.assert_allclose(dist, exact.values.numpy(), rtol=1e-4, atol=1e-3)
         assert (dist > 0.5).all()  # the 0.01-away own neighbour was excluded
+
+
+def test_an_image_without_entries_searches_the_whole_bank_and_too_few_others_is_refused():
+    bank, ids = _interleaved_bank()
+    index = BankIndex(bank, ids, backend="faiss", device=CPU)
+    queries = torch.randn(20, 32, generator=torch.Generator().manual_seed(3))
+    dist, found = index.search_leave_own_out(queries, 2, np.full(20, 99))  # image 99 has no entry in the bank
+    plain = index.search(queries, 2)
+    assert np.array_equal(found, plain[1])
+    np.testing.assert_allclose(dist, plain[0], rtol=1e-5, atol=1e-5)
+    single = BankIndex(bank[:41], torch.cat([torch.zeros(40, dtype=torch.long), torch.ones(1, dtype=torch.long)]),
+                       backend="faiss", device=CPU)
+    with pytest.raises(ParameterError, match="fewer than k = 2"):
+        single.search_leave_own_out(queries, 2, np.zeros(20, dtype=np.int64))
 
 
 def test_faiss_tells_rows_by_their_place_in_the_bank_whatever_order_it_holds_them_in():
