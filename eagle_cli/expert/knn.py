@@ -57,7 +57,7 @@ class BankIndex:
         """The bank's rows ``(M, D) float32``, wherever they live."""
         if self.backend == "faiss":
             out = np.empty((self.size, self.index.d), dtype=np.float32)
-            out[self._order] = self.index.reconstruct_n(0, self.size)
+            out[self._order] = self._stored()
             return out
         return self.bank.cpu().numpy()
 
@@ -77,7 +77,7 @@ class BankIndex:
             return self._torch_search(queries, k, owners)
         dist = np.empty((len(queries), k), dtype=np.float32)
         rows = np.empty((len(queries), k), dtype=np.int64)
-        stored = faiss.rev_swig_ptr(self.index.get_xb(), self.size * self.index.d).reshape(self.size, self.index.d)
+        stored = self._stored()
         for owner in np.unique(owners):
             lo, hi = (int(np.searchsorted(self._sorted_ids, owner, side=side)) for side in ("left", "right"))
             if self.size - (hi - lo) < k:
@@ -94,6 +94,10 @@ class BankIndex:
                 near, at = np.take_along_axis(near, pick, 1), np.take_along_axis(at, pick, 1)
             dist[mine], rows[mine] = near, self._order[at]
         return dist, rows
+
+    def _stored(self) -> np.ndarray:
+        """The faiss index's rows ``(M, D) float32`` as it holds them (image by image), viewed, not copied."""
+        return faiss.rev_swig_ptr(self.index.get_xb(), self.size * self.index.d).reshape(self.size, self.index.d)
 
     def _torch_search(self, queries: torch.Tensor, k: int, owners: np.ndarray | None
                       ) -> tuple[np.ndarray, np.ndarray]:

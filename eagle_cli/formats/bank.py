@@ -56,9 +56,9 @@ class StoredBank:
         block at a time (never held twice); torch reads them whole."""
         device = resolve_device(device)
         backend = pick_backend(backend, device)
-        rows = (map_tensor(self.ref.path / BANK_FILE, "bank")[0] if backend == "faiss"
-                else self.tensors(("bank",))["bank"])
-        return BankIndex(rows, self.tensors(("image_ids",))["image_ids"], backend=backend, device=device)
+        tensors = self.tensors(("image_ids",) if backend == "faiss" else ("image_ids", "bank"))
+        rows = map_tensor(self.ref.path / BANK_FILE, "bank")[0] if backend == "faiss" else tensors["bank"]
+        return BankIndex(rows, tensors["image_ids"], backend=backend, device=device)
 
     def tensors(self, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         """The bank file's tensors (``keys``, default all)."""
