@@ -101,3 +101,12 @@ def test_exact_search_benchmark_compares_the_calibrations_search_with_its_altern
     assert set(settled) == {"by list", "by cover", "by every entry"}
     # Candidates settle an orphan only where some entry does: no list settles more than every entry.
     assert all(0 < share <= settled["by every entry"] for share in settled.values())
+
+
+def test_batch_norm_fold_benchmark_times_both_extractors_and_their_difference():
+    table = _run("benchmarks.batch_norm_fold", "--backbones", "resnet18", "--tiles", "1", "--rounds", "1",
+                 "--repeats", "1")
+    row = next(line for line in table.splitlines() if line.startswith("| resnet18 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert float(cells[2]) > 0 and float(cells[3]) > 0
+    assert float(cells[5].split()[0]) < 1e-3  # the same features to float rounding

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 import torchvision.transforms as T
 from PIL import Image
 
 from eagle_cli.errors import ParameterError, WeightsError
-from eagle_cli.expert.backbones import cache_dir, get_spec, load_backbone
+from eagle_cli.expert.backbones import cache_dir, feature_extractor, fold_batch_norms, get_spec, load_backbone
 from eagle_cli.expert.features import PatchFeatureExtractor, aggregate
 from eagle_cli.expert.geometry import Geometry
 
@@ -96,6 +97,48 @@ def test_mobilenet_imagenet_weights_load_offline_and_classify():
     with torch.inference_mode():
         top = model(image[None]).argmax(1).item()
     assert 281 <= top <= 285  # ImageNet's domestic-cat classes
+
+
+def test_folded_batch_norms_leave_the_imagenet_features_as_they_were():
+    torch.manual_seed(0)
+    model, _ = load_backbone("mobilenet_v2", "imagenet")
+    layers = list(get_spec("mobilenet_v2").layers)
+    unfolded = torchvision.models.feature_extraction.create_feature_extractor(model, return_nodes=layers).eval()
+    folded, _ = feature_extractor("mobilenet_v2", "imagenet")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    images = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        want, got = unfolded(images), folded(images)
+    for layer in layers:
+        torch.testing.assert_close(got[layer], want[layer], atol=1e-4, rtol=1e-4)
+
+
+class _ConvReadTwice(torch.nn.Module):
+    """A convolution whose output a batch norm rescales and a residual also reads, then a plain conv → norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+        self.head, self.head_norm = torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head_norm(self.head(self.norm(y) + y))
+
+
+def test_a_norm_is_folded_only_where_its_convolution_feeds_nothing_else():
+    torch.manual_seed(0)
+    model = _ConvReadTwice()
+    for norm in (model.norm, model.head_norm):  # running statistics that are not the identity
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.weight.data.uniform_(0.5, 2)
+    model.eval()
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = model(images)
+        got = fold_batch_norms(model)(images)
+    assert isinstance(model.norm, torch.nn.BatchNorm2d)  # its convolution's raw output is read again
+    assert isinstance(model.head_norm, torch.nn.Identity)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_missing_weights_name_the_file_and_where_to_put_it(monkeypatch):
