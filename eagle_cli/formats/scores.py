@@ -158,11 +158,13 @@ def source_of(ref: ArtifactRef) -> DataSource | None:
 def scores_of_same_bank(root: Path, run: str, category: str, threshold: ArtifactRef, params: dict,
                         other_inputs: list[ArtifactRef]) -> ArtifactRef | None:
     """The newest published scores with the same parameters and test inputs as ``params`` and ``other_inputs``
-    under another threshold of ``threshold``'s bank: its scores and maps hold, only the verdicts change."""
+    under another threshold of ``threshold``'s bank: its scores and maps hold, only the verdicts change. Scores
+    under ``threshold`` itself are never reused: being asked for them again means --force, to compute them anew."""
     bank_id, wanted = threshold.input_ids("bank"), [ref.id for ref in other_inputs]
     for ref in reversed(artifacts.list_artifacts(root, run=run, category=category, kind="scores")):
-        if (ref.manifest.get("schema") != artifacts.SCHEMAS["scores"] or ref.params != params
-                or len(ref.input_ids("threshold")) != 1 or sorted(ref.input_ids("features")) != sorted(wanted)):
+        thresholds = ref.input_ids("threshold")
+        if (ref.manifest.get("schema") != artifacts.SCHEMAS["scores"] or ref.params != params or len(thresholds) != 1
+                or thresholds == [threshold.id] or sorted(ref.input_ids("features")) != sorted(wanted)):
             continue
         try:
             if ref.input("threshold").input_ids("bank") == bank_id:

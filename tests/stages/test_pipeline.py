@@ -80,6 +80,18 @@ def test_a_new_threshold_rejudges_published_scores_and_shares_their_maps(tiny_ro
     assert (smoother.path / shard).stat().st_ino != (first.path / shard).stat().st_ino
 
 
+def test_forced_scores_are_computed_anew_not_rejudged_from_themselves(tiny_root, context):
+    threshold_ref = _expert(tiny_root, "washer", context)
+    test_set = ScoreInputs(source=DataSource(root=tiny_root), category="washer")
+    first = run_score(threshold_ref, test_set, ScoreParams(), context=context)
+    shard = _rows(first)[0].maps_file
+    first_maps = (first.path / shard).stat().st_ino
+    again = run_score(threshold_ref, test_set, ScoreParams(), context=replace(context, force=True))
+    assert again.path == first.path
+    assert (again.path / shard).stat().st_ino != first_maps  # written anew, not linked to the old file
+    assert [r.score for r in _rows(again)] == pytest.approx([r.score for r in _rows(first)], abs=1e-6)
+
+
 def test_chain_writes_scores_maps_verdicts_and_metrics(tiny_root, context):
     threshold_ref = _expert(tiny_root, "washer", context)
     test_set = ScoreInputs(source=DataSource(root=tiny_root), category="washer")
