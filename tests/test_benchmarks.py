@@ -110,3 +110,27 @@ def test_batch_norm_fold_benchmark_times_both_extractors_and_their_difference():
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert float(cells[2]) > 0 and float(cells[3]) > 0
     assert float(cells[5].split()[0]) < 1e-3  # the same features to float rounding
+
+
+def test_peak_bounds_benchmark_bounds_each_calibration_images_peak(tmp_path):
+    from benchmarks.highres import stages
+    from benchmarks.tiled_cost import EXTRACT
+    from eagle_cli.context import Context
+    from eagle_cli.data import DataSource
+    from eagle_cli.data.synthetic import generate
+
+    # 19 training images: the fewest that support the default 5 % false-alarm target.
+    generate(tmp_path / "data", categories=("brick",), variation="highres", n_train=19, n_test_good=1,
+             n_test_per_defect=0, size=512, seed=0)
+    made, context = {}, Context(artifacts=tmp_path / "artifacts")
+    for name, stage in list(stages(DataSource(root=tmp_path / "data"), "brick", EXTRACT).items())[:3]:
+        made[name] = stage(made, context)
+    table = _run("benchmarks.peak_bounds", "--threshold", str(made["fit-threshold"].path), "--images", "0,2",
+                 "--dims", "16")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()
+            if line.startswith(("| 0 |", "| 2 |"))]
+    assert len(rows) == 2
+    for row in rows:
+        peak, (low, floor), high = float(row[3]), map(float, row[4].split(",")), float(row[5])
+        assert low <= floor <= peak <= high and row[6] == "True"  # measuring patches only raises the lower bound
+        assert 0 < float(row[7]) <= 1
