@@ -41,18 +41,10 @@ from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.calibration import _nearest_listed
 from eagle_cli.expert.coreset import project, projection
 from eagle_cli.expert.knn import BankIndex
+from eagle_cli.expert.peak_calibration import principal_components
 from eagle_cli.formats.bank import StoredBank, open_bank
 from eagle_cli.formats.features import read_features
 from eagle_cli.params import BankParams, CalibrationParams, parse_count
-
-
-def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """The mean, the top ``count`` orthonormal components ``(D, count)`` of ``rows`` and the share of variance
-    they hold."""
-    mean = rows.mean(0)
-    values, vectors = np.linalg.eigh(np.cov((rows - mean).T))
-    top = vectors[:, ::-1][:, :count]
-    return mean, np.ascontiguousarray(top, dtype=np.float32), float(values[::-1][:count].sum() / values.sum())
 
 
 class Orphans:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from eagle_cli.data.images import load_mask
 from eagle_cli.expert.anomaly_map import frame_map
 from eagle_cli.expert.calibration import calibrate
 from eagle_cli.expert.geometry import Geometry
-from eagle_cli.expert.image_rule import ImageRule, _norm, _sums
+from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.features import features_info, read_features
@@ -45,9 +44,9 @@ from eagle_cli.threshold import fitted_tau
 def rules(geometry: Geometry, grid: tuple[int, int]) -> dict:
     """Image rules, each ``calibrated(calibration patch scores (m, P))`` → (calibration scores, the rule fitted),
     then ``score(rule, test patch scores (B, P))`` → image scores."""
-    def rule(**settings):
+    def rule(norm_step=1, **settings):
         fresh = ImageRule.of(BankParams(**settings), geometry, grid)
-        return fresh.calibrated, lambda fitted, pp: fitted.scores(fitted.values(pp))
+        return lambda pp: fresh.calibrated(pp, norm_step), lambda fitted, pp: fitted.scores(fitted.values(pp))
 
     def raw_peak(sigma):
         peak = lambda pp: np.array([frame_map(p, grid, geometry, sigma_px=sigma).max() for p in pp])  # noqa: E731
@@ -60,25 +59,8 @@ def rules(geometry: Geometry, grid: tuple[int, int]) -> dict:
             "map peak σ4 (raw)": raw_peak(4.0), "map peak σ8 (raw)": raw_peak(8.0),
             "peak (per cell), σ4": rule(image_score="peak", peak_sigma_px=4.0),
             "peak (per cell), σ8": rule(image_score="peak", peak_sigma_px=8.0),
-            "peak (per cell), σ4, norm of ⅛ of the tiles": sampled_norm_peak(geometry, grid, step=8)}
-
-
-def sampled_norm_peak(geometry: Geometry, grid: tuple[int, int], step: int):
-    """The peak rule with its cell norm measured on every ``step``-th tile of each calibration image (image i from
-    its tile i on, so every tile place is sampled), not on every tile: what a calibration that scores only the
-    patches its peaks need would have to use (``benchmarks/peak_bounds.py``). Peaks still read every patch."""
-    base = ImageRule.of(BankParams(image_score="peak", peak_sigma_px=4.0), geometry, grid)
-    tiles = len(geometry.tile_offsets())
-
-    def calibrated(per_patch: np.ndarray):
-        kept = (np.arange(tiles) - np.arange(len(per_patch))[:, None]) % step == 0
-        count, total, squares = _sums(np.where(np.repeat(kept, base.cells, axis=1), per_patch, np.nan), base.cells)
-        all_count, all_total, all_squares = count.sum(0), total.sum(0), squares.sum(0)
-        scores = np.array([base.scores(_norm(all_count - count[i], all_total - total[i], all_squares - squares[i])
-                                       .standardise(per_patch[i:i + 1]))[0] for i in range(len(per_patch))])
-        return scores, replace(base, norm=_norm(all_count, all_total, all_squares))
-
-    return calibrated, lambda fitted, pp: fitted.scores(fitted.values(pp))
+            # The default since the calibration bounds the peaks: the norm needs only these tiles searched exactly.
+            "peak (per cell), σ4, norm of ⅛ of the tiles": rule(image_score="peak", peak_sigma_px=4.0, norm_step=8)}
 
 
 def in_border(mask_path: str | None, size: int) -> bool | None:

@@ -29,11 +29,11 @@ import faiss
 import numpy as np
 import torch
 
-from benchmarks.exact_search import principal_components
 from eagle_cli.artifacts import open_artifact
 from eagle_cli.expert.anomaly_map import frame_map
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.expert.knn import BankIndex
+from eagle_cli.expert.peak_calibration import principal_components
 from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.expert import load_expert

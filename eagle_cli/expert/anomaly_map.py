@@ -84,6 +84,24 @@ def frame_map(patch_scores: np.ndarray, grid: tuple[int, int], geometry: Geometr
     return rows @ tiles.transpose(0, 2, 1, 3).reshape(per_side * h, per_side * w) @ cols.T
 
 
+def patches_under(pixels: np.ndarray, grid: tuple[int, int], geometry: Geometry, *, sigma_px: float = 4.0
+                  ) -> np.ndarray:
+    """Which patches ``(T*H*W,) bool`` weigh on any of ``pixels`` (a ``(frame, frame) bool`` mask) of
+    :func:`frame_map`'s map: a pixel's value is a weighted sum of the patches its row and column operators reach."""
+    h, w = grid
+    rows, cols = _frame_operator(geometry, h, sigma_px), _frame_operator(geometry, w, sigma_px)
+    per_side = rows.shape[1] // h
+    ys, xs = np.nonzero(pixels)
+    # The laid-out patches with any weight on a marked pixel: reach × pixels × reach. Through the list of marked
+    # pixels when there are fewer of them than a frame has rows for each laid-out row (the usual few), else through
+    # the whole mask.
+    if len(ys) * rows.shape[1] < pixels.size:
+        laid = (rows[ys] != 0).T.astype(np.float32) @ (cols[xs] != 0).astype(np.float32) > 0
+    else:
+        laid = ((rows != 0).T.astype(np.float32) @ pixels.astype(np.float32) @ (cols != 0).astype(np.float32)) > 0
+    return laid.reshape(per_side, h, per_side, w).transpose(0, 2, 1, 3).reshape(-1)
+
+
 def observed_box(geometry: Geometry, width: int, height: int) -> tuple[float, float, float, float]:
     """The crop's rectangle (x0, y0, x1, y1) in original-image pixel coordinates."""
     rw, rh = geometry.resized_size(width, height)

@@ -18,8 +18,10 @@ that "has not seen" it:
 
 Each scores the training images it is given (``images``: all, or a seeded sample of them — see
 :func:`sample_images`): the work grows with the bank times the images scored, so a cap keeps a
-calibration of thousands of images linear in their number. Every function returns the patch scores
+calibration of thousands of images linear in their number. :func:`calibrate` returns the patch scores
 of the images scored; the image rule (``expert/image_rule.py``) turns them into image scores.
+:func:`calibrated_scores` gives the image scores themselves: under the peak rule it searches exactly
+only the patches the rule's cell norm and each image's peak need (``expert/peak_calibration.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ import numpy as np
 import torch
 
 from eagle_cli.expert.coreset import Coreset, project, projection
-from eagle_cli.expert.knn import BankIndex
+from eagle_cli.expert.image_rule import ImageRule
+from eagle_cli.expert.knn import BankIndex, nearest_rows
+from eagle_cli.expert.peak_calibration import bounded_peak_scores
 from eagle_cli.expert.scoring import patch_scores
 from eagle_cli.params import BankParams, CalibrationParams
 from eagle_cli.progress import Advance
@@ -46,8 +50,6 @@ _ROWS_PER_BOUND = 512
 #: A bound must lie this far (relatively) inside the radius to settle an orphan: float rounding of a bound is
 #: ~1e-5 relatively, so no orphan a search would place beyond the radius is settled.
 _BOUND_MARGIN = 1e-4
-#: Refill distances computed at once (32 MB of float32).
-_REFILL_DISTANCES = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,27 @@ class Calibration:
 
     def per_image(self, scores: np.ndarray, n_images: int) -> np.ndarray:
         """Image ``scores`` of the images scored, in their order, placed among all ``n_images`` (NaN elsewhere)."""
-        placed = np.full(n_images, np.nan)
-        placed[self.images] = scores
-        return placed
+        return _placed(self.images, scores, n_images)
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """The image ``scores`` of the training images scored, ``images`` (sorted), and the image ``rule`` with what it
+    measured on them."""
+
+    images: np.ndarray
+    scores: np.ndarray
+    rule: ImageRule
+
+    def per_image(self, n_images: int) -> np.ndarray:
+        """The scores placed among all ``n_images`` (NaN where not scored or left out)."""
+        return _placed(self.images, self.scores, n_images)
+
+
+def _placed(images: np.ndarray, scores: np.ndarray, n_images: int) -> np.ndarray:
+    placed = np.full(n_images, np.nan)
+    placed[images] = scores
+    return placed
 
 
 def sample_images(n_images: int, count: int, *, seed: int) -> np.ndarray:
@@ -118,7 +138,24 @@ def own_out_search(features: torch.Tensor, index: BankIndex, images: np.ndarray,
 
 def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *, knn_k: int,
                   proj_dim: int, generator: torch.Generator, neighbours: int, progress: Advance) -> Calibration:
-    """Leave-own-out with the removed entries' orphans refilled (see the module docstring).
+    """Leave-own-out with the removed entries' orphans refilled (see the module docstring and :class:`Refill`)."""
+    refill = Refill(features, index, cover, images, proj_dim=proj_dim, generator=generator, neighbours=neighbours)
+    # Two passes over the images, each half of the work: progress advances by halves.
+    dists = own_out_search(features, index, images, knn_k=knn_k, progress=lambda n: progress(n / 2), seen=refill.bound)
+    refill.settle()
+    per_patch = np.empty((len(images), features.shape[1]), dtype=np.float32)
+    for position, i in enumerate(images):
+        patch_dists = dists[position]
+        if (entries := refill.entries(position)) is not None:
+            patch_dists = np.sort(np.concatenate([patch_dists, nearest_rows(features[i], entries, knn_k)[0]], axis=1),
+                                  axis=1)[:, :knn_k]
+        per_patch[position] = patch_scores(patch_dists)
+        progress(0.5)
+    return Calibration(np.asarray(images), per_patch)
+
+
+class Refill:
+    """The entries a coreset of the other images would put in place of each scored image's own.
 
     ``cover`` is the bank's coreset as fit-bank recorded it. The refill continues its greedy in its own
     space: ``generator`` must be seeded as the bank's was, so the random projection is the same. Image
@@ -126,82 +163,77 @@ def refill_scores(features: torch.Tensor, index: BankIndex, cover: Coreset, imag
     farthest-first until every one lies within the bank's covering radius r (the largest projected
     distance of any training patch to its covering entry): the cover a coreset of the other n − 1
     images reaches everywhere. Only orphans farther than r from every entry of the other images matter, and
-    an entry within r settles an orphan without a search of its own: the candidates are the entries the
-    leave-own-out search found for it and the ``neighbours`` entries nearest its covering entry (found once
-    for the bank). They settle nearly every orphan (99.1 % at 2048 px with 32 neighbours, where every entry
-    settles 99.7 %: BENCHMARKS.md), so the refill costs a small fraction of a second search; the scores do
-    not depend on ``neighbours``, only the time.
+    an entry within r settles an orphan without a search of its own: the candidates are the entries a
+    leave-own-out search found for it (:meth:`bound`, given every scored patch) and the ``neighbours`` entries
+    nearest its covering entry (found once for the bank). They settle nearly every orphan (99.1 % at 2048 px with
+    32 neighbours, where every entry settles 99.7 %: BENCHMARKS.md), so the refill costs a small fraction of a
+    second search; the scores do not depend on ``neighbours``, only the time.
     """
-    _, patches, dim = features.shape
-    flat = features.reshape(-1, dim)
-    weight = projection(dim, proj_dim, generator=generator)
-    bank = torch.cat([project(flat[rows], weight) for rows in torch.split(cover.selected, _ROWS_PER_SEARCH)])
-    radius = float(cover.cover_sq_dist.max())
-    covered_by = index.image_ids[cover.cover.numpy()]
-    # An orphan is a patch covered by another image's entry: removing that image uncovers it.
-    is_orphan = np.isin(covered_by, images) & (covered_by != np.arange(len(covered_by)) // patches)
-    orphans = np.flatnonzero(is_orphan)
-    orphan_of = covered_by[orphans]
-    # The entries nearest each entry that covers an orphan (itself among them): an orphan's candidates.
-    near_cover = np.zeros((len(bank), min(neighbours, len(bank))), dtype=np.int64)
-    covering = np.unique(cover.cover.numpy()[orphans])
-    if near_cover.shape[1] and len(covering):
-        near_cover[covering] = faiss.knn(bank[torch.as_tensor(covering)].numpy(), bank.numpy(), near_cover.shape[1])[1]
-    # Each orphan's squared projected distance to the nearest entry not from the image whose entry covers it,
-    # or an upper bound of it where that is enough to know it lies within the radius.
-    orphan_dist = np.full(len(orphans), np.inf, dtype=np.float32)
 
-    def bound(chunk: np.ndarray, found: np.ndarray) -> None:
-        hit = is_orphan[chunk]
-        at = np.searchsorted(orphans, chunk[hit])
-        listed = np.concatenate([found[hit], near_cover[cover.cover[chunk[hit]].numpy()]], axis=1)
-        points, excluded = project(flat[torch.as_tensor(chunk[hit])], weight), orphan_of[at]
+    def __init__(self, features: torch.Tensor, index: BankIndex, cover: Coreset, images: np.ndarray, *,
+                 proj_dim: int, generator: torch.Generator, neighbours: int):
+        _, self.patches, dim = features.shape
+        self.flat, self.index, self.images = features.reshape(-1, dim), index, np.asarray(images)
+        self.weight = projection(dim, proj_dim, generator=generator)
+        self.cover = cover.cover
+        self.bank = torch.cat([project(self.flat[rows], self.weight)
+                               for rows in torch.split(cover.selected, _ROWS_PER_SEARCH)])
+        self.radius = float(cover.cover_sq_dist.max())
+        covered_by = index.image_ids[cover.cover.numpy()]
+        # An orphan is a patch covered by another image's entry: removing that image uncovers it.
+        self.is_orphan = np.isin(covered_by, images) & (covered_by != np.arange(len(covered_by)) // self.patches)
+        self.orphans = np.flatnonzero(self.is_orphan)
+        self.orphan_of = covered_by[self.orphans]
+        # The entries nearest each entry that covers an orphan (itself among them): an orphan's candidates.
+        self.near_cover = np.zeros((len(self.bank), min(neighbours, len(self.bank))), dtype=np.int64)
+        covering = np.unique(cover.cover.numpy()[self.orphans])
+        if self.near_cover.shape[1] and len(covering):
+            self.near_cover[covering] = faiss.knn(self.bank[torch.as_tensor(covering)].numpy(), self.bank.numpy(),
+                                                  self.near_cover.shape[1])[1]
+        # Each orphan's squared projected distance to the nearest entry not from the image whose entry covers it,
+        # or an upper bound of it where that is enough to know it lies within the radius.
+        self.orphan_dist = np.full(len(self.orphans), np.inf, dtype=np.float32)
+
+    def bound(self, chunk: np.ndarray, found: np.ndarray) -> None:
+        """Bound the orphans among ``chunk`` (rows of the flattened features) by the bank rows ``found`` for them
+        (any entries of other images than their own) and by their covering entry's neighbours."""
+        hit = self.is_orphan[chunk]
+        at = np.searchsorted(self.orphans, chunk[hit])
+        listed = np.concatenate([found[hit], self.near_cover[self.cover[chunk[hit]].numpy()]], axis=1)
+        points, excluded = project(self.flat[torch.as_tensor(chunk[hit])], self.weight), self.orphan_of[at]
         # The first candidate of another image settles most orphans, for a fraction of the work of all of
         # them; the nearest of all candidates is worked out only where it does not.
-        dist = _first_listed(points, bank, listed, index.image_ids, excluded)
-        unsettled = np.flatnonzero(dist > radius * (1 - _BOUND_MARGIN))
-        dist[unsettled] = _nearest_listed(points[torch.as_tensor(unsettled)], bank, listed[unsettled],
-                                          index.image_ids, excluded[unsettled])
-        orphan_dist[at] = dist
+        dist = _first_listed(points, self.bank, listed, self.index.image_ids, excluded)
+        unsettled = np.flatnonzero(dist > self.radius * (1 - _BOUND_MARGIN))
+        dist[unsettled] = _nearest_listed(points[torch.as_tensor(unsettled)], self.bank, listed[unsettled],
+                                          self.index.image_ids, excluded[unsettled])
+        self.orphan_dist[at] = np.minimum(self.orphan_dist[at], dist)
 
-    # Two passes over the images, each half of the work: progress advances by halves.
-    dists = own_out_search(features, index, images, knn_k=knn_k, progress=lambda n: progress(n / 2), seen=bound)
-    # A bound within the radius (less a margin for float rounding) settles an orphan; the others are searched.
-    searched = np.flatnonzero(orphan_dist > radius * (1 - _BOUND_MARGIN))
-    projected = BankIndex(bank, torch.as_tensor(index.image_ids), backend="faiss", device=torch.device("cpu"))
-    for lo in range(0, len(searched), _ROWS_PER_SEARCH):
-        rows = searched[lo:lo + _ROWS_PER_SEARCH]
-        dist, _ = projected.search_leave_own_out(project(flat[torch.as_tensor(orphans[rows])], weight), 1,
-                                                 orphan_of[rows])
-        orphan_dist[rows] = dist[:, 0]
-    order = np.argsort(orphan_of, kind="stable")
-    starts, ends = (np.searchsorted(orphan_of[order], images, side=side) for side in ("left", "right"))
-    per_patch = np.empty((len(images), patches), dtype=np.float32)
-    for position, i in enumerate(images):
-        members = order[starts[position]:ends[position]]
+    def settle(self) -> None:
+        """Search the orphans no bound settled (within the radius, less a margin for float rounding)."""
+        searched = np.flatnonzero(self.orphan_dist > self.radius * (1 - _BOUND_MARGIN))
+        projected = BankIndex(self.bank, torch.as_tensor(self.index.image_ids), backend="faiss",
+                              device=torch.device("cpu"))
+        for lo in range(0, len(searched), _ROWS_PER_SEARCH):
+            rows = searched[lo:lo + _ROWS_PER_SEARCH]
+            dist, _ = projected.search_leave_own_out(project(self.flat[torch.as_tensor(self.orphans[rows])],
+                                                             self.weight), 1, self.orphan_of[rows])
+            self.orphan_dist[rows] = dist[:, 0]
+        order = np.argsort(self.orphan_of, kind="stable")
+        starts, ends = (np.searchsorted(self.orphan_of[order], self.images, side=side) for side in ("left", "right"))
+        self._members = [order[lo:hi] for lo, hi in zip(starts, ends, strict=True)]
+
+    def entries(self, position: int) -> torch.Tensor | None:
+        """The refilled entries ``(R, D) float32`` of ``images[position]`` (after :meth:`settle`); None if none."""
+        members = self._members[position]
         # Farthest-first only ever picks orphans beyond the radius, and only those picked move the others'
         # distances: the orphans within it can be left out of the refill.
-        members = members[orphan_dist[members] > radius]
-        patch_dists = dists[position]
-        if len(members):
-            chosen = _farthest_first(project(flat[torch.as_tensor(orphans[members])], weight),
-                                     torch.from_numpy(orphan_dist[members]), radius)
-            refill = flat[torch.as_tensor(orphans[members[chosen]])].float()
-            patch_dists = np.sort(np.concatenate([patch_dists, _nearest_refill(features[i], refill, knn_k)], axis=1),
-                                  axis=1)[:, :knn_k]
-        per_patch[position] = patch_scores(patch_dists)
-        progress(0.5)
-    return Calibration(np.asarray(images), per_patch)
-
-
-def _nearest_refill(points: torch.Tensor, refill: torch.Tensor, k: int) -> np.ndarray:
-    """Squared distances ``(P, min(k, R))`` from each of ``points (P, D)`` to its nearest rows of ``refill (R, D)``,
-    for a few million distances at a time: the whole P × R matrix grows with the image and the refill (≈ 0.4 GB
-    for a 2048 px image and a thousand refilled entries)."""
-    rows = max(1, _REFILL_DISTANCES // len(refill))
-    return torch.cat([torch.cdist(points[lo:lo + rows].float(), refill).square_()
-                      .topk(min(k, len(refill)), dim=1, largest=False).values
-                      for lo in range(0, len(points), rows)]).numpy()
+        members = members[self.orphan_dist[members] > self.radius]
+        if not len(members):
+            return None
+        chosen = _farthest_first(project(self.flat[torch.as_tensor(self.orphans[members])], self.weight),
+                                 torch.from_numpy(self.orphan_dist[members]), self.radius)
+        return self.flat[torch.as_tensor(self.orphans[members[chosen]])].float()
 
 
 def _first_listed(points: torch.Tensor, bank: torch.Tensor, listed: np.ndarray, image_ids: np.ndarray,
@@ -235,13 +267,31 @@ def _farthest_first(points: torch.Tensor, sq_dist: torch.Tensor, radius: float) 
     """Greedy k-center: rows of ``points`` (squared distance ``sq_dist`` to their cover), each the one
     farthest from what covers it so far, until every row is within squared distance ``radius``."""
     sq_dist = sq_dist.clone()
+    norms = points.square().sum(1)
     chosen = []
     while True:
         j = int(sq_dist.argmax())
         if sq_dist[j] <= radius:
             return chosen
         chosen.append(j)
-        torch.minimum(sq_dist, ((points - points[j]) ** 2).sum(1), out=sq_dist)
+        # One product per pick instead of a pass each to subtract, square and sum (3× less memory traffic).
+        torch.minimum(sq_dist, (norms + norms[j] - 2 * (points @ points[j])).clamp_(min=0), out=sq_dist)
+
+
+def calibrated_scores(features: torch.Tensor, index: BankIndex, coreset: Coreset, bank: BankParams,
+                      params: CalibrationParams, rule: ImageRule, *, seed: int, progress: Advance) -> Calibrated:
+    """The image scores of :func:`calibrate`'s images under ``rule`` (its ``auto`` decided), and the rule with what it
+    measured. The peak rule on the refill with k = 1 searches exactly only what its cell norm and its peaks need
+    (``peak_calibration.py``); the scores are those of the patch scores of every patch, to float rounding."""
+    step = params.norm_tile_step if params.calibration == "refill" else 1
+    if rule.kind == "peak" and params.calibration == "refill" and bank.knn_k == 1 and step > 1:
+        images = sample_images(features.shape[0], params.sampled(features.shape[0]), seed=seed)
+        refill = Refill(features, index, coreset, images, proj_dim=bank.proj_dim,
+                        generator=torch.Generator().manual_seed(seed), neighbours=params.extra_neighbours)
+        scores, rule = bounded_peak_scores(features, index, refill, images, rule, step=step, progress=progress)
+        return Calibrated(images, scores, rule)
+    result = calibrate(features, index, coreset, bank, params, seed=seed, progress=progress)
+    return Calibrated(result.images, *rule.calibrated(result.per_patch, step))
 
 
 def calibrate(features: torch.Tensor, index: BankIndex, coreset: Coreset, bank: BankParams,

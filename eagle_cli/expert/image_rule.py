@@ -17,7 +17,7 @@ the ``top-mean`` default keeps its measured results).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class CellNorm:
         return ((cells - self.mean) / self.std).reshape(per_patch.shape).astype(np.float32)
 
 
-def _sums(per_patch: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cell_sums(per_patch: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image, per cell: count, sum and sum of squares of ``per_patch (m, P)`` over its tiles (NaN skipped)."""
     values = per_patch.reshape(len(per_patch), -1, cells).astype(np.float64)
     finite = np.isfinite(values)
@@ -53,10 +53,16 @@ def _sums(per_patch: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np
     return finite.sum(1), values.sum(1), (values ** 2).sum(1)
 
 
-def _norm(count: np.ndarray, total: np.ndarray, squares: np.ndarray) -> CellNorm:
+def norm_of_sums(count: np.ndarray, total: np.ndarray, squares: np.ndarray) -> CellNorm:
     mean = total / np.maximum(count, 1)
     std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean ** 2, 0.0))
     return CellNorm(mean.astype(np.float32), np.maximum(std, _MIN_SPREAD).astype(np.float32))
+
+
+def norm_tiles(images: int, tiles: int, step: int) -> np.ndarray:
+    """Which tiles ``(images, tiles) bool`` measure the cell norm: every ``step``-th tile of each calibration image,
+    the image at position p from its tile p on, so that every tile place is measured (all when ``step`` is 1)."""
+    return (np.arange(tiles) - np.arange(images)[:, None]) % min(step, tiles) == 0
 
 
 @dataclass(frozen=True)
@@ -82,21 +88,28 @@ class ImageRule:
     def cells(self) -> int:
         return self.grid[0] * self.grid[1]
 
-    def calibrated(self, per_patch: np.ndarray) -> tuple[np.ndarray, ImageRule]:
+    def calibrated(self, per_patch: np.ndarray, step: int = 1) -> tuple[np.ndarray, ImageRule]:
         """Score the calibration images' patch scores ``(m, P)`` (NaN: not scored; a row of NaN: left out) and
-        return the scores ``(m,)`` (NaN where left out) and this rule with what it measured on them."""
+        return the scores ``(m,)`` (NaN where left out) and this rule with what it measured on them: under ``peak``
+        the cell norm, from every ``step``-th tile of each image (:func:`norm_tiles`)."""
         if self.kind == "top-mean":
             return scored_top_mean(per_patch, self.top), self
         if np.isnan(per_patch).any():
             raise ParameterError("The peak image rule needs a score for every patch of the calibration images; "
                                  "use --calibration refill, or --image-score top-mean with --calibration reference.")
-        count, total, squares = _sums(per_patch, self.cells)
+        kept = np.repeat(norm_tiles(len(per_patch), per_patch.shape[1] // self.cells, step), self.cells, axis=1)
+        others, norm = self.cell_norms(np.where(kept, per_patch, np.nan))
+        scores = np.array([self._peak(others[i].standardise(per_patch[i:i + 1]))[0] for i in range(len(per_patch))])
+        return scores, replace(self, norm=norm)
+
+    def cell_norms(self, measured: np.ndarray) -> tuple[list[CellNorm], CellNorm]:
+        """From the calibration images' patch scores ``(m, P)`` measured for the norm (NaN elsewhere): each image's
+        norm measured on the others only (as a new good part's is on all of them), and the norm of all."""
+        count, total, squares = cell_sums(measured, self.cells)
         all_count, all_total, all_squares = count.sum(0), total.sum(0), squares.sum(0)
-        # Each image is standardised by the others only, as a new good part is by all of them.
-        scores = np.array([self._peak(_norm(all_count - count[i], all_total - total[i], all_squares - squares[i])
-                                      .standardise(per_patch[i:i + 1]))[0] for i in range(len(per_patch))])
-        norm = _norm(all_count, all_total, all_squares)
-        return scores, ImageRule(self.kind, self.top, self.sigma_px, self.geometry, self.grid, norm)
+        others = [norm_of_sums(all_count - count[i], all_total - total[i], all_squares - squares[i])
+                  for i in range(len(measured))]
+        return others, norm_of_sums(all_count, all_total, all_squares)
 
     def values(self, per_patch: np.ndarray) -> np.ndarray:
         """What the maps are drawn from, ``(B, P)``: the patch scores, standardised under ``peak``."""

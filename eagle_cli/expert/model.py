@@ -10,7 +10,7 @@
     expert = load_expert("artifacts/default/bottle/threshold/3f2a9c0d1e2b4f60")  # what the stages fitted
 
 The stages are this object's steps with reading and writing around them: ``fit-bank`` is
-:func:`fit_bank`, ``fit-threshold`` is :func:`calibrate` then :func:`fit_threshold`, ``score`` is
+:func:`fit_bank`, ``fit-threshold`` is :func:`calibrated_scores` then :func:`fit_threshold`, ``score`` is
 :meth:`Expert.score_frames`; with the same settings and category, both give the same scores.
 """
 
@@ -25,7 +25,7 @@ from PIL import Image
 from eagle_cli.devices import resolve_device
 from eagle_cli.errors import ParameterError
 from eagle_cli.expert.bank import MemoryBank, fit_bank
-from eagle_cli.expert.calibration import calibrate
+from eagle_cli.expert.calibration import calibrated_scores
 from eagle_cli.expert.decision import Scored, decide
 from eagle_cli.expert.features import PatchFeatureExtractor, resolve_tiling
 from eagle_cli.expert.geometry import Geometry
@@ -96,9 +96,9 @@ class Expert:
         seed = category_seed(bank.seed, category)
         memory = fit_bank(features, bank, seed=seed, progress=progress)
         index = memory.index(device=resolve_device(calibration.device), backend=calibration.knn_backend)
-        result = calibrate(features, index, memory.coreset, bank, calibration, seed=seed, progress=_silent)
-        scores, rule = ImageRule.of(bank, geometry, extractor.grid()).calibrated(result.per_patch)
-        used = scores[np.isfinite(scores)]
+        result = calibrated_scores(features, index, memory.coreset, bank, calibration,
+                                   ImageRule.of(bank, geometry, extractor.grid()), seed=seed, progress=_silent)
+        rule, used = result.rule, result.scores[np.isfinite(result.scores)]
         if used.size < 2:
             raise ParameterError(f"Only {used.size} of {len(images)} good images could be scored for calibration; "
                                  "add good images, or lower --min-unselected with --calibration reference.")

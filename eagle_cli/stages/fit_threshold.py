@@ -19,7 +19,7 @@ from eagle_cli import artifacts
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.errors import ParameterError
-from eagle_cli.expert.calibration import calibrate
+from eagle_cli.expert.calibration import calibrated_scores
 from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.formats.bank import open_bank
@@ -60,9 +60,10 @@ def run_calibrate(bank_ref: ArtifactRef, params: CalibrationParams, *, context: 
         coreset = bank.coreset()
         index = bank.index(backend=params.knn_backend, device=params.device)
         with context.reporter.task(f"calibrate {info.category} ({params.calibration})", sampled) as advance:
-            result = calibrate(features, index, coreset, bank.params, params, seed=bank.seed, progress=advance)
-        image_scores, rule = rule.calibrated(result.per_patch)
-        scores = result.per_image(image_scores, info.n_images)
+            result = calibrated_scores(features, index, coreset, bank.params, params, rule, seed=bank.seed,
+                                       progress=advance)
+        rule = result.rule
+        scores = result.per_image(info.n_images)
         scored = np.isfinite(scores)
         if scored.sum() < 2:
             raise ParameterError(

@@ -130,7 +130,6 @@ def test_scores_do_not_depend_on_how_many_patches_one_search_or_bound_takes(setu
     whole = [estimate(estimator, setup, sample, image_top=top) for top in (1, PATCHES)]
     monkeypatch.setattr(cal, "_ROWS_PER_SEARCH", 7)  # not a divisor of the patches: searches end mid-image
     monkeypatch.setattr(cal, "_ROWS_PER_BOUND", 3)
-    monkeypatch.setattr(cal, "_REFILL_DISTANCES", 7)  # a patch or two against the refill at a time
     split = [estimate(estimator, setup, sample, image_top=top) for top in (1, PATCHES)]
     for before, after in zip(whole, split, strict=True):
         assert np.isfinite(before).sum() == 7
