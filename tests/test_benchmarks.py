@@ -134,3 +134,12 @@ def test_peak_bounds_benchmark_bounds_each_calibration_images_peak(tmp_path):
         peak, (low, floor), high = float(row[3]), map(float, row[4].split(",")), float(row[5])
         assert low <= floor <= peak <= high and row[6] == "True"  # measuring patches only raises the lower bound
         assert 0 < float(row[7]) <= 1
+
+
+def test_bounded_calibration_benchmark_finds_the_peaks_of_every_patch_for_fewer_searches():
+    table = _run("benchmarks.bounded_calibration", "--size", "512", "--train", "19", "--rounds", "1")
+    rows = {cells[1]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in table.splitlines() if line.startswith("| 1 |"))}
+    assert set(rows) == {"every patch", "bounded"}
+    assert float(rows["bounded"][4]) < 1e-4  # the same peaks, to float rounding
+    assert float(rows["every patch"][5]) == 1.0 and 0 < float(rows["bounded"][5]) < 0.5
