@@ -99,6 +99,15 @@ def test_an_image_scores_the_peak_of_its_stitched_map_as_shown(tiled_run):
     assert {"image_auroc", "pixel_auroc", "pro", "pixel_auroc_original", "pro_original"} <= set(scores.summary)
 
 
+def test_the_cell_norm_of_every_tile_is_its_own_calibration(tiled_run, context):
+    refs, _ = tiled_run
+    default = refs["fit-threshold"].input("calibration")
+    every = run_calibrate(refs["fit-bank"], CalibrationParams(norm_tile_step=1), context=context)
+    assert not every.reused and every.id != default.id
+    assert every.params["norm_tile_step"] == 1 and default.params["norm_tile_step"] == 8
+    assert not np.allclose(read_cell_norm(every).mean, read_cell_norm(default).mean)
+
+
 def test_the_peak_rule_refuses_a_calibration_that_scores_some_patches_only(tiled_run, context):
     refs, _ = tiled_run
     with pytest.raises(ParameterError, match="--calibration refill"):
