@@ -207,7 +207,7 @@ class Refill:
         unsettled = np.flatnonzero(dist > self.radius * (1 - _BOUND_MARGIN))
         dist[unsettled] = _nearest_listed(points[torch.as_tensor(unsettled)], self.bank, listed[unsettled],
                                           self.index.image_ids, excluded[unsettled])
-        self.orphan_dist[at] = np.minimum(self.orphan_dist[at], dist)
+        self.orphan_dist[at] = dist
 
     def settle(self) -> None:
         """Search the orphans no bound settled (within the radius, less a margin for float rounding)."""
@@ -284,7 +284,7 @@ def calibrated_scores(features: torch.Tensor, index: BankIndex, coreset: Coreset
     measured. The peak rule on the refill with k = 1 searches exactly only what its cell norm and its peaks need
     (``peak_calibration.py``); the scores are those of the patch scores of every patch, to float rounding."""
     step = params.norm_tile_step if params.calibration == "refill" else 1
-    if rule.kind == "peak" and params.calibration == "refill" and bank.knn_k == 1 and step > 1:
+    if rule.kind == "peak" and step > 1 and bank.knn_k == 1:
         images = sample_images(features.shape[0], params.sampled(features.shape[0]), seed=seed)
         refill = Refill(features, index, coreset, images, proj_dim=bank.proj_dim,
                         generator=torch.Generator().manual_seed(seed), neighbours=params.extra_neighbours)

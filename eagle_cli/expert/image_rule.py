@@ -45,7 +45,7 @@ class CellNorm:
         return ((cells - self.mean) / self.std).reshape(per_patch.shape).astype(np.float32)
 
 
-def cell_sums(per_patch: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sums(per_patch: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image, per cell: count, sum and sum of squares of ``per_patch (m, P)`` over its tiles (NaN skipped)."""
     values = per_patch.reshape(len(per_patch), -1, cells).astype(np.float64)
     finite = np.isfinite(values)
@@ -53,7 +53,7 @@ def cell_sums(per_patch: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray
     return finite.sum(1), values.sum(1), (values ** 2).sum(1)
 
 
-def norm_of_sums(count: np.ndarray, total: np.ndarray, squares: np.ndarray) -> CellNorm:
+def _norm(count: np.ndarray, total: np.ndarray, squares: np.ndarray) -> CellNorm:
     mean = total / np.maximum(count, 1)
     std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean ** 2, 0.0))
     return CellNorm(mean.astype(np.float32), np.maximum(std, _MIN_SPREAD).astype(np.float32))
@@ -105,11 +105,11 @@ class ImageRule:
     def cell_norms(self, measured: np.ndarray) -> tuple[list[CellNorm], CellNorm]:
         """From the calibration images' patch scores ``(m, P)`` measured for the norm (NaN elsewhere): each image's
         norm measured on the others only (as a new good part's is on all of them), and the norm of all."""
-        count, total, squares = cell_sums(measured, self.cells)
+        count, total, squares = _sums(measured, self.cells)
         all_count, all_total, all_squares = count.sum(0), total.sum(0), squares.sum(0)
-        others = [norm_of_sums(all_count - count[i], all_total - total[i], all_squares - squares[i])
+        others = [_norm(all_count - count[i], all_total - total[i], all_squares - squares[i])
                   for i in range(len(measured))]
-        return others, norm_of_sums(all_count, all_total, all_squares)
+        return others, _norm(all_count, all_total, all_squares)
 
     def values(self, per_patch: np.ndarray) -> np.ndarray:
         """What the maps are drawn from, ``(B, P)``: the patch scores, standardised under ``peak``."""

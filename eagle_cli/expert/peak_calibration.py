@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from eagle_cli.expert.anomaly_map import frame_map, patches_under
 from eagle_cli.expert.image_rule import CellNorm, ImageRule, norm_tiles
 from eagle_cli.expert.knn import BankIndex, nearest_rows
 from eagle_cli.progress import Advance
+
+if TYPE_CHECKING:  # calibration.py calls this module
+    from eagle_cli.expert.calibration import Refill
 
 #: Principal components of the bounding search: 96 % of the variance of a MobileNetV2 bank, for a quarter of the
 #: exact search's time at 2048 px (BENCHMARKS.md, "Where a cheaper calibration could come from").
@@ -47,25 +50,17 @@ _ROWS_PER_BOUND = 8192
 _BOUND_MARGIN = 1e-4
 
 
-class RefillLike(Protocol):
-    """What the refill gives (``calibration.Refill``): orphans bounded by found entries, settled, refilled."""
-
-    def bound(self, chunk: np.ndarray, found: np.ndarray) -> None: ...
-    def settle(self) -> None: ...
-    def entries(self, position: int) -> torch.Tensor | None: ...
-
-
 def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, float]:
     """The mean, the top ``count`` orthonormal components ``(D, count)`` of ``rows`` and the share of variance
     they hold."""
     mean = rows.mean(0)
     values, vectors = np.linalg.eigh(np.cov((rows - mean).T))
     top = vectors[:, ::-1][:, :count]
-    return mean, np.ascontiguousarray(top, dtype=np.float32), float(values[::-1][:count].sum() / max(values.sum(),
-                                                                                                    1e-30))
+    share = values[::-1][:count].sum() / max(values.sum(), 1e-30)  # a bank of one repeated row has no variance
+    return mean, np.ascontiguousarray(top, dtype=np.float32), float(share)
 
 
-def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: RefillLike, images: np.ndarray,
+def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill, images: np.ndarray,
                         rule: ImageRule, *, step: int, progress: Advance, components: int = COMPONENTS,
                         refine: float = REFINE_SHARE) -> tuple[np.ndarray, ImageRule]:
     """The peak rule's scores ``(len(images),)`` of calibration ``images`` (k = 1: a patch scores its squared
@@ -73,8 +68,12 @@ def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill
     _, patches, dim = features.shape
     rows = index.rows()
     mean, basis, _ = principal_components(rows, min(components, dim))
-    reduced = BankIndex(torch.from_numpy((rows - mean) @ basis), torch.as_tensor(index.image_ids),
-                        backend=index.backend, device=index.device)
+
+    def in_components(points: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((np.asarray(points) - mean) @ basis)
+
+    reduced = BankIndex(in_components(rows), torch.as_tensor(index.image_ids), backend=index.backend,
+                        device=index.device)
     bank = torch.from_numpy(rows)
     measured = np.repeat(norm_tiles(len(images), patches // rule.cells, step), rule.cells, axis=1)
     low = np.empty((len(images), patches), dtype=np.float32)
@@ -82,13 +81,12 @@ def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill
     # Three passes over the images, a third of the work each.
     for position, i in enumerate(images):
         points = features[i].float()
-        near, found = reduced.search_leave_own_out(torch.from_numpy((points.numpy() - mean) @ basis), 1,
-                                                   np.full(patches, i))
+        near, found = reduced.search_leave_own_out(in_components(points), 1, np.full(patches, i))
         for lo in range(0, patches, _ROWS_PER_BOUND):
             chunk = np.arange(lo, min(lo + _ROWS_PER_BOUND, patches))
             refill.bound(i * patches + chunk, found[chunk])
         low[position] = near[:, 0] * (1 - _BOUND_MARGIN)
-        high[position] = (points - bank[torch.as_tensor(found[:, 0])]).square_().sum(1).numpy() * (1 + _BOUND_MARGIN)
+        high[position] = _upper(points, bank, found[:, 0])
         progress(1 / 3)
     refill.settle()
     entries = [refill.entries(position) for position in range(len(images))]
@@ -106,11 +104,9 @@ def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill
             # The refill lowers both bounds as the bank's entries made them: by its nearest entry in the components
             # (a quarter of the work of the exact nearest), and that entry's exact distance.
             points = features[i].float()
-            near, found = nearest_rows(torch.from_numpy((points.numpy() - mean) @ basis),
-                                       torch.from_numpy((refilled.numpy() - mean) @ basis), 1)
+            near, found = nearest_rows(in_components(points), in_components(refilled), 1)
             np.minimum(low[position], near[:, 0] * (1 - _BOUND_MARGIN), out=low[position])
-            np.minimum(high[position], (points - refilled[torch.as_tensor(found[:, 0])]).square_().sum(1).numpy()
-                       * (1 + _BOUND_MARGIN), out=high[position])
+            np.minimum(high[position], _upper(points, refilled, found[:, 0]), out=high[position])
         norm_patches = np.flatnonzero(measured[position])
         low[position, norm_patches] = high[position, norm_patches] = exact(position, norm_patches)
         progress(1 / 3)
@@ -121,6 +117,11 @@ def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill
                                        measured[position].copy(), functools.partial(exact, position), refine=refine)
         progress(1 / 3)
     return scores, replace(rule, norm=norm)
+
+
+def _upper(points: torch.Tensor, rows: torch.Tensor, found: np.ndarray) -> np.ndarray:
+    """Each of ``points``' squared distance to its ``found`` row of ``rows``, widened: an upper bound of its nearest."""
+    return (points - rows[torch.as_tensor(found)]).square_().sum(1).numpy() * (1 + _BOUND_MARGIN)
 
 
 def _exact_peak(rule: ImageRule, norm: CellNorm, low: np.ndarray, high: np.ndarray, exact: np.ndarray,
