@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -34,9 +34,6 @@ from eagle_cli.expert.anomaly_map import frame_map, patches_under
 from eagle_cli.expert.image_rule import CellNorm, ImageRule, norm_tiles
 from eagle_cli.expert.knn import BankIndex, nearest_rows
 from eagle_cli.progress import Advance
-
-if TYPE_CHECKING:  # calibration.py calls this module
-    from eagle_cli.expert.calibration import Refill
 
 #: Principal components of the bounding search: 96 % of the variance of a MobileNetV2 bank, for a quarter of the
 #: exact search's time at 2048 px (BENCHMARKS.md, "Where a cheaper calibration could come from").
@@ -50,6 +47,15 @@ _ROWS_PER_BOUND = 8192
 _BOUND_MARGIN = 1e-4
 
 
+class RefillLike(Protocol):
+    """What the refill gives (``calibration.Refill``, which calls this module: the project has no import circles):
+    orphans bounded by found entries, settled, refilled."""
+
+    def bound(self, chunk: np.ndarray, found: np.ndarray) -> None: ...
+    def settle(self) -> None: ...
+    def entries(self, position: int) -> torch.Tensor | None: ...
+
+
 def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, float]:
     """The mean, the top ``count`` orthonormal components ``(D, count)`` of ``rows`` and the share of variance
     they hold."""
@@ -60,7 +66,7 @@ def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.n
     return mean, np.ascontiguousarray(top, dtype=np.float32), float(share)
 
 
-def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill, images: np.ndarray,
+def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: RefillLike, images: np.ndarray,
                         rule: ImageRule, *, step: int, progress: Advance, components: int = COMPONENTS,
                         refine: float = REFINE_SHARE) -> tuple[np.ndarray, ImageRule]:
     """The peak rule's scores ``(len(images),)`` of calibration ``images`` (k = 1: a patch scores its squared
