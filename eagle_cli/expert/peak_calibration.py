@@ -17,7 +17,9 @@ On the 2048 px brick set the component search cost 0.26× the exact one, and abo
 could still reach its peak once 0.5 % had been measured (``benchmarks/peak_bounds.py``, BENCHMARKS.md).
 
 The refill (``calibration.Refill``) takes part as in the exact calibration: its entries lower both bounds alike,
-and the entry the bounding search finds for each patch is a candidate to settle it as an orphan.
+for the patches whose nearest refilled entry in the components lies below their upper bound (no other patch can
+be lowered by them), and the entry found for each patch — by the bounding search, or by the exact one on the norm's
+tiles, which skip the bounding search — is a candidate to settle it as an orphan.
 """
 
 from __future__ import annotations
