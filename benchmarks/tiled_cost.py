@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks.highres import stages
+from benchmarks.image_identity import timed
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
@@ -115,13 +116,7 @@ def _tiles_alone(features, bank) -> tuple[float, float]:
             patches = extractor.features(tile[None].to(extractor.device, memory_format=torch.channels_last))[0]
             index.search(patches.float(), opened.params.knn_k)
 
-    return tuple(float(np.mean([_seconds(run) for _ in range(3)])) for run in (batched, tile_by_tile))
-
-
-def _seconds(run) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+    return tuple(float(np.mean([timed(run)[0] for _ in range(3)])) for run in (batched, tile_by_tile))
 
 
 def one_size(workdir: Path, size: int, coreset_max: str) -> dict:

@@ -78,7 +78,6 @@ def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill
     _, patches, dim = features.shape
     rows = index.rows()
     mean, basis, _ = principal_components(rows, min(components, dim))
-
     centre, axes = torch.from_numpy(mean), torch.from_numpy(basis)
 
     def in_components(points: torch.Tensor) -> torch.Tensor:
@@ -113,13 +112,18 @@ def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill
     refill.settle()
     entries = [refill.entries(position) for position in range(len(images))]
 
+    def with_refill(position: int, points: torch.Tensor, dist: np.ndarray) -> np.ndarray:
+        """``dist``, the squared distances of ``points`` of ``images[position]`` to the bank, lowered to their
+        nearest refilled entry's."""
+        if entries[position] is None:
+            return dist
+        return np.minimum(dist, nearest_rows(points, entries[position], 1)[0][:, 0])
+
     def exact(position: int, wanted: np.ndarray) -> np.ndarray:
         """Squared distances of patches ``wanted`` of ``images[position]``: leave-own-out, then the refill."""
         points = features[images[position]][torch.as_tensor(wanted)].float()
         dist = index.search_leave_own_out(points, 1, np.full(len(wanted), images[position]))[0][:, 0]
-        if entries[position] is None:
-            return dist
-        return np.minimum(dist, nearest_rows(points, entries[position], 1)[0][:, 0])
+        return with_refill(position, points, dist)
 
     for position, i in enumerate(images):
         if (refilled := entries[position]) is not None:
@@ -133,8 +137,8 @@ def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill
             points = features[i]
             high[position, bounded] = np.minimum(high[position, bounded],
                                                  _upper(points[torch.as_tensor(bounded)], refilled, found[bounded, 0]))
-            nearest = nearest_rows(points[torch.as_tensor(exact_part)], refilled, 1)[0][:, 0]
-            low[position, exact_part] = high[position, exact_part] = np.minimum(high[position, exact_part], nearest)
+            low[position, exact_part] = high[position, exact_part] = with_refill(
+                position, points[torch.as_tensor(exact_part)], high[position, exact_part])
         progress(1 / 3)
     others, norm = rule.cell_norms(np.where(measured, low, np.nan))
     scores = np.empty(len(images))
