@@ -144,3 +144,11 @@ def test_bounded_calibration_benchmark_finds_the_peaks_of_every_patch_for_fewer_
     assert set(rows) == {"every patch", "bounded"}
     assert float(rows["bounded"][4]) < 1e-4  # the same peaks, to float rounding
     assert float(rows["every patch"][5]) == 1.0 and 0 < float(rows["bounded"][5]) < 0.5
+
+
+def test_score_loop_benchmark_times_the_map_and_the_search_pieces_against_the_baseline():
+    table = _run("benchmarks.score_loop", "--size", "256", "--images", "1", "--rounds", "1", "--bank-rows", "100")
+    for label in ("| forward + search (baseline) |", "| + map, products on one thread (eagle) |",
+                  "| + map, numpy's default threads |", "| + map, searched 8,192 patches at a time |"):
+        assert label in table
+    assert "4 tiles of 224" in table

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
+from threadpoolctl import ThreadpoolController
 
 from eagle_cli.expert.geometry import Geometry
 
@@ -45,6 +46,23 @@ def _interpolation(side: int, size: int) -> np.ndarray:
     np.add.at(matrix, (rows, lower), 1 - weight)
     np.add.at(matrix, (rows, upper), weight)
     return matrix
+
+
+@lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded (numpy's among them: it is imported above)."""
+    return ThreadpoolController().select(user_api="blas")
+
+
+def _products(first: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+    """``first @ rest[0] @ …`` on the calling thread. A map's products are small (at 1024 px a few ms on one
+    core), but a multi-threaded BLAS leaves its workers spinning after each one: numpy's OpenBLAS workers then took a
+    core from the backbone forward and the search that came next, 70-90 ms of an image's 0.36 s at 1024 px on 2
+    cores (BENCHMARKS.md, "A map's products on one thread")."""
+    with _blas().limit(limits=1):
+        for matrix in rest:
+            first = first @ matrix
+        return first
 
 
 @lru_cache(maxsize=16)
@@ -81,7 +99,7 @@ def frame_map(patch_scores: np.ndarray, grid: tuple[int, int], geometry: Geometr
     rows, cols = _frame_operator(geometry, h, sigma_px), _frame_operator(geometry, w, sigma_px)
     per_side = rows.shape[1] // h
     tiles = np.asarray(patch_scores, dtype=np.float32).reshape(per_side, per_side, h, w)
-    return rows @ tiles.transpose(0, 2, 1, 3).reshape(per_side * h, per_side * w) @ cols.T
+    return _products(rows, tiles.transpose(0, 2, 1, 3).reshape(per_side * h, per_side * w), cols.T)
 
 
 def patches_under(pixels: np.ndarray, grid: tuple[int, int], geometry: Geometry, *, sigma_px: float = 4.0
@@ -96,9 +114,10 @@ def patches_under(pixels: np.ndarray, grid: tuple[int, int], geometry: Geometry,
     # pixels when there are fewer of them than a frame has rows for each laid-out row (the usual few), else through
     # the whole mask.
     if len(ys) * rows.shape[1] < pixels.size:
-        laid = (rows[ys] != 0).T.astype(np.float32) @ (cols[xs] != 0).astype(np.float32) > 0
+        laid = _products((rows[ys] != 0).T.astype(np.float32), (cols[xs] != 0).astype(np.float32)) > 0
     else:
-        laid = ((rows != 0).T.astype(np.float32) @ pixels.astype(np.float32) @ (cols != 0).astype(np.float32)) > 0
+        laid = _products((rows != 0).T.astype(np.float32), pixels.astype(np.float32),
+                         (cols != 0).astype(np.float32)) > 0
     return laid.reshape(per_side, h, per_side, w).transpose(0, 2, 1, 3).reshape(-1)
 
 

@@ -43,8 +43,10 @@ def _silent(n: float = 1) -> None:
     pass
 
 
-#: Patches searched together: large enough for an efficient search, small enough to bound memory (32 MB).
-_SEARCH_ROWS = 8192
+#: Patch values searched together, 32 MB of float32: 65,536 patches of MobileNetV2 (128 values), 8,192 of WideResNet
+#: (1,024). Memory stays bounded, and a 1024 px image of MobileNetV2 patches is one search, not two: 8,192 patches at
+#: a time took 3-6 % longer per image (BENCHMARKS.md, "A map's products on one thread").
+_SEARCH_VALUES = 1 << 23
 
 
 class Expert:
@@ -136,7 +138,7 @@ class Expert:
         """
         per_image: list[list[np.ndarray]] = [[] for _ in range(len(frames))]
         pending: list[tuple[int, torch.Tensor]] = []
-        waiting = 0  # patches in ``pending``
+        waiting = 0  # patch values in ``pending``
 
         def search() -> None:
             dist, _ = self.index.search(torch.cat([patches for _, patches in pending]).float(), self.bank.knn_k)
@@ -151,8 +153,8 @@ class Expert:
         for first in range(0, len(frames), step):
             for index, patches in self.extractor.stream(frames[first:first + step]):
                 pending.append((first + index, patches.cpu()))
-                waiting += len(patches)
-                if waiting >= _SEARCH_ROWS:
+                waiting += patches.numel()
+                if waiting >= _SEARCH_VALUES:
                     search()
                     waiting = 0
         if pending:

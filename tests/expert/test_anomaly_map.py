@@ -4,6 +4,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+from threadpoolctl import ThreadpoolController
 
 from eagle_cli.expert.anomaly_map import frame_map, observed_box, to_original_frame
 from eagle_cli.expert.geometry import Geometry
@@ -77,3 +78,12 @@ def test_maps_and_masks_come_back_as_torch_samples_them(geometry, size):
     resized = TF.resize(torch.from_numpy(mask)[None].to(torch.uint8), [rh, rw],
                         interpolation=TF.InterpolationMode.NEAREST)
     np.testing.assert_array_equal(geometry.crop_mask(mask), TF.center_crop(resized, geometry.frame)[0].bool().numpy())
+
+
+def test_a_map_leaves_the_blas_threads_as_it_found_them():
+    # The map's products run on one thread (numpy's BLAS workers would spin on after them, taking a core from the
+    # backbone and the search); the caller's setting comes back afterwards.
+    blas = ThreadpoolController().select(user_api="blas")
+    with blas.limit(limits=2):
+        frame_map(np.random.default_rng(0).random(4 * 28 * 28), (28, 28), Geometry(256, 0, tile=224, overlap=0.1))
+        assert {lib["num_threads"] for lib in blas.info()} == {2}
