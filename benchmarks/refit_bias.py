@@ -1,15 +1,17 @@
 """Why a tiled calibration sits above new good parts: a training image scored against the bank without its
-entries, against a bank refitted without the image (a jackknife).
+entries, with the refill (the calibration's estimate), and against a bank refitted without the image (a jackknife).
 
-    python -m benchmarks.refit_bias --scores DIR [--images 0,10,20,30,40,50]
+    python -m benchmarks.refit_bias --scores DIR [--images 0,10,20,30,40,50] [--quantiles 0.999,0.99]
 
 ``DIR`` is a ``scores`` artifact of a category's test images (good ones among them), scored by the chain as
-fitted. For each training image asked for: its score against the bank with its own entries left out (what the
-refill estimator gives where it refills nothing, as at a 1 % coreset), its score against a bank fitted anew on
-the other training images with the same settings and seed, and how many of the refitted bank's entries the
-fitted bank also holds. Both are read with the fitted expert's image rule (for ``peak``, the calibration's cell
-norm of all images), so they differ only in the bank. The summary gives each estimate's mean as a bias in
-standard deviations of the good test images' scores (above 0: a conservative τ), as
+fitted. For each training image asked for: its score against the bank with its own entries left out, with the
+refill as eagle's calibration computes it (``expert/calibration.py``'s ``Refill``: the orphans its entries
+covered, farthest-first until each lies within the bank's covering radius — the largest cover distance), with
+the refill run to each ``--quantiles`` quantile of the cover distances instead (a tighter cover, more entries),
+its score against a bank fitted anew on the other training images with the same settings and seed, and how many
+of the refitted bank's entries the fitted bank also holds. All are read with the fitted expert's image rule (for
+``peak``, the calibration's cell norm of all images), so they differ only in the bank. The summary gives each
+estimate's mean as a bias in standard deviations of the good test images' scores (above 0: a conservative τ), as
 ``benchmarks/calibration.py`` measures it.
 """
 
@@ -24,12 +26,16 @@ import torch
 from benchmarks.calibration import bias
 from eagle_cli.artifacts import open_artifact
 from eagle_cli.expert.bank import fit_bank
+from eagle_cli.expert.calibration import Refill
+from eagle_cli.expert.coreset import Coreset
 from eagle_cli.expert.image_rule import ImageRule
+from eagle_cli.expert.knn import BankIndex, nearest_rows
 from eagle_cli.expert.scoring import patch_scores
-from eagle_cli.formats.bank import open_bank
+from eagle_cli.formats.bank import StoredBank, open_bank
 from eagle_cli.formats.expert import load_expert
 from eagle_cli.formats.features import read_features
 from eagle_cli.formats.scores import read_scores
+from eagle_cli.params import CalibrationParams
 
 
 def image_score(rule: ImageRule, dist: np.ndarray) -> float:
@@ -37,10 +43,29 @@ def image_score(rule: ImageRule, dist: np.ndarray) -> float:
     return float(rule.scores(rule.values(patch_scores(dist)[None]))[0])
 
 
+def refilled(features: torch.Tensor, index: BankIndex, coreset: Coreset, stored: StoredBank, image: int,
+             dist: np.ndarray, quantile: float) -> np.ndarray:
+    """``dist``, image ``image``'s squared distances to its k nearest entries of other images, with its refill's
+    entries among them; the refill runs until every orphan lies within the ``quantile`` of the bank's cover
+    distances (1: the calibration's own refill, to the largest)."""
+    refill = Refill(features, index, coreset, np.array([image]), proj_dim=stored.params.proj_dim,
+                    generator=torch.Generator().manual_seed(stored.seed),
+                    neighbours=CalibrationParams().extra_neighbours)
+    refill.radius = float(np.quantile(coreset.cover_sq_dist.numpy(), quantile))
+    refill.settle()  # no bounds given: every orphan is searched
+    entries = refill.entries(0)
+    if entries is None:
+        return dist
+    found = nearest_rows(features[image].float(), entries, dist.shape[1])[0]
+    return np.sort(np.concatenate([dist, found], axis=1), axis=1)[:, :dist.shape[1]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scores", required=True, help="A scores artifact folder.")
     parser.add_argument("--images", default="0,10,20,30,40,50", help="Training images (positions) to refit without.")
+    parser.add_argument("--quantiles", default="", help="Cover-distance quantiles to refill to, besides the largest "
+                                                         "(comma-separated, e.g. 0.999,0.99).")
     args = parser.parse_args()
     torch.set_num_threads(2)
     faiss.omp_set_num_threads(2)
@@ -51,19 +76,24 @@ def main() -> None:
     features, _, grid = read_features(stored.ref.input("features"), check_finite=False)
     rule = ImageRule.of(expert.bank, expert.geometry, grid, expert.norm)
     k = expert.bank.knn_k
-    held = stored.coreset().selected.numpy()
+    coreset = stored.coreset()
+    held = coreset.selected.numpy()
     n_images, patches, _ = features.shape
     good = np.array([row.score for row in read_scores(scores) if row.label == 0])
     images = [i for i in (int(s) for s in args.images.split(",")) if i < n_images]
-    print("| training image | own entries left out | bank refitted without it | refitted entries also in the "
-          "fitted bank |")
-    print("|---|---|---|---|")
-    own_out, refitted = [], []
+    quantiles = [1.0, *(float(q) for q in args.quantiles.split(",") if q)]
+    refills = ["refill (eagle's)", *(f"refill to the {q} quantile" for q in quantiles[1:])]
+    print(f"| training image | own entries left out | {' | '.join(refills)} | bank refitted without it "
+          "| refitted entries also in the fitted bank |")
+    print("|---" * (4 + len(refills)) + "|")
+    own_out, refitted, refill_scores = [], [], [[] for _ in quantiles]
     for image in images:
         own = features[image].float()
         # The calibration's own search: the k nearest entries of other images.
         dist = expert.index.search_leave_own_out(own, k, np.full(patches, image))[0]
         own_out.append(image_score(rule, dist))
+        for column, quantile in zip(refill_scores, quantiles, strict=True):
+            column.append(image_score(rule, refilled(features, expert.index, coreset, stored, image, dist, quantile)))
         others = torch.as_tensor([i for i in range(n_images) if i != image])
         refit = fit_bank(features[others], expert.bank, seed=stored.seed)
         refitted.append(image_score(rule, refit.index(backend="faiss").search(own, k)[0]))
@@ -71,9 +101,12 @@ def main() -> None:
         selected = refit.coreset.selected.numpy()
         places = others.numpy()[selected // patches] * patches + selected % patches
         shared = float(np.isin(places, held).mean())
-        print(f"| {image} | {own_out[-1]:.3f} | {refitted[-1]:.3f} | {shared:.2f} |", flush=True)
-    print(f"\n{len(good)} good test images: mean {good.mean():.3f}, SD {good.std():.3f}. Bias (SD): own entries left "
-          f"out {bias(np.array(own_out), good):+.2f}, refitted {bias(np.array(refitted), good):+.2f}.")
+        refill_cells = " | ".join(f"{column[-1]:.3f}" for column in refill_scores)
+        print(f"| {image} | {own_out[-1]:.3f} | {refill_cells} | {refitted[-1]:.3f} | {shared:.2f} |", flush=True)
+    estimates = {"own entries left out": own_out, **dict(zip(refills, refill_scores, strict=True)),
+                 "refitted": refitted}
+    print(f"\n{len(good)} good test images: mean {good.mean():.3f}, SD {good.std():.3f}. Bias (SD): "
+          + ", ".join(f"{name} {bias(np.array(values), good):+.2f}" for name, values in estimates.items()) + ".")
 
 
 if __name__ == "__main__":

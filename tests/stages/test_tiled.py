@@ -123,18 +123,23 @@ def test_the_python_expert_scores_a_tiled_image_as_the_stage_did(tiled_run):
     np.testing.assert_allclose(result.maps[0], read_maps(refs["score"], row)[1], rtol=1e-4, atol=1e-5)
 
 
-def test_the_refit_benchmark_scores_training_images_without_their_entries_and_refitted(tiled_run):
+def test_the_refit_benchmark_scores_training_images_without_their_entries_refilled_and_refitted(tiled_run):
     refs, _ = tiled_run
     out = subprocess.run([sys.executable, "-m", "benchmarks.refit_bias", "--scores", str(refs["score"].path),
-                          "--images", "0,3,99"], capture_output=True, text=True, cwd=Path(__file__).parents[2],
-                         timeout=600)
+                          "--images", "0,3,99", "--quantiles", "0.5"], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[2], timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.stdout.splitlines()
             if line.startswith(("| 0 |", "| 3 |", "| 99 |"))]
     assert [row[0] for row in rows] == ["0", "3"]  # a training image the bank does not have is skipped
-    assert all(np.isfinite([float(row[1]), float(row[2])]).all() and 0 <= float(row[3]) <= 1 for row in rows)
+    for row in rows:
+        left_out, refill, tighter, refitted, shared = (float(cell) for cell in row[1:])
+        # A refill only adds entries, and a tighter one continues the same farthest-first picks: each can only
+        # lower the image's patch distances, and so its peak.
+        assert left_out >= refill >= tighter and np.isfinite(refitted) and 0 <= shared <= 1
     good = sum(row.label == 0 for row in read_scores(refs["score"]))
-    assert f"{good} good test images" in out.stdout and "refitted" in out.stdout
+    assert f"{good} good test images" in out.stdout
+    assert all(name in out.stdout for name in ("refill (eagle's) ", "refill to the 0.5 quantile ", "refitted "))
 
 
 def test_boxes_are_drawn_on_the_original_image(tiled_run):
