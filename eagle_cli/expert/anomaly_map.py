@@ -58,7 +58,9 @@ def _products(first: np.ndarray, *rest: np.ndarray) -> np.ndarray:
     """``first @ rest[0] @ …`` on the calling thread. A map's products are small (at 1024 px a few ms on one
     core), but a multi-threaded BLAS leaves its workers spinning after each one: numpy's OpenBLAS workers then took a
     core from the backbone forward and the search that came next, 70-90 ms of an image's 0.36 s at 1024 px on 2
-    cores (BENCHMARKS.md, "A map's products on one thread")."""
+    cores (BENCHMARKS.md, "A map's products on one thread"). The limit is the process's: where the service's
+    threads draw maps at once, one may restore it while another's product runs (that product may then use the
+    workers), and the last to leave may restore one thread — what every later map wants anyway."""
     with _blas().limit(limits=1):
         for matrix in rest:
             first = first @ matrix
