@@ -27,11 +27,10 @@ from benchmarks.calibration import bias
 from eagle_cli.artifacts import open_artifact
 from eagle_cli.expert.bank import fit_bank
 from eagle_cli.expert.calibration import Refill
-from eagle_cli.expert.coreset import Coreset
 from eagle_cli.expert.image_rule import ImageRule
-from eagle_cli.expert.knn import BankIndex, nearest_rows
+from eagle_cli.expert.knn import nearest_rows
 from eagle_cli.expert.scoring import patch_scores
-from eagle_cli.formats.bank import StoredBank, open_bank
+from eagle_cli.formats.bank import open_bank
 from eagle_cli.formats.expert import load_expert
 from eagle_cli.formats.features import read_features
 from eagle_cli.formats.scores import read_scores
@@ -43,20 +42,14 @@ def image_score(rule: ImageRule, dist: np.ndarray) -> float:
     return float(rule.scores(rule.values(patch_scores(dist)[None]))[0])
 
 
-def refilled(features: torch.Tensor, index: BankIndex, coreset: Coreset, stored: StoredBank, image: int,
-             dist: np.ndarray, quantile: float) -> np.ndarray:
-    """``dist``, image ``image``'s squared distances to its k nearest entries of other images, with its refill's
-    entries among them; the refill runs until every orphan lies within the ``quantile`` of the bank's cover
-    distances (1: the calibration's own refill, to the largest)."""
-    refill = Refill(features, index, coreset, np.array([image]), proj_dim=stored.params.proj_dim,
-                    generator=torch.Generator().manual_seed(stored.seed),
-                    neighbours=CalibrationParams().extra_neighbours)
-    refill.radius = float(np.quantile(coreset.cover_sq_dist.numpy(), quantile))
-    refill.settle()  # no bounds given: every orphan is searched
-    entries = refill.entries(0)
+def refilled(refill: Refill, position: int, points: torch.Tensor, dist: np.ndarray, radius: float) -> np.ndarray:
+    """``dist``, the squared distances of ``points`` (image ``refill.images[position]``'s patches) to their k nearest
+    entries of other images, with the image's refill among them, run until every orphan lies within ``radius``."""
+    refill.radius = radius
+    entries = refill.entries(position)
     if entries is None:
         return dist
-    found = nearest_rows(features[image].float(), entries, dist.shape[1])[0]
+    found = nearest_rows(points, entries, dist.shape[1])[0]
     return np.sort(np.concatenate([dist, found], axis=1), axis=1)[:, :dist.shape[1]]
 
 
@@ -86,14 +79,21 @@ def main() -> None:
     print(f"| training image | own entries left out | {' | '.join(refills)} | bank refitted without it "
           "| refitted entries also in the fitted bank |")
     print("|---" * (4 + len(refills)) + "|")
+    # The calibration's refill of these images; with no bounds given, settling searches every orphan, so each radius
+    # below reads the same exact orphan distances.
+    refill = Refill(features, expert.index, coreset, np.array(images), proj_dim=stored.params.proj_dim,
+                    generator=torch.Generator().manual_seed(stored.seed),
+                    neighbours=CalibrationParams().extra_neighbours)
+    refill.settle()
+    radii = np.quantile(coreset.cover_sq_dist.numpy(), quantiles)  # the quantile 1 is the refill's own radius
     own_out, refitted, refill_scores = [], [], [[] for _ in quantiles]
-    for image in images:
+    for position, image in enumerate(images):
         own = features[image].float()
         # The calibration's own search: the k nearest entries of other images.
         dist = expert.index.search_leave_own_out(own, k, np.full(patches, image))[0]
         own_out.append(image_score(rule, dist))
-        for column, quantile in zip(refill_scores, quantiles, strict=True):
-            column.append(image_score(rule, refilled(features, expert.index, coreset, stored, image, dist, quantile)))
+        for column, radius in zip(refill_scores, radii, strict=True):
+            column.append(image_score(rule, refilled(refill, position, own, dist, float(radius))))
         others = torch.as_tensor([i for i in range(n_images) if i != image])
         refit = fit_bank(features[others], expert.bank, seed=stored.seed)
         refitted.append(image_score(rule, refit.index(backend="faiss").search(own, k)[0]))
