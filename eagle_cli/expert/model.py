@@ -31,7 +31,7 @@ from eagle_cli.expert.features import PatchFeatureExtractor, resolve_tiling
 from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import CellNorm, ImageRule
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.scoring import patch_scores
+from eagle_cli.expert.scoring import patch_scores, searched_scores
 from eagle_cli.lineage import Lineage
 from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ThresholdParams
 from eagle_cli.progress import Advance
@@ -41,12 +41,6 @@ from eagle_cli.threshold import Threshold, fit_threshold
 
 def _silent(n: float = 1) -> None:
     pass
-
-
-#: Patch values searched together, 32 MB of float32: 65,536 patches of MobileNetV2 (128 values), 8,192 of WideResNet
-#: (1,024). Memory stays bounded, and a 1024 px image of MobileNetV2 patches is one search, not two: 8,192 patches at
-#: a time took 3-6 % longer per image (BENCHMARKS.md, "A map's products on one thread").
-_SEARCH_VALUES = 1 << 23
 
 
 class Expert:
@@ -136,30 +130,13 @@ class Expert:
         Patch features are searched as the backbone produces them and only their scores are kept, so
         memory follows ``batch_size`` tiles, not the size of an image.
         """
-        per_image: list[list[np.ndarray]] = [[] for _ in range(len(frames))]
-        pending: list[tuple[int, torch.Tensor]] = []
-        waiting = 0  # patch values in ``pending``
-
-        def search() -> None:
-            dist, _ = self.index.search(torch.cat([patches for _, patches in pending]).float(), self.bank.knn_k)
-            scores, offset = patch_scores(dist), 0
-            for index, patches in pending:
-                per_image[index].append(scores[offset:offset + len(patches)])
-                offset += len(patches)
-            pending.clear()
-
         frames = torch.as_tensor(frames)
         step = self.geometry.images_per_batch(self.extract.batch_size)
-        for first in range(0, len(frames), step):
-            for index, patches in self.extractor.stream(frames[first:first + step]):
-                pending.append((first + index, patches.cpu()))
-                waiting += patches.numel()
-                if waiting >= _SEARCH_VALUES:
-                    search()
-                    waiting = 0
-        if pending:
-            search()
-        return self._scored(np.stack([np.concatenate(parts) for parts in per_image]), sizes, self.extractor.grid())
+        blocks = (patches.float().cpu().numpy() for first in range(0, len(frames), step)
+                  for _, patches in self.extractor.stream(frames[first:first + step]))
+        per_patch = searched_scores(blocks, lambda queries: self.index.search(torch.from_numpy(queries),
+                                                                              self.bank.knn_k)[0])
+        return self._scored(per_patch.reshape(len(frames), -1), sizes, self.extractor.grid())
 
     def score_features(self, features: torch.Tensor, sizes: list[tuple[int, int]], grid: tuple[int, int]) -> Scored:
         """Score patch features ``(B, P, D)`` of images whose original (width, height) are ``sizes``; ``grid`` is

@@ -26,13 +26,10 @@ from eagle_cli.errors import ArtifactError
 from eagle_cli.expert.decision import Scored, decide
 from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import CellNorm, ImageRule
-from eagle_cli.expert.scoring import patch_scores
+from eagle_cli.expert.scoring import searched_scores
 from eagle_cli.export.folder import BANK, EXPERT, MANIFEST, read_manifest
 from eagle_cli.export.graphs import open_graph
 from eagle_cli.lineage import Lineage
-
-#: Patches searched together: an efficient faiss call whose distances stay small (rows × k floats).
-_SEARCH_ROWS = 8192
 
 
 class ExportedExpert:
@@ -96,14 +93,12 @@ class ExportedExpert:
 
     def score_frames(self, frames: np.ndarray, sizes: list[tuple[int, int]]) -> Scored:
         """Score normalised frames ``(B, 3, frame, frame)`` of images whose original (width, height) are ``sizes``.
-        Tiles go through the graph ``batch_size`` at a time and their patches are searched as they come."""
+        Tiles go through the graph ``batch_size`` at a time and their patches are searched as the torch expert's are
+        (:func:`~eagle_cli.expert.scoring.searched_scores`)."""
         tiles = self.geometry.tiles(np.ascontiguousarray(frames, dtype=np.float32))
-        patches = []
-        for start in range(0, len(tiles), self.batch_size):
-            features = self.features(tiles[start:start + self.batch_size])
-            flat = features.reshape(-1, features.shape[-1])
-            for first in range(0, len(flat), _SEARCH_ROWS):
-                dist, _ = self.index.search(np.ascontiguousarray(flat[first:first + _SEARCH_ROWS]), self.knn_k)
-                patches.append(patch_scores(dist))
-        per_patch = np.concatenate(patches).reshape(len(frames), -1)
-        return decide(per_patch, sizes, self.rule, tau=self.tau, s_max=self.s_max, sigma_px=self.sigma_px)
+        size = self.batch_size
+        batches = (self.features(tiles[start:start + size]) for start in range(0, len(tiles), size))
+        blocks = (features.reshape(-1, features.shape[-1]) for features in batches)
+        per_patch = searched_scores(blocks, lambda queries: self.index.search(queries, self.knn_k)[0])
+        return decide(per_patch.reshape(len(frames), -1), sizes, self.rule, tau=self.tau, s_max=self.s_max,
+                      sigma_px=self.sigma_px)
