@@ -160,7 +160,8 @@ def test_list_updates_pick_as_the_plain_loop_with_the_same_restricted_updates(sm
     # The plain loop on the same lists: each chosen point lowers the distances in its probed lists only.
     g = torch.Generator().manual_seed(5)
     state, order = coresets._by_lists(features, projection(64, 128, generator=g), 300, 1024, g)
-    proj, probes = state.proj, state.probes
+    proj, own = state.proj, state.own
+    lists = torch.from_numpy(state.centroids.search(proj.numpy(), coresets.PROBES)[1])
     sq = (proj * proj).sum(1)
 
     def sq_dist(j):
@@ -172,9 +173,10 @@ def test_list_updates_pick_as_the_plain_loop_with_the_same_restricted_updates(sm
     for _ in range(300):
         j = int(nearest.argmax())
         chosen.append(j)
-        reached = torch.isin(probes[:, 0], probes[j])
+        reached = torch.isin(own, lists[j])
         nearest = torch.where(reached, torch.minimum(nearest, sq_dist(j)), nearest)
-    assert len(torch.unique(probes[:, 0])) == 30 and probes.shape[1] == coresets.PROBES
+    # Every point lies in its nearest list, and a member updates its PROBES nearest ones.
+    assert torch.equal(own, lists[:, 0].int()) and len(torch.unique(own)) == 30
     assert ours.selected.tolist() == order[chosen].tolist()
 
 
