@@ -13,14 +13,17 @@ step-by-step greedy's (tested against the plain loop); the work is matrix produc
 pass over every point per member. All large buffers are allocated once. The greedy already knows
 each point's nearest member; it is returned (:class:`Coreset`) for the calibration to reuse.
 
-Opt-in, not the published selection (BENCHMARKS.md measures what it costs): ``updates="lists"`` keeps
-the greedy's global choice of the farthest point but lowers distances only where a new member can be
-near: the projected points are split into k-means lists of about ``ROWS_PER_LIST`` points, and each new
-member updates the points of its ``PROBES`` nearest lists (the probing of an IVF index, applied to the
-greedy's update). A point whose nearer member sits in an unprobed list keeps a larger distance than it
-has, so it may be chosen although covered. The arithmetic per member is a fixed number of lists instead
-of every point; a round still reads each list its members probe once, which at millions of points is
-most of them.
+Not the published selection, the default for tiled features only (BENCHMARKS.md measures what it costs):
+``updates="lists"`` keeps the greedy's global choice of the farthest point but lowers distances only where a
+new member can be near: the projected points are split into k-means lists of about ``ROWS_PER_LIST`` points,
+and each new member updates the points of its ``PROBES`` nearest lists (the probing of an IVF index, applied
+to the greedy's update). A point whose nearer member sits in an unprobed list keeps a larger distance than
+it has, so it may be chosen although covered. The arithmetic per member is a fixed number of lists instead
+of every point; a round still reads each list its members probe once, which at millions of points is most of
+them. Its working copy of the projected points is float16, half the memory of float32 (the distances are
+computed in float32): it picks other patches than a float32 copy would, as any other rounding or seed does, with
+as tight a cover and image AUROC within the seeds' noise (BENCHMARKS.md, "The coreset's lists, searched for whom
+they serve, and kept in float16").
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ UPDATES = ("exact", "lists")
 #: set these keep the covering radius and the image AUROC of exact updates (BENCHMARKS.md, "Fit at scale").
 ROWS_PER_LIST = 3000
 PROBES = 8
+#: Points the lists' k-means trains on, per list (faiss samples as many itself from a larger set).
+_POINTS_PER_CENTROID = 64
 _CHUNK = 1 << 15
 # Relative slack on the pruning test, so rounding in the squared-distance expansion never prunes
 # a point the exact loop would update.
@@ -68,20 +73,22 @@ def projection(dim: int, proj_dim: int, *, generator: torch.Generator) -> torch.
     return (torch.rand(dim, proj_dim, generator=generator) * 2 - 1) * bound
 
 
-def project(features: torch.Tensor, weight: torch.Tensor, *, order: torch.Tensor | None = None) -> torch.Tensor:
-    """Project ``(N, D)`` features (any float dtype) by ``weight`` to ``(N, proj_dim) float32``, in chunks; with
-    ``order``, row i of the result is the projection of ``features[order[i]]`` (computed in the same chunks, so
-    with the same values, as without)."""
-    out = torch.empty(features.shape[0], weight.shape[1])
+def project(features: torch.Tensor, weight: torch.Tensor, *, order: torch.Tensor | None = None,
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Project ``(N, D)`` features (any float dtype) by ``weight`` to ``(N, proj_dim)``, in float32 chunks kept as
+    ``dtype``; with ``order``, row i of the result is the projection of ``features[order[i]]`` (computed in the
+    same chunks, so with the same values, as without)."""
+    out = torch.empty(features.shape[0], weight.shape[1], dtype=dtype)
     if order is not None:
         place = torch.empty_like(order)
         place[order] = torch.arange(len(order))
     for start in range(0, features.shape[0], _CHUNK):
         stop = start + _CHUNK
-        if order is None:
-            torch.mm(features[start:stop].float(), weight, out=out[start:stop])
+        rows = slice(start, stop) if order is None else place[start:stop]
+        if order is None and dtype == torch.float32:
+            torch.mm(features[start:stop].float(), weight, out=out[rows])
         else:
-            out[place[start:stop]] = torch.mm(features[start:stop].float(), weight)
+            out[rows] = torch.mm(features[start:stop].float(), weight).to(dtype)
     return out
 
 
@@ -95,13 +102,38 @@ def _sq_norms(proj: torch.Tensor) -> torch.Tensor:
     buf = torch.empty(min(_CHUNK, proj.shape[0]), proj.shape[1])
     for lo in range(0, proj.shape[0], _CHUNK):
         chunk = proj[lo:lo + _CHUNK]
-        torch.sum(torch.square(chunk, out=buf[:len(chunk)]), 1, out=out[lo:lo + len(chunk)])
+        torch.sum(buf[:len(chunk)].copy_(chunk).square_(), 1, out=out[lo:lo + len(chunk)])
     return out
+
+
+def _mv(points: torch.Tensor, vector: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``points @ vector`` into ``out``: float32 points at once, float16 ones (the working copy of list updates)
+    in float32 a chunk at a time."""
+    if points.dtype == torch.float32:
+        return torch.mv(points, vector, out=out)
+    for lo in range(0, len(points), _CHUNK):
+        torch.mv(points[lo:lo + _CHUNK].float(), vector, out=out[lo:lo + _CHUNK])
+    return out
+
+
+def _mean(points: torch.Tensor) -> torch.Tensor:
+    """The mean row, float32 (float16 points summed a chunk at a time in float32, the chunks' sums in float64)."""
+    if points.dtype == torch.float32:
+        return points.mean(0)
+    total = sum(points[lo:lo + _CHUNK].float().sum(0).double() for lo in range(0, len(points), _CHUNK))
+    return (total / len(points)).float()
+
+
+def _gram(points: torch.Tensor) -> torch.Tensor:
+    """``pointsᵀ points``, float32 (float16 points a chunk at a time)."""
+    if points.dtype == torch.float32:
+        return points.T @ points
+    return sum(chunk.T @ chunk for chunk in (points[lo:lo + _CHUNK].float() for lo in range(0, len(points), _CHUNK)))
 
 
 def _sq_dist_to(points: torch.Tensor, sq_norms: torch.Tensor, centre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distance of every row to ``centre``, written into ``out`` (clamped at 0)."""
-    torch.mv(points, centre, out=out)
+    _mv(points, centre, out)
     return out.mul_(-2).add_(sq_norms).add_(centre.dot(centre)).clamp_(min=0)
 
 
@@ -115,16 +147,16 @@ def starting_points(proj: torch.Tensor, n_starts: int, init: str, *, generator: 
     k = max(1, min(n_starts, n))
     if init == "center_farthest":
         sq_norms, buf = _sq_norms(proj), torch.empty(n)
-        first = int(_sq_dist_to(proj, sq_norms, proj.mean(0), buf).argmin())
-        dist = _sq_dist_to(proj, sq_norms, proj[first], buf)
+        first = int(_sq_dist_to(proj, sq_norms, _mean(proj), buf).argmin())
+        dist = _sq_dist_to(proj, sq_norms, proj[first].float(), buf)
         dist[first] = -1
         others = torch.topk(dist, k - 1).indices if k > 1 else torch.empty(0, dtype=torch.long)
         return torch.cat([torch.tensor([first]), others])
     if init == "pca_extremes":
-        mean = proj.mean(0)
-        covariance = proj.T @ proj - n * torch.outer(mean, mean)
+        mean = _mean(proj)
+        covariance = _gram(proj) - n * torch.outer(mean, mean)
         direction = torch.linalg.eigh(covariance).eigenvectors[:, -1]
-        order = torch.argsort(proj @ direction - mean @ direction)
+        order = torch.argsort(_mv(proj, direction, torch.empty(n)) - mean @ direction)
         ranks = torch.linspace(0, n - 1, max(k, 2)).round().long()
         picks = [int(order[-1]), int(order[0])] + [int(order[r]) for r in ranks[1:-1]]
         return torch.tensor(list(dict.fromkeys(picks))[:k])
@@ -174,7 +206,7 @@ def select_coreset(
     if updates == "lists" and _lists_for(n):
         state, order = _by_lists(features, weight, size, pool, generator)
         state.nearest.copy_(_starting_distances(state.proj, state.sq_norms, n_starts, init, generator))
-        return _unpermuted(_run(state, progress), order)
+        return _measured(_unpermuted(_run(state, progress), order), features, weight)
     return _greedy(project(features, weight), size, n_starts, init, generator, progress, pool)
 
 
@@ -211,7 +243,7 @@ def continue_coreset(
     state.seed(position[previous.selected], previous.cover, previous.cover_sq_dist, rows=position[:n_old])
     state.cover_the_rest(rows=position[n_old:])
     coreset = _run(state, progress)
-    return coreset if order is None else _unpermuted(coreset, order)
+    return coreset if order is None else _measured(_unpermuted(coreset, order), features, weight)
 
 
 def grown_size(n_points: int, previous: Coreset, ratio: float, most: int = 0) -> int:
@@ -241,7 +273,7 @@ def _starting_distances(proj: torch.Tensor, sq_norms: torch.Tensor, n_starts: in
     buf, nearest = torch.empty(proj.shape[0]), torch.zeros(proj.shape[0])
     seeds = starting_points(proj, n_starts, init, generator=generator)
     for seed in seeds:
-        nearest.add_(_sq_dist_to(proj, sq_norms, proj[seed], buf).sqrt_())
+        nearest.add_(_sq_dist_to(proj, sq_norms, proj[seed].float(), buf).sqrt_())
     return nearest.div_(len(seeds)).square_()
 
 
@@ -255,26 +287,33 @@ def _lists_for(n: int) -> int:
 def _by_lists(features: torch.Tensor, weight: torch.Tensor, size: int, pool: int, generator: torch.Generator
               ) -> tuple[_CoverByLists, torch.Tensor]:
     """A greedy state updated by lists over the projection of ``features`` by ``weight``, its points reordered list
-    by list, and that order (the state's points are ``project(features[order])``); distances are left to the
-    caller."""
+    by list, and that order (the state's points are ``project(features[order])``, kept in float16); distances are
+    left to the caller.
+
+    The working copy is float16, as the features are stored by default: float32 would be twice their size (0.97 GB
+    for 20 images of 2048 px), the bulk of fit-bank's memory beyond the features. Every distance is still computed
+    in float32, and :func:`_measured` records the final ones on float32 projections.
+    """
     import faiss
 
-    proj = project(features, weight)
+    proj = project(features, weight, dtype=torch.float16)
     n, dim = proj.shape
     lists = _lists_for(n)
-    kmeans = faiss.Kmeans(dim, lists, niter=10, max_points_per_centroid=64,
-                          seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    kmeans.train(proj.numpy())
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    kmeans = faiss.Kmeans(dim, lists, niter=10, max_points_per_centroid=_POINTS_PER_CENTROID, seed=seed)
+    # The points faiss would train on anyway (it samples this many), drawn here: only they are made float32.
+    sample = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:lists * _POINTS_PER_CENTROID]
+    kmeans.train(proj[sample].float().numpy())
     # Each point's own list, its nearest centroid. The lists a member updates are searched only for the points that
     # can become members, a round's pool (:meth:`_CoverByLists._lists_of`): every point's PROBES nearest lists took
     # 1.9x as long to search as its nearest one (3.5 s of an 11 s fit at 2048 px), for one point in a hundred.
-    own = torch.cat([torch.from_numpy(kmeans.index.search(proj[lo:lo + _COVER_ROWS].numpy(), 1)[1][:, 0])
+    own = torch.cat([torch.from_numpy(kmeans.index.search(proj[lo:lo + _COVER_ROWS].float().numpy(), 1)[1][:, 0])
                      for lo in range(0, n, _COVER_ROWS)]).int()
     order = torch.argsort(own, stable=True)
     # Each list's points contiguous, so an update reads slices. Projected again straight into that order rather
-    # than copied: a permuted copy would hold the projection twice (2 GB for 20 images of 2048 px).
+    # than copied: a permuted copy would hold the projection twice.
     del proj
-    proj = project(features, weight, order=order)
+    proj = project(features, weight, order=order, dtype=torch.float16)
     bounds = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(own, minlength=lists).cumsum(0)])
     state = _CoverByLists(proj, _sq_norms(proj), torch.empty(n), size, min(pool, n), own[order], bounds, kmeans.index)
     return state, order
@@ -285,6 +324,17 @@ def _unpermuted(coreset: Coreset, order: torch.Tensor) -> Coreset:
     cover, cover_sq_dist = torch.empty_like(coreset.cover), torch.empty_like(coreset.cover_sq_dist)
     cover[order], cover_sq_dist[order] = coreset.cover, coreset.cover_sq_dist
     return Coreset(order[coreset.selected], cover, cover_sq_dist)
+
+
+def _measured(coreset: Coreset, features: torch.Tensor, weight: torch.Tensor) -> Coreset:
+    """``coreset`` with each point's squared distance to its member measured between float32 projections, as the
+    calibration projects them (the greedy worked on float16 ones)."""
+    members = project(features[coreset.selected], weight)
+    sq_dist = torch.empty(len(coreset.cover))
+    for lo in range(0, len(sq_dist), _CHUNK):
+        chunk = torch.mm(features[lo:lo + _CHUNK].float(), weight)
+        torch.sum(chunk.sub_(members[coreset.cover[lo:lo + _CHUNK]]).square_(), 1, out=sq_dist[lo:lo + len(chunk)])
+    return Coreset(coreset.selected, coreset.cover, sq_dist)
 
 
 def _run(state: _Cover, progress: Callable[[int], None] | None) -> Coreset:
@@ -337,7 +387,7 @@ class _Cover:
         members = top.indices[: self.pool]
         values = top.values[: self.pool].clone()
         outside = float(top.values[self.pool]) if len(top.values) > self.pool else -1.0
-        points = self.proj[members]
+        points = self.proj[members].float()
         points_sq = self.sq_norms[members]
         lists = self._lists_of(members)
         while self.count < self.size:
@@ -346,9 +396,9 @@ class _Cover:
                 return
             j = int(members[i])
             self.selected[self.count] = j
-            self.members[self.count] = self.proj[j]
+            self.members[self.count] = points[i]
             self.member_sq[self.count] = self.sq_norms[j]
-            dist = _sq_dist_to(points, points_sq, self.proj[j], torch.empty_like(values))
+            dist = _sq_dist_to(points, points_sq, points[i], torch.empty_like(values))
             if lists is not None:
                 self.member_lists[self.count] = lists[i]
                 dist.masked_fill_(~torch.isin(lists[:, 0], lists[i]), math.inf)
@@ -409,7 +459,7 @@ class _Cover:
         index.add(self.members[:self.count].numpy())
         for lo in range(0, len(rows), _COVER_ROWS):
             chunk = rows[lo:lo + _COVER_ROWS]
-            dist, which = index.search(self.proj[chunk].numpy(), 1)
+            dist, which = index.search(self.proj[chunk].float().numpy(), 1)
             self.nearest[chunk] = torch.from_numpy(dist[:, 0]).clamp_(min=0)
             self.owner[chunk] = torch.from_numpy(which[:, 0])
 
@@ -428,7 +478,7 @@ class _CoverByLists(_Cover):
         self.member_lists = torch.empty(size, PROBES, dtype=torch.int32)
 
     def _lists_of(self, pool: torch.Tensor) -> torch.Tensor:
-        lists = torch.from_numpy(self.centroids.search(self.proj[pool].numpy(), PROBES)[1]).int()
+        lists = torch.from_numpy(self.centroids.search(self.proj[pool].float().numpy(), PROBES)[1]).int()
         lists[:, 0] = self.own[pool]  # its nearest, as found for every point (the same list but for a tie)
         return lists
 
@@ -441,7 +491,7 @@ class _CoverByLists(_Cover):
         for lo, hi in zip([0] + ends[:-1], ends, strict=True):
             first, last = self.bounds[int(lists[lo])], self.bounds[int(lists[lo]) + 1]
             mine = member[lo:hi]
-            block = torch.addmm(self.sq_norms[first:last, None], self.proj[first:last], new[mine].T, alpha=-2)
+            block = torch.addmm(self.sq_norms[first:last, None], self.proj[first:last].float(), new[mine].T, alpha=-2)
             dist, which = block.add_(new_sq[mine]).min(dim=1)
             closer = torch.nonzero(dist < self.nearest[first:last]).squeeze(1)
             self.nearest[closer + first] = dist[closer].clamp_(min=0)

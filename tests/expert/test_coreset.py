@@ -160,14 +160,15 @@ def test_list_updates_pick_as_the_plain_loop_with_the_same_restricted_updates(sm
     # The plain loop on the same lists: each chosen point lowers the distances in its probed lists only.
     g = torch.Generator().manual_seed(5)
     state, order = coresets._by_lists(features, projection(64, 128, generator=g), 300, 1024, g)
-    proj, own = state.proj, state.own
+    proj, own = state.proj.float(), state.own  # the working copy is float16, its distances float32
     lists = torch.from_numpy(state.centroids.search(proj.numpy(), coresets.PROBES)[1])
     sq = (proj * proj).sum(1)
 
     def sq_dist(j):
         return torch.clamp(torch.mv(proj, proj[j]).mul(-2).add(sq).add(proj[j].dot(proj[j])), min=0)
 
-    nearest = torch.stack([sq_dist(int(s)).sqrt() for s in starting_points(proj, 10, "center_farthest", generator=g)])
+    starts = starting_points(state.proj, 10, "center_farthest", generator=g)
+    nearest = torch.stack([sq_dist(int(s)).sqrt() for s in starts])
     nearest = nearest.mean(0).square()
     chosen = []
     for _ in range(300):
@@ -197,11 +198,27 @@ def test_list_updates_keep_the_covering_radius_and_record_each_points_cover_as_a
     truly = _nearest_member(proj, lists.selected).values
     # A point's recorded member is a real member at the recorded distance, never nearer than the nearest one.
     to_recorded = (proj - proj[lists.selected[lists.cover]]).double().square().sum(1)
-    assert torch.allclose(lists.cover_sq_dist.double(), to_recorded, rtol=1e-3, atol=1e-3)
+    # Measured between float32 projections, as the calibration's, though the greedy worked on float16 ones.
+    assert torch.allclose(lists.cover_sq_dist.double(), to_recorded, rtol=1e-5, atol=1e-5)
     assert (lists.cover_sq_dist.double() >= truly - 1e-3).all()
     assert (lists.cover[lists.selected] == torch.arange(300)).all()
     radius_exact = _nearest_member(proj, exact.selected).values.max().sqrt()
     assert truly.max().sqrt() <= 1.1 * radius_exact
+
+
+@pytest.mark.parametrize("init", ["center_farthest", "pca_extremes", "random"])
+def test_float16_points_start_where_their_float32_values_do(monkeypatch, init):
+    monkeypatch.setattr(coresets, "_CHUNK", 700)  # float16 points are read in float32 chunks, the last one short
+    points = project(_patches(), projection(64, 16, generator=torch.Generator().manual_seed(2))).half()
+    starts = [starting_points(p, 10, init, generator=torch.Generator().manual_seed(1))
+              for p in (points, points.float())]
+    assert torch.equal(*starts)
+
+
+def test_the_working_copy_of_list_updates_is_float16(small_lists):
+    state, _ = coresets._by_lists(_patches(), projection(64, 128, generator=torch.Generator()), 300, 1024,
+                                  torch.Generator())
+    assert state.proj.dtype == torch.float16 and state.sq_norms.dtype == torch.float32
 
 
 def test_list_updates_on_too_few_points_for_lists_are_the_exact_greedy():
