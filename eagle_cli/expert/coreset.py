@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -106,29 +106,33 @@ def _sq_norms(proj: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _mv(points: torch.Tensor, vector: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``points @ vector`` into ``out``: float32 points at once, float16 ones (the working copy of list updates)
-    in float32 a chunk at a time."""
+def _in_float32(points: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, rows) of ``points`` in float32: float32 points at once, float16 ones (the working copy of list
+    updates) a chunk at a time."""
     if points.dtype == torch.float32:
-        return torch.mv(points, vector, out=out)
+        yield 0, points
+        return
     for lo in range(0, len(points), _CHUNK):
-        torch.mv(points[lo:lo + _CHUNK].float(), vector, out=out[lo:lo + _CHUNK])
+        yield lo, points[lo:lo + _CHUNK].float()
+
+
+def _mv(points: torch.Tensor, vector: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``points @ vector`` into ``out``."""
+    for lo, rows in _in_float32(points):
+        torch.mv(rows, vector, out=out[lo:lo + len(rows)])
     return out
 
 
 def _mean(points: torch.Tensor) -> torch.Tensor:
-    """The mean row, float32 (float16 points summed a chunk at a time in float32, the chunks' sums in float64)."""
+    """The mean row, float32 (of float16 points, the chunks' float32 sums added in float64)."""
     if points.dtype == torch.float32:
         return points.mean(0)
-    total = sum(points[lo:lo + _CHUNK].float().sum(0).double() for lo in range(0, len(points), _CHUNK))
-    return (total / len(points)).float()
+    return (sum(rows.sum(0).double() for _, rows in _in_float32(points)) / len(points)).float()
 
 
 def _gram(points: torch.Tensor) -> torch.Tensor:
-    """``pointsᵀ points``, float32 (float16 points a chunk at a time)."""
-    if points.dtype == torch.float32:
-        return points.T @ points
-    return sum(chunk.T @ chunk for chunk in (points[lo:lo + _CHUNK].float() for lo in range(0, len(points), _CHUNK)))
+    """``pointsᵀ points``, float32."""
+    return sum(rows.T @ rows for _, rows in _in_float32(points))
 
 
 def _sq_dist_to(points: torch.Tensor, sq_norms: torch.Tensor, centre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
