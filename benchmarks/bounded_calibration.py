@@ -8,7 +8,7 @@ training images' extraction (E, the stage redone), then, alternating for ``--rou
 * ``every patch``: every training patch searched exactly (the calibration with ``--norm-tile-step 1``), read
   by the peak rule with the cell norm of every tile;
 * ``bounded``: the default (``--norm-tile-step 8``): the norm from an eighth of the tiles, the peaks bounded by
-  a search in the bank's principal components and searched exactly only where they can be decided.
+  the bank entries nearest each patch's covering entry and searched exactly only where they can be decided.
 
 Each is timed as fit-threshold's calibration is (from the stored bank and features) and given as a ratio to E.
 The bounded scores are checked against the same rule (norm of an eighth of the tiles) read off every patch's exact

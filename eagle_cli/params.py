@@ -337,8 +337,9 @@ class CalibrationParams:
     norm_tile_step: int = setting(
         8, "Under the peak image rule (tiled features), measure the cell norm on every n-th tile of each calibration "
         "image; only those patches, and the ones that can still reach an image's peak, are searched exactly (the "
-        "others are bounded by a search in the bank's principal components): the calibration takes under half as "
-        "long at 2048 px, image AUROC unchanged on the high-resolution set. 1: every patch searched exactly.",
+        "others are bounded by the bank entries nearest the entry that covers them): the calibration takes under "
+        "half as long at 2048 px, image AUROC unchanged on the high-resolution set. 1: every patch searched "
+        "exactly.",
         panel=EXPERT, low=1, only=lambda s: s.calibration == "refill", when="refill")
     knn_backend: KnnBackend = _knn_backend()
     device: str = _device()

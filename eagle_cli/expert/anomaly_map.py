@@ -104,18 +104,37 @@ def frame_map(patch_scores: np.ndarray, grid: tuple[int, int], geometry: Geometr
     return _products(rows, tiles.transpose(0, 2, 1, 3).reshape(per_side * h, per_side * w), cols.T)
 
 
-def patches_under(pixels: np.ndarray, grid: tuple[int, int], geometry: Geometry, *, sigma_px: float = 4.0
-                  ) -> np.ndarray:
-    """Which patches ``(T*H*W,) bool`` weigh on any of ``pixels`` (a ``(frame, frame) bool`` mask) of
-    :func:`frame_map`'s map: a pixel's value is a weighted sum of the patches its row and column operators reach."""
+def add_patches(amap: np.ndarray, patches: np.ndarray, values: np.ndarray, grid: tuple[int, int], geometry: Geometry,
+                *, sigma_px: float = 4.0) -> None:
+    """Add to :func:`frame_map`'s map ``amap`` (in place) the map of ``values`` at ``patches`` (indices into
+    ``(T*H*W,)``, every other patch 0). The map is linear in the patch values, and a few patches reach only a few of
+    its rows and columns: a change of a few patches costs a small product, not a whole map."""
     h, w = grid
     rows, cols = _frame_operator(geometry, h, sigma_px), _frame_operator(geometry, w, sigma_px)
     per_side = rows.shape[1] // h
-    ys, xs = np.nonzero(pixels)
+    tile, cell = np.divmod(np.asarray(patches), h * w)
+    laid_rows, at_row = np.unique(tile // per_side * h + cell // w, return_inverse=True)
+    laid_cols, at_col = np.unique(tile % per_side * w + cell % w, return_inverse=True)
+    laid = np.zeros((len(laid_rows), len(laid_cols)), dtype=np.float32)
+    np.add.at(laid, (at_row, at_col), values)
+    ys, xs = (np.flatnonzero(operator[:, reached].any(1)) for operator, reached in ((rows, laid_rows),
+                                                                                     (cols, laid_cols)))
+    amap[np.ix_(ys, xs)] += _products(rows[np.ix_(ys, laid_rows)], laid, cols[np.ix_(xs, laid_cols)].T)
+
+
+def patches_under(pixels: np.ndarray | tuple[np.ndarray, np.ndarray], grid: tuple[int, int], geometry: Geometry, *,
+                  sigma_px: float = 4.0) -> np.ndarray:
+    """Which patches ``(T*H*W,) bool`` weigh on any of ``pixels`` (a ``(frame, frame) bool`` mask, or the rows and
+    columns of a few) of :func:`frame_map`'s map: a pixel's value is a weighted sum of the patches its row and column
+    operators reach."""
+    h, w = grid
+    rows, cols = _frame_operator(geometry, h, sigma_px), _frame_operator(geometry, w, sigma_px)
+    per_side = rows.shape[1] // h
+    ys, xs = pixels if isinstance(pixels, tuple) else np.nonzero(pixels)
     # The laid-out patches with any weight on a marked pixel: reach × pixels × reach. Through the list of marked
     # pixels when there are fewer of them than a frame has rows for each laid-out row (the usual few), else through
     # the whole mask.
-    if len(ys) * rows.shape[1] < pixels.size:
+    if isinstance(pixels, tuple) or len(ys) * rows.shape[1] < pixels.size:
         laid = _products((rows[ys] != 0).T.astype(np.float32), (cols[xs] != 0).astype(np.float32)) > 0
     else:
         laid = _products((rows != 0).T.astype(np.float32), pixels.astype(np.float32),

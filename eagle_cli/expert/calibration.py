@@ -289,7 +289,8 @@ def calibrated_scores(features: torch.Tensor, index: BankIndex, coreset: Coreset
         images = sample_images(features.shape[0], params.sampled(features.shape[0]), seed=seed)
         refill = Refill(features, index, coreset, images, proj_dim=bank.proj_dim,
                         generator=torch.Generator().manual_seed(seed), neighbours=params.extra_neighbours)
-        scores, rule = bounded_peak_scores(features, index, refill, images, rule, step=step, progress=progress)
+        scores, rule = bounded_peak_scores(features, index, coreset.cover, refill, images, rule, step=step,
+                                           progress=progress)
         return Calibrated(images, scores, rule)
     result = calibrate(features, index, coreset, bank, params, seed=seed, progress=progress)
     return Calibrated(result.images, *rule.calibrated(result.per_patch, step))

@@ -44,6 +44,11 @@ class CellNorm:
         cells = per_patch.reshape(len(per_patch), -1, self.mean.size)
         return ((cells - self.mean) / self.std).reshape(per_patch.shape).astype(np.float32)
 
+    def change(self, patches: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """How the standard scores of ``patches`` (indices into ``T * cells``) change when their scores go from
+        ``before`` to ``after``."""
+        return ((after - before) / self.std[np.asarray(patches) % self.mean.size]).astype(np.float32)
+
 
 def _sums(per_patch: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image, per cell: count, sum and sum of squares of ``per_patch (m, P)`` over its tiles (NaN skipped)."""

@@ -6,20 +6,21 @@ standardised per tile cell by the cell norm of the other calibration images. Two
 * the cell norm, measured on every ``step``-th tile of each calibration image (:func:`image_rule.norm_tiles`):
   the patches of those tiles are searched exactly;
 * the peak. The map is a weighted sum of standardised patch scores with weights that are never negative, and
-  standardising is increasing, so bounds on every patch bound every pixel. A leave-own-out search in the bank's
-  top principal components gives each patch a lower bound (a projection onto orthonormal components never
-  lengthens a distance) and, through the entry it finds, an upper bound (that entry's exact distance). Patches are
-  then searched exactly — first the highest upper bounds, then every patch that weighs on a pixel whose upper
-  bound exceeds the peak's lower bound — and the peak is the same as with every patch searched, to float
-  rounding.
+  standardising is increasing, so bounds on every patch bound every pixel. The coreset recorded which entry covers
+  every training patch; the entries nearest that one (:class:`EntryNeighbours`) give each patch an upper bound (the
+  exact distance to the nearest of them from another image: the patch's nearest for most patches) and a lower bound
+  (no entry beyond them lies closer than their reach less the patch's distance to its covering entry). Patches are
+  then searched exactly — first the highest upper bounds, then the patches under the pixel with the highest upper
+  bound (so the peak's lower bound is exact there), then every patch that weighs on a pixel whose upper bound
+  exceeds the peak's lower bound — and the peak is the same as with every patch searched, to float rounding.
 
-On the 2048 px brick set the component search cost 0.26× the exact one, and about 0.4 % of an image's patches
-could still reach its peak once 0.5 % had been measured (``benchmarks/peak_bounds.py``, BENCHMARKS.md).
+On the 2048 px brick set the bounds cost about a tenth of the exact search, and 0.7 % of an image's patches
+still had to be searched beyond the norm's tiles (``benchmarks/bounded_calibration.py``, BENCHMARKS.md).
 
 The refill (``calibration.Refill``) takes part as in the exact calibration: its entries lower both bounds alike,
-for the patches whose nearest refilled entry in the components lies below their upper bound (no other patch can
-be lowered by them), and the entry found for each patch — by the bounding search, or by the exact one on the norm's
-tiles, which skip the bounding search — is a candidate to settle it as an orphan.
+for the patches whose nearest refilled entry in the bank's principal components lies below their upper bound (no
+other patch can be lowered by them), and the entry found for each patch — by its bounds, or by the exact search on
+the norm's tiles — is a candidate to settle it as an orphan.
 """
 
 from __future__ import annotations
@@ -29,17 +30,22 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+import faiss
 import numpy as np
 import torch
 
-from eagle_cli.expert.anomaly_map import frame_map, patches_under
+from eagle_cli.expert.anomaly_map import add_patches, frame_map, patches_under
 from eagle_cli.expert.image_rule import CellNorm, ImageRule, norm_tiles
 from eagle_cli.expert.knn import BankIndex, nearest_rows
 from eagle_cli.progress import Advance
 
-#: Principal components of the bounding search: 96 % of the variance of a MobileNetV2 bank, for a quarter of the
-#: exact search's time at 2048 px (BENCHMARKS.md, "Where a cheaper calibration could come from").
+#: Principal components in which the refill's entries are searched to know which patches they may lower: 96 % of the
+#: variance of a MobileNetV2 bank, for a quarter of an exact search (BENCHMARKS.md, "Where a cheaper calibration
+#: could come from").
 COMPONENTS = 32
+#: Entries nearest each covering entry whose exact distances bound a patch: at 2048 px 8 of them hold the patch's
+#: nearest entry of another image for most patches, and 32 cost 3× the time for a few more (BENCHMARKS.md).
+NEIGHBOURS = 8
 #: Share of an image's patches, the highest upper bounds, searched exactly before the peak's bounds are read: it
 #: raises the lower bound of the peak so that few pixels stay open (0.40 % of the patches instead of most).
 REFINE_SHARE = 0.005
@@ -47,6 +53,10 @@ REFINE_SHARE = 0.005
 _ROWS_PER_BOUND = 8192
 #: Patches whose differences to their found entries are taken at once (2 MB of float32 at 128 dims).
 _ROWS_IN_CACHE = 4096
+#: Patches whose differences to their covering entry's neighbours are taken at once (4 MB at 8 × 128 dims).
+_ROWS_PER_NEIGHBOURS = 1024
+#: Pixels of highest upper bound measured one after another before the rest is bounded by the peak's lower bound.
+_PEAK_ROUNDS = 32
 #: Relative widening of both bounds against float rounding of the distances (~1e-6 of the squared norms).
 _BOUND_MARGIN = 1e-4
 
@@ -70,13 +80,78 @@ def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.n
     return mean, np.ascontiguousarray(top, dtype=np.float32), float(share)
 
 
-def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: RefillLike, images: np.ndarray,
-                        rule: ImageRule, *, step: int, progress: Advance, components: int = COMPONENTS,
-                        refine: float = REFINE_SHARE) -> tuple[np.ndarray, ImageRule]:
+class EntryNeighbours:
+    """Each bank entry's ``count`` nearest entries, ``near (M, count)``, and its ``reach (M,)``: the distance (not
+    squared, less a margin for rounding) within which no other entry lies. A patch's covering entry c bounds its
+    nearest entry e: either e is one of c's neighbours, or |x − e| ≥ |c − e| − |x − c| ≥ reach(c) − |x − c|."""
+
+    def __init__(self, rows: np.ndarray, count: int):
+        listed = min(count, len(rows))
+        dist, near = faiss.knn(rows, rows, min(listed + 1, len(rows)))
+        self.near = torch.from_numpy(near[:, :listed])
+        self.reach = (np.sqrt(np.maximum(dist[:, listed], 0)) * (1 - _BOUND_MARGIN) if listed < len(rows)
+                      else np.full(len(rows), np.inf, dtype=np.float32))
+
+    def bounds(self, points: torch.Tensor, covering: np.ndarray, rows: torch.Tensor, image_ids: np.ndarray,
+               own: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Lower and upper bounds of each of ``points``' squared distance to its nearest entry of another image than
+        ``own``, given the bank ``rows`` of the entries ``covering`` them, and ``found (len(points), 2)``: the entry
+        that gives the upper bound and the nearest neighbour of another image than the covering entry's (the refill's
+        candidate: an orphan is re-covered by another image than the one whose entry covered it). The upper bound is
+        inf where every neighbour is ``own``'s: such a patch must be searched."""
+        low, high = np.empty((2, len(points)), dtype=np.float32)
+        found = np.empty((len(points), 2), dtype=np.int64)
+        for lo in range(0, len(points), _ROWS_PER_NEIGHBOURS):
+            part = slice(lo, lo + _ROWS_PER_NEIGHBOURS)
+            x, cover = points[part].float(), torch.as_tensor(covering[part])
+            listed = self.near[cover]
+            # Differences, not norms: the bounds are as accurate as the distances themselves.
+            sq = rows[listed].sub_(x[:, None]).square_().sum(2)
+            of = image_ids[listed.numpy()]
+            found[part, 1] = listed.gather(1, sq.masked_fill(torch.as_tensor(of == of[:, :1]), float("inf"))
+                                           .argmin(1, keepdim=True))[:, 0].numpy()
+            sq[torch.as_tensor(of == own)] = float("inf")
+            best, at = sq.min(1)
+            to_cover = rows[cover].sub_(x).square_().sum(1).sqrt_()
+            beyond = (torch.from_numpy(self.reach[covering[part]]) - to_cover).clamp_(min=0).square_()
+            high[part] = best.numpy() * (1 + _BOUND_MARGIN)
+            low[part] = torch.minimum(best, beyond).numpy() * (1 - _BOUND_MARGIN)
+            found[part, 0] = listed.gather(1, at[:, None])[:, 0].numpy()
+        return low, high, found
+
+
+def bounded_peak_scores(features: torch.Tensor, index: BankIndex, cover: torch.Tensor, refill: RefillLike,
+                        images: np.ndarray, rule: ImageRule, *, step: int, progress: Advance,
+                        components: int = COMPONENTS, neighbours: int = NEIGHBOURS, refine: float = REFINE_SHARE
+                        ) -> tuple[np.ndarray, ImageRule]:
     """The peak rule's scores ``(len(images),)`` of calibration ``images`` (k = 1: a patch scores its squared
-    distance to the nearest entry of another image, or of its refill) and the rule with its cell norm."""
+    distance to the nearest entry of another image, or of its refill) and the rule with its cell norm. ``cover``
+    holds each training patch's covering entry (the coreset's record)."""
     _, patches, dim = features.shape
     rows = index.rows()
+    bank = torch.from_numpy(rows)
+    neighbourhood = EntryNeighbours(rows, neighbours)
+    measured = np.repeat(norm_tiles(len(images), patches // rule.cells, step), rule.cells, axis=1)
+    low = np.empty((len(images), patches), dtype=np.float32)
+    high = np.empty_like(low)
+    # Three passes over the images, a third of the work each.
+    for position, i in enumerate(images):
+        found = np.empty((patches, 2), dtype=np.int64)
+        # The norm's patches are searched exactly in any case, and that search finds the refill's candidates too.
+        exact_part, bounded = np.flatnonzero(measured[position]), np.flatnonzero(~measured[position])
+        points = features[i][torch.as_tensor(bounded)]
+        low[position, bounded], high[position, bounded], found[bounded] = neighbourhood.bounds(
+            points, cover[i * patches + bounded].numpy(), bank, index.image_ids, i)
+        exact_part = np.concatenate([exact_part, bounded[np.isinf(high[position, bounded])]])
+        dist, found[exact_part] = index.search_leave_own_out(features[i][torch.as_tensor(exact_part)].float(), 1,
+                                                             np.full(len(exact_part), i))
+        low[position, exact_part] = high[position, exact_part] = dist[:, 0]
+        for lo in range(0, patches, _ROWS_PER_BOUND):
+            chunk = np.arange(lo, min(lo + _ROWS_PER_BOUND, patches))
+            refill.bound(i * patches + chunk, found[chunk])
+        progress(1 / 3)
+    refill.settle()
+    entries = [refill.entries(position) for position in range(len(images))]
     mean, basis, _ = principal_components(rows, min(components, dim))
     centre, axes = torch.from_numpy(mean), torch.from_numpy(basis)
 
@@ -86,31 +161,6 @@ def bounded_peak_scores(features: torch.Tensor, index: BankIndex, refill: Refill
         for lo in range(0, len(points), _ROWS_IN_CACHE):
             torch.mm(points[lo:lo + _ROWS_IN_CACHE] - centre, axes, out=out[lo:lo + _ROWS_IN_CACHE])
         return out
-
-    bank = torch.from_numpy(rows)
-    reduced = BankIndex(in_components(bank), torch.as_tensor(index.image_ids), backend=index.backend,
-                        device=index.device)
-    measured = np.repeat(norm_tiles(len(images), patches // rule.cells, step), rule.cells, axis=1)
-    low = np.empty((len(images), patches), dtype=np.float32)
-    high = np.empty_like(low)
-    # Three passes over the images, a third of the work each.
-    for position, i in enumerate(images):
-        found = np.empty((patches, 1), dtype=np.int64)
-        # The norm's patches are searched exactly in any case, and that search finds the refill's candidates too.
-        exact_part, bounded = np.flatnonzero(measured[position]), np.flatnonzero(~measured[position])
-        dist, found[exact_part] = index.search_leave_own_out(features[i][torch.as_tensor(exact_part)].float(), 1,
-                                                             np.full(len(exact_part), i))
-        low[position, exact_part] = high[position, exact_part] = dist[:, 0]
-        points = features[i][torch.as_tensor(bounded)]
-        near, found[bounded] = reduced.search_leave_own_out(in_components(points), 1, np.full(len(bounded), i))
-        low[position, bounded] = near[:, 0] * (1 - _BOUND_MARGIN)
-        high[position, bounded] = _upper(points, bank, found[bounded, 0])
-        for lo in range(0, patches, _ROWS_PER_BOUND):
-            chunk = np.arange(lo, min(lo + _ROWS_PER_BOUND, patches))
-            refill.bound(i * patches + chunk, found[chunk])
-        progress(1 / 3)
-    refill.settle()
-    entries = [refill.entries(position) for position in range(len(images))]
 
     def with_refill(position: int, points: torch.Tensor, dist: np.ndarray) -> np.ndarray:
         """``dist``, the squared distances of ``points`` of ``images[position]`` to the bank, lowered to their
@@ -164,24 +214,36 @@ def _exact_peak(rule: ImageRule, norm: CellNorm, low: np.ndarray, high: np.ndarr
     """The peak of one image's map, searching exactly (``search(patches) → squared distances``) only the patches that
     can decide it; ``low``/``high`` bound each patch's squared distance (equal where ``exact``). Updated in place."""
 
-    def measure(wanted: np.ndarray) -> None:
+    def measure(wanted: np.ndarray) -> np.ndarray:
+        """Measure ``wanted``; their upper bounds before."""
+        before = high[wanted]
         low[wanted] = high[wanted] = search(wanted)
         exact[wanted] = True
-
-    bounded = np.flatnonzero(~exact)
-    if len(bounded):  # none when the norm measured every tile (a frame of one tile)
-        measure(bounded[np.argsort(high[bounded])[::-1][:max(1, int(refine * len(low)))]])
+        return before
 
     def peak_map(scores: np.ndarray) -> np.ndarray:
         return frame_map(norm.standardise(scores[None])[0], rule.grid, rule.geometry, sigma_px=rule.sigma_px)
 
+    def under(pixels: np.ndarray | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return np.flatnonzero(patches_under(pixels, rule.grid, rule.geometry, sigma_px=rule.sigma_px) & ~exact)
+
+    bounded = np.flatnonzero(~exact)
+    if len(bounded):  # none when the norm measured every tile (a frame of one tile)
+        measure(bounded[np.argsort(high[bounded])[::-1][:max(1, int(refine * len(low)))]])
+    # The pixel with the highest upper bound is the peak once every patch under it is measured: its value is then
+    # exact, and every other pixel lies at or below its upper bound. Measuring under it a few times finds the peak
+    # where the upper bounds are tight around it, however loose the lower bounds elsewhere.
+    top = peak_map(high)
+    for _ in range(_PEAK_ROUNDS):
+        highest = tuple(np.atleast_1d(at) for at in np.unravel_index(top.argmax(), top.shape))
+        if not len(wanted := under(highest)):
+            return float(peak_map(low).max())
+        before = measure(wanted)
+        add_patches(top, wanted, norm.change(wanted, before, high[wanted]), rule.grid, rule.geometry,
+                    sigma_px=rule.sigma_px)
     floor = float(peak_map(low).max())
     # Only a pixel whose upper bound exceeds the peak's lower bound can raise it. Once every patch under those pixels
     # is measured, their values are exact and every other pixel lies at or below the floor, so the peak of the lower
     # bounds is the peak: one round of measuring is enough.
-    wanted = np.flatnonzero(patches_under(peak_map(high) > floor, rule.grid, rule.geometry, sigma_px=rule.sigma_px)
-                            & ~exact)
-    if not len(wanted):
-        return floor
-    measure(wanted)
+    measure(under(top > floor))
     return float(peak_map(low).max())

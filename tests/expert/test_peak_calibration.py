@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from eagle_cli.expert import calibration as cal
-from eagle_cli.expert.anomaly_map import frame_map, patches_under
+from eagle_cli.expert.anomaly_map import add_patches, frame_map, patches_under
 from eagle_cli.expert.coreset import select_coreset
 from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import ImageRule, norm_tiles
 from eagle_cli.expert.knn import BankIndex
-from eagle_cli.expert.peak_calibration import bounded_peak_scores
+from eagle_cli.expert.peak_calibration import EntryNeighbours, bounded_peak_scores
 from eagle_cli.params import BankParams, CalibrationParams
 
 #: A 144 px frame in 3 × 3 overlapping tiles of 56 px, each a 7 × 7 patch grid: 441 patches an image.
@@ -53,8 +53,8 @@ def refill(features, index, coreset, images):
                       neighbours=8)
 
 
-@pytest.mark.parametrize("components", [4, 16])
-def test_bounded_peaks_equal_the_peaks_of_every_patch_searched_for_fewer_exact_searches(bank, components,
+@pytest.mark.parametrize(("components", "neighbours"), [(4, 1), (16, 8)])  # one: many patches searched to bound
+def test_bounded_peaks_equal_the_peaks_of_every_patch_searched_for_fewer_exact_searches(bank, components, neighbours,
                                                                                         monkeypatch):
     features, index, coreset = bank
     images = np.arange(N_IMAGES)
@@ -69,19 +69,19 @@ def test_bounded_peaks_equal_the_peaks_of_every_patch_searched_for_fewer_exact_s
     search = BankIndex.search_leave_own_out
 
     def counted(self, queries, k, owners):
-        if self is index:  # the exact search (the bounding one runs on another index)
+        if self is index:  # the exact search (the refill settles its orphans on another index)
             searched.append(len(queries))
         return search(self, queries, k, owners)
 
     monkeypatch.setattr(BankIndex, "search_leave_own_out", counted)
     filled = refill(features, index, coreset, images)
-    scores, bounded = bounded_peak_scores(features, index, filled, images, rule, step=4, progress=quiet,
-                                          components=components, refine=0.02)
+    scores, bounded = bounded_peak_scores(features, index, coreset.cover, filled, images, rule, step=4, progress=quiet,
+                                          components=components, neighbours=neighbours, refine=0.02)
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
     np.testing.assert_allclose(bounded.norm.mean, fitted.norm.mean, rtol=1e-5)
     np.testing.assert_allclose(bounded.norm.std, fitted.norm.std, rtol=1e-5)
-    # A quarter of the tiles for the norm, 2 % for the bound, and the patches around each peak (34–42 % here: a
-    # 144 px frame's peak reaches many of its 441 patches; 0.4 % at 2048 px, BENCHMARKS.md).
+    # A quarter of the tiles for the norm, 2 % for the bound, the patches no neighbour bounds, and the patches around
+    # each peak (34–46 % here: a 144 px frame's peak reaches many of its 441 patches; 0.7 % at 2048 px, BENCHMARKS.md).
     assert sum(searched) < 0.5 * features.shape[0] * features.shape[1]
 
 
@@ -118,7 +118,7 @@ def test_a_frame_of_one_tile_measures_every_patch_for_its_norm_and_needs_no_boun
                               generator=torch.Generator().manual_seed(1), neighbours=4, progress=quiet)
     filled = cal.Refill(features, index, coreset, images, proj_dim=8, generator=torch.Generator().manual_seed(1),
                         neighbours=4)
-    scores, _ = bounded_peak_scores(features, index, filled, images, rule, step=8, progress=quiet)
+    scores, _ = bounded_peak_scores(features, index, coreset.cover, filled, images, rule, step=8, progress=quiet)
     np.testing.assert_allclose(scores, rule.calibrated(every.per_patch, 1)[0], rtol=1e-5)
 
 
@@ -140,3 +140,45 @@ def test_patches_under_pixels_are_those_whose_value_reaches_them(marked):
     under = patches_under(pixels, GRID, TILED)
     np.testing.assert_array_equal(under, reaching)
     assert 0 < under.sum() < patches if marked < 100 else under.all()
+    if marked < 100:  # the same patches when the pixels are given by their rows and columns
+        np.testing.assert_array_equal(patches_under(np.nonzero(pixels), GRID, TILED), reaching)
+
+
+def test_a_few_patches_added_to_a_map_change_it_as_the_whole_map_drawn_again():
+    rng = np.random.default_rng(2)
+    patches = len(TILED.tile_offsets()) * GRID[0] * GRID[1]
+    values = rng.normal(size=patches).astype(np.float32)
+    amap = frame_map(values, GRID, TILED)
+    changed = rng.choice(patches, 5, replace=False)
+    change = rng.normal(size=5).astype(np.float32)
+    add_patches(amap, np.r_[changed, changed[:1]], np.r_[change, 1.0], GRID, TILED)  # one patch twice: both add
+    values[changed] += change
+    values[changed[0]] += 1.0
+    np.testing.assert_allclose(amap, frame_map(values, GRID, TILED), atol=1e-5)
+
+
+def test_a_covering_entry_and_its_neighbours_bound_a_patch_nearest_entry_of_another_image(bank):
+    features, index, coreset = bank
+    rows = index.rows()
+    near = EntryNeighbours(rows, 4)
+    _, patches, _ = features.shape
+    bank_rows = torch.from_numpy(rows)
+    for image in range(4):
+        covering = coreset.cover[image * patches:(image + 1) * patches].numpy()
+        low, high, found = near.bounds(features[image], covering, bank_rows, index.image_ids, image)
+        exact = index.search_leave_own_out(features[image], 1, np.full(patches, image))[0][:, 0]
+        alone = np.isinf(high)  # every neighbour of its covering entry is the image's own
+        assert (low <= exact * (1 + 1e-6)).all() and (high[~alone] >= exact[~alone] * (1 - 1e-6)).all()
+        # The upper bound is the distance to the entry found, of another image; the second entry found is the nearest
+        # neighbour of another image than the covering entry's (the refill's candidate).
+        np.testing.assert_allclose(high[~alone], ((features[image][~alone] - bank_rows[found[~alone, 0]]) ** 2)
+                                   .sum(1).numpy() * (1 + 1e-4), rtol=1e-5)
+        assert (index.image_ids[found[~alone, 0]] != image).all()
+        assert (index.image_ids[found[:, 1]] != index.image_ids[covering]).all()
+        # Most patches' nearest entry is among the neighbours; a few are bounded below by the neighbours' reach alone.
+        assert np.isclose(high[~alone], exact[~alone], rtol=2e-4).mean() > 0.5
+        assert (low < exact * 0.99).any()
+        # With one neighbour (the covering entry itself), the patches the image's own entries cover have no bound.
+        alone = np.isinf(EntryNeighbours(rows, 1).bounds(features[image], covering, bank_rows, index.image_ids,
+                                                         image)[1])
+        np.testing.assert_array_equal(alone, index.image_ids[covering] == image)
