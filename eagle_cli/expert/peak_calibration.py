@@ -43,11 +43,12 @@ from eagle_cli.progress import Advance
 #: variance of a MobileNetV2 bank, for a quarter of an exact search (BENCHMARKS.md, "Where a cheaper calibration
 #: could come from").
 COMPONENTS = 32
-#: Entries nearest each covering entry whose exact distances bound a patch: at 2048 px 8 of them hold the patch's
-#: nearest entry of another image for most patches, and 32 cost 3× the time for a few more (BENCHMARKS.md).
+#: Entries nearest each covering entry whose exact distances bound a patch: at 2048 px 4 left 14.4 % of the patches
+#: to be searched exactly, 8 13.2 % and 16 13.1 %, and the bounds' own time grows with them (BENCHMARKS.md).
 NEIGHBOURS = 8
-#: Share of an image's patches, the highest upper bounds, searched exactly before the peak's bounds are read: it
-#: raises the lower bound of the peak so that few pixels stay open (0.40 % of the patches instead of most).
+#: Share of an image's patches, the highest upper bounds, searched exactly before the peak is looked for: the pixel
+#: of the highest upper bound is then near the peak sooner (at 2048 px 0.7 % of the patches searched beyond the
+#: norm's tiles with it, 1.1 % without).
 REFINE_SHARE = 0.005
 #: Patches whose orphan bounds are worked out at once (the refill's candidates take ~40 MB for 8,192 patches).
 _ROWS_PER_BOUND = 8192
@@ -96,9 +97,9 @@ class EntryNeighbours:
                own: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Lower and upper bounds of each of ``points``' squared distance to its nearest entry of another image than
         ``own``, given the bank ``rows`` of the entries ``covering`` them, and ``found (len(points), 2)``: the entry
-        that gives the upper bound and the nearest neighbour of another image than the covering entry's (the refill's
-        candidate: an orphan is re-covered by another image than the one whose entry covered it). The upper bound is
-        inf where every neighbour is ``own``'s: such a patch must be searched."""
+        that gives the upper bound and the nearest neighbour of another image than the covering entry's, where one is
+        (the refill's candidate: an orphan is re-covered by another image than the one whose entry covered it). The
+        upper bound is inf where every neighbour is ``own``'s: such a patch must be searched."""
         low, high = np.empty((2, len(points)), dtype=np.float32)
         found = np.empty((len(points), 2), dtype=np.int64)
         for lo in range(0, len(points), _ROWS_PER_NEIGHBOURS):
@@ -108,8 +109,9 @@ class EntryNeighbours:
             # Differences, not norms: the bounds are as accurate as the distances themselves.
             sq = rows[listed].sub_(x[:, None]).square_().sum(2)
             of = image_ids[listed.numpy()]
-            found[part, 1] = listed.gather(1, sq.masked_fill(torch.as_tensor(of == of[:, :1]), float("inf"))
-                                           .argmin(1, keepdim=True))[:, 0].numpy()
+            covering_image = torch.as_tensor(of == image_ids[covering[part]][:, None])
+            found[part, 1] = listed.gather(1, sq.masked_fill(covering_image, float("inf")).argmin(1, keepdim=True)
+                                           )[:, 0].numpy()
             sq[torch.as_tensor(of == own)] = float("inf")
             best, at = sq.min(1)
             to_cover = rows[cover].sub_(x).square_().sum(1).sqrt_()
