@@ -23,7 +23,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
@@ -33,6 +32,7 @@ from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.calibration import calibrate, calibrated_scores
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.geometry import Geometry
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.formats.bank import open_bank

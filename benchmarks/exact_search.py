@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
@@ -40,6 +39,7 @@ from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.calibration import _nearest_listed
 from eagle_cli.expert.coreset import project, projection
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.peak_calibration import principal_components
 from eagle_cli.formats.bank import StoredBank, open_bank

@@ -28,13 +28,13 @@ def _current_rss_mb() -> float:
 
 
 def worker(stage: str, root: Path, artifacts: Path, backbone: str, threads: int) -> dict:
-    import faiss
     import torch
 
     from eagle_cli import artifacts as store
     from eagle_cli.context import Context
     from eagle_cli.data import DataSource
     from eagle_cli.expert.backbones import load_backbone
+    from eagle_cli.expert.faiss_after_torch import faiss
     from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
     from eagle_cli.stages.extract import run_extract
     from eagle_cli.stages.fit_bank import run_fit_bank

@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import faiss
 import numpy as np
 import torch
 
 from eagle_cli.artifacts import open_artifact
 from eagle_cli.expert.anomaly_map import frame_map
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.peak_calibration import principal_components

@@ -10,13 +10,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
 from eagle_cli.artifacts import ArtifactRef
 from eagle_cli.context import Context
 from eagle_cli.data.synthetic import VARIATION_CATEGORIES, generate
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.scoring import images_from_distances
 from eagle_cli.formats.bank import open_bank

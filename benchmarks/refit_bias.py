@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 
-import faiss
 import numpy as np
 import torch
 
@@ -27,6 +26,7 @@ from benchmarks.calibration import bias
 from eagle_cli.artifacts import open_artifact
 from eagle_cli.expert.bank import fit_bank
 from eagle_cli.expert.calibration import Refill
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.expert.knn import nearest_rows
 from eagle_cli.expert.scoring import patch_scores

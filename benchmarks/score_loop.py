@@ -16,11 +16,11 @@ import argparse
 import statistics
 import time
 
-import faiss
 import numpy as np
 import torch
 
 from eagle_cli.expert import anomaly_map
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.features import Geometry, PatchFeatureExtractor
 
 

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
@@ -29,6 +28,7 @@ from eagle_cli import load_expert
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.formats.scores import read_scores
 from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
 from eagle_cli.service.app import Station, create_app

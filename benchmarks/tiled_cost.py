@@ -30,7 +30,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
@@ -39,6 +38,7 @@ from benchmarks.image_identity import timed
 from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.features import PatchFeatureExtractor
 from eagle_cli.expert.geometry import Geometry
 from eagle_cli.formats.bank import open_bank

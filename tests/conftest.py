@@ -8,7 +8,6 @@ import struct
 import zlib
 from pathlib import Path
 
-import faiss
 import pytest
 import torch
 
@@ -16,6 +15,7 @@ from eagle_cli.context import Context
 from eagle_cli.data import DataSource
 from eagle_cli.data.synthetic import generate
 from eagle_cli.expert.backbones import get_spec, import_weights
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.params import BankParams, CalibrationParams, ExtractParams, ScoreParams, ThresholdParams
 from eagle_cli.stages.extract import run_extract
 from eagle_cli.stages.fit_bank import run_fit_bank

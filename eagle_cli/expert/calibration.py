@@ -29,11 +29,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import torch
 
 from eagle_cli.expert.coreset import Coreset, project, projection
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.image_rule import ImageRule
 from eagle_cli.expert.knn import BankIndex, nearest_rows
 from eagle_cli.expert.peak_calibration import bounded_peak_scores

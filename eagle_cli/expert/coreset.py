@@ -298,7 +298,7 @@ def _by_lists(features: torch.Tensor, weight: torch.Tensor, size: int, pool: int
     for 20 images of 2048 px), the bulk of fit-bank's memory beyond the features. Every distance is still computed
     in float32, and :func:`_measured` records the final ones on float32 projections.
     """
-    import faiss
+    from eagle_cli.expert.faiss_after_torch import faiss
 
     proj = project(features, weight, dtype=torch.float16)
     n, dim = proj.shape
@@ -451,7 +451,7 @@ class _Cover:
     def cover_the_rest(self, rows: torch.Tensor | None = None) -> None:
         """Give ``rows`` (default: the points no member ever came closer to than their starting distance)
         their nearest member among those chosen so far, exactly."""
-        import faiss
+        from eagle_cli.expert.faiss_after_torch import faiss
 
         if rows is None:
             rows = torch.nonzero(self.owner == self.size).squeeze(1)

@@ -9,11 +9,11 @@ ID selectors leave its matrix-product path (3.9× slower, BENCHMARKS.md). torch 
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
 
 from eagle_cli.errors import ParameterError
+from eagle_cli.expert.faiss_after_torch import faiss
 
 BACKENDS = ("auto", "faiss", "torch")
 _TORCH_CHUNK = 4096

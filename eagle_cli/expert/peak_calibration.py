@@ -30,11 +30,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-import faiss
 import numpy as np
 import torch
 
 from eagle_cli.expert.anomaly_map import add_patches, frame_map, patches_under
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.image_rule import CellNorm, ImageRule, norm_tiles
 from eagle_cli.expert.knn import BankIndex, nearest_rows
 from eagle_cli.progress import Advance

@@ -1,8 +1,8 @@
 """Patches searched in groups of a bounded number of values, as the torch expert and the exported runtime search."""
 
-import faiss
 import numpy as np
 
+from eagle_cli.expert.faiss_after_torch import faiss
 from eagle_cli.expert.scoring import patch_scores, searched_scores
 
 
