@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +71,11 @@ def test_faiss_tells_rows_by_their_place_in_the_bank_whatever_order_it_holds_the
     index = BankIndex(bank, ids, backend="faiss", device=CPU)
     np.testing.assert_array_equal(index.rows(), bank.numpy())
     assert np.array_equal(index.search(bank[:50] + 0.001, 1)[1][:, 0], np.arange(50))
+
+
+def test_faiss_imported_by_eagle_runs_on_torch_s_openmp_runtime():
+    # In a fresh process, as the CLI starts: with one runtime, the threads torch sets are the ones faiss sees.
+    program = ("from eagle_cli.expert.knn import BankIndex\nimport faiss, torch\nfaiss.omp_set_num_threads(1)\n"
+               "torch.set_num_threads(3)\nprint(faiss.omp_get_max_threads())")
+    seen = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout
+    assert seen.split() == ["3"]
