@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from eagle_cli.expert import calibration as cal
+from eagle_cli.expert import peak_calibration
 from eagle_cli.expert.anomaly_map import add_patches, frame_map, patches_under
 from eagle_cli.expert.coreset import select_coreset
 from eagle_cli.expert.geometry import Geometry
-from eagle_cli.expert.image_rule import ImageRule, norm_tiles
+from eagle_cli.expert.image_rule import CellNorm, ImageRule, norm_tiles
 from eagle_cli.expert.knn import BankIndex
 from eagle_cli.expert.peak_calibration import EntryNeighbours, bounded_peak_scores
 from eagle_cli.params import BankParams, CalibrationParams
@@ -54,8 +55,10 @@ def refill(features, index, coreset, images):
 
 
 @pytest.mark.parametrize(("components", "neighbours"), [(4, 1), (16, 8)])  # one: many patches searched to bound
+@pytest.mark.parametrize("rounds", [0, peak_calibration._PEAK_ROUNDS])  # none: every open pixel at once
 def test_bounded_peaks_equal_the_peaks_of_every_patch_searched_for_fewer_exact_searches(bank, components, neighbours,
-                                                                                        monkeypatch):
+                                                                                        rounds, monkeypatch):
+    monkeypatch.setattr(peak_calibration, "_PEAK_ROUNDS", rounds)
     features, index, coreset = bank
     images = np.arange(N_IMAGES)
     rule = ImageRule.of(BankParams(image_score="peak"), TILED, GRID)
@@ -182,3 +185,26 @@ def test_a_covering_entry_and_its_neighbours_bound_a_patch_nearest_entry_of_anot
         alone = np.isinf(EntryNeighbours(rows, 1).bounds(features[image], covering, bank_rows, index.image_ids,
                                                          image)[1])
         np.testing.assert_array_equal(alone, index.image_ids[covering] == image)
+
+
+@pytest.mark.parametrize("rounds", [0, peak_calibration._PEAK_ROUNDS])
+def test_the_peak_is_found_where_the_highest_upper_bounds_overstate_their_patches(rounds, monkeypatch):
+    monkeypatch.setattr(peak_calibration, "_PEAK_ROUNDS", rounds)
+    rule = ImageRule.of(BankParams(image_score="peak"), TILED, GRID)
+    patches = len(TILED.tile_offsets()) * rule.cells
+    norm = CellNorm(np.zeros(rule.cells), np.ones(rule.cells))
+    true = np.random.default_rng(4).uniform(1, 2, patches).astype(np.float32)
+    true[[20, 21]] = 6.0  # the peak, with upper bounds that hold it exactly
+    high = true.copy()
+    overstated = np.arange(300, 340)  # far from it, bounds three times too high: the highest pixels at first
+    high[overstated] *= 3
+    low = true * 0.5
+    searched = []
+
+    def search(wanted):
+        searched.extend(wanted)
+        return true[wanted]
+
+    peak = peak_calibration._exact_peak(rule, norm, low, high, np.zeros(patches, bool), search, refine=0.0)
+    assert peak == pytest.approx(frame_map(true, GRID, TILED).max(), rel=1e-5)
+    assert len(set(searched)) < patches
